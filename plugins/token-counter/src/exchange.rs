@@ -1,0 +1,430 @@
+//! One request/answer exchange, followed from request headers to the answer's end: what the
+//! request asked, what the answer says, and the final counts. Plain Rust, no host calls.
+
+use sluice_shared::api::Api;
+use sluice_shared::prompt::{inspect_request, PromptFacts};
+use sluice_shared::stream_tally::StreamTally;
+use sluice_shared::tokenizer::{Encoding, TokenTally};
+use sluice_shared::usage::{parse_answer, ReportedUsage, TokenUsage};
+
+use crate::config::Config;
+use crate::stream_usage::with_stream_usage;
+
+/// How the answer body is being read.
+#[derive(Debug)]
+enum AnswerBody {
+    /// Headers not seen yet.
+    Pending,
+    /// Not metered, and why.
+    Passthrough(&'static str),
+    /// A JSON answer, copied as it passes (never held back).
+    Json(Vec<u8>),
+    /// An SSE answer, tallied chunk by chunk.
+    Sse(Box<StreamTally>),
+}
+
+/// Where the final counts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Both sides as the provider reported them.
+    Provider,
+    /// At least one side counted or estimated by Sluice.
+    Counted,
+    /// Nothing could be counted.
+    None,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Provider => "provider",
+            Source::Counted => "counted",
+            Source::None => "none",
+        }
+    }
+}
+
+/// Everything known about an exchange when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub api: Option<Api>,
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub streamed: bool,
+    /// `2xx`, `4xx`, `5xx`, or `reset` when the answer never completed.
+    pub status: &'static str,
+    pub usage: TokenUsage,
+    pub source: Source,
+    /// Why the answer was not metered.
+    pub passthrough: Option<&'static str>,
+    /// Why the request body was not read (the answer may still be metered).
+    pub request_skipped: Option<&'static str>,
+    pub ttft_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+impl Outcome {
+    /// The model whose price applies: the provider's exact name when it gave one.
+    pub fn priced_model(&self) -> Option<&str> {
+        self.response_model.as_deref().or(self.request_model.as_deref())
+    }
+}
+
+/// What the request body inspection decided.
+#[derive(Debug, Default)]
+pub struct RequestDecision {
+    pub facts: Option<PromptFacts>,
+    /// A new body to send upstream instead of the client's.
+    pub new_body: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    api: Option<Api>,
+    started_ms: u64,
+    prompt: Option<PromptFacts>,
+    request_passthrough: Option<&'static str>,
+    status: Option<u16>,
+    answer: AnswerBody,
+    first_byte_ms: Option<u64>,
+    finished: bool,
+}
+
+impl Exchange {
+    /// A new exchange from its request line. Only `POST`s to a known API are metered.
+    pub fn start(method: Option<&str>, path: Option<&str>, now_ms: u64) -> Exchange {
+        let api = match method {
+            Some("POST") => path.and_then(Api::from_path),
+            _ => None,
+        };
+        Exchange {
+            api,
+            started_ms: now_ms,
+            prompt: None,
+            request_passthrough: None,
+            status: None,
+            answer: AnswerBody::Pending,
+            first_byte_ms: None,
+            finished: false,
+        }
+    }
+
+    pub fn api(&self) -> Option<Api> {
+        self.api
+    }
+
+    pub fn prompt(&self) -> Option<&PromptFacts> {
+        self.prompt.as_ref()
+    }
+
+    /// Whether the request body may be rewritten (so its `content-length` must go now).
+    pub fn may_rewrite_request(&self, config: &Config) -> bool {
+        config.request_stream_usage && self.api.is_some_and(Api::accepts_stream_options)
+    }
+
+    /// The request body is not read (compressed, too large, ...).
+    pub fn skip_request(&mut self, reason: &'static str) {
+        self.request_passthrough = Some(reason);
+    }
+
+    /// Reads the whole request body.
+    pub fn on_request_body(&mut self, body: &[u8], config: &Config) -> RequestDecision {
+        let Some(api) = self.api else { return RequestDecision::default() };
+        let facts = match inspect_request(api, body, config.exact_count_bytes) {
+            Ok(facts) => facts,
+            Err(_) => {
+                self.request_passthrough = Some("unparsable_request");
+                return RequestDecision::default();
+            }
+        };
+        let new_body = if facts.stream && self.may_rewrite_request(config) {
+            with_stream_usage(body, facts.has_stream_options, facts.include_usage)
+        } else {
+            None
+        };
+        self.prompt = Some(facts.clone());
+        RequestDecision { facts: Some(facts), new_body }
+    }
+
+    /// The answer's status and content headers decide how its body is read.
+    pub fn on_response_headers(&mut self, status: Option<u16>, content_type: Option<&str>, content_encoding: Option<&str>) {
+        self.status = status;
+        let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
+        let encoded = content_encoding.is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        self.answer = match self.api {
+            None => AnswerBody::Passthrough("other_api"),
+            Some(_) if encoded => AnswerBody::Passthrough("compressed"),
+            Some(api) if content_type.starts_with("text/event-stream") => {
+                AnswerBody::Sse(Box::new(StreamTally::new(api, 4 << 20)))
+            }
+            Some(_) if content_type.contains("json") => AnswerBody::Json(Vec::new()),
+            Some(_) => AnswerBody::Passthrough("not_json"),
+        };
+    }
+
+    /// One chunk of `chunk_size` bytes of the answer body as it passes; `chunk` holds its bytes
+    /// when [`Exchange::reads_answer`] asked for them.
+    pub fn on_response_chunk(&mut self, chunk: &[u8], chunk_size: usize, now_ms: u64, config: &Config) {
+        if chunk_size > 0 && self.first_byte_ms.is_none() {
+            self.first_byte_ms = Some(now_ms);
+        }
+        match &mut self.answer {
+            AnswerBody::Sse(tally) => tally.push(chunk),
+            AnswerBody::Json(buffer) => {
+                if buffer.len().saturating_add(chunk.len()) > config.max_response_bytes {
+                    self.answer = AnswerBody::Passthrough("too_large");
+                } else {
+                    buffer.extend_from_slice(chunk);
+                }
+            }
+            AnswerBody::Pending | AnswerBody::Passthrough(_) => {}
+        }
+    }
+
+    /// Whether the answer body needs to be read chunk by chunk.
+    pub fn reads_answer(&self) -> bool {
+        matches!(self.answer, AnswerBody::Json(_) | AnswerBody::Sse(_))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the exchange once: `completed` is false when the answer was cut (reset, cancelled).
+    /// Returns `None` when it had already ended.
+    pub fn finish(&mut self, now_ms: u64, completed: bool, config: &Config) -> Option<Outcome> {
+        if self.finished {
+            return None;
+        }
+        self.finished = true;
+        let answer = std::mem::replace(&mut self.answer, AnswerBody::Passthrough("finished"));
+        let mut skipped = None;
+        let mut streamed = false;
+        let (reported, output_texts, dropped_bytes, response_model) = match answer {
+            AnswerBody::Pending => {
+                skipped = Some("no_answer");
+                (ReportedUsage::default(), Vec::new(), 0, None)
+            }
+            AnswerBody::Passthrough(reason) => {
+                skipped = Some(reason);
+                (ReportedUsage::default(), Vec::new(), 0, None)
+            }
+            AnswerBody::Json(body) => match self.api.map(|api| parse_answer(api, &body)) {
+                Some(Ok(answer)) => (answer.usage, answer.output_texts, 0, answer.model),
+                _ => {
+                    skipped = Some(if completed { "unparsable_answer" } else { "cut_answer" });
+                    (ReportedUsage::default(), Vec::new(), 0, None)
+                }
+            },
+            AnswerBody::Sse(mut tally) => {
+                streamed = true;
+                tally.finish();
+                let texts = tally.output().texts().to_vec();
+                (tally.usage(), texts, tally.output().dropped_bytes(), tally.model().map(str::to_string))
+            }
+        };
+        let status = match (completed, self.status) {
+            (false, _) | (true, None) => "reset",
+            (true, Some(s)) if (200..300).contains(&s) => "2xx",
+            (true, Some(s)) if (400..500).contains(&s) => "4xx",
+            (true, Some(s)) if s >= 500 => "5xx",
+            (true, Some(_)) => "other",
+        };
+        // Providers charge nothing for error answers.
+        let (usage, source) = if skipped.is_none() && status != "4xx" && status != "5xx" {
+            self.combine(reported, &output_texts, dropped_bytes, response_model.as_deref(), config)
+        } else {
+            (TokenUsage::default(), Source::None)
+        };
+        Some(Outcome {
+            api: self.api,
+            request_model: self.prompt.as_ref().map(|p| p.model.clone()).filter(|m| !m.is_empty()),
+            response_model,
+            streamed,
+            status,
+            usage,
+            source,
+            passthrough: skipped,
+            request_skipped: self.request_passthrough,
+            ttft_ms: self.first_byte_ms.map(|t| t.saturating_sub(self.started_ms)),
+            duration_ms: now_ms.saturating_sub(self.started_ms),
+        })
+    }
+
+    /// Provider counts where given; the request estimate and the tokenizer's count of the
+    /// generated text where not.
+    fn combine(
+        &self,
+        reported: ReportedUsage,
+        output_texts: &[String],
+        dropped_bytes: u64,
+        response_model: Option<&str>,
+        config: &Config,
+    ) -> (TokenUsage, Source) {
+        let mut counted = false;
+        let (prompt, cached, cache_write) = match (reported.input, &self.prompt) {
+            (Some(input), _) => (input.prompt, input.cached, input.cache_write),
+            (None, Some(prompt)) => {
+                counted = true;
+                (prompt.prompt_tokens, 0, 0)
+            }
+            (None, None) => (0, 0, 0),
+        };
+        let (completion, reasoning) = match reported.output {
+            Some(output) => (output.completion, output.reasoning),
+            None => {
+                counted = true;
+                let model = response_model.or(self.prompt.as_ref().map(|p| p.model.as_str())).unwrap_or_default();
+                let mut tally = TokenTally::new(Encoding::for_model(model), config.exact_count_bytes);
+                let mut total = 0;
+                for text in output_texts {
+                    let mut one = TokenTally::new(tally.encoding(), config.exact_count_bytes);
+                    one.add_text(text);
+                    total += one.total();
+                }
+                tally.add_unseen_bytes(dropped_bytes);
+                (total + tally.total(), 0)
+            }
+        };
+        let nothing = reported.input.is_none() && reported.output.is_none() && self.prompt.is_none() && output_texts.is_empty();
+        let source = if nothing {
+            Source::None
+        } else if counted {
+            Source::Counted
+        } else {
+            Source::Provider
+        };
+        (TokenUsage { prompt, completion, cached, cache_write, reasoning }, source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::default()
+    }
+
+    fn feed(ex: &mut Exchange, chunk: &[u8], now_ms: u64) {
+        ex.on_response_chunk(chunk, chunk.len(), now_ms, &config());
+    }
+
+    fn chat(stream: bool) -> Exchange {
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 1_000);
+        let body = format!(r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"hello world"}}]}}"#);
+        ex.on_request_body(body.as_bytes(), &config());
+        ex
+    }
+
+    #[test]
+    fn json_answer_uses_provider_usage() {
+        let mut ex = chat(false);
+        ex.on_response_headers(Some(200), Some("application/json; charset=utf-8"), None);
+        let body = br#"{"model":"gpt-4o-2024-08-06","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+        feed(&mut ex, &body[..10], 1_040);
+        feed(&mut ex, &body[10..], 1_050);
+        let out = ex.finish(1_100, true, &config()).unwrap();
+        assert_eq!(out.usage, TokenUsage { prompt: 9, completion: 1, cached: 2, cache_write: 0, reasoning: 0 });
+        assert_eq!(out.source, Source::Provider);
+        assert_eq!(out.status, "2xx");
+        assert_eq!(out.ttft_ms, Some(40));
+        assert_eq!(out.duration_ms, 100);
+        assert_eq!(out.priced_model(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(out.request_model.as_deref(), Some("gpt-4o"));
+        assert!(ex.finish(1_200, true, &config()).is_none(), "finishes once");
+    }
+
+    #[test]
+    fn stream_without_usage_is_counted_with_the_tokenizer() {
+        let mut ex = chat(true);
+        ex.on_response_headers(Some(200), Some("text/event-stream"), None);
+        feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The capital of \"}}]}\n\n", 1_010);
+        feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"France is Paris.\"}}]}\n\ndata: [DONE]\n\n", 1_020);
+        let out = ex.finish(1_030, true, &config()).unwrap();
+        assert!(out.streamed);
+        assert_eq!(out.source, Source::Counted);
+        assert_eq!(out.usage.completion, Encoding::O200kBase.count("The capital of France is Paris."));
+        assert_eq!(out.usage.prompt, ex.prompt().unwrap().prompt_tokens);
+    }
+
+    #[test]
+    fn cut_stream_is_charged_for_what_streamed() {
+        let mut ex = chat(true);
+        ex.on_response_headers(Some(200), Some("text/event-stream"), None);
+        feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial answer\"}}]}\n\ndata: {\"cho", 1_010);
+        let out = ex.finish(1_030, false, &config()).unwrap();
+        assert_eq!(out.status, "reset");
+        assert_eq!(out.usage.completion, Encoding::O200kBase.count("partial answer"));
+        assert_eq!(out.source, Source::Counted);
+    }
+
+    #[test]
+    fn requests_are_rewritten_for_stream_usage_only_when_streaming() {
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        let decision = ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, &config());
+        assert!(decision.new_body.is_some());
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        assert!(ex.on_request_body(br#"{"model":"gpt-4o","messages":[]}"#, &config()).new_body.is_none());
+        let off = Config { request_stream_usage: false, ..Config::default() };
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        assert!(ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, &off).new_body.is_none());
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/messages"), 0);
+        assert!(!ex.may_rewrite_request(&config()));
+        assert!(ex.on_request_body(br#"{"model":"claude-sonnet-4","stream":true,"messages":[]}"#, &config()).new_body.is_none());
+    }
+
+    #[test]
+    fn what_is_not_understood_passes_through_with_a_reason() {
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a [u8], &'a str);
+        let cases: [Case; 5] = [
+            ("GET", "/v1/models", Some("application/json"), None, b"{}", "other_api"),
+            ("POST", "/v1/chat/completions", Some("application/json"), Some("gzip"), b"\x1f\x8b", "compressed"),
+            ("POST", "/v1/chat/completions", Some("text/html"), None, b"<html>", "not_json"),
+            ("POST", "/v1/chat/completions", Some("application/json"), None, b"{oops", "unparsable_answer"),
+            ("POST", "/v1/chat/completions", Some("application/json"), None, b"\xff\xfe", "unparsable_answer"),
+        ];
+        for (method, path, ct, ce, body, reason) in cases {
+            let mut ex = Exchange::start(Some(method), Some(path), 0);
+            ex.on_response_headers(Some(200), ct, ce);
+            feed(&mut ex, body, 1);
+            let out = ex.finish(2, true, &config()).unwrap();
+            assert_eq!(out.passthrough, Some(reason), "{path} {ct:?} {ce:?}");
+            assert_eq!(out.source, Source::None);
+            assert_eq!(out.usage, TokenUsage::default());
+        }
+    }
+
+    #[test]
+    fn oversized_json_answer_is_not_buffered() {
+        let small = Config { max_response_bytes: 8, ..Config::default() };
+        let mut ex = chat(false);
+        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_chunk(b"{\"usage\":", 9, 1, &small);
+        assert!(!ex.reads_answer());
+        assert_eq!(ex.finish(2, true, &small).unwrap().passthrough, Some("too_large"));
+    }
+
+    #[test]
+    fn error_answers_count_no_tokens() {
+        let mut ex = chat(false);
+        ex.on_response_headers(Some(500), Some("application/json"), None);
+        feed(&mut ex, br#"{"error":{"message":"boom"}}"#, 1);
+        let out = ex.finish(2, true, &config()).unwrap();
+        assert_eq!(out.status, "5xx");
+        assert_eq!(out.usage, TokenUsage::default());
+    }
+
+    #[test]
+    fn unparsable_request_still_meters_the_answer() {
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        ex.on_request_body(b"{not json", &config());
+        ex.on_response_headers(Some(200), Some("application/json"), None);
+        feed(&mut ex, br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, 1);
+        let out = ex.finish(2, true, &config()).unwrap();
+        assert_eq!(out.usage.prompt, 3);
+        assert_eq!(out.request_model, None);
+        assert_eq!(out.passthrough, None);
+        assert_eq!(out.request_skipped, Some("unparsable_request"));
+    }
+}

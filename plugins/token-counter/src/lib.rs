@@ -1,0 +1,236 @@
+//! # Sluice token counter
+//!
+//! Counts prompt, completion, cached and reasoning tokens and their cost for every LLM call
+//! that passes, and publishes them as facts (for other modules and access logs) and metrics.
+//!
+//! - **Request:** `POST`s to the OpenAI and Anthropic APIs are read whole; the prompt estimate
+//!   is published at once (`sluice.usage.prompt_estimate`). Streaming OpenAI requests are asked
+//!   to end with a usage chunk (`request_stream_usage`).
+//! - **Answer:** read as it passes, never held back: JSON answers are copied, SSE streams
+//!   tallied event by event. Provider usage is used when given; otherwise the generated text is
+//!   counted with the model's tokenizer. Cut streams are charged for what streamed.
+//! - **Anything else** (other paths, compressed or non-JSON bodies) passes untouched and is
+//!   counted in `sluice_passthrough_total{reason}`.
+//!
+//! Logic lives in [`exchange`] (plain Rust); this file is only the proxy-wasm glue.
+
+pub mod config;
+pub mod exchange;
+pub mod report;
+pub mod stream_usage;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use sluice_shared::config::parse_config;
+use sluice_shared::host::Clock;
+use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::pricing::PriceTable;
+use sluice_shared::proxy::{self, Host};
+
+use crate::config::Config;
+use crate::exchange::Exchange;
+
+const NAME: &str = "sluice.token_counter";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TokenCounter::default()) });
+}}
+
+/// Per-VM state: the configuration and the metric ids, shared by every request of this worker.
+struct Settings {
+    config: Config,
+    prices: PriceTable,
+}
+
+struct TokenCounter {
+    settings: Rc<Settings>,
+    registry: Rc<RefCell<MetricRegistry>>,
+}
+
+impl Default for TokenCounter {
+    fn default() -> Self {
+        let config = Config::default();
+        TokenCounter {
+            registry: Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values))),
+            settings: Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config }),
+        }
+    }
+}
+
+impl Context for TokenCounter {}
+
+impl RootContext for TokenCounter {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config: Config = match parse_config(proxy::plugin_configuration().as_deref()) {
+            Ok(config) => config,
+            Err(e) => {
+                proxy::error(&format!("{NAME}: {e}"));
+                return false;
+            }
+        };
+        let started = Host.now_ms();
+        for encoding in &config.preload_encodings {
+            encoding.preload();
+        }
+        proxy::info(&format!(
+            "{NAME}: configured; preloaded {:?} in {} ms",
+            config.preload_encodings.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            Host.now_ms().saturating_sub(started)
+        ));
+        self.registry = Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values)));
+        self.settings = Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config });
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Meter {
+            settings: Rc::clone(&self.settings),
+            registry: Rc::clone(&self.registry),
+            exchange: None,
+            request_read: false,
+        }))
+    }
+}
+
+/// One request's glue: hands host events to its [`Exchange`] and publishes the outcome.
+struct Meter {
+    settings: Rc<Settings>,
+    registry: Rc<RefCell<MetricRegistry>>,
+    exchange: Option<Exchange>,
+    request_read: bool,
+}
+
+impl Meter {
+    fn config(&self) -> &Config {
+        &self.settings.config
+    }
+
+    fn finish(&mut self, completed: bool) {
+        let Some(exchange) = self.exchange.as_mut() else { return };
+        let Some(outcome) = exchange.finish(Host.now_ms(), completed, &self.settings.config) else { return };
+        let cost = report::publish_outcome(
+            &Host,
+            &mut self.registry.borrow_mut(),
+            &self.settings.prices,
+            &self.settings.config,
+            &outcome,
+        );
+        if outcome.api.is_some() {
+            proxy::debug(&format!(
+                "{NAME}: model={} prompt={} completion={} cached={} source={} cost_usd={} status={}",
+                outcome.request_model.as_deref().unwrap_or("-"),
+                outcome.usage.prompt,
+                outcome.usage.completion,
+                outcome.usage.cached,
+                outcome.source.name(),
+                cost.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                outcome.status,
+            ));
+        }
+        if completed && self.settings.config.response_headers && outcome.api.is_some() {
+            let u = outcome.usage;
+            proxy::add_response_trailer("x-sluice-prompt-tokens", &u.prompt.to_string());
+            proxy::add_response_trailer("x-sluice-completion-tokens", &u.completion.to_string());
+            proxy::add_response_trailer("x-sluice-total-tokens", &u.prompt.saturating_add(u.completion).to_string());
+            if let Some(cost) = cost {
+                proxy::add_response_trailer("x-sluice-cost-usd", &cost.to_string());
+            }
+        }
+    }
+}
+
+impl Context for Meter {}
+
+impl HttpContext for Meter {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let method = proxy::request_header_text(":method");
+        let path = proxy::request_header_text(":path");
+        let mut exchange = Exchange::start(method.as_deref(), path.as_deref(), Host.now_ms());
+        if exchange.api().is_some() {
+            let encoding = proxy::request_header_text("content-encoding").unwrap_or_default();
+            if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+                exchange.skip_request("compressed_request");
+                self.request_read = true;
+            } else if !end_of_stream && exchange.may_rewrite_request(self.config()) {
+                // Headers go upstream before the body is read: a body we may rewrite cannot
+                // keep its length.
+                proxy::remove_request_header("content-length");
+            }
+        }
+        self.exchange = Some(exchange);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let max_request_bytes = self.config().max_request_bytes;
+        let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
+        let Some(api) = exchange.api() else { return Action::Continue };
+        if self.request_read {
+            return Action::Continue;
+        }
+        if body_size > max_request_bytes {
+            exchange.skip_request("too_large_request");
+            self.request_read = true;
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffer until the whole body is here
+        }
+        self.request_read = true;
+        let body = proxy::request_body(body_size).unwrap_or_default();
+        let decision = exchange.on_request_body(&body, &self.settings.config);
+        if let Some(facts) = &decision.facts {
+            report::publish_request(&Host, api, facts);
+        }
+        if let Some(new_body) = decision.new_body {
+            if !proxy::replace_request_body(body_size, &new_body) {
+                proxy::warn(&format!("{NAME}: could not rewrite the request body; usage may be counted"));
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let status = proxy::response_header_text(":status").and_then(|s| s.parse().ok());
+        let content_type = proxy::response_header_text("content-type");
+        let content_encoding = proxy::response_header_text("content-encoding");
+        let response_headers = self.config().response_headers;
+        let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
+        exchange.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref());
+        if let (true, Some(prompt)) = (response_headers, exchange.prompt()) {
+            proxy::set_response_header("x-sluice-prompt-tokens-estimate", &prompt.prompt_tokens.to_string());
+        }
+        if end_of_stream {
+            self.finish(true);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
+        let chunk = if exchange.reads_answer() { proxy::response_body(body_size) } else { None };
+        exchange.on_response_chunk(chunk.as_deref().unwrap_or_default(), body_size, Host.now_ms(), &self.settings.config);
+        if end_of_stream {
+            self.finish(true);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        self.finish(true);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // Reached without the answer's end: the stream was reset or the client went away.
+        self.finish(false);
+    }
+}

@@ -1,0 +1,169 @@
+//! Publishes what an exchange measured: facts for other modules and access logs, and metrics.
+
+use sluice_shared::api::Api;
+use sluice_shared::facts::{self, Fact};
+use sluice_shared::host::{MetricsHost, Properties};
+use sluice_shared::metrics::{self, MetricRegistry};
+use sluice_shared::pricing::PriceTable;
+use sluice_shared::prompt::PromptFacts;
+
+use crate::config::Config;
+use crate::exchange::Outcome;
+
+/// Facts known once the request body was read.
+pub fn publish_request(host: &dyn Properties, api: Api, prompt: &PromptFacts) {
+    facts::publish(host, facts::REQUEST_API, api.name());
+    facts::publish(host, facts::REQUEST_MODEL, &prompt.model);
+    facts::publish(host, facts::REQUEST_STREAM, if prompt.stream { "true" } else { "false" });
+    facts::publish(host, facts::PROMPT_ESTIMATE, &prompt.prompt_tokens.to_string());
+}
+
+/// Who an exchange is attributed to in metrics.
+struct Attribution {
+    model: String,
+    provider: String,
+    team: String,
+}
+
+/// Cost in USD rounded to 1e-10, so sums print without float noise.
+fn round_usd(cost: f64) -> f64 {
+    (cost * 1e10).round() / 1e10
+}
+
+/// Publishes an exchange's outcome; returns its cost in USD when the model has a price.
+pub fn publish_outcome<H: Properties + MetricsHost>(
+    host: &H,
+    registry: &mut MetricRegistry,
+    prices: &PriceTable,
+    config: &Config,
+    outcome: &Outcome,
+) -> Option<f64> {
+    for reason in [outcome.request_skipped, outcome.passthrough].into_iter().flatten() {
+        registry.add(host, metrics::PASSTHROUGH_TOTAL, &[("reason", reason)], 1);
+    }
+    let api = outcome.api?;
+    let who = Attribution {
+        model: outcome.request_model.clone().or_else(|| outcome.response_model.clone()).unwrap_or_else(|| metrics::UNKNOWN.to_string()),
+        provider: facts::read(host, facts::ROUTE_PROVIDER)
+            .or_else(|| config.provider.clone())
+            .unwrap_or_else(|| api.default_provider().to_string()),
+        team: facts::read(host, facts::IDENTITY_TEAM).unwrap_or_else(|| "none".to_string()),
+    };
+    let usage = &outcome.usage;
+    let cost = outcome.priced_model().and_then(|m| prices.cost_usd(m, usage)).map(round_usd);
+
+    let number = |fact: Fact, value: u64| facts::publish(host, fact, &value.to_string());
+    number(facts::PROMPT_TOKENS, usage.prompt);
+    number(facts::COMPLETION_TOKENS, usage.completion);
+    number(facts::CACHED_TOKENS, usage.cached);
+    number(facts::REASONING_TOKENS, usage.reasoning);
+    number(facts::TOTAL_TOKENS, usage.prompt.saturating_add(usage.completion));
+    number(facts::DURATION_MS, outcome.duration_ms);
+    if let Some(ttft) = outcome.ttft_ms {
+        number(facts::TIME_TO_FIRST_TOKEN_MS, ttft);
+    }
+    facts::publish(host, facts::USAGE_SOURCE, outcome.source.name());
+    facts::publish(host, facts::RESPONSE_STREAMED, if outcome.streamed { "true" } else { "false" });
+    if let Some(model) = &outcome.response_model {
+        facts::publish(host, facts::RESPONSE_MODEL, model);
+    }
+    if let Some(reason) = outcome.passthrough {
+        facts::publish(host, facts::PASSTHROUGH, reason);
+    }
+    if let Some(cost) = cost {
+        facts::publish(host, facts::COST_USD, &cost.to_string());
+    }
+
+    let base = [("model", who.model.as_str()), ("provider", who.provider.as_str()), ("team", who.team.as_str())];
+    let streamed = if outcome.streamed { "true" } else { "false" };
+    let [model, provider, team] = base;
+    registry.add(host, metrics::REQUESTS_TOTAL, &[("api", api.name()), model, provider, team, ("streamed", streamed), ("status", outcome.status)], 1);
+    for (direction, count) in [("input", usage.prompt), ("output", usage.completion), ("cached", usage.cached), ("reasoning", usage.reasoning)] {
+        registry.add(host, metrics::TOKENS_TOTAL, &[("direction", direction), model, provider, team], count);
+    }
+    if let Some(cost) = cost {
+        registry.add(host, metrics::COST_MICRO_USD_TOTAL, &base, (cost * 1e6).round() as u64);
+    }
+    let timed = [("api", api.name()), model, provider, team];
+    registry.record(host, metrics::REQUEST_DURATION_MS, &timed, outcome.duration_ms);
+    if let (true, Some(ttft)) = (outcome.streamed, outcome.ttft_ms) {
+        registry.record(host, metrics::TIME_TO_FIRST_TOKEN_MS, &timed, ttft);
+    }
+    cost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::Source;
+    use sluice_shared::host::fake::FakeHost;
+    use sluice_shared::usage::TokenUsage;
+
+    fn outcome() -> Outcome {
+        Outcome {
+            api: Some(Api::ChatCompletions),
+            request_model: Some("gpt-4o".into()),
+            response_model: Some("gpt-4o-2024-08-06".into()),
+            streamed: true,
+            status: "2xx",
+            usage: TokenUsage { prompt: 1000, completion: 200, cached: 400, cache_write: 0, reasoning: 0 },
+            source: Source::Provider,
+            passthrough: None,
+            request_skipped: None,
+            ttft_ms: Some(35),
+            duration_ms: 120,
+        }
+    }
+
+    #[test]
+    fn publishes_facts_and_labelled_metrics() {
+        let host = FakeHost::default();
+        facts::publish(&host, facts::IDENTITY_TEAM, "blue");
+        let mut registry = MetricRegistry::new(10);
+        let cost = publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &outcome()).unwrap();
+        // 600 * 2.50 + 400 * 1.25 + 200 * 10.00 per million
+        assert!((cost - 0.004).abs() < 1e-12, "{cost}");
+        assert_eq!(host.property("sluice.usage.prompt_tokens").as_deref(), Some("1000"));
+        assert_eq!(host.property("sluice.usage.total_tokens").as_deref(), Some("1200"));
+        assert_eq!(host.property("sluice.usage.cost_usd").as_deref(), Some("0.004"));
+        assert_eq!(host.property("sluice.usage.source").as_deref(), Some("provider"));
+        assert_eq!(host.property("sluice.response.ttft_ms").as_deref(), Some("35"));
+        let labels = "model=gpt-4o;provider=openai;team=blue";
+        assert_eq!(host.metric(&format!("sluice_tokens_total;direction=input;{labels}")), Some(1000));
+        assert_eq!(host.metric(&format!("sluice_tokens_total;direction=cached;{labels}")), Some(400));
+        assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{labels}")), Some(4000));
+        assert_eq!(host.metric(&format!("sluice_requests_total;api=chat_completions;{labels};streamed=true;status=2xx")), Some(1));
+        assert_eq!(host.recorded(&format!("sluice_time_to_first_token_ms;api=chat_completions;{labels}")), vec![35]);
+    }
+
+    #[test]
+    fn routing_fact_and_config_pick_the_provider() {
+        let host = FakeHost::default();
+        let config = Config { provider: Some("vllm".into()), ..Config::default() };
+        let mut registry = MetricRegistry::new(10);
+        publish_outcome(&host, &mut registry, &PriceTable::default(), &config, &outcome());
+        assert!(host.metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=vllm;team=none").is_some());
+        facts::publish(&host, facts::ROUTE_PROVIDER, "anthropic");
+        publish_outcome(&host, &mut registry, &PriceTable::default(), &config, &outcome());
+        assert!(host.metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=anthropic;team=none").is_some());
+    }
+
+    #[test]
+    fn passthrough_is_counted_without_facts_for_other_apis() {
+        let host = FakeHost::default();
+        let mut registry = MetricRegistry::new(10);
+        let other = Outcome { api: None, passthrough: Some("other_api"), ..outcome() };
+        assert_eq!(publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &other), None);
+        assert_eq!(host.metric("sluice_passthrough_total;reason=other_api"), Some(1));
+        assert!(host.properties.borrow().is_empty());
+    }
+
+    #[test]
+    fn unpriced_model_has_no_cost() {
+        let host = FakeHost::default();
+        let mut registry = MetricRegistry::new(10);
+        let o = Outcome { request_model: Some("my-llama".into()), response_model: None, ..outcome() };
+        assert_eq!(publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &o), None);
+        assert_eq!(host.property("sluice.usage.cost_usd"), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! Per-request facts shared between modules and with access logs, under one namespace.
+//!
+//! A fact is a proxy-wasm property whose path is one segment, `sluice.<group>.<name>`; in Envoy
+//! it lands in filter state as `wasm.sluice.<group>.<name>`, so an access log reads it with
+//! `%FILTER_STATE(wasm.sluice.usage.prompt_tokens:PLAIN)%`. Values are UTF-8 text (numbers in
+//! decimal) so logs print them as they are. A module that runs alone finds other modules' facts
+//! absent and carries on.
+
+use crate::host::Properties;
+
+/// The name of one fact. The constants below are the complete, documented list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fact(pub &'static str);
+
+impl Fact {
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+// Request, as the client sent it.
+/// API of the request (`chat_completions`, `completions`, `embeddings`, `responses`, `messages`).
+pub const REQUEST_API: Fact = Fact("sluice.request.api");
+/// Model named by the client.
+pub const REQUEST_MODEL: Fact = Fact("sluice.request.model");
+/// `true` when the client asked for a streamed answer.
+pub const REQUEST_STREAM: Fact = Fact("sluice.request.stream");
+
+// Usage and cost, set by the token counter.
+/// Prompt tokens estimated before the request was sent (for budget checks and routing).
+pub const PROMPT_ESTIMATE: Fact = Fact("sluice.usage.prompt_estimate");
+pub const PROMPT_TOKENS: Fact = Fact("sluice.usage.prompt_tokens");
+pub const COMPLETION_TOKENS: Fact = Fact("sluice.usage.completion_tokens");
+pub const CACHED_TOKENS: Fact = Fact("sluice.usage.cached_tokens");
+pub const REASONING_TOKENS: Fact = Fact("sluice.usage.reasoning_tokens");
+pub const TOTAL_TOKENS: Fact = Fact("sluice.usage.total_tokens");
+/// Where the counts came from: `provider`, `counted` (tokenizer), or `none`.
+pub const USAGE_SOURCE: Fact = Fact("sluice.usage.source");
+/// Cost in USD (decimal); absent when the model has no price.
+pub const COST_USD: Fact = Fact("sluice.usage.cost_usd");
+/// Why an exchange was not metered (`not_json`, `compressed`, `too_large`, `unparsable`, ...).
+pub const PASSTHROUGH: Fact = Fact("sluice.usage.passthrough");
+
+// Answer.
+/// Model named in the provider's answer.
+pub const RESPONSE_MODEL: Fact = Fact("sluice.response.model");
+/// `true` when the answer was an SSE stream.
+pub const RESPONSE_STREAMED: Fact = Fact("sluice.response.streamed");
+/// Milliseconds from the request's arrival to the answer's first body byte.
+pub const TIME_TO_FIRST_TOKEN_MS: Fact = Fact("sluice.response.ttft_ms");
+/// Milliseconds from the request's arrival to the answer's last byte.
+pub const DURATION_MS: Fact = Fact("sluice.response.duration_ms");
+
+// Set by other modules; read here when present.
+/// Provider chosen by the model rewriter.
+pub const ROUTE_PROVIDER: Fact = Fact("sluice.route.provider");
+/// Team of the caller, from the budget enforcer.
+pub const IDENTITY_TEAM: Fact = Fact("sluice.identity.team");
+
+/// Reads a fact as text; absent, empty or non-UTF-8 values read as `None`.
+pub fn read(host: &dyn Properties, fact: Fact) -> Option<String> {
+    let bytes = host.get_property(&[fact.name()])?;
+    String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+pub fn publish(host: &dyn Properties, fact: Fact, value: &str) {
+    host.set_property(&[fact.name()], value.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn round_trip_and_absent() {
+        let host = FakeHost::default();
+        assert_eq!(read(&host, IDENTITY_TEAM), None);
+        publish(&host, IDENTITY_TEAM, "blue");
+        assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
+        assert_eq!(host.property("sluice.identity.team").as_deref(), Some("blue"));
+        publish(&host, ROUTE_PROVIDER, "");
+        assert_eq!(read(&host, ROUTE_PROVIDER), None);
+        host.set_property(&[ROUTE_PROVIDER.name()], b"\xff");
+        assert_eq!(read(&host, ROUTE_PROVIDER), None);
+    }
+
+    #[test]
+    fn every_fact_is_in_the_namespace() {
+        for fact in [REQUEST_API, REQUEST_MODEL, REQUEST_STREAM, PROMPT_ESTIMATE, PROMPT_TOKENS, COMPLETION_TOKENS,
+            CACHED_TOKENS, REASONING_TOKENS, TOTAL_TOKENS, USAGE_SOURCE, COST_USD, PASSTHROUGH, RESPONSE_MODEL,
+            RESPONSE_STREAMED, TIME_TO_FIRST_TOKEN_MS, DURATION_MS, ROUTE_PROVIDER, IDENTITY_TEAM]
+        {
+            assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Metrics with real labels on a host that only knows flat names.
+//!
+//! Envoy custom metrics are plain names; labels are encoded in the name as `;key=value` pairs
+//! (`sluice_tokens_total;direction=input;model=gpt-4o`) and turned back into Prometheus labels by
+//! Envoy tag extraction: one `stats_tags` entry per label key with the regex `(;key=([^;]*))`
+//! (see `envoy-config/`). Envoy shows wasm metrics without the `envoy_` prefix.
+//!
+//! Label values come from clients and providers, so they are sanitised and each label key keeps
+//! at most a configured number of distinct values per VM; later ones are reported as `other`.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::host::{MetricKind, MetricsHost};
+
+// Every Sluice metric name. Counters end in `_total`; histograms are in milliseconds.
+pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
+pub const TOKENS_TOTAL: &str = "sluice_tokens_total";
+/// Cost in millionths of a USD: host counters are integers (divide by 1e6 in dashboards).
+pub const COST_MICRO_USD_TOTAL: &str = "sluice_cost_micro_usd_total";
+pub const PASSTHROUGH_TOTAL: &str = "sluice_passthrough_total";
+pub const REQUEST_DURATION_MS: &str = "sluice_request_duration_ms";
+pub const TIME_TO_FIRST_TOKEN_MS: &str = "sluice_time_to_first_token_ms";
+
+/// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
+pub const LABEL_KEYS: &[&str] = &["api", "model", "provider", "team", "direction", "streamed", "source", "reason", "status"];
+
+/// Reported instead of a value once a label has too many distinct values.
+pub const OTHER: &str = "other";
+/// Reported for a label whose value is unknown.
+pub const UNKNOWN: &str = "unknown";
+const MAX_VALUE_LEN: usize = 64;
+
+/// The Envoy regex that extracts `key` from a metric name.
+pub fn tag_regex(key: &str) -> String {
+    format!("(;{key}=([^;]*))")
+}
+
+/// Keeps a label value to characters that survive stat names and tag extraction.
+pub fn sanitize_label_value(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .take(MAX_VALUE_LEN)
+        .map(|c| if c.is_ascii_alphanumeric() || "_-.:/@+".contains(c) { c } else { '_' })
+        .collect();
+    if cleaned.is_empty() {
+        UNKNOWN.to_string()
+    } else {
+        cleaned
+    }
+}
+
+pub fn stat_name(base: &str, labels: &[(&str, String)]) -> String {
+    let mut name = base.to_string();
+    for (key, value) in labels {
+        name.push(';');
+        name.push_str(key);
+        name.push('=');
+        name.push_str(value);
+    }
+    name
+}
+
+/// Defines metrics on first use and remembers their ids for the life of the VM.
+#[derive(Debug)]
+pub struct MetricRegistry {
+    ids: HashMap<String, u32>,
+    values_per_label: HashMap<String, HashSet<String>>,
+    max_values_per_label: usize,
+}
+
+impl MetricRegistry {
+    pub fn new(max_values_per_label: usize) -> Self {
+        MetricRegistry { ids: HashMap::new(), values_per_label: HashMap::new(), max_values_per_label }
+    }
+
+    pub fn add(&mut self, host: &dyn MetricsHost, base: &str, labels: &[(&str, &str)], delta: u64) {
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = self.id(host, MetricKind::Counter, base, labels) {
+            host.increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn record(&mut self, host: &dyn MetricsHost, base: &str, labels: &[(&str, &str)], value: u64) {
+        if let Some(id) = self.id(host, MetricKind::Histogram, base, labels) {
+            host.record_metric(id, value);
+        }
+    }
+
+    fn id(&mut self, host: &dyn MetricsHost, kind: MetricKind, base: &str, labels: &[(&str, &str)]) -> Option<u32> {
+        let labels: Vec<(&str, String)> = labels.iter().map(|(k, v)| (*k, self.bounded_value(k, v))).collect();
+        let name = stat_name(base, &labels);
+        if let Some(id) = self.ids.get(&name) {
+            return Some(*id);
+        }
+        let id = host.define_metric(kind, &name)?;
+        self.ids.insert(name, id);
+        Some(id)
+    }
+
+    fn bounded_value(&mut self, key: &str, value: &str) -> String {
+        let value = sanitize_label_value(value);
+        let seen = self.values_per_label.entry(key.to_string()).or_default();
+        if seen.contains(&value) {
+            value
+        } else if seen.len() < self.max_values_per_label {
+            seen.insert(value.clone());
+            value
+        } else {
+            OTHER.to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_encode_labels() {
+        let mut registry = MetricRegistry::new(10);
+        let host = FakeHost::default();
+        registry.add(&host, TOKENS_TOTAL, &[("direction", "input"), ("model", "gpt-4.1")], 5);
+        registry.add(&host, TOKENS_TOTAL, &[("direction", "input"), ("model", "gpt-4.1")], 7);
+        assert_eq!(host.metric("sluice_tokens_total;direction=input;model=gpt-4.1"), Some(12));
+        assert_eq!(host.names.borrow().len(), 1, "defined once");
+    }
+
+    #[test]
+    fn values_are_sanitised() {
+        assert_eq!(sanitize_label_value("a;b=c d\"e"), "a_b_c_d_e");
+        assert_eq!(sanitize_label_value(""), UNKNOWN);
+        assert_eq!(sanitize_label_value(&"x".repeat(500)).len(), 64);
+        assert_eq!(sanitize_label_value("anthropic/claude-3.5@v2"), "anthropic/claude-3.5@v2");
+    }
+
+    #[test]
+    fn label_cardinality_is_bounded() {
+        let mut registry = MetricRegistry::new(2);
+        let host = FakeHost::default();
+        for model in ["a", "b", "c", "d", "a"] {
+            registry.add(&host, REQUESTS_TOTAL, &[("model", model)], 1);
+        }
+        assert_eq!(host.metric("sluice_requests_total;model=a"), Some(2));
+        assert_eq!(host.metric("sluice_requests_total;model=other"), Some(2));
+        assert_eq!(host.metric("sluice_requests_total;model=c"), None);
+    }
+
+    #[test]
+    fn zero_is_not_recorded_for_counters_but_histograms_record() {
+        let mut registry = MetricRegistry::new(2);
+        let host = FakeHost::default();
+        registry.add(&host, TOKENS_TOTAL, &[], 0);
+        assert!(host.names.borrow().is_empty());
+        registry.record(&host, TIME_TO_FIRST_TOKEN_MS, &[("model", "m")], 0);
+        assert_eq!(host.recorded("sluice_time_to_first_token_ms;model=m"), vec![0]);
+    }
+
+    #[test]
+    fn tag_regex_shape() {
+        assert_eq!(tag_regex("model"), "(;model=([^;]*))");
+    }
+}

@@ -1,0 +1,133 @@
+//! proxy-wasm glue: the [`crate::host`] traits and the body, header and reply helpers on top of
+//! hostcalls. Hostcall errors are handled here (logged or turned into `None`), never unwrapped.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+
+use crate::callout::{Callout, CalloutError};
+use crate::errors::ApiError;
+use crate::host::{Clock, MetricKind, MetricsHost, Properties};
+
+/// The proxy-wasm host of the current context.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Host;
+
+impl Properties for Host {
+    fn get_property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+    fn set_property(&self, path: &[&str], value: &[u8]) {
+        if hostcalls::set_property(path.to_vec(), Some(value)).is_err() {
+            warn(&format!("could not set property {}", path.join(".")));
+        }
+    }
+}
+
+impl MetricsHost for Host {
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        hostcalls::define_metric(kind, name).ok()
+    }
+    fn increment_metric(&self, id: u32, delta: i64) {
+        let _ = hostcalls::increment_metric(id, delta);
+    }
+    fn record_metric(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
+
+impl Clock for Host {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+pub fn info(message: &str) {
+    let _ = hostcalls::log(LogLevel::Info, message);
+}
+pub fn warn(message: &str) {
+    let _ = hostcalls::log(LogLevel::Warn, message);
+}
+pub fn error(message: &str) {
+    let _ = hostcalls::log(LogLevel::Error, message);
+}
+pub fn debug(message: &str) {
+    let _ = hostcalls::log(LogLevel::Debug, message);
+}
+
+/// The plugin configuration document (Envoy `configuration`, Istio `pluginConfig`).
+pub fn plugin_configuration() -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten()
+}
+
+/// A request header as raw bytes (the string getters trap on non-UTF-8 values).
+pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+/// A request header as text; `None` when absent or not UTF-8.
+pub fn request_header_text(name: &str) -> Option<String> {
+    request_header(name).and_then(|v| String::from_utf8(v).ok())
+}
+
+pub fn remove_request_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+}
+
+/// A response header as text; `None` when absent or not UTF-8.
+pub fn response_header_text(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+pub fn set_response_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
+}
+
+/// The request body buffered so far (`size` bytes from the start).
+pub fn request_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+}
+
+/// Replaces the whole buffered request body of `current_size` bytes.
+pub fn replace_request_body(current_size: usize, body: &[u8]) -> bool {
+    hostcalls::set_buffer(BufferType::HttpRequestBody, 0, current_size, body).is_ok()
+}
+
+/// The response body chunk of this callback (`size` bytes).
+pub fn response_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
+}
+
+/// Answers the client locally with an OpenAI-style error.
+pub fn send_error(error: &ApiError) {
+    let body = error.body();
+    if hostcalls::send_http_response(u32::from(error.status), error.headers(), Some(&body)).is_err() {
+        self::error("could not send local reply");
+    }
+}
+
+/// Dispatches a callout; the answer arrives in `on_http_call_response` with the returned token.
+pub fn dispatch(call: &Callout) -> Result<u32, CalloutError> {
+    call.validate()?;
+    let timeout = call.timeout.max(Duration::from_millis(1));
+    hostcalls::dispatch_http_call(&call.cluster, call.wire_headers(), call.body.as_deref(), Vec::new(), timeout)
+        .map_err(|status| CalloutError::Dispatch(format!("{status:?} (is cluster `{}` defined?)", call.cluster)))
+}
+
+/// Adds a response trailer; only possible at the end of the answer body.
+pub fn add_response_trailer(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value(MapType::HttpResponseTrailers, name, value);
+}
