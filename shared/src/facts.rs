@@ -34,6 +34,8 @@ pub const COMPLETION_TOKENS: Fact = Fact("sluice.usage.completion_tokens");
 pub const CACHED_TOKENS: Fact = Fact("sluice.usage.cached_tokens");
 pub const REASONING_TOKENS: Fact = Fact("sluice.usage.reasoning_tokens");
 pub const TOTAL_TOKENS: Fact = Fact("sluice.usage.total_tokens");
+/// Provider the usage is attributed to (the routing fact, the config, or the API's own).
+pub const USAGE_PROVIDER: Fact = Fact("sluice.usage.provider");
 /// Where the counts came from: `provider`, `counted` (tokenizer), or `none`.
 pub const USAGE_SOURCE: Fact = Fact("sluice.usage.source");
 /// Cost in USD (decimal); absent when the model has no price.
@@ -90,7 +92,7 @@ mod tests {
     #[test]
     fn every_fact_is_in_the_namespace() {
         for fact in [REQUEST_API, REQUEST_MODEL, REQUEST_STREAM, PROMPT_ESTIMATE, PROMPT_TOKENS, COMPLETION_TOKENS,
-            CACHED_TOKENS, REASONING_TOKENS, TOTAL_TOKENS, USAGE_SOURCE, COST_USD, PASSTHROUGH, RESPONSE_MODEL,
+            CACHED_TOKENS, REASONING_TOKENS, TOTAL_TOKENS, USAGE_PROVIDER, USAGE_SOURCE, COST_USD, PASSTHROUGH, RESPONSE_MODEL,
             RESPONSE_STREAMED, TIME_TO_FIRST_TOKEN_MS, DURATION_MS, ROUTE_PROVIDER, IDENTITY_TEAM]
         {
             assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");

@@ -63,6 +63,7 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
         number(facts::TIME_TO_FIRST_TOKEN_MS, ttft);
     }
     facts::publish(host, facts::USAGE_SOURCE, outcome.source.name());
+    facts::publish(host, facts::USAGE_PROVIDER, &who.provider);
     facts::publish(host, facts::RESPONSE_STREAMED, if outcome.streamed { "true" } else { "false" });
     if let Some(model) = &outcome.response_model {
         facts::publish(host, facts::RESPONSE_MODEL, model);

