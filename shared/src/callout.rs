@@ -104,13 +104,16 @@ mod tests {
             .header("X-Trace", "1")
             .timeout(Duration::from_millis(200));
         assert_eq!(call.validate(), Ok(()));
-        assert_eq!(call.wire_headers(), vec![
-            (":method", "POST"),
-            (":path", "/v1/embeddings"),
-            (":authority", "embed.local"),
-            ("content-type", "application/json"),
-            ("x-trace", "1"),
-        ]);
+        assert_eq!(
+            call.wire_headers(),
+            vec![
+                (":method", "POST"),
+                (":path", "/v1/embeddings"),
+                (":authority", "embed.local"),
+                ("content-type", "application/json"),
+                ("x-trace", "1"),
+            ]
+        );
     }
 
     #[test]

@@ -91,10 +91,27 @@ mod tests {
 
     #[test]
     fn every_fact_is_in_the_namespace() {
-        for fact in [REQUEST_API, REQUEST_MODEL, REQUEST_STREAM, PROMPT_ESTIMATE, PROMPT_TOKENS, COMPLETION_TOKENS,
-            CACHED_TOKENS, REASONING_TOKENS, TOTAL_TOKENS, USAGE_PROVIDER, USAGE_SOURCE, COST_USD, PASSTHROUGH, RESPONSE_MODEL,
-            RESPONSE_STREAMED, TIME_TO_FIRST_TOKEN_MS, DURATION_MS, ROUTE_PROVIDER, IDENTITY_TEAM]
-        {
+        for fact in [
+            REQUEST_API,
+            REQUEST_MODEL,
+            REQUEST_STREAM,
+            PROMPT_ESTIMATE,
+            PROMPT_TOKENS,
+            COMPLETION_TOKENS,
+            CACHED_TOKENS,
+            REASONING_TOKENS,
+            TOTAL_TOKENS,
+            USAGE_PROVIDER,
+            USAGE_SOURCE,
+            COST_USD,
+            PASSTHROUGH,
+            RESPONSE_MODEL,
+            RESPONSE_STREAMED,
+            TIME_TO_FIRST_TOKEN_MS,
+            DURATION_MS,
+            ROUTE_PROVIDER,
+            IDENTITY_TEAM,
+        ] {
             assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");
         }
     }

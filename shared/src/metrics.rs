@@ -22,7 +22,8 @@ pub const REQUEST_DURATION_MS: &str = "sluice_request_duration_ms";
 pub const TIME_TO_FIRST_TOKEN_MS: &str = "sluice_time_to_first_token_ms";
 
 /// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
-pub const LABEL_KEYS: &[&str] = &["api", "model", "provider", "team", "direction", "streamed", "source", "reason", "status"];
+pub const LABEL_KEYS: &[&str] =
+    &["api", "model", "provider", "team", "direction", "streamed", "source", "reason", "status"];
 
 /// Reported instead of a value once a label has too many distinct values.
 pub const OTHER: &str = "other";

@@ -6,8 +6,8 @@
 
 use crate::anthropic;
 use crate::api::Api;
-use crate::openai::{self, TextOrTokens};
 use crate::json::from_object;
+use crate::openai::{self, TextOrTokens};
 use crate::tokenizer::{Encoding, TokenTally};
 
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -159,7 +159,15 @@ mod tests {
         let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello world","name":"bob"}],"stream":true}"#;
         let facts = inspect_request(Api::ChatCompletions, body, 1 << 20).unwrap();
         let e = Encoding::O200kBase;
-        let expected = 3 + e.count("system") + e.count("You are terse.") + 3 + e.count("user") + e.count("hello world") + 1 + e.count("bob") + 3;
+        let expected = 3
+            + e.count("system")
+            + e.count("You are terse.")
+            + 3
+            + e.count("user")
+            + e.count("hello world")
+            + 1
+            + e.count("bob")
+            + 3;
         assert_eq!(facts.prompt_tokens, expected);
         assert_eq!(facts.model, "gpt-4o");
         assert!(facts.stream);

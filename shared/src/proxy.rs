@@ -92,6 +92,10 @@ pub fn response_header_text(name: &str) -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
+pub fn remove_response_header(name: &str) {
+    let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
+}
+
 pub fn set_response_header(name: &str, value: &str) {
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
 }

@@ -145,7 +145,8 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const STREAM: &str = "event: message_start\ndata: {\"a\":1}\n\n: keep-alive\n\ndata: first\ndata: second\n\nid: 7\ndata: [DONE]\n\n";
+    const STREAM: &str =
+        "event: message_start\ndata: {\"a\":1}\n\n: keep-alive\n\ndata: first\ndata: second\n\nid: 7\ndata: [DONE]\n\n";
 
     fn expected() -> Vec<SseEvent> {
         vec![
@@ -201,10 +202,10 @@ mod tests {
 
     #[test]
     fn unterminated_last_event_is_delivered() {
-        assert_eq!(parse_in_pieces(b"data: {\"usage\":1}", &[]), vec![SseEvent {
-            event: None,
-            data: "{\"usage\":1}".into()
-        }]);
+        assert_eq!(
+            parse_in_pieces(b"data: {\"usage\":1}", &[]),
+            vec![SseEvent { event: None, data: "{\"usage\":1}".into() }]
+        );
     }
 
     #[test]

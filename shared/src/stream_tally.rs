@@ -237,7 +237,9 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn chunk(content: &str) -> String {
-        format!("data: {{\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{content:?}}}}}]}}\n\n")
+        format!(
+            "data: {{\"model\":\"gpt-4o\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{content:?}}}}}]}}\n\n"
+        )
     }
 
     #[test]
@@ -295,8 +297,12 @@ mod tests {
     #[test]
     fn anthropic_stream_cut_before_message_delta_has_no_output_usage() {
         let mut tally = StreamTally::new(Api::AnthropicMessages, 1 << 20);
-        tally.push(b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
-        tally.push(b"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"partial\"}}\n\n");
+        tally.push(
+            b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n",
+        );
+        tally.push(
+            b"data: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"partial\"}}\n\n",
+        );
         assert_eq!(tally.usage().output, None);
         assert_eq!(tally.usage().input.map(|i| i.prompt), Some(25));
         assert!(!tally.completed());
@@ -305,7 +311,9 @@ mod tests {
     #[test]
     fn responses_stream() {
         let mut tally = StreamTally::new(Api::Responses, 1 << 20);
-        tally.push(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hey\"}\n\n");
+        tally.push(
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hey\"}\n\n",
+        );
         tally.push(b"data: {\"type\":\"response.completed\",\"response\":{\"model\":\"o3\",\"usage\":{\"input_tokens\":3,\"output_tokens\":9,\"output_tokens_details\":{\"reasoning_tokens\":6}}}}\n\n");
         assert!(tally.completed());
         assert_eq!(tally.usage().output, Some(OutputUsage { completion: 9, reasoning: 6 }));

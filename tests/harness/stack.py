@@ -168,7 +168,7 @@ class Stack:
         self.procs["envoy"] = envoy = Proc(
             "envoy", [envoy_binary(), "-c", str(path), "--concurrency", str(self.concurrency),
                       "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info",
-                      "--log-path", str(self.workdir / "envoy.log")],
+                      "--log-path", str(self.workdir / "envoy.log"), "--file-flush-interval-msec", "200"],
             self.workdir / "envoy.out")
         wait_until(lambda: http_ok(self.admin("/ready")), "envoy", 90, envoy)
 
@@ -192,15 +192,6 @@ class Stack:
     def metric(self, name, **labels) -> float:
         """Sum of the Prometheus samples of `name` whose labels include `labels`."""
         return sum_samples(self.prometheus(), name, labels)
-
-    def stat(self, name) -> int:
-        """An Envoy stat by its full name (0 when absent)."""
-        text = self.get_text(self.admin(f"/stats?filter=^{re.escape(name)}$"))
-        for line in text.splitlines():
-            key, _, value = line.partition(": ")
-            if key == name:
-                return int(value)
-        return 0
 
     def envoy_log(self) -> str:
         path = self.workdir / "envoy.log"

@@ -147,10 +147,16 @@ impl Exchange {
     }
 
     /// The answer's status and content headers decide how its body is read.
-    pub fn on_response_headers(&mut self, status: Option<u16>, content_type: Option<&str>, content_encoding: Option<&str>) {
+    pub fn on_response_headers(
+        &mut self,
+        status: Option<u16>,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) {
         self.status = status;
         let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
-        let encoded = content_encoding.is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
+        let encoded =
+            content_encoding.is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
         self.answer = match self.api {
             None => AnswerBody::Passthrough("other_api"),
             Some(_) if encoded => AnswerBody::Passthrough("compressed"),
@@ -286,7 +292,8 @@ impl Exchange {
                 (total + tally.total(), 0)
             }
         };
-        let nothing = reported.input.is_none() && reported.output.is_none() && self.prompt.is_none() && output_texts.is_empty();
+        let nothing =
+            reported.input.is_none() && reported.output.is_none() && self.prompt.is_none() && output_texts.is_empty();
         let source = if nothing {
             Source::None
         } else if counted {
@@ -312,7 +319,8 @@ mod tests {
 
     fn chat(stream: bool) -> Exchange {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 1_000);
-        let body = format!(r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"hello world"}}]}}"#);
+        let body =
+            format!(r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"hello world"}}]}}"#);
         ex.on_request_body(body.as_bytes(), &config());
         ex
     }
@@ -340,7 +348,11 @@ mod tests {
         let mut ex = chat(true);
         ex.on_response_headers(Some(200), Some("text/event-stream"), None);
         feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The capital of \"}}]}\n\n", 1_010);
-        feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"France is Paris.\"}}]}\n\ndata: [DONE]\n\n", 1_020);
+        feed(
+            &mut ex,
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"France is Paris.\"}}]}\n\ndata: [DONE]\n\n",
+            1_020,
+        );
         let out = ex.finish(1_030, true, &config()).unwrap();
         assert!(out.streamed);
         assert_eq!(out.source, Source::Counted);
@@ -352,7 +364,11 @@ mod tests {
     fn cut_stream_is_charged_for_what_streamed() {
         let mut ex = chat(true);
         ex.on_response_headers(Some(200), Some("text/event-stream"), None);
-        feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial answer\"}}]}\n\ndata: {\"cho", 1_010);
+        feed(
+            &mut ex,
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial answer\"}}]}\n\ndata: {\"cho",
+            1_010,
+        );
         let out = ex.finish(1_030, false, &config()).unwrap();
         assert_eq!(out.status, "reset");
         assert_eq!(out.usage.completion, Encoding::O200kBase.count("partial answer"));
@@ -371,7 +387,10 @@ mod tests {
         assert!(ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, &off).new_body.is_none());
         let mut ex = Exchange::start(Some("POST"), Some("/v1/messages"), 0);
         assert!(!ex.may_rewrite_request(&config()));
-        assert!(ex.on_request_body(br#"{"model":"claude-sonnet-4","stream":true,"messages":[]}"#, &config()).new_body.is_none());
+        assert!(ex
+            .on_request_body(br#"{"model":"claude-sonnet-4","stream":true,"messages":[]}"#, &config())
+            .new_body
+            .is_none());
     }
 
     #[test]

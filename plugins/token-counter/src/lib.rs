@@ -207,6 +207,8 @@ impl HttpContext for Meter {
         exchange.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref());
         if let (true, Some(prompt)) = (response_headers, exchange.prompt()) {
             proxy::set_response_header("x-sluice-prompt-tokens-estimate", &prompt.prompt_tokens.to_string());
+            // The counts follow as trailers, which a body of fixed length cannot carry.
+            proxy::remove_response_header("content-length");
         }
         if end_of_stream {
             self.finish(true);
@@ -217,7 +219,12 @@ impl HttpContext for Meter {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         let chunk = if exchange.reads_answer() { proxy::response_body(body_size) } else { None };
-        exchange.on_response_chunk(chunk.as_deref().unwrap_or_default(), body_size, Host.now_ms(), &self.settings.config);
+        exchange.on_response_chunk(
+            chunk.as_deref().unwrap_or_default(),
+            body_size,
+            Host.now_ms(),
+            &self.settings.config,
+        );
         if end_of_stream {
             self.finish(true);
         }

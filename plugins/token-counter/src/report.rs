@@ -43,7 +43,11 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     }
     let api = outcome.api?;
     let who = Attribution {
-        model: outcome.request_model.clone().or_else(|| outcome.response_model.clone()).unwrap_or_else(|| metrics::UNKNOWN.to_string()),
+        model: outcome
+            .request_model
+            .clone()
+            .or_else(|| outcome.response_model.clone())
+            .unwrap_or_else(|| metrics::UNKNOWN.to_string()),
         provider: facts::read(host, facts::ROUTE_PROVIDER)
             .or_else(|| config.provider.clone())
             .unwrap_or_else(|| api.default_provider().to_string()),
@@ -78,8 +82,18 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     let base = [("model", who.model.as_str()), ("provider", who.provider.as_str()), ("team", who.team.as_str())];
     let streamed = if outcome.streamed { "true" } else { "false" };
     let [model, provider, team] = base;
-    registry.add(host, metrics::REQUESTS_TOTAL, &[("api", api.name()), model, provider, team, ("streamed", streamed), ("status", outcome.status)], 1);
-    for (direction, count) in [("input", usage.prompt), ("output", usage.completion), ("cached", usage.cached), ("reasoning", usage.reasoning)] {
+    registry.add(
+        host,
+        metrics::REQUESTS_TOTAL,
+        &[("api", api.name()), model, provider, team, ("streamed", streamed), ("status", outcome.status)],
+        1,
+    );
+    for (direction, count) in [
+        ("input", usage.prompt),
+        ("output", usage.completion),
+        ("cached", usage.cached),
+        ("reasoning", usage.reasoning),
+    ] {
         registry.add(host, metrics::TOKENS_TOTAL, &[("direction", direction), model, provider, team], count);
     }
     if let Some(cost) = cost {
@@ -121,7 +135,8 @@ mod tests {
         let host = FakeHost::default();
         facts::publish(&host, facts::IDENTITY_TEAM, "blue");
         let mut registry = MetricRegistry::new(10);
-        let cost = publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &outcome()).unwrap();
+        let cost =
+            publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &outcome()).unwrap();
         // 600 * 2.50 + 400 * 1.25 + 200 * 10.00 per million
         assert!((cost - 0.004).abs() < 1e-12, "{cost}");
         assert_eq!(host.property("sluice.usage.prompt_tokens").as_deref(), Some("1000"));
@@ -133,7 +148,10 @@ mod tests {
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=input;{labels}")), Some(1000));
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=cached;{labels}")), Some(400));
         assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{labels}")), Some(4000));
-        assert_eq!(host.metric(&format!("sluice_requests_total;api=chat_completions;{labels};streamed=true;status=2xx")), Some(1));
+        assert_eq!(
+            host.metric(&format!("sluice_requests_total;api=chat_completions;{labels};streamed=true;status=2xx")),
+            Some(1)
+        );
         assert_eq!(host.recorded(&format!("sluice_time_to_first_token_ms;api=chat_completions;{labels}")), vec![35]);
     }
 
@@ -146,7 +164,9 @@ mod tests {
         assert!(host.metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=vllm;team=none").is_some());
         facts::publish(&host, facts::ROUTE_PROVIDER, "anthropic");
         publish_outcome(&host, &mut registry, &PriceTable::default(), &config, &outcome());
-        assert!(host.metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=anthropic;team=none").is_some());
+        assert!(host
+            .metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=anthropic;team=none")
+            .is_some());
     }
 
     #[test]

@@ -45,9 +45,15 @@ mod tests {
     fn inserts_without_touching_the_rest() {
         let body = br#"  {"model":"gpt-4o","stream":true,"messages":[]}"#;
         let out = with_stream_usage(body, false, false).unwrap();
-        assert_eq!(out, br#"  {"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[]}"#.to_vec());
+        assert_eq!(
+            out,
+            br#"  {"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[]}"#.to_vec()
+        );
         assert_eq!(parse(&out)["stream_options"]["include_usage"], true);
-        assert_eq!(with_stream_usage(b"{ }", false, false).unwrap(), br#"{"stream_options":{"include_usage":true} }"#.to_vec());
+        assert_eq!(
+            with_stream_usage(b"{ }", false, false).unwrap(),
+            br#"{"stream_options":{"include_usage":true} }"#.to_vec()
+        );
     }
 
     #[test]

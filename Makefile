@@ -1,0 +1,86 @@
+# Sluice: `make run` starts the gateway, `make test` runs every test, `make bench` measures.
+# A fresh machine needs nothing but this file: missing tools are installed on first use and
+# cached in $(CACHE) between runs (the venv, wasm-bindgen's test runner).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CACHE ?= $(HOME)/.cache/sluice
+REQUIREMENTS := tests/requirements.txt
+VENV := $(CACHE)/venv-$(shell sha256sum $(REQUIREMENTS) | cut -c1-12)
+PY := $(VENV)/bin/python
+TOOLS := $(CACHE)/tools
+WASM_DIR := target/wasm32-wasip1/release
+WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(TOOLS)/bin:$(PATH)
+
+.PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
+        integration-test test run bench clean
+
+## Build every module to $(WASM_DIR)/*.wasm.
+build: rust-targets
+	cargo build --release --target wasm32-wasip1 --workspace
+
+deps: rust-targets system-packages venv wasm-bindgen
+
+rust-targets:
+	@installed="$$(rustup target list --installed)"; \
+	for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  grep -qx "$$t" <<<"$$installed" || rustup target add "$$t"; \
+	done
+
+system-packages:
+	@missing=""; \
+	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl; do \
+	  command -v "$${cmd%%:*}" >/dev/null || missing="$$missing $${cmd##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: $(REQUIREMENTS)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
+	touch $@
+
+# wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
+wasm-bindgen:
+	@if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$"; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into $(TOOLS) (a few minutes, once)"; \
+	  cargo install -q --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+lint: rust-targets
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --target wasm32-wasip1 -- -D warnings
+
+unit-test:
+	cargo test --workspace
+
+# The shared crate's tests, compiled to wasm and run under Node.
+wasm-test: rust-targets wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  cargo test -p sluice-shared --target wasm32-unknown-unknown
+
+integration-test: build venv system-packages
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider integration
+
+## Everything CI runs.
+test: deps build lint unit-test wasm-test integration-test
+
+## The gateway with every module on 127.0.0.1:10000 (admin 9901), Redis, webdis and the mock
+## provider (or the real APIs when OPENAI_API_KEY / ANTHROPIC_API_KEY are set). Ctrl-C stops it.
+run: build venv system-packages
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.gateway
+
+## wrk on loopback: plain Envoy against Envoy with the modules, in one run.
+bench: build venv system-packages
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results
+
+clean:
+	cargo clean

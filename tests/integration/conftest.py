@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.stack import Stack  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """Envoy with the token counter (default config), the mock provider, Redis and webdis."""
+    with Stack() as s:
+        yield s
+        failures = s.vm_failures()
+        assert not failures, f"a wasm VM failed: {failures}"
+
+
+@pytest.fixture(scope="module")
+def stack_with_headers():
+    with Stack(token_counter_config={"response_headers": True}) as s:
+        yield s
+
+
+def pytest_report_header():
+    return f"wasm dir: {os.environ.get('SLUICE_WASM_DIR', 'target/wasm32-wasip1/release')}"
