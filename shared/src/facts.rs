@@ -19,21 +19,18 @@ impl Fact {
 }
 
 // Request, as the client sent it.
-/// API of the request (`chat_completions`, `completions`, `embeddings`, `responses`, `messages`).
-pub const REQUEST_API: Fact = Fact("sluice.request.api");
 /// Model named by the client.
 pub const REQUEST_MODEL: Fact = Fact("sluice.request.model");
-/// `true` when the client asked for a streamed answer.
-pub const REQUEST_STREAM: Fact = Fact("sluice.request.stream");
 
 // Usage and cost, set by the token counter.
 /// Prompt tokens estimated before the request was sent (for budget checks and routing).
 pub const PROMPT_ESTIMATE: Fact = Fact("sluice.usage.prompt_estimate");
 pub const PROMPT_TOKENS: Fact = Fact("sluice.usage.prompt_tokens");
 pub const COMPLETION_TOKENS: Fact = Fact("sluice.usage.completion_tokens");
+/// Cached prompt tokens (absent when zero).
 pub const CACHED_TOKENS: Fact = Fact("sluice.usage.cached_tokens");
+/// Reasoning tokens, part of the completion (absent when zero).
 pub const REASONING_TOKENS: Fact = Fact("sluice.usage.reasoning_tokens");
-pub const TOTAL_TOKENS: Fact = Fact("sluice.usage.total_tokens");
 /// Provider the usage is attributed to (the routing fact, the config, or the API's own).
 pub const USAGE_PROVIDER: Fact = Fact("sluice.usage.provider");
 /// Where the counts came from: `provider`, `counted` (tokenizer), or `none`.
@@ -44,14 +41,12 @@ pub const COST_USD: Fact = Fact("sluice.usage.cost_usd");
 pub const PASSTHROUGH: Fact = Fact("sluice.usage.passthrough");
 
 // Answer.
-/// Model named in the provider's answer.
+/// Model named in the provider's answer, when it differs from the one asked for.
 pub const RESPONSE_MODEL: Fact = Fact("sluice.response.model");
-/// `true` when the answer was an SSE stream.
+/// `true` when the answer was an SSE stream (absent otherwise).
 pub const RESPONSE_STREAMED: Fact = Fact("sluice.response.streamed");
 /// Milliseconds from the request's arrival to the answer's first body byte.
 pub const TIME_TO_FIRST_TOKEN_MS: Fact = Fact("sluice.response.ttft_ms");
-/// Milliseconds from the request's arrival to the answer's last byte.
-pub const DURATION_MS: Fact = Fact("sluice.response.duration_ms");
 
 // Set by other modules; read here when present.
 /// Provider chosen by the model rewriter.
@@ -92,15 +87,12 @@ mod tests {
     #[test]
     fn every_fact_is_in_the_namespace() {
         for fact in [
-            REQUEST_API,
             REQUEST_MODEL,
-            REQUEST_STREAM,
             PROMPT_ESTIMATE,
             PROMPT_TOKENS,
             COMPLETION_TOKENS,
             CACHED_TOKENS,
             REASONING_TOKENS,
-            TOTAL_TOKENS,
             USAGE_PROVIDER,
             USAGE_SOURCE,
             COST_USD,
@@ -108,7 +100,6 @@ mod tests {
             RESPONSE_MODEL,
             RESPONSE_STREAMED,
             TIME_TO_FIRST_TOKEN_MS,
-            DURATION_MS,
             ROUTE_PROVIDER,
             IDENTITY_TEAM,
         ] {

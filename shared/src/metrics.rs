@@ -30,6 +30,8 @@ pub const OTHER: &str = "other";
 /// Reported for a label whose value is unknown.
 pub const UNKNOWN: &str = "unknown";
 const MAX_VALUE_LEN: usize = 64;
+/// Most raw label combinations remembered per VM.
+const MAX_RAW_KEYS: usize = 10_000;
 
 /// The Envoy regex that extracts `key` from a metric name.
 pub fn tag_regex(key: &str) -> String {
@@ -64,6 +66,8 @@ pub fn stat_name(base: &str, labels: &[(&str, String)]) -> String {
 /// Defines metrics on first use and remembers their ids for the life of the VM.
 #[derive(Debug)]
 pub struct MetricRegistry {
+    /// Ids by raw (unsanitised) name and label values: the per-request fast path.
+    raw_ids: HashMap<String, u32>,
     ids: HashMap<String, u32>,
     values_per_label: HashMap<String, HashSet<String>>,
     max_values_per_label: usize,
@@ -71,7 +75,12 @@ pub struct MetricRegistry {
 
 impl MetricRegistry {
     pub fn new(max_values_per_label: usize) -> Self {
-        MetricRegistry { ids: HashMap::new(), values_per_label: HashMap::new(), max_values_per_label }
+        MetricRegistry {
+            raw_ids: HashMap::new(),
+            ids: HashMap::new(),
+            values_per_label: HashMap::new(),
+            max_values_per_label,
+        }
     }
 
     pub fn add(&mut self, host: &dyn MetricsHost, base: &str, labels: &[(&str, &str)], delta: u64) {
@@ -90,6 +99,27 @@ impl MetricRegistry {
     }
 
     fn id(&mut self, host: &dyn MetricsHost, kind: MetricKind, base: &str, labels: &[(&str, &str)]) -> Option<u32> {
+        let mut raw =
+            String::with_capacity(base.len() + labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>());
+        raw.push_str(base);
+        for (key, value) in labels {
+            raw.push('\0');
+            raw.push_str(key);
+            raw.push('\0');
+            raw.push_str(value);
+        }
+        if let Some(id) = self.raw_ids.get(&raw) {
+            return Some(*id);
+        }
+        let id = self.define(host, kind, base, labels)?;
+        // Raw values are client-controlled: past the bound they take the slow path every time.
+        if self.raw_ids.len() < MAX_RAW_KEYS {
+            self.raw_ids.insert(raw, id);
+        }
+        Some(id)
+    }
+
+    fn define(&mut self, host: &dyn MetricsHost, kind: MetricKind, base: &str, labels: &[(&str, &str)]) -> Option<u32> {
         let labels: Vec<(&str, String)> = labels.iter().map(|(k, v)| (*k, self.bounded_value(k, v))).collect();
         let name = stat_name(base, &labels);
         if let Some(id) = self.ids.get(&name) {

@@ -1,39 +1,76 @@
-//! Estimates the prompt tokens of a request before it is sent, for every API Sluice knows.
+//! What a request says about itself, cheaply ([`summarize`]), and its prompt tokens
+//! ([`estimate_prompt`]), for every API Sluice knows.
 //!
 //! Chat framing follows OpenAI's published rule (3 tokens per message, 1 per name, 3 to prime
 //! the reply). Tools are counted as their JSON text. Non-OpenAI models are estimated with the
-//! default encoding: close, not exact.
+//! default encoding: close, not exact. Estimating costs about 1 ms per 8k tokens, so modules
+//! estimate once per request: the first one that needs it publishes `sluice.usage.prompt_estimate`
+//! and the others read it.
+
+use serde::Deserialize;
 
 use crate::anthropic;
 use crate::api::Api;
 use crate::json::from_object;
-use crate::openai::{self, TextOrTokens};
+use crate::openai::{self, StreamOptions, TextOrTokens};
 use crate::tokenizer::{Encoding, TokenTally};
 
 const TOKENS_PER_MESSAGE: u64 = 3;
 const TOKENS_PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 
-/// What a request says about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PromptFacts {
+/// The top-level fields of a request that decide how it is handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestSummary {
     pub model: String,
     pub stream: bool,
-    pub prompt_tokens: u64,
-    /// Part of the count was extrapolated (the prompt exceeded the exact-count budget).
-    pub estimated: bool,
-    pub encoding: Encoding,
     /// The body mentions `stream_options` (so usage cannot be requested by a plain insertion).
     pub has_stream_options: bool,
     /// The client already asked for usage in the stream.
     pub include_usage: bool,
 }
 
-/// Reads a request body of `api` and estimates its prompt tokens, counting at most
-/// `exact_budget_bytes` exactly. An error means the body is not the JSON the API expects.
-pub fn inspect_request(api: Api, body: &[u8], exact_budget_bytes: usize) -> Result<PromptFacts, serde_json::Error> {
-    let mut include_usage = false;
-    let (model, stream, tally) = match api {
+/// A prompt's token count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptEstimate {
+    pub tokens: u64,
+    /// Part of the count was extrapolated (the prompt exceeded the exact-count budget).
+    pub extrapolated: bool,
+    pub encoding: Encoding,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TopLevel {
+    model: String,
+    stream: Option<bool>,
+    /// `Some` whenever the key is present, even as `null`.
+    #[serde(deserialize_with = "present")]
+    stream_options: Option<Option<StreamOptions>>,
+}
+
+/// Runs only for keys that are present, so `Some(None)` records a present `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<StreamOptions>>, D::Error> {
+    Option::<StreamOptions>::deserialize(d).map(Some)
+}
+
+/// Reads only a request's top-level fields (the rest is skipped, not allocated). An error means
+/// the body is not a JSON object of the expected shape.
+pub fn summarize(body: &[u8]) -> Result<RequestSummary, serde_json::Error> {
+    let top: TopLevel = from_object(body)?;
+    Ok(RequestSummary {
+        model: top.model,
+        stream: top.stream.unwrap_or(false),
+        has_stream_options: top.stream_options.is_some(),
+        include_usage: top.stream_options.flatten().and_then(|o| o.include_usage).unwrap_or(false),
+    })
+}
+
+/// Estimates the prompt tokens of a request body of `api`, counting at most
+/// `exact_budget_bytes` of text exactly and extrapolating the rest. An error means the body is not
+/// the JSON the API expects.
+pub fn estimate_prompt(api: Api, body: &[u8], exact_budget_bytes: usize) -> Result<PromptEstimate, serde_json::Error> {
+    let tally = match api {
         Api::ChatCompletions => {
             let req: openai::ChatCompletionRequest = from_object(body)?;
             let mut tally = TokenTally::new(Encoding::for_model(&req.model), exact_budget_bytes);
@@ -55,21 +92,19 @@ pub fn inspect_request(api: Api, body: &[u8], exact_budget_bytes: usize) -> Resu
             tally.add_overhead(REPLY_PRIMING);
             add_json_list(&mut tally, req.tools.as_deref());
             add_json_list(&mut tally, req.functions.as_deref());
-            include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-            (req.model, req.stream.unwrap_or(false), tally)
+            tally
         }
         Api::Completions => {
             let req: openai::CompletionRequest = from_object(body)?;
             let mut tally = TokenTally::new(Encoding::for_model(&req.model), exact_budget_bytes);
             add_text_or_tokens(&mut tally, &req.prompt);
-            include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-            (req.model, req.stream.unwrap_or(false), tally)
+            tally
         }
         Api::Embeddings => {
             let req: openai::EmbeddingsRequest = from_object(body)?;
             let mut tally = TokenTally::new(Encoding::for_model(&req.model), exact_budget_bytes);
             add_text_or_tokens(&mut tally, &req.input);
-            (req.model, false, tally)
+            tally
         }
         Api::Responses => {
             let req: openai::ResponsesRequest = from_object(body)?;
@@ -77,7 +112,7 @@ pub fn inspect_request(api: Api, body: &[u8], exact_budget_bytes: usize) -> Resu
             tally.add_text(req.instructions.as_deref().unwrap_or_default());
             add_json_texts(&mut tally, &req.input);
             add_json_list(&mut tally, req.tools.as_deref());
-            (req.model, req.stream.unwrap_or(false), tally)
+            tally
         }
         Api::AnthropicMessages => {
             let req: anthropic::MessagesRequest = from_object(body)?;
@@ -94,22 +129,10 @@ pub fn inspect_request(api: Api, body: &[u8], exact_budget_bytes: usize) -> Resu
                 }
             }
             add_json_list(&mut tally, req.tools.as_deref());
-            (req.model, req.stream.unwrap_or(false), tally)
+            tally
         }
     };
-    Ok(PromptFacts {
-        model,
-        stream,
-        prompt_tokens: tally.total(),
-        estimated: tally.is_estimated(),
-        encoding: tally.encoding(),
-        has_stream_options: contains(body, b"\"stream_options\""),
-        include_usage,
-    })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    Ok(PromptEstimate { tokens: tally.total(), extrapolated: tally.is_estimated(), encoding: tally.encoding() })
 }
 
 fn add_json_list(tally: &mut TokenTally, list: Option<&[serde_json::Value]>) {
@@ -157,7 +180,7 @@ mod tests {
     #[test]
     fn chat_estimate_matches_openai_rule() {
         let body = br#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello world","name":"bob"}],"stream":true}"#;
-        let facts = inspect_request(Api::ChatCompletions, body, 1 << 20).unwrap();
+        let estimate = estimate_prompt(Api::ChatCompletions, body, 1 << 20).unwrap();
         let e = Encoding::O200kBase;
         let expected = 3
             + e.count("system")
@@ -168,38 +191,60 @@ mod tests {
             + 1
             + e.count("bob")
             + 3;
-        assert_eq!(facts.prompt_tokens, expected);
-        assert_eq!(facts.model, "gpt-4o");
-        assert!(facts.stream);
-        assert!(!facts.estimated);
-        assert_eq!(facts.encoding, Encoding::O200kBase);
+        assert_eq!(estimate.tokens, expected);
+        assert!(!estimate.extrapolated);
+        assert_eq!(estimate.encoding, Encoding::O200kBase);
     }
 
     #[test]
-    fn every_api_is_inspected() {
+    fn summary_reads_only_the_top_level() {
+        let body =
+            br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":"not checked"}"#;
+        let summary = summarize(body).unwrap();
+        assert_eq!(
+            summary,
+            RequestSummary { model: "gpt-4o".into(), stream: true, has_stream_options: true, include_usage: true }
+        );
+        assert_eq!(summarize(b"{}").unwrap(), RequestSummary::default());
+        let null_options = summarize(br#"{"stream_options":null}"#).unwrap();
+        assert!(null_options.has_stream_options && !null_options.include_usage);
+        let nested = summarize(br#"{"messages":[{"content":"\"stream_options\""}]}"#).unwrap();
+        assert!(!nested.has_stream_options, "only the top-level key counts");
+        for bad in [&b""[..], b"{", b"[]", b"null", br#"{"model":5}"#, br#"{"stream":"yes"}"#, b"\xff\xfe"] {
+            assert!(summarize(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_api_is_estimated() {
         let cases: [(Api, &[u8]); 5] = [
             (Api::Completions, br#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say hi"}"#),
             (Api::Embeddings, br#"{"model":"text-embedding-3-small","input":["a b","c"]}"#),
             (Api::Embeddings, br#"{"model":"text-embedding-3-small","input":[1,2,3]}"#),
-            (Api::Responses, br#"{"model":"o3","instructions":"be kind","input":[{"role":"user","content":[{"type":"input_text","text":"hello"}]}]}"#),
-            (Api::AnthropicMessages, br#"{"model":"claude-sonnet-4","max_tokens":5,"system":"sys","messages":[{"role":"user","content":"hi"}]}"#),
+            (
+                Api::Responses,
+                br#"{"model":"o3","instructions":"be kind","input":[{"role":"user","content":[{"type":"input_text","text":"hello"}]}]}"#,
+            ),
+            (
+                Api::AnthropicMessages,
+                br#"{"model":"claude-sonnet-4","max_tokens":5,"system":"sys","messages":[{"role":"user","content":"hi"}]}"#,
+            ),
         ];
         for (api, body) in cases {
-            let facts = inspect_request(api, body, 1 << 20).unwrap();
-            assert!(facts.prompt_tokens >= 2, "{api:?}: {facts:?}");
+            let estimate = estimate_prompt(api, body, 1 << 20).unwrap();
+            assert!(estimate.tokens >= 2, "{api:?}: {estimate:?}");
         }
-        let tokens = inspect_request(Api::Embeddings, br#"{"model":"m","input":[1,2,3]}"#, 1 << 20).unwrap();
-        assert_eq!(tokens.prompt_tokens, 3);
+        let tokens = estimate_prompt(Api::Embeddings, br#"{"model":"m","input":[1,2,3]}"#, 1 << 20).unwrap();
+        assert_eq!(tokens.tokens, 3);
     }
 
     #[test]
     fn bad_bodies_are_errors_not_panics() {
         for body in [&b""[..], b"{", b"[]", b"null", br#"{"messages":"x"}"#, b"\xff\xfe"] {
-            assert!(inspect_request(Api::ChatCompletions, body, 1024).is_err(), "{body:?}");
+            assert!(estimate_prompt(Api::ChatCompletions, body, 1024).is_err(), "{body:?}");
         }
         // A missing model is not an error: the provider decides.
-        let facts = inspect_request(Api::ChatCompletions, br#"{"messages":[]}"#, 1024).unwrap();
-        assert_eq!(facts.model, "");
-        assert_eq!(facts.prompt_tokens, REPLY_PRIMING);
+        let estimate = estimate_prompt(Api::ChatCompletions, br#"{"messages":[]}"#, 1024).unwrap();
+        assert_eq!(estimate.tokens, REPLY_PRIMING);
     }
 }

@@ -61,6 +61,11 @@ pub fn warn(message: &str) {
 pub fn error(message: &str) {
     let _ = hostcalls::log(LogLevel::Error, message);
 }
+/// Whether the host logs debug lines for this plugin.
+pub fn debug_enabled() -> bool {
+    matches!(hostcalls::get_log_level(), Ok(LogLevel::Debug | LogLevel::Trace))
+}
+
 pub fn debug(message: &str) {
     let _ = hostcalls::log(LogLevel::Debug, message);
 }

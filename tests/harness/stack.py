@@ -74,19 +74,36 @@ def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) ->
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def keep_modules(config_text: str, modules) -> str:
+    """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy)."""
+    config = yaml.safe_load(config_text)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [f for f in hcm["http_filters"]
+                           if not f["name"].startswith("sluice.") or f["name"] in modules]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 class Stack:
     """Starts the topology in `workdir` (a temp dir by default)."""
 
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
-                 listen_port=None, admin_port=None, with_mock=True, real_providers=None):
+                 listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
+                 upstream_port=None, envoy_cpus=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         self.concurrency = concurrency
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.with_mock = with_mock
         self.real_providers = real_providers or {}
+        # Which `sluice.*` filters to keep (None: all of them; []: plain Envoy).
+        self.modules = modules
+        # Send provider traffic to this loopback port instead of the mock (benchmarks).
+        self.upstream_port = upstream_port
+        # Pin the gateway Envoy to these CPUs (benchmarks), e.g. "0".
+        self.envoy_cpus = envoy_cpus
         self.procs = {}
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -147,7 +164,7 @@ class Stack:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/health"), "mock provider", 30, mock)
 
     def envoy_config(self) -> str:
-        mock_port = getattr(self, "mock_port", 9)
+        mock_port = self.upstream_port or getattr(self, "mock_port", 9)
         text = render_gateway({
             "ADMIN_PORT": self.admin_port,
             "LISTEN_PORT": self.listen_port,
@@ -160,13 +177,16 @@ class Stack:
         })
         if self.real_providers:
             text = use_real_providers(text, self.real_providers.get("openai"), self.real_providers.get("anthropic"))
+        if self.modules is not None:
+            text = keep_modules(text, self.modules)
         return text
 
     def start_envoy(self):
         path = self.workdir / "envoy.yaml"
         path.write_text(self.envoy_config())
+        pin = ["taskset", "-c", self.envoy_cpus] if self.envoy_cpus else []
         self.procs["envoy"] = envoy = Proc(
-            "envoy", [envoy_binary(), "-c", str(path), "--concurrency", str(self.concurrency),
+            "envoy", [*pin, envoy_binary(), "-c", str(path), "--concurrency", str(self.concurrency),
                       "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info",
                       "--log-path", str(self.workdir / "envoy.log"), "--file-flush-interval-msec", "200"],
             self.workdir / "envoy.out")

@@ -9,6 +9,17 @@ use sluice_shared::tokenizer::Encoding;
 
 const MIB: usize = 1 << 20;
 
+/// When the prompt estimate (`sluice.usage.prompt_estimate`) is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptEstimate {
+    /// For every request, as soon as its body is read (about 1 ms per 8k prompt tokens on the
+    /// request path).
+    OnRequest,
+    /// Only when the provider's answer carries no prompt count, after the answer.
+    WhenNeeded,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -19,6 +30,9 @@ pub struct Config {
     /// Add `x-sluice-prompt-tokens-estimate` to answers, and the final counts as response
     /// trailers (`x-sluice-prompt-tokens`, `-completion-tokens`, `-total-tokens`, `-cost-usd`).
     pub response_headers: bool,
+    /// When to estimate prompt tokens: `when_needed` (default) or `on_request`. An estimate an
+    /// earlier module already published is reused either way.
+    pub prompt_estimate: PromptEstimate,
     /// Provider label when no routing module published one (default: from the API schema).
     pub provider: Option<String>,
     /// Price overrides and additions, USD per million tokens, by model name or prefix.
@@ -40,6 +54,7 @@ impl Default for Config {
         Config {
             request_stream_usage: true,
             response_headers: false,
+            prompt_estimate: PromptEstimate::WhenNeeded,
             provider: None,
             prices: BTreeMap::new(),
             max_request_bytes: 32 * MIB,
@@ -48,6 +63,13 @@ impl Default for Config {
             preload_encodings: vec![Encoding::O200kBase, Encoding::Cl100kBase],
             max_label_values: 100,
         }
+    }
+}
+
+impl Config {
+    /// Whether the estimate is needed as soon as the request is read.
+    pub fn estimates_on_request(&self) -> bool {
+        self.prompt_estimate == PromptEstimate::OnRequest || self.response_headers
     }
 }
 
@@ -92,20 +114,22 @@ mod tests {
     #[test]
     fn full_document() {
         let c: Config = parse_config(Some(
-            br#"{"request_stream_usage":false,"response_headers":true,"provider":"vllm",
+            br#"{"request_stream_usage":false,"response_headers":true,"provider":"vllm","prompt_estimate":"on_request",
                  "prices":{"my-llama":{"input":0.2,"output":0.4}},"max_request_bytes":1024,
                  "max_response_bytes":2048,"exact_count_bytes":0,"preload_encodings":["cl100k_base"],
                  "max_label_values":5}"#,
         ))
         .unwrap();
         assert_eq!(c.provider.as_deref(), Some("vllm"));
+        assert_eq!(c.prompt_estimate, PromptEstimate::OnRequest);
         assert_eq!(c.prices["my-llama"].output, 0.4);
         assert_eq!(c.preload_encodings, vec![Encoding::Cl100kBase]);
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 8] = [
+            (br#"{"prompt_estimate":"sometimes"}"#, ".prompt_estimate"),
             (br#"{"response_headers":"yes"}"#, ".response_headers"),
             (br#"{"prices":{"m":{"input":-1,"output":1}}}"#, ".prices.m"),
             (br#"{"prices":{"m":{"input":1}}}"#, ".prices.m"),
@@ -120,5 +144,27 @@ mod tests {
         }
         let e = parse_config::<Config>(Some(br#"{"respons_headers":true}"#)).unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    /// The JSON Schema documents exactly the fields the plugin accepts, with their defaults.
+    #[test]
+    fn schema_matches_config() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../config.schema.json")).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        // serde lists every accepted field when it meets an unknown one.
+        let message = parse_config::<Config>(Some(br#"{"~":0}"#)).unwrap_err().message;
+        let accepted: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
+        let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
+        let mut accepted_sorted = accepted.clone();
+        accepted_sorted.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(documented, accepted_sorted, "{message}");
+        let defaults: serde_json::Map<String, serde_json::Value> =
+            properties.iter().filter_map(|(k, v)| Some((k.clone(), v.get("default")?.clone()))).collect();
+        let from_defaults: Config = parse_config(Some(serde_json::to_string(&defaults).unwrap().as_bytes())).unwrap();
+        assert_eq!(from_defaults, Config::default());
+        for (name, property) in properties {
+            assert!(property["description"].as_str().is_some_and(|d| d.len() > 20), "{name} needs a description");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! request asked, what the answer says, and the final counts. Plain Rust, no host calls.
 
 use sluice_shared::api::Api;
-use sluice_shared::prompt::{inspect_request, PromptFacts};
+use sluice_shared::prompt::{estimate_prompt, summarize, RequestSummary};
 use sluice_shared::stream_tally::StreamTally;
 use sluice_shared::tokenizer::{Encoding, TokenTally};
 use sluice_shared::usage::{parse_answer, ReportedUsage, TokenUsage};
@@ -49,6 +49,8 @@ impl Source {
 pub struct Outcome {
     pub api: Option<Api>,
     pub request_model: Option<String>,
+    /// A prompt estimate made only now, after the answer (it still needs publishing).
+    pub late_estimate: Option<u64>,
     pub response_model: Option<String>,
     pub streamed: bool,
     /// `2xx`, `4xx`, `5xx`, or `reset` when the answer never completed.
@@ -70,19 +72,36 @@ impl Outcome {
     }
 }
 
-/// What the request body inspection decided.
+/// What reading the request body decided.
 #[derive(Debug, Default)]
 pub struct RequestDecision {
-    pub facts: Option<PromptFacts>,
+    /// The request's model and stream flags, when the body is a JSON object.
+    pub summary: Option<RequestSummary>,
+    /// The prompt estimate, when it was made now (see [`Config::estimates_on_request`]).
+    pub estimate: Option<u64>,
     /// A new body to send upstream instead of the client's.
     pub new_body: Option<Vec<u8>>,
+}
+
+/// Where the prompt estimate stands.
+#[derive(Debug)]
+enum Estimate {
+    /// Not needed so far; the body is kept in case the answer carries no prompt count.
+    Deferred(Vec<u8>),
+    /// Made by this module.
+    Made(u64),
+    /// Published by a module earlier in the chain.
+    Published(u64),
+    /// Not possible (no body, not the JSON the API expects).
+    Unavailable,
 }
 
 #[derive(Debug)]
 pub struct Exchange {
     api: Option<Api>,
     started_ms: u64,
-    prompt: Option<PromptFacts>,
+    request: Option<RequestSummary>,
+    estimate: Estimate,
     request_passthrough: Option<&'static str>,
     status: Option<u16>,
     answer: AnswerBody,
@@ -100,7 +119,8 @@ impl Exchange {
         Exchange {
             api,
             started_ms: now_ms,
-            prompt: None,
+            request: None,
+            estimate: Estimate::Unavailable,
             request_passthrough: None,
             status: None,
             answer: AnswerBody::Pending,
@@ -113,8 +133,16 @@ impl Exchange {
         self.api
     }
 
-    pub fn prompt(&self) -> Option<&PromptFacts> {
-        self.prompt.as_ref()
+    pub fn request(&self) -> Option<&RequestSummary> {
+        self.request.as_ref()
+    }
+
+    /// The prompt estimate, if it is known yet.
+    pub fn prompt_estimate(&self) -> Option<u64> {
+        match self.estimate {
+            Estimate::Made(tokens) | Estimate::Published(tokens) => Some(tokens),
+            Estimate::Deferred(_) | Estimate::Unavailable => None,
+        }
     }
 
     /// Whether the request body may be rewritten (so its `content-length` must go now).
@@ -127,23 +155,38 @@ impl Exchange {
         self.request_passthrough = Some(reason);
     }
 
-    /// Reads the whole request body.
-    pub fn on_request_body(&mut self, body: &[u8], config: &Config) -> RequestDecision {
+    /// Reads the whole request body. `published_estimate` is an estimate another module
+    /// already published for this request.
+    pub fn on_request_body(
+        &mut self,
+        body: Vec<u8>,
+        published_estimate: Option<u64>,
+        config: &Config,
+    ) -> RequestDecision {
         let Some(api) = self.api else { return RequestDecision::default() };
-        let facts = match inspect_request(api, body, config.exact_count_bytes) {
-            Ok(facts) => facts,
+        let summary = match summarize(&body) {
+            Ok(summary) => summary,
             Err(_) => {
                 self.request_passthrough = Some("unparsable_request");
                 return RequestDecision::default();
             }
         };
-        let new_body = if facts.stream && self.may_rewrite_request(config) {
-            with_stream_usage(body, facts.has_stream_options, facts.include_usage)
+        let new_body = if summary.stream && self.may_rewrite_request(config) {
+            with_stream_usage(&body, summary.has_stream_options, summary.include_usage)
         } else {
             None
         };
-        self.prompt = Some(facts.clone());
-        RequestDecision { facts: Some(facts), new_body }
+        self.estimate = match published_estimate {
+            Some(tokens) => Estimate::Published(tokens),
+            None if config.estimates_on_request() => estimate(api, &body, config),
+            None => Estimate::Deferred(body),
+        };
+        self.request = Some(summary.clone());
+        let estimate = match self.estimate {
+            Estimate::Made(tokens) => Some(tokens),
+            _ => None,
+        };
+        RequestDecision { summary: Some(summary), estimate, new_body }
     }
 
     /// The answer's status and content headers decide how its body is read.
@@ -236,6 +279,7 @@ impl Exchange {
             (true, Some(s)) if s >= 500 => "5xx",
             (true, Some(_)) => "other",
         };
+        let was_deferred = matches!(self.estimate, Estimate::Deferred(_));
         // Providers charge nothing for error answers.
         let (usage, source) = if skipped.is_none() && status != "4xx" && status != "5xx" {
             self.combine(reported, &output_texts, dropped_bytes, response_model.as_deref(), config)
@@ -244,7 +288,8 @@ impl Exchange {
         };
         Some(Outcome {
             api: self.api,
-            request_model: self.prompt.as_ref().map(|p| p.model.clone()).filter(|m| !m.is_empty()),
+            request_model: self.request.as_ref().map(|r| r.model.clone()).filter(|m| !m.is_empty()),
+            late_estimate: if was_deferred { self.prompt_estimate() } else { None },
             response_model,
             streamed,
             status,
@@ -260,7 +305,7 @@ impl Exchange {
     /// Provider counts where given; the request estimate and the tokenizer's count of the
     /// generated text where not.
     fn combine(
-        &self,
+        &mut self,
         reported: ReportedUsage,
         output_texts: &[String],
         dropped_bytes: u64,
@@ -268,19 +313,21 @@ impl Exchange {
         config: &Config,
     ) -> (TokenUsage, Source) {
         let mut counted = false;
-        let (prompt, cached, cache_write) = match (reported.input, &self.prompt) {
-            (Some(input), _) => (input.prompt, input.cached, input.cache_write),
-            (None, Some(prompt)) => {
+        let (prompt, cached, cache_write) = match reported.input {
+            Some(input) => (input.prompt, input.cached, input.cache_write),
+            None => {
+                if let (Estimate::Deferred(body), Some(api)) = (&self.estimate, self.api) {
+                    self.estimate = estimate(api, body, config);
+                }
                 counted = true;
-                (prompt.prompt_tokens, 0, 0)
+                (self.prompt_estimate().unwrap_or(0), 0, 0)
             }
-            (None, None) => (0, 0, 0),
         };
         let (completion, reasoning) = match reported.output {
             Some(output) => (output.completion, output.reasoning),
             None => {
                 counted = true;
-                let model = response_model.or(self.prompt.as_ref().map(|p| p.model.as_str())).unwrap_or_default();
+                let model = response_model.or(self.request.as_ref().map(|r| r.model.as_str())).unwrap_or_default();
                 let mut tally = TokenTally::new(Encoding::for_model(model), config.exact_count_bytes);
                 let mut total = 0;
                 for text in output_texts {
@@ -292,8 +339,10 @@ impl Exchange {
                 (total + tally.total(), 0)
             }
         };
-        let nothing =
-            reported.input.is_none() && reported.output.is_none() && self.prompt.is_none() && output_texts.is_empty();
+        let nothing = reported.input.is_none()
+            && reported.output.is_none()
+            && self.prompt_estimate().is_none()
+            && output_texts.is_empty();
         let source = if nothing {
             Source::None
         } else if counted {
@@ -302,6 +351,13 @@ impl Exchange {
             Source::Provider
         };
         (TokenUsage { prompt, completion, cached, cache_write, reasoning }, source)
+    }
+}
+
+fn estimate(api: Api, body: &[u8], config: &Config) -> Estimate {
+    match estimate_prompt(api, body, config.exact_count_bytes) {
+        Ok(estimate) => Estimate::Made(estimate.tokens),
+        Err(_) => Estimate::Unavailable,
     }
 }
 
@@ -317,11 +373,14 @@ mod tests {
         ex.on_response_chunk(chunk, chunk.len(), now_ms, &config());
     }
 
+    const CHAT_BODY_STREAM: &str =
+        r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello world"}]}"#;
+
     fn chat(stream: bool) -> Exchange {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 1_000);
         let body =
             format!(r#"{{"model":"gpt-4o","stream":{stream},"messages":[{{"role":"user","content":"hello world"}}]}}"#);
-        ex.on_request_body(body.as_bytes(), &config());
+        ex.on_request_body(body.as_bytes().to_vec(), None, &config());
         ex
     }
 
@@ -357,7 +416,11 @@ mod tests {
         assert!(out.streamed);
         assert_eq!(out.source, Source::Counted);
         assert_eq!(out.usage.completion, Encoding::O200kBase.count("The capital of France is Paris."));
-        assert_eq!(out.usage.prompt, ex.prompt().unwrap().prompt_tokens);
+        assert_eq!(
+            out.usage.prompt,
+            estimate_prompt(Api::ChatCompletions, CHAT_BODY_STREAM.as_bytes(), 1 << 20).unwrap().tokens
+        );
+        assert_eq!(out.late_estimate, Some(out.usage.prompt), "the deferred estimate was made and is published");
     }
 
     #[test]
@@ -378,17 +441,24 @@ mod tests {
     #[test]
     fn requests_are_rewritten_for_stream_usage_only_when_streaming() {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
-        let decision = ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, &config());
+        let decision =
+            ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#.to_vec(), None, &config());
         assert!(decision.new_body.is_some());
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
-        assert!(ex.on_request_body(br#"{"model":"gpt-4o","messages":[]}"#, &config()).new_body.is_none());
+        assert!(ex
+            .on_request_body(br#"{"model":"gpt-4o","messages":[]}"#.to_vec(), None, &config())
+            .new_body
+            .is_none());
         let off = Config { request_stream_usage: false, ..Config::default() };
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
-        assert!(ex.on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#, &off).new_body.is_none());
+        assert!(ex
+            .on_request_body(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#.to_vec(), None, &off)
+            .new_body
+            .is_none());
         let mut ex = Exchange::start(Some("POST"), Some("/v1/messages"), 0);
         assert!(!ex.may_rewrite_request(&config()));
         assert!(ex
-            .on_request_body(br#"{"model":"claude-sonnet-4","stream":true,"messages":[]}"#, &config())
+            .on_request_body(br#"{"model":"claude-sonnet-4","stream":true,"messages":[]}"#.to_vec(), None, &config())
             .new_body
             .is_none());
     }
@@ -437,7 +507,7 @@ mod tests {
     #[test]
     fn unparsable_request_still_meters_the_answer() {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
-        ex.on_request_body(b"{not json", &config());
+        ex.on_request_body(b"{not json".to_vec(), None, &config());
         ex.on_response_headers(Some(200), Some("application/json"), None);
         feed(&mut ex, br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, 1);
         let out = ex.finish(2, true, &config()).unwrap();
@@ -445,5 +515,54 @@ mod tests {
         assert_eq!(out.request_model, None);
         assert_eq!(out.passthrough, None);
         assert_eq!(out.request_skipped, Some("unparsable_request"));
+    }
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}]}"#;
+
+    fn answer_with_prompt_usage(ex: &mut Exchange) -> Outcome {
+        ex.on_response_headers(Some(200), Some("application/json"), None);
+        let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        ex.on_response_chunk(body, body.len(), 1, &Config::default());
+        ex.finish(2, true, &Config::default()).unwrap()
+    }
+
+    #[test]
+    fn when_needed_skips_the_estimate_if_the_provider_counts() {
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        let decision = ex.on_request_body(BODY.to_vec(), None, &Config::default());
+        assert_eq!(decision.estimate, None);
+        assert_eq!(ex.prompt_estimate(), None);
+        let out = answer_with_prompt_usage(&mut ex);
+        assert_eq!(out.usage.prompt, 3);
+        assert_eq!(out.late_estimate, None);
+    }
+
+    #[test]
+    fn on_request_estimates_at_once() {
+        let config = Config { prompt_estimate: crate::config::PromptEstimate::OnRequest, ..Config::default() };
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        let decision = ex.on_request_body(BODY.to_vec(), None, &config);
+        let expected = estimate_prompt(Api::ChatCompletions, BODY, 1 << 20).unwrap().tokens;
+        assert_eq!(decision.estimate, Some(expected));
+        assert_eq!(ex.prompt_estimate(), Some(expected));
+    }
+
+    #[test]
+    fn an_estimate_published_upstream_is_reused_not_republished() {
+        let config = Config { prompt_estimate: crate::config::PromptEstimate::OnRequest, ..Config::default() };
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        let decision = ex.on_request_body(BODY.to_vec(), Some(999), &config);
+        assert_eq!(decision.estimate, None);
+        assert_eq!(ex.prompt_estimate(), Some(999));
+        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_chunk(br#"{"choices":[]}"#, 14, 1, &config);
+        let out = ex.finish(2, true, &config).unwrap();
+        assert_eq!(out.usage.prompt, 999);
+        assert_eq!(out.late_estimate, None);
     }
 }

@@ -44,6 +44,8 @@ proxy_wasm::main! {{
 struct Settings {
     config: Config,
     prices: PriceTable,
+    /// Envoy's log level for wasm allowed debug lines at configure time.
+    debug_logging: bool,
 }
 
 struct TokenCounter {
@@ -56,7 +58,11 @@ impl Default for TokenCounter {
         let config = Config::default();
         TokenCounter {
             registry: Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values))),
-            settings: Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config }),
+            settings: Rc::new(Settings {
+                prices: PriceTable::with_overrides(&config.prices),
+                config,
+                debug_logging: false,
+            }),
         }
     }
 }
@@ -82,7 +88,8 @@ impl RootContext for TokenCounter {
             Host.now_ms().saturating_sub(started)
         ));
         self.registry = Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values)));
-        self.settings = Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config });
+        let debug_logging = proxy::debug_enabled();
+        self.settings = Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config, debug_logging });
         true
     }
 
@@ -123,7 +130,7 @@ impl Meter {
             &self.settings.config,
             &outcome,
         );
-        if outcome.api.is_some() {
+        if outcome.api.is_some() && self.settings.debug_logging {
             proxy::debug(&format!(
                 "{NAME}: model={} prompt={} completion={} cached={} source={} cost_usd={} status={}",
                 outcome.request_model.as_deref().unwrap_or("-"),
@@ -172,8 +179,7 @@ impl HttpContext for Meter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let max_request_bytes = self.config().max_request_bytes;
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
-        let Some(api) = exchange.api() else { return Action::Continue };
-        if self.request_read {
+        if exchange.api().is_none() || self.request_read {
             return Action::Continue;
         }
         if body_size > max_request_bytes {
@@ -186,9 +192,9 @@ impl HttpContext for Meter {
         }
         self.request_read = true;
         let body = proxy::request_body(body_size).unwrap_or_default();
-        let decision = exchange.on_request_body(&body, &self.settings.config);
-        if let Some(facts) = &decision.facts {
-            report::publish_request(&Host, api, facts);
+        let decision = exchange.on_request_body(body, report::published_estimate(&Host), &self.settings.config);
+        if let Some(summary) = &decision.summary {
+            report::publish_request(&Host, summary, decision.estimate);
         }
         if let Some(new_body) = decision.new_body {
             if !proxy::replace_request_body(body_size, &new_body) {
@@ -205,8 +211,8 @@ impl HttpContext for Meter {
         let response_headers = self.config().response_headers;
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         exchange.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref());
-        if let (true, Some(prompt)) = (response_headers, exchange.prompt()) {
-            proxy::set_response_header("x-sluice-prompt-tokens-estimate", &prompt.prompt_tokens.to_string());
+        if let (true, Some(estimate)) = (response_headers, exchange.prompt_estimate()) {
+            proxy::set_response_header("x-sluice-prompt-tokens-estimate", &estimate.to_string());
             // The counts follow as trailers, which a body of fixed length cannot carry.
             proxy::remove_response_header("content-length");
         }
@@ -218,7 +224,7 @@ impl HttpContext for Meter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
-        let chunk = if exchange.reads_answer() { proxy::response_body(body_size) } else { None };
+        let chunk = if exchange.reads_answer() && body_size > 0 { proxy::response_body(body_size) } else { None };
         exchange.on_response_chunk(
             chunk.as_deref().unwrap_or_default(),
             body_size,

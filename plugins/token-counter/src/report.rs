@@ -1,21 +1,26 @@
 //! Publishes what an exchange measured: facts for other modules and access logs, and metrics.
 
-use sluice_shared::api::Api;
 use sluice_shared::facts::{self, Fact};
 use sluice_shared::host::{MetricsHost, Properties};
 use sluice_shared::metrics::{self, MetricRegistry};
 use sluice_shared::pricing::PriceTable;
-use sluice_shared::prompt::PromptFacts;
+use sluice_shared::prompt::RequestSummary;
 
 use crate::config::Config;
 use crate::exchange::Outcome;
 
-/// Facts known once the request body was read.
-pub fn publish_request(host: &dyn Properties, api: Api, prompt: &PromptFacts) {
-    facts::publish(host, facts::REQUEST_API, api.name());
-    facts::publish(host, facts::REQUEST_MODEL, &prompt.model);
-    facts::publish(host, facts::REQUEST_STREAM, if prompt.stream { "true" } else { "false" });
-    facts::publish(host, facts::PROMPT_ESTIMATE, &prompt.prompt_tokens.to_string());
+/// Facts known once the request body was read. Each fact is a host call, so only what carries
+/// information is published (the path, duration and totals are in Envoy's own log fields).
+pub fn publish_request(host: &dyn Properties, request: &RequestSummary, estimate: Option<u64>) {
+    facts::publish(host, facts::REQUEST_MODEL, &request.model);
+    if let Some(tokens) = estimate {
+        facts::publish(host, facts::PROMPT_ESTIMATE, &tokens.to_string());
+    }
+}
+
+/// An estimate another module published for this request, if any.
+pub fn published_estimate(host: &dyn Properties) -> Option<u64> {
+    facts::read(host, facts::PROMPT_ESTIMATE).and_then(|v| v.parse().ok())
 }
 
 /// Who an exchange is attributed to in metrics.
@@ -57,19 +62,26 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     let cost = outcome.priced_model().and_then(|m| prices.cost_usd(m, usage)).map(round_usd);
 
     let number = |fact: Fact, value: u64| facts::publish(host, fact, &value.to_string());
+    if let Some(estimate) = outcome.late_estimate {
+        number(facts::PROMPT_ESTIMATE, estimate);
+    }
     number(facts::PROMPT_TOKENS, usage.prompt);
     number(facts::COMPLETION_TOKENS, usage.completion);
-    number(facts::CACHED_TOKENS, usage.cached);
-    number(facts::REASONING_TOKENS, usage.reasoning);
-    number(facts::TOTAL_TOKENS, usage.prompt.saturating_add(usage.completion));
-    number(facts::DURATION_MS, outcome.duration_ms);
+    if usage.cached > 0 {
+        number(facts::CACHED_TOKENS, usage.cached);
+    }
+    if usage.reasoning > 0 {
+        number(facts::REASONING_TOKENS, usage.reasoning);
+    }
     if let Some(ttft) = outcome.ttft_ms {
         number(facts::TIME_TO_FIRST_TOKEN_MS, ttft);
     }
     facts::publish(host, facts::USAGE_SOURCE, outcome.source.name());
     facts::publish(host, facts::USAGE_PROVIDER, &who.provider);
-    facts::publish(host, facts::RESPONSE_STREAMED, if outcome.streamed { "true" } else { "false" });
-    if let Some(model) = &outcome.response_model {
+    if outcome.streamed {
+        facts::publish(host, facts::RESPONSE_STREAMED, "true");
+    }
+    if let Some(model) = outcome.response_model.as_ref().filter(|m| outcome.request_model.as_ref() != Some(*m)) {
         facts::publish(host, facts::RESPONSE_MODEL, model);
     }
     if let Some(reason) = outcome.passthrough {
@@ -111,6 +123,7 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
 mod tests {
     use super::*;
     use crate::exchange::Source;
+    use sluice_shared::api::Api;
     use sluice_shared::host::fake::FakeHost;
     use sluice_shared::usage::TokenUsage;
 
@@ -118,6 +131,7 @@ mod tests {
         Outcome {
             api: Some(Api::ChatCompletions),
             request_model: Some("gpt-4o".into()),
+            late_estimate: None,
             response_model: Some("gpt-4o-2024-08-06".into()),
             streamed: true,
             status: "2xx",
@@ -140,7 +154,10 @@ mod tests {
         // 600 * 2.50 + 400 * 1.25 + 200 * 10.00 per million
         assert!((cost - 0.004).abs() < 1e-12, "{cost}");
         assert_eq!(host.property("sluice.usage.prompt_tokens").as_deref(), Some("1000"));
-        assert_eq!(host.property("sluice.usage.total_tokens").as_deref(), Some("1200"));
+        assert_eq!(host.property("sluice.usage.cached_tokens").as_deref(), Some("400"));
+        assert_eq!(host.property("sluice.usage.reasoning_tokens"), None, "zero counts are not published");
+        assert_eq!(host.property("sluice.response.model").as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(host.property("sluice.response.streamed").as_deref(), Some("true"));
         assert_eq!(host.property("sluice.usage.cost_usd").as_deref(), Some("0.004"));
         assert_eq!(host.property("sluice.usage.source").as_deref(), Some("provider"));
         assert_eq!(host.property("sluice.response.ttft_ms").as_deref(), Some("35"));

@@ -1,0 +1,234 @@
+"""`make bench`: wrk on loopback against plain Envoy and Envoy with the Sluice modules, in one run.
+
+The provider is a second Envoy answering with fixed bodies (`direct_response`), so the upstream is
+never the bottleneck. Each scenario (JSON or SSE answer, short or ~8k-token prompt) is measured on
+plain Envoy and on each module chain, one after the other: requests/s at saturation and p50/p99
+latency at low load, reported as ratios to plain Envoy. Also: module size, VM start time and memory.
+Results go to bench/results/latest.{json,md}.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from .procs import Proc, free_port, http_ok, wait_until
+from .stack import Stack, envoy_binary
+
+SHORT_PROMPT = "What is the capital of France?"
+# ~8k tokens of ordinary prose.
+LONG_PROMPT = ("The quick brown fox jumps over the lazy dog while the committee reviews the quarterly report. " * 420)
+
+CHAT_JSON = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "The capital of France is Paris."},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28},
+})
+
+
+def chat_sse():
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
+    pieces = ["The ", "capital ", "of ", "France ", "is ", "Paris."]
+    events = [{**base, "choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    events.append({**base, "choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 7, "total_tokens": 28}})
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+
+def upstream_config(port, admin_port):
+    def route(path, body, content_type):
+        return {"match": {"path": path},
+                "direct_response": {"status": 200, "body": {"inline_string": body}},
+                "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type},
+                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {"listeners": [{
+            "name": "provider", "per_connection_buffer_limit_bytes": 33554432,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "provider",
+                    "route_config": {"virtual_hosts": [{"name": "p", "domains": ["*"], "routes": [
+                        route("/json/v1/chat/completions", CHAT_JSON, "application/json"),
+                        route("/sse/v1/chat/completions", chat_sse(), "text/event-stream"),
+                    ]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                }}]}],
+        }]},
+    }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+local f = io.open(os.getenv("SLUICE_BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def parse_wrk(output):
+    def latency_ms(label):
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if not m:
+            return None
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def wrk(url, body_path, connections, seconds, script_path):
+    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path))
+    others = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
+    out = subprocess.run(["taskset", "-c", others, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
+                         capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
+    return parse_wrk(out)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
+def rss_kb(pid):
+    total = 0
+    for p in [pid] + [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--latency-connections", type=int, default=1)
+    parser.add_argument("--throughput-connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point; medians are reported")
+    parser.add_argument("--only", default=None, help="one scenario, e.g. json/short")
+    args = parser.parse_args()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+
+    upstream_port, upstream_admin = free_port(), free_port()
+    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
+    # The gateway gets core 0 to itself; wrk and the upstream share the other core(s), so the
+    # gateway's capacity is what throughput measures.
+    others = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
+    upstream = Proc("upstream", ["taskset", "-c", others, envoy_binary(), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
+                                 "--disable-hot-restart", "--log-level", "warn"], work / "upstream.log")
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    bodies = {}
+    for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT)]:
+        path = work / f"{name}.json"
+        path.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}))
+        bodies[name] = path
+
+    variants = [("plain", []), ("token-counter", ["sluice.token_counter"])]
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
+               "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
+               "variants": {}}
+    stacks = {}
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
+        for variant, modules in variants:
+            stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+                          workdir=work / variant, envoy_cpus="0")
+            started = time.monotonic()
+            stack.start()
+            stacks[variant] = stack
+            results["variants"][variant] = {"ready_seconds": round(time.monotonic() - started, 2)}
+        scenarios = [(a, p) for a in ["json", "sse"] for p in bodies if args.only in (None, f"{a}/{p}")]
+        for answer, prompt in scenarios:
+            samples = {v: [] for v, _ in variants}
+            for _ in range(args.rounds):
+                # Alternate variants so drift on a shared machine hits both alike.
+                for variant, _ in variants:
+                    url = stacks[variant].url(f"/{answer}/v1/chat/completions")
+                    wrk(url, bodies[prompt], 4, 1, script)  # warm-up
+                    latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script)
+                    pid = stacks[variant].procs["envoy"].popen.pid
+                    cpu_before = cpu_seconds(pid)
+                    throughput = wrk(url, bodies[prompt], args.throughput_connections, args.seconds, script)
+                    requests_done = throughput["rps"] * args.seconds
+                    throughput["cpu_us"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(requests_done, 1)
+                    samples[variant].append((latency, throughput))
+            for variant, runs in samples.items():
+                point = {
+                    "p50_ms": median([l["p50_ms"] for l, _ in runs]),
+                    "p99_ms": median([l["p99_ms"] for l, _ in runs]),
+                    "rps": median([t["rps"] for _, t in runs]),
+                    "cpu_us_per_request": median([t["cpu_us"] for _, t in runs]),
+                    "non_2xx": sum(l["non_2xx"] + t["non_2xx"] for l, t in runs),
+                }
+                results["scenarios"].setdefault(f"{answer}/{prompt}", {})[variant] = point
+                print(f"{variant:14} {answer}/{prompt:5}  p50 {point['p50_ms']:.3f} ms  p99 {point['p99_ms']:.3f} ms  "
+                      f"{point['rps']:.0f} req/s  {point['cpu_us_per_request']:.1f} us CPU/request", flush=True)
+        for variant, stack in stacks.items():
+            preload = re.findall(r"preloaded .* in (\d+) ms", stack.envoy_log())
+            results["variants"][variant].update({"rss_kb_after_load": rss_kb(stack.procs["envoy"].popen.pid),
+                                                 "tokenizer_preload_ms": [int(x) for x in preload]})
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+        upstream.stop()
+
+    wasm = Path(os.environ.get("SLUICE_WASM_DIR", "target/wasm32-wasip1/release")) / "sluice_token_counter.wasm"
+    results["module_bytes"] = {"sluice_token_counter.wasm": wasm.stat().st_size if wasm.exists() else None}
+    plain_vm = results["variants"]["plain"]
+    tc_vm = results["variants"]["token-counter"]
+    # One VM per worker plus one on the main thread: concurrency 1 gives two.
+    results["memory_per_vm_mb"] = round((tc_vm["rss_kb_after_load"] - plain_vm["rss_kb_after_load"]) / 1024 / 2, 1)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "latest.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def markdown(r):
+    lines = [f"Measured {r['date']} on {r['cpus']} cores; gateway Envoy with 1 worker; wrk, {r['seconds']} s per point.",
+             "", "| answer / prompt | plain p50 | +token counter p50 | added p50 | plain p99 | +tc p99 | throughput vs plain |",
+             "|---|---|---|---|---|---|---|"]
+    for name, v in r["scenarios"].items():
+        p, t = v["plain"], v["token-counter"]
+        lines.append(f"| {name} | {p['p50_ms']:.3f} ms | {t['p50_ms']:.3f} ms | {t['p50_ms'] - p['p50_ms']:+.3f} ms | "
+                     f"{p['p99_ms']:.3f} ms | {t['p99_ms']:.3f} ms | {t['rps'] / p['rps'] * 100:.1f}% "
+                     f"({t['rps']:.0f} / {p['rps']:.0f} req/s) |")
+    tc = r["variants"]["token-counter"]
+    size = r["module_bytes"]["sluice_token_counter.wasm"]
+    lines += ["", f"Module size: {size / 1e6:.1f} MB. Tokenizer preload per VM: {tc['tokenizer_preload_ms']} ms. "
+              f"Gateway ready in {tc['ready_seconds']} s (plain: {r['variants']['plain']['ready_seconds']} s). "
+              f"Memory: {r['memory_per_vm_mb']} MB per VM (RSS difference over plain Envoy / 2 VMs)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`make run`: the Sluice gateway on 127.0.0.1:10000 (admin 127.0.0.1:9901) with every module,
+Redis + webdis and the mock provider. With OPENAI_API_KEY or ANTHROPIC_API_KEY set, those
+providers are the real APIs instead. Ctrl-C stops everything.
+"""
+
+import os
+import signal
+import sys
+import time
+
+from .stack import Stack
+
+LISTEN_PORT = int(os.environ.get("SLUICE_PORT", "10000"))
+ADMIN_PORT = int(os.environ.get("SLUICE_ADMIN_PORT", "9901"))
+
+
+def curl_lines(stack, real):
+    base = stack.url("")
+    model = "gpt-4o-mini" if real.get("openai") or not real else "gpt-4o"
+    return f"""
+Sluice gateway is up: {base}  (admin {stack.admin("")})
+Providers: OpenAI -> {"api.openai.com" if real.get("openai") else "mock"}, Anthropic -> {"api.anthropic.com" if real.get("anthropic") else "mock"}
+
+Try:
+  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"{model}","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
+
+  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"Count to five."}}]}}'
+
+  curl -s {base}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
+    -d '{{"model":"claude-3-5-haiku-latest","max_tokens":64,"messages":[{{"role":"user","content":"Hi"}}]}}'
+
+Then see tokens and cost:
+  curl -s {stack.admin("/stats/prometheus")} | grep ^sluice_
+Access log (one JSON line per request): {stack.workdir / "access.log"}
+Envoy log: {stack.workdir / "envoy.log"}
+
+Ctrl-C stops everything.
+"""
+
+
+def main():
+    real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
+                              "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
+    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real)
+    stop = {"now": False}
+
+    def on_signal(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        print(curl_lines(stack, real), flush=True)
+        while not stop["now"]:
+            for name, proc in stack.procs.items():
+                if not proc.alive():
+                    print(f"{name} exited:\n{proc.log()[-2000:]}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

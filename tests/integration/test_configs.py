@@ -1,0 +1,69 @@
+"""Shipped configuration stays valid and consistent: Envoy bootstrap, Istio manifests, schemas."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from harness.stack import ROOT, Stack, envoy_binary, keep_modules, use_real_providers
+
+SCHEMA = json.loads((ROOT / "plugins/token-counter/config.schema.json").read_text())
+
+
+def label_keys():
+    source = (ROOT / "shared/src/metrics.rs").read_text()
+    block = re.search(r"pub const LABEL_KEYS: &\[&str\] =\s*&\[(.*?)\];", source, re.S).group(1)
+    return re.findall(r'"([a-z_]+)"', block)
+
+
+def envoy_validate(tmp_path, text):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", ["mock", "real-providers", "plain"])
+def test_gateway_bootstrap_validates(tmp_path, variant):
+    text = Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config()
+    if variant == "real-providers":
+        text = use_real_providers(text, openai_key="sk-test", anthropic_key="ak-test")
+        config = yaml.safe_load(text)
+        clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+        assert clusters["provider_openai"]["transport_socket"]["typed_config"]["sni"] == "api.openai.com"
+    if variant == "plain":
+        text = keep_modules(text, [])
+        assert "sluice.token_counter" not in text
+    envoy_validate(tmp_path, text)
+
+
+def test_stats_tags_cover_every_label_key():
+    keys = label_keys()
+    gateway = (ROOT / "envoy-config/gateway.yaml").read_text()
+    gateway_tags = re.findall(r"tag_name: (\w+),\s+regex: \"\(;(\w+)=", gateway)
+    assert sorted(k for k, _ in gateway_tags) == sorted(keys)
+    assert all(k == v for k, v in gateway_tags)
+    istio = yaml.safe_load((ROOT / "istio/stats-tags.yaml").read_text())
+    tags = json.loads(istio["data"]["custom_bootstrap.json"])["stats_config"]["stats_tags"]
+    assert sorted(t["tag_name"] for t in tags) == sorted(keys)
+    assert all(t["regex"] == f"(;{t['tag_name']}=([^;]*))" for t in tags)
+
+
+def test_shipped_plugin_configs_match_the_schema():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    plugin = yaml.safe_load((ROOT / "istio/token-counter.yaml").read_text())
+    assert plugin["kind"] == "WasmPlugin" and plugin["spec"]["phase"] == "STATS"
+    jsonschema.validate(plugin["spec"]["pluginConfig"], SCHEMA)
+    jsonschema.validate({}, SCHEMA)
+
+
+def test_schema_rejects_what_the_plugin_rejects():
+    for bad in [{"max_request_bytes": 0}, {"prices": {"m": {"input": -1, "output": 1}}}, {"respons_headers": True},
+                {"prompt_estimate": "sometimes"}, {"preload_encodings": ["p50k_base"]}]:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
