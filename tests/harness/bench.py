@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import Stack, envoy_binary
+from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary
 
 SHORT_PROMPT = "What is the capital of France?"
 # ~8k tokens of ordinary prose.
@@ -201,7 +201,7 @@ def main():
             stack.stop()
         upstream.stop()
 
-    wasm = Path(os.environ.get("SLUICE_WASM_DIR", "target/wasm32-wasip1/release")) / "sluice_token_counter.wasm"
+    wasm = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR) / "sluice_token_counter.wasm"
     results["module_bytes"] = {"sluice_token_counter.wasm": wasm.stat().st_size if wasm.exists() else None}
     plain_vm = results["variants"]["plain"]
     tc_vm = results["variants"]["token-counter"]
@@ -214,19 +214,25 @@ def main():
 
 
 def markdown(r):
-    lines = [f"Measured {r['date']} on {r['cpus']} cores; gateway Envoy with 1 worker; wrk, {r['seconds']} s per point.",
-             "", "| answer / prompt | plain p50 | +token counter p50 | added p50 | plain p99 | +tc p99 | throughput vs plain |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"Measured {r['date']} on {r['cpus']} cores: gateway Envoy (1 worker) pinned to core 0, wrk and the "
+             f"upstream on the other; medians of {r['rounds']} alternating rounds of {r['seconds']} s. Latency at 1 "
+             "connection, throughput and CPU at 16.",
+             "",
+             "| answer / prompt | p50 plain | p50 +counter | added p50 | p99 plain | p99 +counter | throughput vs plain | "
+             "gateway CPU per request |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, v in r["scenarios"].items():
         p, t = v["plain"], v["token-counter"]
         lines.append(f"| {name} | {p['p50_ms']:.3f} ms | {t['p50_ms']:.3f} ms | {t['p50_ms'] - p['p50_ms']:+.3f} ms | "
                      f"{p['p99_ms']:.3f} ms | {t['p99_ms']:.3f} ms | {t['rps'] / p['rps'] * 100:.1f}% "
-                     f"({t['rps']:.0f} / {p['rps']:.0f} req/s) |")
+                     f"({t['rps']:.0f} / {p['rps']:.0f} req/s) | {p['cpu_us_per_request']:.0f} -> "
+                     f"{t['cpu_us_per_request']:.0f} us |")
     tc = r["variants"]["token-counter"]
     size = r["module_bytes"]["sluice_token_counter.wasm"]
-    lines += ["", f"Module size: {size / 1e6:.1f} MB. Tokenizer preload per VM: {tc['tokenizer_preload_ms']} ms. "
-              f"Gateway ready in {tc['ready_seconds']} s (plain: {r['variants']['plain']['ready_seconds']} s). "
-              f"Memory: {r['memory_per_vm_mb']} MB per VM (RSS difference over plain Envoy / 2 VMs)."]
+    size_text = f"{size / 1e6:.1f} MB" if size else "not found"
+    lines += ["", f"Module size: {size_text}. Tokenizer preload per VM: {tc.get('tokenizer_preload_ms')} ms. "
+              f"Gateway ready in {tc['ready_seconds']} s (plain Envoy: {r['variants']['plain']['ready_seconds']} s). "
+              f"Memory: {r['memory_per_vm_mb']} MB per VM (gateway RSS over plain Envoy, divided by its 2 VMs)."]
     return "\n".join(lines) + "\n"
 
 

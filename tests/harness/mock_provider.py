@@ -195,6 +195,15 @@ def embeddings_answer(model, usage, count):
     return body
 
 
+# api -> (JSON answer, SSE stream, stream usage only when asked for)
+ANSWERS = {
+    "chat": (chat_answer, chat_stream, True),
+    "completions": (completion_answer, completion_stream, True),
+    "responses": (responses_answer, responses_stream, False),
+    "messages": (messages_answer, messages_stream, False),
+}
+
+
 def error_body(api, status):
     if api == "messages":
         return {"type": "error", "error": {"type": "api_error", "message": f"mock error {status}"}}
@@ -245,32 +254,15 @@ async def handle(request: web.Request, api: str):
         content_type = "text/event-stream" if stream else "application/json"
     elif status >= 400:
         payload = json.dumps(error_body(api, status)).encode()
-    elif api == "chat":
+    elif api in ANSWERS:
+        answer, stream_of, usage_on_request = ANSWERS[api]
         if stream:
-            wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-            payload = chat_stream(model, text, usage if wants_usage else None).encode()
+            # OpenAI sends a usage chunk only when `stream_options.include_usage` asks for it.
+            asked = bool((req.get("stream_options") or {}).get("include_usage"))
+            payload = stream_of(model, text, usage if asked or not usage_on_request else None).encode()
             content_type = "text/event-stream"
         else:
-            payload = json.dumps(chat_answer(model, text, usage)).encode()
-    elif api == "completions":
-        if stream:
-            wants_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-            payload = completion_stream(model, text, usage if wants_usage else None).encode()
-            content_type = "text/event-stream"
-        else:
-            payload = json.dumps(completion_answer(model, text, usage)).encode()
-    elif api == "responses":
-        if stream:
-            payload = responses_stream(model, text, usage).encode()
-            content_type = "text/event-stream"
-        else:
-            payload = json.dumps(responses_answer(model, text, usage)).encode()
-    elif api == "messages":
-        if stream:
-            payload = messages_stream(model, text, usage).encode()
-            content_type = "text/event-stream"
-        else:
-            payload = json.dumps(messages_answer(model, text, usage)).encode()
+            payload = json.dumps(answer(model, text, usage)).encode()
     else:  # embeddings
         inputs = req.get("input")
         count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1

@@ -214,6 +214,18 @@ def test_five_megabyte_prompt(stack):
     assert tokens(stack, model, "input") == estimate
 
 
+def test_body_over_the_read_limit_passes_through_unread(stack):
+    """Above `max_request_bytes` (16 MiB) the counter steps aside before Envoy's 32 MiB limit."""
+    model = unique_model()
+    before = metric(stack, "sluice_passthrough_total", reason="too_large_request")
+    content = "x" * (20 * 1024 * 1024)
+    r = requests.post(stack.url(CHAT), json=chat_body(model, content=content), headers=usage_headers(5, 6))
+    assert r.status_code == 200
+    assert metric(stack, "sluice_passthrough_total", reason="too_large_request") == before + 1
+    # The answer is still metered, under the model the provider named (the request was not read).
+    assert tokens(stack, model, "input") == 5 and tokens(stack, model, "output") == 6
+
+
 def test_upstream_500_is_passed_on_and_not_charged(stack):
     model = unique_model()
     r = requests.post(stack.url(CHAT), json=chat_body(model), headers={"x-mock-status": "500"})

@@ -189,12 +189,14 @@ impl Exchange {
         RequestDecision { summary: Some(summary), estimate, new_body }
     }
 
-    /// The answer's status and content headers decide how its body is read.
+    /// The answer's status and content headers decide how its body is read. Streamed text is
+    /// kept only up to the exact-count budget; beyond it only its size matters.
     pub fn on_response_headers(
         &mut self,
         status: Option<u16>,
         content_type: Option<&str>,
         content_encoding: Option<&str>,
+        config: &Config,
     ) {
         self.status = status;
         let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
@@ -204,7 +206,7 @@ impl Exchange {
             None => AnswerBody::Passthrough("other_api"),
             Some(_) if encoded => AnswerBody::Passthrough("compressed"),
             Some(api) if content_type.starts_with("text/event-stream") => {
-                AnswerBody::Sse(Box::new(StreamTally::new(api, 4 << 20)))
+                AnswerBody::Sse(Box::new(StreamTally::new(api, config.exact_count_bytes)))
             }
             Some(_) if content_type.contains("json") => AnswerBody::Json(Vec::new()),
             Some(_) => AnswerBody::Passthrough("not_json"),
@@ -328,15 +330,13 @@ impl Exchange {
             None => {
                 counted = true;
                 let model = response_model.or(self.request.as_ref().map(|r| r.model.as_str())).unwrap_or_default();
+                // Each choice counted on its own; text beyond the budget at the measured ratio.
                 let mut tally = TokenTally::new(Encoding::for_model(model), config.exact_count_bytes);
-                let mut total = 0;
                 for text in output_texts {
-                    let mut one = TokenTally::new(tally.encoding(), config.exact_count_bytes);
-                    one.add_text(text);
-                    total += one.total();
+                    tally.add_text(text);
                 }
                 tally.add_unseen_bytes(dropped_bytes);
-                (total + tally.total(), 0)
+                (tally.total(), 0)
             }
         };
         let nothing = reported.input.is_none()
@@ -387,7 +387,7 @@ mod tests {
     #[test]
     fn json_answer_uses_provider_usage() {
         let mut ex = chat(false);
-        ex.on_response_headers(Some(200), Some("application/json; charset=utf-8"), None);
+        ex.on_response_headers(Some(200), Some("application/json; charset=utf-8"), None, &config());
         let body = br#"{"model":"gpt-4o-2024-08-06","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         feed(&mut ex, &body[..10], 1_040);
         feed(&mut ex, &body[10..], 1_050);
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn stream_without_usage_is_counted_with_the_tokenizer() {
         let mut ex = chat(true);
-        ex.on_response_headers(Some(200), Some("text/event-stream"), None);
+        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &Config::default());
         feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The capital of \"}}]}\n\n", 1_010);
         feed(
             &mut ex,
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn cut_stream_is_charged_for_what_streamed() {
         let mut ex = chat(true);
-        ex.on_response_headers(Some(200), Some("text/event-stream"), None);
+        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &Config::default());
         feed(
             &mut ex,
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial answer\"}}]}\n\ndata: {\"cho",
@@ -475,7 +475,7 @@ mod tests {
         ];
         for (method, path, ct, ce, body, reason) in cases {
             let mut ex = Exchange::start(Some(method), Some(path), 0);
-            ex.on_response_headers(Some(200), ct, ce);
+            ex.on_response_headers(Some(200), ct, ce, &Config::default());
             feed(&mut ex, body, 1);
             let out = ex.finish(2, true, &config()).unwrap();
             assert_eq!(out.passthrough, Some(reason), "{path} {ct:?} {ce:?}");
@@ -485,10 +485,26 @@ mod tests {
     }
 
     #[test]
+    fn long_streams_extrapolate_beyond_the_budget_at_the_measured_ratio() {
+        let budget = Config { exact_count_bytes: 64, ..Config::default() };
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
+        let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
+        ex.on_request_body(br#"{"model":"gpt-4o","stream":true}"#.to_vec(), None, &budget);
+        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &budget);
+        for word in text.split_inclusive(' ') {
+            let event = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{word:?}}}}}]}}\n\n");
+            ex.on_response_chunk(event.as_bytes(), event.len(), 1, &budget);
+        }
+        let out = ex.finish(2, true, &budget).unwrap();
+        let exact = Encoding::O200kBase.count(&text) as f64;
+        assert!((out.usage.completion as f64 - exact).abs() / exact < 0.05, "{} vs {exact}", out.usage.completion);
+    }
+
+    #[test]
     fn oversized_json_answer_is_not_buffered() {
         let small = Config { max_response_bytes: 8, ..Config::default() };
         let mut ex = chat(false);
-        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
         ex.on_response_chunk(b"{\"usage\":", 9, 1, &small);
         assert!(!ex.reads_answer());
         assert_eq!(ex.finish(2, true, &small).unwrap().passthrough, Some("too_large"));
@@ -497,7 +513,7 @@ mod tests {
     #[test]
     fn error_answers_count_no_tokens() {
         let mut ex = chat(false);
-        ex.on_response_headers(Some(500), Some("application/json"), None);
+        ex.on_response_headers(Some(500), Some("application/json"), None, &Config::default());
         feed(&mut ex, br#"{"error":{"message":"boom"}}"#, 1);
         let out = ex.finish(2, true, &config()).unwrap();
         assert_eq!(out.status, "5xx");
@@ -508,7 +524,7 @@ mod tests {
     fn unparsable_request_still_meters_the_answer() {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
         ex.on_request_body(b"{not json".to_vec(), None, &config());
-        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
         feed(&mut ex, br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, 1);
         let out = ex.finish(2, true, &config()).unwrap();
         assert_eq!(out.usage.prompt, 3);
@@ -525,7 +541,7 @@ mod estimate_tests {
     const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}]}"#;
 
     fn answer_with_prompt_usage(ex: &mut Exchange) -> Outcome {
-        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
         let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
         ex.on_response_chunk(body, body.len(), 1, &Config::default());
         ex.finish(2, true, &Config::default()).unwrap()
@@ -559,7 +575,7 @@ mod estimate_tests {
         let decision = ex.on_request_body(BODY.to_vec(), Some(999), &config);
         assert_eq!(decision.estimate, None);
         assert_eq!(ex.prompt_estimate(), Some(999));
-        ex.on_response_headers(Some(200), Some("application/json"), None);
+        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
         ex.on_response_chunk(br#"{"choices":[]}"#, 14, 1, &config);
         let out = ex.finish(2, true, &config).unwrap();
         assert_eq!(out.usage.prompt, 999);

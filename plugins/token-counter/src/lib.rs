@@ -210,7 +210,12 @@ impl HttpContext for Meter {
         let content_encoding = proxy::response_header_text("content-encoding");
         let response_headers = self.config().response_headers;
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
-        exchange.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref());
+        exchange.on_response_headers(
+            status,
+            content_type.as_deref(),
+            content_encoding.as_deref(),
+            &self.settings.config,
+        );
         if let (true, Some(estimate)) = (response_headers, exchange.prompt_estimate()) {
             proxy::set_response_header("x-sluice-prompt-tokens-estimate", &estimate.to_string());
             // The counts follow as trailers, which a body of fixed length cannot carry.
