@@ -2,6 +2,7 @@
 //! request asked, what the answer says, and the final counts. Plain Rust, no host calls.
 
 use sluice_shared::api::Api;
+use sluice_shared::host::Clock;
 use sluice_shared::prompt::{estimate_prompt, summarize, RequestSummary};
 use sluice_shared::stream_tally::StreamTally;
 use sluice_shared::tokenizer::{Encoding, TokenTally};
@@ -214,10 +215,11 @@ impl Exchange {
     }
 
     /// One chunk of `chunk_size` bytes of the answer body as it passes; `chunk` holds its bytes
-    /// when [`Exchange::reads_answer`] asked for them.
-    pub fn on_response_chunk(&mut self, chunk: &[u8], chunk_size: usize, now_ms: u64, config: &Config) {
+    /// when [`Exchange::reads_answer`] asked for them. The clock is read for the first byte only:
+    /// a stream has hundreds of chunks and each read is a host call.
+    pub fn on_response_chunk(&mut self, chunk: &[u8], chunk_size: usize, clock: &dyn Clock, config: &Config) {
         if chunk_size > 0 && self.first_byte_ms.is_none() {
-            self.first_byte_ms = Some(now_ms);
+            self.first_byte_ms = Some(clock.now_ms());
         }
         match &mut self.answer {
             AnswerBody::Sse(tally) => tally.push(chunk),
@@ -365,12 +367,20 @@ fn estimate(api: Api, body: &[u8], config: &Config) -> Estimate {
 mod tests {
     use super::*;
 
+    /// A clock stopped at one instant.
+    pub struct At(pub u64);
+    impl Clock for At {
+        fn now_ms(&self) -> u64 {
+            self.0
+        }
+    }
+
     fn config() -> Config {
         Config::default()
     }
 
     fn feed(ex: &mut Exchange, chunk: &[u8], now_ms: u64) {
-        ex.on_response_chunk(chunk, chunk.len(), now_ms, &config());
+        ex.on_response_chunk(chunk, chunk.len(), &At(now_ms), &config());
     }
 
     const CHAT_BODY_STREAM: &str =
@@ -493,7 +503,7 @@ mod tests {
         ex.on_response_headers(Some(200), Some("text/event-stream"), None, &budget);
         for word in text.split_inclusive(' ') {
             let event = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{word:?}}}}}]}}\n\n");
-            ex.on_response_chunk(event.as_bytes(), event.len(), 1, &budget);
+            ex.on_response_chunk(event.as_bytes(), event.len(), &At(1), &budget);
         }
         let out = ex.finish(2, true, &budget).unwrap();
         let exact = Encoding::O200kBase.count(&text) as f64;
@@ -505,7 +515,7 @@ mod tests {
         let small = Config { max_response_bytes: 8, ..Config::default() };
         let mut ex = chat(false);
         ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
-        ex.on_response_chunk(b"{\"usage\":", 9, 1, &small);
+        ex.on_response_chunk(b"{\"usage\":", 9, &At(1), &small);
         assert!(!ex.reads_answer());
         assert_eq!(ex.finish(2, true, &small).unwrap().passthrough, Some("too_large"));
     }
@@ -536,6 +546,7 @@ mod tests {
 
 #[cfg(test)]
 mod estimate_tests {
+    use super::tests::At;
     use super::*;
 
     const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}]}"#;
@@ -543,7 +554,7 @@ mod estimate_tests {
     fn answer_with_prompt_usage(ex: &mut Exchange) -> Outcome {
         ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
         let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
-        ex.on_response_chunk(body, body.len(), 1, &Config::default());
+        ex.on_response_chunk(body, body.len(), &At(1), &Config::default());
         ex.finish(2, true, &Config::default()).unwrap()
     }
 
@@ -576,7 +587,7 @@ mod estimate_tests {
         assert_eq!(decision.estimate, None);
         assert_eq!(ex.prompt_estimate(), Some(999));
         ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
-        ex.on_response_chunk(br#"{"choices":[]}"#, 14, 1, &config);
+        ex.on_response_chunk(br#"{"choices":[]}"#, 14, &At(1), &config);
         let out = ex.finish(2, true, &config).unwrap();
         assert_eq!(out.usage.prompt, 999);
         assert_eq!(out.late_estimate, None);

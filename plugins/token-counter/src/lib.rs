@@ -230,12 +230,7 @@ impl HttpContext for Meter {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         let chunk = if exchange.reads_answer() && body_size > 0 { proxy::response_body(body_size) } else { None };
-        exchange.on_response_chunk(
-            chunk.as_deref().unwrap_or_default(),
-            body_size,
-            Host.now_ms(),
-            &self.settings.config,
-        );
+        exchange.on_response_chunk(chunk.as_deref().unwrap_or_default(), body_size, &Host, &self.settings.config);
         if end_of_stream {
             self.finish(true);
         }
