@@ -9,19 +9,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.stack import Stack  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def stack():
-    """Envoy with the token counter (default config), the mock provider, Redis and webdis."""
-    with Stack() as s:
+def running(config):
+    with Stack(token_counter_config=config) as s:
         yield s
         failures = s.vm_failures()
         assert not failures, f"a wasm VM failed: {failures}"
 
 
 @pytest.fixture(scope="module")
+def stack():
+    """Envoy with the token counter (default config), the mock provider, Redis and webdis."""
+    yield from running({})
+
+
+@pytest.fixture(scope="module")
 def stack_with_headers():
-    with Stack(token_counter_config={"response_headers": True}) as s:
-        yield s
+    """The same with count headers and trailers on."""
+    yield from running({"response_headers": True})
 
 
 def pytest_report_header():

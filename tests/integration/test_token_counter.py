@@ -325,6 +325,15 @@ def test_count_trailers(stack_with_headers, stream, protocol):
     assert "x-sluice-cost-usd:" in out
 
 
+def test_count_trailers_on_an_empty_answer_do_not_trap_the_vm(stack_with_headers):
+    """An answer that ends with its headers has no trailer map: the counter must not try."""
+    for _ in range(3):
+        r = requests.post(stack_with_headers.url(CHAT), json=chat_body(unique_model()), headers={"x-mock-raw": ""})
+        assert r.status_code == 200 and r.content == b""
+    assert requests.post(stack_with_headers.url(CHAT), json=chat_body(unique_model())).status_code == 200
+    assert stack_with_headers.vm_failures() == []
+
+
 def test_no_count_headers_by_default(stack):
     r = requests.post(stack.url(CHAT), json=chat_body(unique_model()))
     assert not [h for h in r.headers if h.lower().startswith("x-sluice")]

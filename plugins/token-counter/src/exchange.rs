@@ -134,10 +134,6 @@ impl Exchange {
         self.api
     }
 
-    pub fn request(&self) -> Option<&RequestSummary> {
-        self.request.as_ref()
-    }
-
     /// The prompt estimate, if it is known yet.
     pub fn prompt_estimate(&self) -> Option<u64> {
         match self.estimate {
@@ -237,10 +233,6 @@ impl Exchange {
     /// Whether the answer body needs to be read chunk by chunk.
     pub fn reads_answer(&self) -> bool {
         matches!(self.answer, AnswerBody::Json(_) | AnswerBody::Sse(_))
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished
     }
 
     /// Ends the exchange once: `completed` is false when the answer was cut (reset, cancelled).

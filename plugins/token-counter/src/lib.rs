@@ -107,6 +107,19 @@ impl RootContext for TokenCounter {
     }
 }
 
+/// Where an exchange ended, which decides what may still be sent to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The answer had no body.
+    Headers,
+    /// The answer's last body chunk.
+    Body,
+    /// The answer's trailers.
+    Trailers,
+    /// Never completed (reset, cancelled): only the log remains.
+    Log,
+}
+
 /// One request's glue: hands host events to its [`Exchange`] and publishes the outcome.
 struct Meter {
     settings: Rc<Settings>,
@@ -120,8 +133,9 @@ impl Meter {
         &self.settings.config
     }
 
-    fn finish(&mut self, completed: bool) {
+    fn finish(&mut self, end: End) {
         let Some(exchange) = self.exchange.as_mut() else { return };
+        let completed = end != End::Log;
         let Some(outcome) = exchange.finish(Host.now_ms(), completed, &self.settings.config) else { return };
         let cost = report::publish_outcome(
             &Host,
@@ -142,7 +156,9 @@ impl Meter {
                 outcome.status,
             ));
         }
-        if completed && self.settings.config.response_headers && outcome.api.is_some() {
+        // Envoy has a trailer map only while the body or trailers pass (the SDK traps otherwise).
+        let trailers_possible = matches!(end, End::Body | End::Trailers);
+        if trailers_possible && self.settings.config.response_headers && outcome.api.is_some() {
             let u = outcome.usage;
             proxy::add_response_trailer("x-sluice-prompt-tokens", &u.prompt.to_string());
             proxy::add_response_trailer("x-sluice-completion-tokens", &u.completion.to_string());
@@ -222,7 +238,7 @@ impl HttpContext for Meter {
             proxy::remove_response_header("content-length");
         }
         if end_of_stream {
-            self.finish(true);
+            self.finish(End::Headers);
         }
         Action::Continue
     }
@@ -232,18 +248,18 @@ impl HttpContext for Meter {
         let chunk = if exchange.reads_answer() && body_size > 0 { proxy::response_body(body_size) } else { None };
         exchange.on_response_chunk(chunk.as_deref().unwrap_or_default(), body_size, &Host, &self.settings.config);
         if end_of_stream {
-            self.finish(true);
+            self.finish(End::Body);
         }
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
-        self.finish(true);
+        self.finish(End::Trailers);
         Action::Continue
     }
 
     fn on_log(&mut self) {
         // Reached without the answer's end: the stream was reset or the client went away.
-        self.finish(false);
+        self.finish(End::Log);
     }
 }
