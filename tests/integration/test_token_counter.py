@@ -49,6 +49,19 @@ def usage_headers(prompt, completion, cached=0, reasoning=0):
             "x-mock-cached-tokens": str(cached), "x-mock-reasoning-tokens": str(reasoning)}
 
 
+@pytest.fixture(autouse=True)
+def envoy_survives(request):
+    """After every test: Envoy still serves a metered request and no wasm VM failed."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack = request.getfixturevalue("stack")
+    model = unique_model()
+    assert requests.post(stack.url(CHAT), json=chat_body(model)).status_code == 200
+    assert eventually(lambda: tokens(stack, model, "input") == 21, "the follow-up request counted")
+    assert stack.vm_failures() == []
+
+
 # --- counts from the provider's usage --------------------------------------------------------
 
 def test_json_answer_counts_equal_provider_usage(stack):

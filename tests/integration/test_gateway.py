@@ -1,0 +1,43 @@
+"""`make run`'s launcher: starts everything, serves a counted chat completion, stops on Ctrl-C."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from harness.procs import free_port, wait_until
+from harness.stack import ROOT, sum_samples
+
+
+def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
+    port, admin = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env.update(SLUICE_PORT=str(port), SLUICE_ADMIN_PORT=str(admin))
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.gateway"], cwd=ROOT / "tests", env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "Ctrl-C stops everything" in log.read_text(), "the gateway banner", 90)
+        banner = log.read_text()
+        assert f"http://127.0.0.1:{port}/v1/chat/completions" in banner
+        r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 200
+        metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
+        labels = {"model": "gpt-4o", "provider": "openai", "team": "none"}
+        assert sum_samples(metrics, "sluice_tokens_total", {**labels, "direction": "input"}) == 21
+        assert sum_samples(metrics, "sluice_cost_micro_usd_total", labels) > 0
+        workdir = re.search(r"Envoy log: (\S+)/envoy.log", banner).group(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0
+    assert "stopped" in log.read_text()
+    time.sleep(0.2)
+    leftovers = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout.strip()
+    assert leftovers == "", "every process of the run stopped"
