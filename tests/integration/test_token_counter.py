@@ -100,6 +100,17 @@ def test_stream_gets_usage_injected_and_counted(stack):
     assert metric(stack, "sluice_requests_total", model=model, streamed="true", status="2xx") == 1
 
 
+def test_stream_usage_injection_over_http2(stack):
+    """HTTP/2 clients (the usual case inside a mesh) get the same rewrite and counts."""
+    model = unique_model()
+    body = json.dumps(chat_body(model, stream=True))
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", stack.url(CHAT), "-d", body,
+                          "-H", "content-type: application/json", "-H", "x-mock-prompt-tokens: 13"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert '"usage"' in out and out.rstrip().endswith("data: [DONE]")
+    assert tokens(stack, model, "input") == 13 and tokens(stack, model, "output") == 7
+
+
 def test_body_the_client_asked_usage_for_is_sent_byte_for_byte(stack):
     model = unique_model()
     raw = json.dumps(chat_body(model, stream=True, stream_options={"include_usage": True}), indent=1)
