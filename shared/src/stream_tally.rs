@@ -48,6 +48,11 @@ impl OutputTexts {
         &self.texts
     }
 
+    /// Hands over the kept text, one string per choice.
+    pub fn take_texts(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.texts)
+    }
+
     /// Bytes of text seen but not kept.
     pub fn dropped_bytes(&self) -> u64 {
         self.dropped_bytes
@@ -99,6 +104,9 @@ impl StreamTally {
     }
     pub fn output(&self) -> &OutputTexts {
         &self.output
+    }
+    pub fn output_mut(&mut self) -> &mut OutputTexts {
+        &mut self.output
     }
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref()

@@ -85,7 +85,8 @@ impl From<&anthropic::Usage> for ReportedUsage {
 pub struct Answer {
     pub model: Option<String>,
     pub usage: ReportedUsage,
-    /// Generated text per choice, for counting when the provider sent no usage.
+    /// Generated text per choice, for counting; collected only when the provider reported no
+    /// completion count (copying every answer's text would be wasted work).
     pub output_texts: Vec<String>,
 }
 
@@ -102,25 +103,22 @@ pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> 
         }
         (_, Schema::Anthropic) => {
             let r: anthropic::MessagesResponse = from_object(body)?;
-            let text = r
-                .content
-                .iter()
-                .flat_map(|b| b.text.iter().cloned().chain(b.input.iter().map(|i| i.to_string())))
-                .collect::<String>();
-            Ok(Answer {
-                model: r.model,
-                usage: r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default(),
-                output_texts: vec![text],
-            })
+            let usage = r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default();
+            let output_texts = if usage.output.is_some() {
+                Vec::new()
+            } else {
+                let text =
+                    r.content.iter().flat_map(|b| b.text.iter().cloned().chain(b.input.iter().map(|i| i.to_string())));
+                vec![text.collect::<String>()]
+            };
+            Ok(Answer { model: r.model, usage, output_texts })
         }
         (_, Schema::OpenAi) => {
             let r: openai::CompletionResponse = from_object(body)?;
-            let output_texts = r.choices.iter().map(choice_text).collect();
-            Ok(Answer {
-                model: r.model,
-                usage: r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default(),
-                output_texts,
-            })
+            let usage = r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default();
+            let output_texts =
+                if usage.output.is_some() { Vec::new() } else { r.choices.iter().map(choice_text).collect() };
+            Ok(Answer { model: r.model, usage, output_texts })
         }
     }
 }
@@ -153,7 +151,7 @@ mod tests {
         assert_eq!(a.model.as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(a.usage.input, Some(InputUsage { prompt: 20, cached: 8, cache_write: 0 }));
         assert_eq!(a.usage.output, Some(OutputUsage { completion: 3, reasoning: 1 }));
-        assert_eq!(a.output_texts, vec!["Paris."]);
+        assert!(a.output_texts.is_empty(), "text is not copied when the provider counted it");
     }
 
     #[test]
@@ -171,7 +169,10 @@ mod tests {
         let a = parse_answer(Api::AnthropicMessages, body).unwrap();
         assert_eq!(a.usage.input, Some(InputUsage { prompt: 130, cached: 100, cache_write: 20 }));
         assert_eq!(a.usage.output, Some(OutputUsage { completion: 4, reasoning: 0 }));
-        assert_eq!(a.output_texts, vec!["Hi"]);
+        assert!(a.output_texts.is_empty());
+        let without_usage =
+            parse_answer(Api::AnthropicMessages, br#"{"content":[{"type":"text","text":"Hi"}]}"#).unwrap();
+        assert_eq!(without_usage.output_texts, vec!["Hi"]);
     }
 
     #[test]

@@ -93,10 +93,15 @@ def parse_wrk(output):
             "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
 
 
+# The gateway gets core 0 to itself; wrk and the upstream share the other core(s), so the
+# gateway's capacity is what throughput measures.
+GATEWAY_CPUS = "0"
+OTHER_CPUS = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
+
+
 def wrk(url, body_path, connections, seconds, script_path):
     env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path))
-    others = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
-    out = subprocess.run(["taskset", "-c", others, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
+    out = subprocess.run(["taskset", "-c", OTHER_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
                          capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
     return parse_wrk(out)
 
@@ -139,10 +144,7 @@ def main():
 
     upstream_port, upstream_admin = free_port(), free_port()
     (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
-    # The gateway gets core 0 to itself; wrk and the upstream share the other core(s), so the
-    # gateway's capacity is what throughput measures.
-    others = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
-    upstream = Proc("upstream", ["taskset", "-c", others, envoy_binary(), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
+    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
                                  "--disable-hot-restart", "--log-level", "warn"], work / "upstream.log")
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
@@ -167,7 +169,7 @@ def main():
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
         for variant, modules, module_dir in variants:
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / variant, envoy_cpus="0", wasm_dir=module_dir)
+                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir)
             started = time.monotonic()
             stack.start()
             stacks[variant] = stack

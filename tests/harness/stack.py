@@ -39,6 +39,11 @@ def render_gateway(values: dict) -> str:
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
 
+def connection_manager(config: dict) -> dict:
+    """The gateway listener's HTTP connection manager config."""
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
 def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) -> str:
     """Points the provider clusters at the real APIs over TLS and adds the credentials."""
     config = yaml.safe_load(config_text)
@@ -62,7 +67,7 @@ def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) ->
                 "sni": host,
             },
         }
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
         name = route["route"]["cluster"]
         host, key, headers = providers[name]
@@ -77,7 +82,7 @@ def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) ->
 def keep_modules(config_text: str, modules) -> str:
     """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy)."""
     config = yaml.safe_load(config_text)
-    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm = connection_manager(config)
     hcm["http_filters"] = [f for f in hcm["http_filters"]
                            if not f["name"].startswith("sluice.") or f["name"] in modules]
     return yaml.safe_dump(config, sort_keys=False)

@@ -10,7 +10,7 @@ import requests
 
 from harness import reference_tokens
 from harness.procs import wait_until
-from harness.stack import Stack, sum_samples
+from harness.stack import Stack
 
 CHAT = "/v1/chat/completions"
 MOCK_TEXT = "The capital of France is Paris."
@@ -25,16 +25,12 @@ def chat_body(model, stream=False, content="What is the capital of France?", **e
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}], **extra}
 
 
-def metric(stack, name, **labels):
-    return sum_samples(stack.prometheus(), name, labels)
-
-
 def eventually(check, what, timeout=10.0):
     return wait_until(check, what, timeout)
 
 
 def tokens(stack, model, direction, provider="openai"):
-    return metric(stack, "sluice_tokens_total", model=model, direction=direction, provider=provider, team="none")
+    return stack.metric("sluice_tokens_total", model=model, direction=direction, provider=provider, team="none")
 
 
 def log_line(stack, model):
@@ -75,8 +71,8 @@ def test_json_answer_counts_equal_provider_usage(stack):
     assert tokens(stack, model, "reasoning") == 9
     # gpt-4o prices: (1034 * 2.50 + 200 * 1.25 + 56 * 10.00) / 1e6 USD
     expected_usd = (1034 * 2.50 + 200 * 1.25 + 56 * 10.00) / 1e6
-    assert metric(stack, "sluice_cost_micro_usd_total", model=model) == round(expected_usd * 1e6)
-    assert metric(stack, "sluice_requests_total", model=model, api="chat_completions", streamed="false",
+    assert stack.metric("sluice_cost_micro_usd_total", model=model) == round(expected_usd * 1e6)
+    assert stack.metric("sluice_requests_total", model=model, api="chat_completions", streamed="false",
                   status="2xx") == 1
     line = log_line(stack, model)
     assert line["prompt_tokens"] == "1234" and line["completion_tokens"] == "56" and line["cached_tokens"] == "200"
@@ -97,7 +93,7 @@ def test_stream_gets_usage_injected_and_counted(stack):
     assert json.loads(sent[0]["body"])["stream_options"] == {"include_usage": True}
     assert tokens(stack, model, "input") == 77
     assert tokens(stack, model, "output") == 11
-    assert metric(stack, "sluice_requests_total", model=model, streamed="true", status="2xx") == 1
+    assert stack.metric("sluice_requests_total", model=model, streamed="true", status="2xx") == 1
 
 
 def test_stream_usage_injection_over_http2(stack):
@@ -178,7 +174,7 @@ def test_every_api_json_and_stream(stack, path, extra, stream):
     assert tokens(stack, model, "output", provider) == 20
     assert tokens(stack, model, "cached", provider) == 100
     api = {"/v1/completions": "completions", "/v1/responses": "responses", "/v1/messages": "messages"}[path]
-    assert metric(stack, "sluice_requests_total", model=model, api=api, streamed=str(stream).lower()) == 1
+    assert stack.metric("sluice_requests_total", model=model, api=api, streamed=str(stream).lower()) == 1
 
 
 def test_anthropic_stream_without_usage_is_counted(stack):
@@ -201,10 +197,10 @@ def test_embeddings(stack):
 # --- bad inputs: a clear outcome, no panic, nothing lost ------------------------------------
 
 def test_malformed_request_json_passes_through(stack):
-    before = metric(stack, "sluice_passthrough_total", reason="unparsable_request")
+    before = stack.metric("sluice_passthrough_total", reason="unparsable_request")
     r = requests.post(stack.url(CHAT), data=b'{"model": "gpt-4o", "messages": [', headers={"content-type": "application/json"})
     assert r.status_code == 200, "the provider decides about bad requests, not the counter"
-    assert metric(stack, "sluice_passthrough_total", reason="unparsable_request") == before + 1
+    assert stack.metric("sluice_passthrough_total", reason="unparsable_request") == before + 1
 
 
 @pytest.mark.parametrize("body", [b"", b"\xff\xfe\x00garbage", b"[1,2,3]", b'{"model": 5, "messages": "x"}', b"null"])
@@ -241,11 +237,11 @@ def test_five_megabyte_prompt(stack):
 def test_body_over_the_read_limit_passes_through_unread(stack):
     """Above `max_request_bytes` (16 MiB) the counter steps aside before Envoy's 32 MiB limit."""
     model = unique_model()
-    before = metric(stack, "sluice_passthrough_total", reason="too_large_request")
+    before = stack.metric("sluice_passthrough_total", reason="too_large_request")
     content = "x" * (20 * 1024 * 1024)
     r = requests.post(stack.url(CHAT), json=chat_body(model, content=content), headers=usage_headers(5, 6))
     assert r.status_code == 200
-    assert metric(stack, "sluice_passthrough_total", reason="too_large_request") == before + 1
+    assert stack.metric("sluice_passthrough_total", reason="too_large_request") == before + 1
     # The answer is still metered, under the model the provider named (the request was not read).
     assert tokens(stack, model, "input") == 5 and tokens(stack, model, "output") == 6
 
@@ -254,7 +250,7 @@ def test_upstream_500_is_passed_on_and_not_charged(stack):
     model = unique_model()
     r = requests.post(stack.url(CHAT), json=chat_body(model), headers={"x-mock-status": "500"})
     assert r.status_code == 500 and r.json()["error"]["message"] == "mock error 500"
-    assert metric(stack, "sluice_requests_total", model=model, status="5xx") == 1
+    assert stack.metric("sluice_requests_total", model=model, status="5xx") == 1
     assert tokens(stack, model, "input") == 0 and tokens(stack, model, "output") == 0
 
 
@@ -269,17 +265,17 @@ def test_stream_reset_mid_way_is_charged_for_what_streamed(stack):
     events = [line[6:] for line in received.decode(errors="replace").split("\n\n")[:-1] if line.startswith("data: {")]
     streamed = "".join((json.loads(e)["choices"] or [{}])[0].get("delta", {}).get("content", "") or "" for e in events)
     assert streamed, "some text streamed before the reset"
-    eventually(lambda: metric(stack, "sluice_requests_total", model=model, status="reset") == 1, "reset counted")
+    eventually(lambda: stack.metric("sluice_requests_total", model=model, status="reset") == 1, "reset counted")
     assert tokens(stack, model, "output") == reference_tokens.count(model, streamed)
 
 
 def test_compressed_answer_passes_through_untouched(stack):
-    before = metric(stack, "sluice_passthrough_total", reason="compressed")
+    before = stack.metric("sluice_passthrough_total", reason="compressed")
     r = requests.post(stack.url(CHAT), json=chat_body(unique_model()), headers={"x-mock-gzip": "on"},
                       stream=True)
     raw = r.raw.read(decode_content=False)
     assert json.loads(gzip.decompress(raw))["choices"][0]["message"]["content"] == MOCK_TEXT
-    assert metric(stack, "sluice_passthrough_total", reason="compressed") == before + 1
+    assert stack.metric("sluice_passthrough_total", reason="compressed") == before + 1
 
 
 @pytest.mark.parametrize("raw,content_type,reason", [
@@ -287,27 +283,27 @@ def test_compressed_answer_passes_through_untouched(stack):
     ('{"choices": "not a list"', "application/json", "unparsable_answer"),
 ])
 def test_answers_not_understood_pass_through(stack, raw, content_type, reason):
-    before = metric(stack, "sluice_passthrough_total", reason=reason)
+    before = stack.metric("sluice_passthrough_total", reason=reason)
     r = requests.post(stack.url(CHAT), json=chat_body(unique_model()),
                       headers={"x-mock-raw": raw, "x-mock-content-type": content_type})
     assert r.status_code == 200 and r.text == raw
-    assert metric(stack, "sluice_passthrough_total", reason=reason) == before + 1
+    assert stack.metric("sluice_passthrough_total", reason=reason) == before + 1
 
 
 def test_other_paths_pass_through(stack):
-    before = metric(stack, "sluice_passthrough_total", reason="other_api")
+    before = stack.metric("sluice_passthrough_total", reason="other_api")
     r = requests.get(stack.url("/health"))
     assert r.status_code == 200
-    assert metric(stack, "sluice_passthrough_total", reason="other_api") == before + 1
+    assert stack.metric("sluice_passthrough_total", reason="other_api") == before + 1
 
 
 def test_time_to_first_token_histogram(stack):
     model = unique_model()
     requests.post(stack.url(CHAT), json=chat_body(model, stream=True), headers={"x-mock-latency-ms": "120"})
-    count = eventually(lambda: metric(stack, "sluice_time_to_first_token_ms_count", model=model), "ttft flushed")
+    count = eventually(lambda: stack.metric("sluice_time_to_first_token_ms_count", model=model), "ttft flushed")
     assert count == 1
-    assert metric(stack, "sluice_time_to_first_token_ms_bucket", model=model, le="100") == 0
-    assert metric(stack, "sluice_time_to_first_token_ms_bucket", model=model, le="250") == 1
+    assert stack.metric("sluice_time_to_first_token_ms_bucket", model=model, le="100") == 0
+    assert stack.metric("sluice_time_to_first_token_ms_bucket", model=model, le="250") == 1
     assert int(log_line(stack, model)["ttft_ms"]) >= 120
 
 
@@ -329,8 +325,8 @@ def test_envoy_still_serves_and_no_vm_failed(stack):
     assert requests.post(stack.url(CHAT), json=chat_body(model)).status_code == 200
     assert tokens(stack, model, "input") == 21
     assert stack.vm_failures() == []
-    assert metric(stack, "envoy_wasm_sluice_token_counter_vm_reload") == 0
-    assert metric(stack, "envoy_wasm_envoy_wasm_runtime_v8_active") >= 2, "one VM per worker is alive"
+    assert stack.metric("envoy_wasm_sluice_token_counter_vm_reload") == 0
+    assert stack.metric("envoy_wasm_envoy_wasm_runtime_v8_active") >= 2, "one VM per worker is alive"
 
 
 # --- optional count headers and trailers ----------------------------------------------------

@@ -264,7 +264,7 @@ impl Exchange {
             AnswerBody::Sse(mut tally) => {
                 streamed = true;
                 tally.finish();
-                let texts = tally.output().texts().to_vec();
+                let texts = tally.output_mut().take_texts();
                 (tally.usage(), texts, tally.output().dropped_bytes(), tally.model().map(str::to_string))
             }
         };
