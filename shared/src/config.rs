@@ -51,6 +51,41 @@ where
     Ok(config)
 }
 
+/// Checks that a plugin's JSON Schema documents exactly the top-level fields its config accepts,
+/// with the same defaults, each with a description. Used by every plugin's tests.
+pub fn check_schema<T>(schema: &str) -> Result<(), String>
+where
+    T: DeserializeOwned + Default + Validate + PartialEq + fmt::Debug,
+{
+    let schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| format!("schema: {e}"))?;
+    let properties = schema.get("properties").and_then(|p| p.as_object()).ok_or("schema has no properties")?;
+    // serde lists every accepted field when it meets an unknown one.
+    let message = match parse_config::<T>(Some(br#"{"~":0}"#)) {
+        Err(e) => e.message,
+        Ok(_) => return Err("the config accepts unknown fields".into()),
+    };
+    let mut accepted: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
+    let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
+    accepted.sort_unstable();
+    documented.sort_unstable();
+    if documented != accepted {
+        return Err(format!("schema documents {documented:?}, config accepts {accepted:?}"));
+    }
+    let defaults: serde_json::Map<String, serde_json::Value> =
+        properties.iter().filter_map(|(k, v)| Some((k.clone(), v.get("default")?.clone()))).collect();
+    let text = serde_json::to_string(&defaults).map_err(|e| e.to_string())?;
+    let from_defaults: T = parse_config(Some(text.as_bytes())).map_err(|e| format!("schema defaults: {e}"))?;
+    if from_defaults != T::default() {
+        return Err(format!("schema defaults give {from_defaults:?}, not the config's defaults"));
+    }
+    for (name, property) in properties {
+        if property.get("description").and_then(|d| d.as_str()).is_none_or(|d| d.len() <= 20) {
+            return Err(format!("`{name}` needs a description"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

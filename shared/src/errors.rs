@@ -11,6 +11,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub code: Option<String>,
     pub param: Option<String>,
+    /// Headers sent with the error besides `content-type` (`retry-after`, ...).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -29,7 +31,7 @@ struct Body<'a> {
 
 impl ApiError {
     fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, code: None, param: None }
+        ApiError { status, message: message.into(), kind, code: None, param: None, extra_headers: Vec::new() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "invalid_request_error", message)
@@ -61,6 +63,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name.into(), value.into()));
+        self
+    }
+
     pub fn body(&self) -> Vec<u8> {
         let envelope = Envelope {
             error: Body {
@@ -73,8 +80,10 @@ impl ApiError {
         serde_json::to_vec(&envelope).unwrap_or_default()
     }
 
-    pub fn headers(&self) -> Vec<(&'static str, &'static str)> {
-        vec![("content-type", "application/json")]
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(self.extra_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        headers
     }
 }
 
@@ -104,5 +113,7 @@ mod tests {
         assert_eq!(ApiError::not_found("x").with_param("model").param.as_deref(), Some("model"));
         assert_eq!(ApiError::payload_too_large("x").status, 413);
         assert_eq!(ApiError::unavailable("x").kind, "server_error");
+        let limited = ApiError::rate_limited("x").with_header("retry-after", "3");
+        assert_eq!(limited.headers(), vec![("content-type", "application/json"), ("retry-after", "3")]);
     }
 }

@@ -48,11 +48,23 @@ pub const RESPONSE_STREAMED: Fact = Fact("sluice.response.streamed");
 /// Milliseconds from the request's arrival to the answer's first body byte.
 pub const TIME_TO_FIRST_TOKEN_MS: Fact = Fact("sluice.response.ttft_ms");
 
-// Set by other modules; read here when present.
+// Routing.
 /// Provider chosen by the model rewriter.
 pub const ROUTE_PROVIDER: Fact = Fact("sluice.route.provider");
-/// Team of the caller, from the budget enforcer.
+/// Cheaper model the budget enforcer asks for because a limit with `action: downgrade` is
+/// spent (the model rewriter routes it; the enforcer also rewrites the request's `model`).
+pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");
+
+// Identity, set by the budget enforcer from the virtual key.
+/// The key's alias (never the key).
+pub const IDENTITY_KEY: Fact = Fact("sluice.identity.key");
 pub const IDENTITY_TEAM: Fact = Fact("sluice.identity.team");
+pub const IDENTITY_USER: Fact = Fact("sluice.identity.user");
+
+// Budget.
+/// How the budget enforcer admitted the request: `admitted`, `downgraded`, `queued` (admitted
+/// after waiting) or `fail_open` (bridge down, local limits applied).
+pub const BUDGET_DECISION: Fact = Fact("sluice.budget.decision");
 
 /// Reads a fact as text; absent, empty or non-UTF-8 values read as `None`.
 pub fn read(host: &dyn Properties, fact: Fact) -> Option<String> {
@@ -101,7 +113,11 @@ mod tests {
             RESPONSE_STREAMED,
             TIME_TO_FIRST_TOKEN_MS,
             ROUTE_PROVIDER,
+            ROUTE_DOWNGRADE,
+            IDENTITY_KEY,
             IDENTITY_TEAM,
+            IDENTITY_USER,
+            BUDGET_DECISION,
         ] {
             assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");
         }

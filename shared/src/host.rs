@@ -26,6 +26,15 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
 }
 
+/// Data shared by every VM of a plugin on this host (all Envoy workers), with compare-and-swap.
+pub trait SharedData {
+    /// The value and its version (`None` when absent).
+    fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Stores `value` if the version is still `cas` (`None`: unconditionally). `false` when
+    /// another VM wrote in between or the host refused.
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
 #[cfg(any(test, feature = "fake-host"))]
 pub mod fake {
     //! In-memory host for unit tests.
@@ -40,6 +49,7 @@ pub mod fake {
         pub values: RefCell<HashMap<u32, i64>>,
         pub records: RefCell<Vec<(u32, u64)>>,
         pub now: Cell<u64>,
+        pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     }
 
     impl FakeHost {
@@ -82,6 +92,24 @@ pub mod fake {
         }
         fn record_metric(&self, id: u32, value: u64) {
             self.records.borrow_mut().push((id, value));
+        }
+    }
+
+    impl SharedData for FakeHost {
+        fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.shared.borrow().get(key) {
+                Some((value, version)) => (Some(value.clone()), Some(*version)),
+                None => (None, None),
+            }
+        }
+        fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            let mut shared = self.shared.borrow_mut();
+            let current = shared.get(key).map(|(_, version)| *version);
+            if cas.is_some() && cas != current {
+                return false;
+            }
+            shared.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+            true
         }
     }
 

@@ -6,20 +6,25 @@
 
 pub mod anthropic;
 pub mod api;
+pub mod backlog;
 pub mod callout;
 pub mod config;
+pub mod digest;
 pub mod errors;
 pub mod facts;
+pub mod glob;
 pub mod host;
 pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod pricing;
 pub mod prompt;
+pub mod redis;
 pub mod sse;
 pub mod stream_tally;
 pub mod tokenizer;
 pub mod usage;
+pub mod window;
 
 #[cfg(feature = "proxy")]
 pub mod proxy;

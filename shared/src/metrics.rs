@@ -20,10 +20,40 @@ pub const COST_MICRO_USD_TOTAL: &str = "sluice_cost_micro_usd_total";
 pub const PASSTHROUGH_TOTAL: &str = "sluice_passthrough_total";
 pub const REQUEST_DURATION_MS: &str = "sluice_request_duration_ms";
 pub const TIME_TO_FIRST_TOKEN_MS: &str = "sluice_time_to_first_token_ms";
+// Budget enforcer.
+/// Admission decisions by `decision` (admitted, downgraded, queued, rejected, unavailable).
+pub const BUDGET_DECISIONS_TOTAL: &str = "sluice_budget_decisions_total";
+/// Refusals by `reason` (missing_key, unknown_key, model_not_allowed, limit, queue_timeout,
+/// bridge_down) and `limit` (the limit's name, or `none`).
+pub const BUDGET_REJECTIONS_TOTAL: &str = "sluice_budget_rejections_total";
+/// What a limit has left for the `subject` it was last checked for (gauge, per limit).
+pub const BUDGET_REMAINING: &str = "sluice_budget_remaining";
+/// Soft-limit crossings by `limit`.
+pub const BUDGET_ALERTS_TOTAL: &str = "sluice_budget_alerts_total";
+/// Spend charged, in millionths of a USD, by `key`, `team` and `model`.
+pub const BUDGET_SPEND_MICRO_USD_TOTAL: &str = "sluice_budget_spend_micro_usd_total";
+/// Calls to the Redis bridge that failed, by `op` (check, charge, key).
+pub const BUDGET_BRIDGE_ERRORS_TOTAL: &str = "sluice_budget_bridge_errors_total";
+/// Charge batches waiting in shared data for the bridge to come back (gauge).
+pub const BUDGET_BACKLOG_BATCHES: &str = "sluice_budget_backlog_batches";
 
 /// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
-pub const LABEL_KEYS: &[&str] =
-    &["api", "model", "provider", "team", "direction", "streamed", "source", "reason", "status"];
+pub const LABEL_KEYS: &[&str] = &[
+    "api",
+    "model",
+    "provider",
+    "team",
+    "direction",
+    "streamed",
+    "source",
+    "reason",
+    "status",
+    "decision",
+    "limit",
+    "subject",
+    "key",
+    "op",
+];
 
 /// Reported instead of a value once a label has too many distinct values.
 pub const OTHER: &str = "other";
@@ -89,6 +119,12 @@ impl MetricRegistry {
         }
         if let Some(id) = self.id(host, MetricKind::Counter, base, labels) {
             host.increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn set_gauge(&mut self, host: &dyn MetricsHost, base: &str, labels: &[(&str, &str)], value: u64) {
+        if let Some(id) = self.id(host, MetricKind::Gauge, base, labels) {
+            host.record_metric(id, value);
         }
     }
 

@@ -6,9 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
-use crate::callout::{Callout, CalloutError};
+use crate::callout::{Callout, CalloutError, CalloutResponse};
 use crate::errors::ApiError;
-use crate::host::{Clock, MetricKind, MetricsHost, Properties};
+use crate::host::{Clock, MetricKind, MetricsHost, Properties, SharedData};
 
 /// The proxy-wasm host of the current context.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,6 +39,15 @@ impl MetricsHost for Host {
     }
     fn record_metric(&self, id: u32, value: u64) {
         let _ = hostcalls::record_metric(id, value);
+    }
+}
+
+impl SharedData for Host {
+    fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
     }
 }
 
@@ -134,6 +143,44 @@ pub fn dispatch(call: &Callout) -> Result<u32, CalloutError> {
     let timeout = call.timeout.max(Duration::from_millis(1));
     hostcalls::dispatch_http_call(&call.cluster, call.wire_headers(), call.body.as_deref(), Vec::new(), timeout)
         .map_err(|status| CalloutError::Dispatch(format!("{status:?} (is cluster `{}` defined?)", call.cluster)))
+}
+
+/// The answer to a callout, read in `on_http_call_response`. A callout that failed or timed out
+/// has no headers (status 0); the maps are only read when the host says they exist.
+pub fn callout_response(num_headers: usize, body_size: usize) -> CalloutResponse {
+    let status = if num_headers > 0 {
+        hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let body = if body_size > 0 {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    CalloutResponse { status, body }
+}
+
+/// Lets a paused request continue upstream.
+pub fn resume_request() {
+    if hostcalls::resume_http_request().is_err() {
+        warn("could not resume the request");
+    }
+}
+
+/// Makes later hostcalls act on another context of this VM (a paused request, from the root
+/// context). `false` when that context is gone.
+pub fn switch_context(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+pub fn set_request_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
 }
 
 /// Adds a response trailer; only possible at the end of the answer body.

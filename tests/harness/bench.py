@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from .paced import paced
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary
+from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary, key_entry
 
 SHORT_PROMPT = "What is the capital of France?"
 # ~8k tokens of ordinary prose.
@@ -73,10 +74,26 @@ def upstream_config(port, admin_port):
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer " .. os.getenv("SLUICE_BENCH_KEY")
 local f = io.open(os.getenv("SLUICE_BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
 """
+
+BENCH_KEY = "sk-sluice-bench"
+# The budget enforcer as a team would run it: a key, and request, token and USD limits high
+# enough never to trip, so every request makes the full check-and-reserve round trip to Redis
+# and is charged afterwards.
+BENCH_BUDGET = {
+    "keys": [key_entry(BENCH_KEY, "bench", team="bench", user="bench")],
+    "limits": [
+        {"name": "rpm", "scope": "key", "kind": "requests", "window": "minute", "limit": 10**12},
+        {"name": "tokens", "scope": "team", "kind": "tokens", "window": "hour", "limit": 10**12},
+        {"name": "usd", "scope": "user", "kind": "usd", "window": "month", "limit": 10**9},
+    ],
+}
+# Latency at a fixed rate (open loop, tests/harness/paced.py).
+PACED_RATE = 1000
 
 
 def parse_wrk(output):
@@ -100,10 +117,21 @@ OTHER_CPUS = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
 
 
 def wrk(url, body_path, connections, seconds, script_path):
-    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path))
+    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY)
     out = subprocess.run(["taskset", "-c", OTHER_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
                          capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
     return parse_wrk(out)
+
+
+def paced_load(stack, path, body_path, seconds):
+    """Latency at PACED_RATE requests/s, the load generator on the non-gateway cores."""
+    os.sched_setaffinity(0, {int(c) for c in range(int(OTHER_CPUS.split("-")[0]), (os.cpu_count() or 1))})
+    try:
+        return paced(("127.0.0.1"), stack.listen_port, path, Path(body_path).read_bytes(),
+                     {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"},
+                     rate=PACED_RATE, seconds=seconds)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
 def cpu_seconds(pid):
@@ -160,7 +188,9 @@ def main():
     floor_dir.mkdir()
     (floor_dir / "sluice_token_counter.wasm").symlink_to(wasm_dir / "sluice_wasm_floor.wasm")
     variants = [("plain", [], None), ("wasm-floor", ["sluice.token_counter"], floor_dir),
-                ("token-counter", ["sluice.token_counter"], wasm_dir)]
+                ("token-counter", ["sluice.token_counter"], wasm_dir),
+                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir)]
+    compared = [v for v, _, _ in variants if v != "plain"]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
                "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
                "variants": {}}
@@ -169,7 +199,8 @@ def main():
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
         for variant, modules, module_dir in variants:
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir)
+                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
+                          budget_config=BENCH_BUDGET)
             started = time.monotonic()
             stack.start()
             stacks[variant] = stack
@@ -183,6 +214,10 @@ def main():
                     url = stacks[variant].url(f"/{answer}/v1/chat/completions")
                     wrk(url, bodies[prompt], 4, 1, script)  # warm-up
                     latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script)
+                    paced = paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt],
+                                       args.seconds)
+                    latency.update({"paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
+                                    "paced_rps": paced["rps"], "non_2xx": latency["non_2xx"] + paced["non_2xx"]})
                     pid = stacks[variant].procs["envoy"].popen.pid
                     cpu_before = cpu_seconds(pid)
                     throughput = wrk(url, bodies[prompt], args.throughput_connections, args.seconds, script)
@@ -193,6 +228,9 @@ def main():
                 point = {
                     "p50_ms": median([l["p50_ms"] for l, _ in runs]),
                     "p99_ms": median([l["p99_ms"] for l, _ in runs]),
+                    "paced_p50_ms": median([l["paced_p50_ms"] for l, _ in runs]),
+                    "paced_p99_ms": median([l["paced_p99_ms"] for l, _ in runs]),
+                    "paced_rps": median([l["paced_rps"] for l, _ in runs]),
                     "rps": median([t["rps"] for _, t in runs]),
                     "cpu_us_per_request": median([t["cpu_us"] for _, t in runs]),
                     "non_2xx": sum(l["non_2xx"] + t["non_2xx"] for l, t in runs),
@@ -202,11 +240,13 @@ def main():
                       f"{point['rps']:.0f} req/s  {point['cpu_us_per_request']:.1f} us CPU/request", flush=True)
             # Each counter run is paired with the plain run just before it: the machine's drift
             # cancels in the pair, so the reported figures are medians of per-pair comparisons.
-            for variant in ["wasm-floor", "token-counter"]:
+            for variant in compared:
                 pairs = list(zip(samples["plain"], samples[variant]))
                 results["scenarios"][f"{answer}/{prompt}"][f"{variant}-vs-plain"] = {
                     "added_p50_ms": median([t[0]["p50_ms"] - p[0]["p50_ms"] for p, t in pairs]),
                     "added_p99_ms": median([t[0]["p99_ms"] - p[0]["p99_ms"] for p, t in pairs]),
+                    "added_paced_p50_ms": median([t[0]["paced_p50_ms"] - p[0]["paced_p50_ms"] for p, t in pairs]),
+                    "added_paced_p99_ms": median([t[0]["paced_p99_ms"] - p[0]["paced_p99_ms"] for p, t in pairs]),
                     "throughput_ratio": median([t[1]["rps"] / p[1]["rps"] for p, t in pairs if p[1]["rps"]]),
                     "added_cpu_us": median([t[1]["cpu_us"] - p[1]["cpu_us"] for p, t in pairs]),
                 }
@@ -219,11 +259,13 @@ def main():
             stack.stop()
         upstream.stop()
 
-    wasm = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR) / "sluice_token_counter.wasm"
-    results["module_bytes"] = {"sluice_token_counter.wasm": wasm.stat().st_size if wasm.exists() else None}
+    module_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
+    results["module_bytes"] = {name: (module_dir / name).stat().st_size if (module_dir / name).exists() else None
+                               for name in ["sluice_token_counter.wasm", "sluice_budget_enforcer.wasm"]}
     rss = {v: results["variants"][v]["rss_kb_after_load"] for v in results["variants"]}
     # One VM per worker plus one on the main thread: concurrency 1 gives two.
     results["memory_per_vm_mb"] = round((rss["token-counter"] - rss["plain"]) / 1024 / 2, 1)
+    results["budget_memory_per_vm_mb"] = round((rss["budget-enforcer"] - rss["plain"]) / 1024 / 2, 1)
     results["floor_memory_per_vm_mb"] = round((rss["wasm-floor"] - rss["plain"]) / 1024 / 2, 1)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
     (out_dir / "latest.md").write_text(markdown(results))
@@ -253,6 +295,22 @@ def markdown(r):
               f"{r['variants']['plain']['ready_seconds']} s). Memory: {r['memory_per_vm_mb']} MB per VM with no tokenizer "
               f"loaded (do-nothing filter: {r['floor_memory_per_vm_mb']} MB); loading both tokenizer encodings adds about "
               "36 MB and 170 ms per VM (measured with `preload_encodings` set to both)."]
+    lines += ["", f"Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per request, "
+              f"spend charged after). Latency at a fixed {PACED_RATE} requests/s (open loop, requests started on "
+              "schedule over keep-alive connections).",
+              "",
+              f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
+              f"{PACED_RATE}/s | achieved rate | throughput vs plain | added CPU per request |",
+              "|---|---|---|---|---|---|---|"]
+    for name, v in r["scenarios"].items():
+        p, b, be = v["plain"], v["budget-enforcer-vs-plain"], v["budget-enforcer"]
+        lines.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {b['added_paced_p50_ms']:+.3f} ms | "
+                     f"{b['added_paced_p99_ms']:+.3f} ms | {be['paced_rps']:.0f}/s | {b['throughput_ratio'] * 100:.1f}% | "
+                     f"{b['added_cpu_us']:+.0f} us |")
+    be = r["variants"]["budget-enforcer"]
+    be_size = r["module_bytes"]["sluice_budget_enforcer.wasm"]
+    lines += ["", f"Budget enforcer module: {be_size / 1e6:.1f} MB; ready in {be['ready_seconds']} s; "
+              f"{r['budget_memory_per_vm_mb']} MB per VM (the tokenizer loads on the first token or USD check)."]
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,21 @@ import signal
 import sys
 import time
 
-from .stack import Stack
+from .stack import DEMO_KEY, Stack, key_entry
 
 LISTEN_PORT = int(os.environ.get("SLUICE_PORT", "10000"))
 ADMIN_PORT = int(os.environ.get("SLUICE_ADMIN_PORT", "9901"))
+
+
+# The demo key and the limits `make run` enforces on it (the budget enforcer's config).
+DEMO_BUDGET = {
+    "keys": [key_entry(DEMO_KEY, "demo", team="demo", user="you")],
+    "limits": [
+        {"name": "demo-rpm", "scope": "key", "kind": "requests", "window": "minute", "limit": 60},
+        {"name": "demo-daily-usd", "scope": "key", "kind": "usd", "window": "day", "limit": 1.0, "alert_at": 0.8},
+        {"name": "demo-hourly-tokens", "scope": "team", "kind": "tokens", "window": "hour", "limit": 200000},
+    ],
+}
 
 
 def curl_lines(stack, real):
@@ -21,17 +32,21 @@ def curl_lines(stack, real):
 Sluice gateway is up: {base}  (admin {stack.admin("")})
 Providers: OpenAI -> {"api.openai.com" if real.get("openai") else "mock"}, Anthropic -> {"api.anthropic.com" if real.get("anthropic") else "mock"}
 
+Demo virtual key: {DEMO_KEY}  (60 requests/minute, $1/day, 200k tokens/hour for its team)
+
 Try:
-  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+  curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     -d '{{"model":"{model}","messages":[{{"role":"user","content":"What is the capital of France?"}}]}}'
 
-  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' \\
+  curl -sN {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     -d '{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"Count to five."}}]}}'
 
-  curl -s {base}/v1/messages -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
+  curl -s {base}/v1/messages -H 'x-api-key: {DEMO_KEY}' -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
     -d '{{"model":"claude-3-5-haiku-latest","max_tokens":64,"messages":[{{"role":"user","content":"Hi"}}]}}'
 
-Then see tokens and cost:
+  curl -s {base}/v1/chat/completions -d '{{}}'     # no key: 401
+
+Then see tokens, cost and budgets:
   curl -s {stack.admin("/stats/prometheus")} | grep ^sluice_
 Access log (one JSON line per request): {stack.workdir / "access.log"}
 Envoy log: {stack.workdir / "envoy.log"}
@@ -43,7 +58,7 @@ Ctrl-C stops everything.
 def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
-    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real)
+    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -4,11 +4,13 @@ Used by the integration tests, `make run` and `make bench`. Every process runs o
 port and is stopped by `Stack.stop()` (also on errors and Ctrl-C).
 """
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,14 +90,30 @@ def keep_modules(config_text: str, modules) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+DEMO_KEY = "sk-sluice-demo"
+
+
+def key_entry(key, alias, **fields) -> dict:
+    """A `keys` entry of the budget enforcer's config for a plain-text key."""
+    return {"sha256": hashlib.sha256(key.encode()).hexdigest(), "alias": alias, **fields}
+
+
+def default_budget_config() -> dict:
+    return {"keys": [key_entry(DEMO_KEY, "demo", team="demo")]}
+
+
 class Stack:
     """Starts the topology in `workdir` (a temp dir by default)."""
 
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
-                 upstream_port=None, envoy_cpus=None):
+                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
+        # The budget enforcer's config (default: the demo key, no limits).
+        self.budget_config = budget_config if budget_config is not None else default_budget_config()
+        # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
+        self.redis_from = redis_from
         self.concurrency = concurrency
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sluice-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +132,11 @@ class Stack:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self):
         try:
-            self.start_redis()
+            if self.redis_from:
+                self.redis_port = self.redis_from.redis_port
+                self.webdis_port = self.redis_from.webdis_port
+            else:
+                self.start_redis()
             if self.with_mock:
                 self.start_mock()
             self.start_envoy()
@@ -176,6 +198,7 @@ class Stack:
             "ACCESS_LOG": self.workdir / "access.log",
             "WASM_DIR": self.wasm_dir,
             "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
+            "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
@@ -198,6 +221,12 @@ class Stack:
         wait_until(lambda: http_ok(self.admin("/ready")), "envoy", 90, envoy)
 
     # --- helpers ---------------------------------------------------------------------------
+    def redis(self, *args) -> str:
+        """Runs a Redis command directly (not through webdis); returns redis-cli's raw output."""
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "--raw", *map(str, args)],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+
     def url(self, path="/") -> str:
         return f"http://127.0.0.1:{self.listen_port}{path}"
 

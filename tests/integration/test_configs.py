@@ -12,6 +12,7 @@ import yaml
 from harness.stack import ROOT, Stack, envoy_binary, keep_modules, use_real_providers
 
 SCHEMA = json.loads((ROOT / "plugins/token-counter/config.schema.json").read_text())
+BUDGET_SCHEMA = json.loads((ROOT / "plugins/budget-enforcer/config.schema.json").read_text())
 
 
 def label_keys():
@@ -67,3 +68,29 @@ def test_schema_rejects_what_the_plugin_rejects():
                 {"prompt_estimate": "sometimes"}, {"preload_encodings": ["p50k_base"]}]:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, SCHEMA)
+
+
+def test_budget_enforcer_manifests_match_the_schema():
+    jsonschema.Draft202012Validator.check_schema(BUDGET_SCHEMA)
+    plugin = next(d for d in yaml.safe_load_all((ROOT / "istio/budget-enforcer.yaml").read_text())
+                  if d["kind"] == "WasmPlugin")
+    assert plugin["spec"]["phase"] == "AUTHN" and plugin["spec"]["failStrategy"] == "FAIL_CLOSE"
+    jsonschema.validate(plugin["spec"]["pluginConfig"], BUDGET_SCHEMA)
+    jsonschema.validate(Stack(workdir="/tmp", listen_port=1, admin_port=2).budget_config, BUDGET_SCHEMA)
+    from harness.gateway import DEMO_BUDGET
+    jsonschema.validate(DEMO_BUDGET, BUDGET_SCHEMA)
+    jsonschema.validate({}, BUDGET_SCHEMA)
+
+
+@pytest.mark.parametrize("bad", [
+    {"keys": [{"sha256": "abc", "alias": "a"}]},
+    {"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]},
+    {"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "action": "downgrade"}]},
+    {"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "downgrade_to": "m"}]},
+    {"redis": {"timeout_ms": 0}},
+    {"on_bridge_failure": "maybe"},
+    {"local_limit_share": 0},
+])
+def test_budget_schema_rejects_what_the_plugin_rejects(bad):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, BUDGET_SCHEMA)

@@ -25,11 +25,15 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         wait_until(lambda: "Ctrl-C stops everything" in log.read_text(), "the gateway banner", 90)
         banner = log.read_text()
         assert f"http://127.0.0.1:{port}/v1/chat/completions" in banner
-        r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                          json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]})
+        key = re.search(r"Demo virtual key: (\S+)", banner).group(1)
+        chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert requests.post(url, json=chat).status_code == 401
+        r = requests.post(url, json=chat, headers={"authorization": f"Bearer {key}"})
         assert r.status_code == 200
+        assert r.headers["x-ratelimit-limit-requests"] == "60"
         metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
-        labels = {"model": "gpt-4o", "provider": "openai", "team": "none"}
+        labels = {"model": "gpt-4o", "provider": "openai", "team": "demo"}
         assert sum_samples(metrics, "sluice_tokens_total", {**labels, "direction": "input"}) == 21
         assert sum_samples(metrics, "sluice_cost_micro_usd_total", labels) > 0
         workdir = re.search(r"Envoy log: (\S+)/envoy.log", banner).group(1)

@@ -367,7 +367,7 @@ def test_no_count_headers_by_default(stack):
     ({"respons_headers": True}, ".respons_headers"),
 ])
 def test_bad_config_is_rejected_with_the_field_named(config, path):
-    stack = Stack(token_counter_config=config, concurrency=1)
+    stack = Stack(token_counter_config=config, concurrency=1, modules=["sluice.token_counter"])
     with pytest.raises(Exception):
         stack.start()
     log = stack.envoy_log()

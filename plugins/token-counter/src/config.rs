@@ -151,22 +151,6 @@ mod tests {
     /// The JSON Schema documents exactly the fields the plugin accepts, with their defaults.
     #[test]
     fn schema_matches_config() {
-        let schema: serde_json::Value = serde_json::from_str(include_str!("../config.schema.json")).unwrap();
-        let properties = schema["properties"].as_object().unwrap();
-        // serde lists every accepted field when it meets an unknown one.
-        let message = parse_config::<Config>(Some(br#"{"~":0}"#)).unwrap_err().message;
-        let accepted: Vec<&str> = message.split('`').skip(3).step_by(2).collect();
-        let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
-        let mut accepted_sorted = accepted.clone();
-        accepted_sorted.sort_unstable();
-        documented.sort_unstable();
-        assert_eq!(documented, accepted_sorted, "{message}");
-        let defaults: serde_json::Map<String, serde_json::Value> =
-            properties.iter().filter_map(|(k, v)| Some((k.clone(), v.get("default")?.clone()))).collect();
-        let from_defaults: Config = parse_config(Some(serde_json::to_string(&defaults).unwrap().as_bytes())).unwrap();
-        assert_eq!(from_defaults, Config::default());
-        for (name, property) in properties {
-            assert!(property["description"].as_str().is_some_and(|d| d.len() > 20), "{name} needs a description");
-        }
+        assert_eq!(sluice_shared::config::check_schema::<Config>(include_str!("../config.schema.json")), Ok(()));
     }
 }

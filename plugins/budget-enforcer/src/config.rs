@@ -1,0 +1,444 @@
+//! The budget enforcer's configuration (JSON Schema: `config.schema.json`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+use sluice_shared::config::{ConfigError, Validate};
+use sluice_shared::digest;
+use sluice_shared::pricing::Price;
+use sluice_shared::redis::RedisBridge;
+use sluice_shared::tokenizer::Encoding;
+use sluice_shared::window::Window;
+
+const MIB: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Redis bridge (webdis) that holds counters and, optionally, keys.
+    pub redis: RedisBridge,
+    /// Prefix of every Redis key this module writes (`<prefix>:limit:...`, `<prefix>:key:...`).
+    pub key_prefix: String,
+    /// Virtual keys known from configuration (hashed).
+    pub keys: Vec<KeyConfig>,
+    /// Virtual keys stored in Redis, added or revoked without a config push.
+    pub redis_keys: RedisKeys,
+    /// Request, token and USD limits; every limit that matches a request applies.
+    pub limits: Vec<Limit>,
+    /// How long a request may wait for room when a limit with `action: queue` is spent.
+    pub queue: Queue,
+    /// What happens when the bridge fails or times out on the request path.
+    pub on_bridge_failure: FailurePolicy,
+    /// With `on_bridge_failure: open`, each worker enforces this share of every limit on its own
+    /// until the bridge is back (1.0: the full limit per worker; 1/(replicas × workers) to keep
+    /// the global total).
+    pub local_limit_share: f64,
+    /// How often spend is sent to Redis (and the backlog retried), in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Timeout of the calls that charge spend (off the request path).
+    pub charge_timeout_ms: u64,
+    /// Add `x-ratelimit-*` headers to answers, as OpenAI does.
+    pub rate_limit_headers: bool,
+    /// Price overrides and additions, USD per million tokens (for the USD estimate before the
+    /// answer; the charge after it uses the token counter's cost).
+    pub prices: BTreeMap<String, Price>,
+    /// Largest request body read for the model and prompt estimate; larger requests get 413.
+    pub max_request_bytes: usize,
+    /// Bytes of prompt text counted exactly for token and USD checks; the rest is extrapolated.
+    pub exact_count_bytes: usize,
+    /// Encodings loaded at configure time rather than on the first token or USD check.
+    pub preload_encodings: Vec<Encoding>,
+    /// Distinct values kept per metric label per worker before `other`.
+    pub max_label_values: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis: RedisBridge::default(),
+            key_prefix: "sluice".to_string(),
+            keys: Vec::new(),
+            redis_keys: RedisKeys::default(),
+            limits: Vec::new(),
+            queue: Queue::default(),
+            on_bridge_failure: FailurePolicy::Open,
+            local_limit_share: 1.0,
+            flush_interval_ms: 200,
+            charge_timeout_ms: 1_000,
+            rate_limit_headers: true,
+            prices: BTreeMap::new(),
+            max_request_bytes: 16 * MIB,
+            exact_count_bytes: 256 * 1024,
+            preload_encodings: Vec::new(),
+            max_label_values: 100,
+        }
+    }
+}
+
+/// A virtual key. Only its SHA-256 is configured: `printf %s "$KEY" | sha256sum`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// Name used in logs, metrics and facts instead of the key.
+    pub alias: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Models the key may call (globs); empty: any model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Free-form labels limits can match (`{"tier": "quality"}`).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisKeys {
+    /// Look up keys not in `keys` at `<key_prefix>:key:<sha256>` (a JSON object with `alias`,
+    /// `team`, `user`, `models`, `metadata`; delete it to revoke).
+    pub enabled: bool,
+    /// How long a worker trusts a key it read from Redis.
+    pub cache_ttl_ms: u64,
+    /// How long a worker remembers that a key is unknown.
+    pub negative_cache_ttl_ms: u64,
+    /// Most keys cached per worker.
+    pub max_cached: usize,
+}
+
+impl Default for RedisKeys {
+    fn default() -> Self {
+        RedisKeys { enabled: false, cache_ttl_ms: 10_000, negative_cache_ttl_ms: 2_000, max_cached: 10_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One counter per virtual key.
+    Key,
+    /// One counter per team (requests from keys without a team are not limited).
+    Team,
+    /// One counter per user (requests from keys without a user are not limited).
+    User,
+    /// One counter per requested model.
+    Model,
+    /// One counter for everything the limit matches.
+    Global,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::Team => "team",
+            Scope::User => "user",
+            Scope::Model => "model",
+            Scope::Global => "global",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Requests admitted.
+    Requests,
+    /// Prompt plus completion tokens: the prompt estimate is checked and reserved before, the
+    /// actual usage charged after.
+    Tokens,
+    /// Spend in USD: the prompt's estimated cost is checked and reserved before, the actual cost
+    /// charged after.
+    Usd,
+}
+
+impl Kind {
+    /// Suffix of OpenAI's `x-ratelimit-*` headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Requests => "requests",
+            Kind::Tokens => "tokens",
+            Kind::Usd => "usd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// 429 with `Retry-After`.
+    Reject,
+    /// Hold the request until the window has room, up to `queue.max_wait_ms`, then 429.
+    Queue,
+    /// Send the request to `downgrade_to` instead.
+    Downgrade,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Unique name: in Redis keys, metrics and the `x-sluice-budget-*` headers.
+    pub name: String,
+    pub scope: Scope,
+    pub kind: Kind,
+    pub window: Window,
+    /// Requests, tokens, or USD per window.
+    pub limit: f64,
+    /// Which requests the limit applies to (all when empty).
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    /// Fraction of the limit (0 < x < 1) past which `sluice_budget_alerts_total` counts and
+    /// `x-sluice-budget-alert` names the limit, without blocking.
+    #[serde(default)]
+    pub alert_at: Option<f64>,
+    #[serde(default = "reject")]
+    pub action: Action,
+    /// With `action: downgrade`, the model used instead.
+    #[serde(default)]
+    pub downgrade_to: Option<String>,
+}
+
+fn reject() -> Action {
+    Action::Reject
+}
+
+/// Every condition given must hold; lists match any of their entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Match {
+    /// Requested model (globs).
+    pub models: Vec<String>,
+    /// Key aliases.
+    pub keys: Vec<String>,
+    pub teams: Vec<String>,
+    pub users: Vec<String>,
+    /// Key metadata entries that must all be present with these values.
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// Longest a request waits for room before its 429.
+    pub max_wait_ms: u64,
+    /// How often a waiting request asks Redis again.
+    pub poll_interval_ms: u64,
+    /// Most requests waiting per worker; more get 429 at once.
+    pub max_waiting: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { max_wait_ms: 5_000, poll_interval_ms: 100, max_waiting: 1_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Admit, enforcing each limit per worker (`local_limit_share`); spend is charged to Redis
+    /// once it is back.
+    Open,
+    /// Answer 503.
+    Closed,
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.redis.validate()?;
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::at(".key_prefix", "must be non-empty, without spaces"));
+        }
+        let mut hashes = HashSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let at = |field: &str| format!(".keys[{i}].{field}");
+            match digest::from_hex(&key.sha256) {
+                Some(bytes) if bytes.len() == 32 => {}
+                _ => return Err(ConfigError::at(at("sha256"), "must be 64 hex digits (the key's SHA-256)")),
+            }
+            if !hashes.insert(key.sha256.to_ascii_lowercase()) {
+                return Err(ConfigError::at(at("sha256"), "the same key is configured twice"));
+            }
+            if key.alias.is_empty() {
+                return Err(ConfigError::at(at("alias"), "must not be empty"));
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, limit) in self.limits.iter().enumerate() {
+            let at = |field: &str| format!(".limits[{i}].{field}");
+            let name_ok =
+                !limit.name.is_empty() && limit.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !name_ok {
+                return Err(ConfigError::at(at("name"), "must be non-empty: letters, digits, '-', '_', '.'"));
+            }
+            if !names.insert(limit.name.as_str()) {
+                return Err(ConfigError::at(at("name"), format!("`{}` is used by two limits", limit.name)));
+            }
+            if !limit.limit.is_finite() || limit.limit < 0.0 || limit.limit > 1e15 {
+                return Err(ConfigError::at(at("limit"), "must be a number from 0 to 1e15"));
+            }
+            if limit.kind != Kind::Usd && limit.limit.fract() != 0.0 {
+                return Err(ConfigError::at(at("limit"), "request and token limits are whole numbers"));
+            }
+            if let Some(alert) = limit.alert_at {
+                if !(alert > 0.0 && alert < 1.0) {
+                    return Err(ConfigError::at(at("alert_at"), "must be between 0 and 1 (exclusive)"));
+                }
+            }
+            match (limit.action, limit.downgrade_to.as_deref()) {
+                (Action::Downgrade, None | Some("")) => {
+                    return Err(ConfigError::at(at("downgrade_to"), "`action: downgrade` needs a model"));
+                }
+                (Action::Reject | Action::Queue, Some(_)) => {
+                    return Err(ConfigError::at(at("downgrade_to"), "only for `action: downgrade`"));
+                }
+                _ => {}
+            }
+        }
+        for (model, price) in &self.prices {
+            price.validate().map_err(|e| ConfigError::at(format!(".prices.{model}"), e))?;
+        }
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            (".flush_interval_ms", self.flush_interval_ms, 10, 60_000),
+            (".charge_timeout_ms", self.charge_timeout_ms, 1, 60_000),
+            (".queue.max_wait_ms", self.queue.max_wait_ms, 0, 600_000),
+            (".queue.poll_interval_ms", self.queue.poll_interval_ms, 10, 60_000),
+        ];
+        for (path, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::at(path, format!("must be between {min} and {max}")));
+            }
+        }
+        if !(self.local_limit_share > 0.0 && self.local_limit_share <= 1.0) {
+            return Err(ConfigError::at(".local_limit_share", "must be in (0, 1]"));
+        }
+        if self.max_label_values == 0 {
+            return Err(ConfigError::at(".max_label_values", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Whether any limit may change the request's model (its body must then stay rewritable).
+    pub fn may_downgrade(&self) -> bool {
+        self.limits.iter().any(|l| l.action == Action::Downgrade)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_shared::config::parse_config;
+
+    const HASH: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    fn parse(json: &str) -> Result<Config, ConfigError> {
+        parse_config(Some(json.as_bytes()))
+    }
+
+    #[test]
+    fn defaults_and_full_example() {
+        assert_eq!(parse("").ok(), Some(Config::default()));
+        let config = parse(&format!(
+            r#"{{
+              "keys": [{{"sha256": "{HASH}", "alias": "alice", "team": "search", "user": "alice",
+                        "models": ["gpt-4o*"], "metadata": {{"tier": "quality"}}}}],
+              "limits": [
+                {{"name": "user-hourly", "scope": "user", "kind": "requests", "window": "hour", "limit": 100}},
+                {{"name": "quality", "scope": "key", "kind": "requests", "window": "hour", "limit": 20,
+                  "match": {{"metadata": {{"tier": "quality"}}}}, "action": "queue"}},
+                {{"name": "key-monthly", "scope": "key", "kind": "usd", "window": "month", "limit": 100,
+                  "alert_at": 0.7}},
+                {{"name": "gpt4o", "scope": "global", "kind": "usd", "window": "month", "limit": 50,
+                  "match": {{"models": ["gpt-4o"]}}, "action": "downgrade", "downgrade_to": "gpt-4o-mini"}}
+              ]
+            }}"#
+        ))
+        .unwrap();
+        assert_eq!(config.limits.len(), 4);
+        assert!(config.may_downgrade());
+        assert_eq!(config.limits[1].action, Action::Queue);
+        assert_eq!(config.limits[2].window, Window::Month);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"keys": [{"sha256": "abc", "alias": "a"}]}"#, ".keys[0].sha256"),
+            (
+                &format!(r#"{{"keys": [{{"sha256": "{HASH}", "alias": "a"}}, {{"sha256": "{HASH}", "alias": "b"}}]}}"#),
+                ".keys[1].sha256",
+            ),
+            (&format!(r#"{{"keys": [{{"sha256": "{HASH}", "alias": ""}}]}}"#), ".keys[0].alias"),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]}"#,
+                ".limits[0].window",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "org", "kind": "requests", "window": "day", "limit": 1}]}"#,
+                ".limits[0].scope",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "day", "limit": -1}]}"#,
+                ".limits[0].limit",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "tokens", "window": "day", "limit": 1.5}]}"#,
+                ".limits[0].limit",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": "10"}]}"#,
+                ".limits[0].limit",
+            ),
+            (
+                r#"{"limits": [{"name": "x y", "scope": "key", "kind": "usd", "window": "day", "limit": 1}]}"#,
+                ".limits[0].name",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1},
+                               {"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1}]}"#,
+                ".limits[1].name",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "alert_at": 1.5}]}"#,
+                ".limits[0].alert_at",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "action": "downgrade"}]}"#,
+                ".limits[0].downgrade_to",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "downgrade_to": "m"}]}"#,
+                ".limits[0].downgrade_to",
+            ),
+            (
+                r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "match": {"model": ["a"]}}]}"#,
+                ".limits[0].match.model",
+            ),
+            (r#"{"redis": {"timeout_ms": 0}}"#, ".redis.timeout_ms"),
+            (r#"{"redis": {"cluster": 5}}"#, ".redis.cluster"),
+            (r#"{"on_bridge_failure": "maybe"}"#, ".on_bridge_failure"),
+            (r#"{"local_limit_share": 0}"#, ".local_limit_share"),
+            (r#"{"queue": {"poll_interval_ms": 1}}"#, ".queue.poll_interval_ms"),
+            (r#"{"flush_interval_ms": 0}"#, ".flush_interval_ms"),
+            (r#"{"prices": {"m": {"input": -1, "output": 1}}}"#, ".prices.m"),
+            (r#"{"key_prefix": ""}"#, ".key_prefix"),
+            (r#"{"max_label_values": 0}"#, ".max_label_values"),
+            (r#"{"unknown": 1}"#, ".unknown"),
+        ];
+        for (json, path) in cases {
+            let error = parse(json).expect_err(json);
+            assert_eq!(error.path, path, "{json}: {error}");
+        }
+    }
+
+    /// The JSON Schema documents exactly the fields the plugin accepts, with their defaults.
+    #[test]
+    fn schema_matches_config() {
+        assert_eq!(sluice_shared::config::check_schema::<Config>(include_str!("../config.schema.json")), Ok(()));
+    }
+}

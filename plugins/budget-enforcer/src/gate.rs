@@ -1,0 +1,680 @@
+//! One request's path through the enforcer (proxy-wasm glue over the plain-Rust modules):
+//! key → identity → model check → limits checked in Redis → admit, queue, downgrade or refuse;
+//! after the answer, the reservation is settled against the actual usage.
+//!
+//! A request's state lives in an `Rc<RefCell<Request>>` so that the worker's root context can
+//! finish a queued request (re-check it, then resume or refuse it) after switching to its
+//! context. Hostcalls act on whichever context is current.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action as Flow;
+use sluice_shared::api::Api;
+use sluice_shared::callout::{Callout, CalloutResponse};
+use sluice_shared::errors::ApiError;
+use sluice_shared::facts;
+use sluice_shared::host::Clock;
+use sluice_shared::prompt;
+use sluice_shared::proxy::{self, Host};
+use sluice_shared::redis::{as_args, RedisError};
+
+use crate::keys::{self, Digest, Identity, Lookup};
+use crate::limits::{self, Counter, Estimate};
+use crate::report::{self, Refusal};
+use crate::scripts;
+use crate::verdict::{self, Reservation, Usage, Verdict};
+use crate::worker::{Settings, State, Waiter, NAME};
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the whole body (model, prompt size).
+    ReadingBody,
+    /// Waiting for the key's record from Redis.
+    LookingUpKey,
+    /// Waiting for the limits check.
+    Checking,
+    /// Waiting for room under a `queue` limit, until the deadline (ms).
+    Queued { deadline_ms: u64 },
+    /// Sent upstream.
+    Admitted,
+    /// Answered locally (or let through untouched).
+    Done,
+}
+
+pub struct Request {
+    context_id: u32,
+    me: Weak<RefCell<Request>>,
+    settings: Rc<Settings>,
+    state: Rc<RefCell<State>>,
+    phase: Phase,
+    /// The request is held (headers or body returned `Pause`) and needs a resume.
+    paused: bool,
+    digest: Option<Digest>,
+    identity: Option<Rc<Identity>>,
+    api: Option<Api>,
+    /// The body, kept only while a downgrade may still rewrite it.
+    body: Option<Vec<u8>>,
+    body_size: usize,
+    model: String,
+    estimate: Estimate,
+    counters: Vec<Counter>,
+    reservation: Option<Reservation>,
+    answer_headers: Vec<(String, String)>,
+    status: Option<u16>,
+    /// The `queue` limit a queued request waits for.
+    waiting_for: String,
+}
+
+/// What a check's reply asks the caller to do next.
+pub enum AfterCheck {
+    /// Settled (admitted, queued or refused).
+    Settled,
+    /// Redis lost the script: send the check again (as `EVAL`).
+    Resend,
+}
+
+impl Request {
+    pub fn new(context_id: u32, settings: Rc<Settings>, state: Rc<RefCell<State>>) -> Rc<RefCell<Request>> {
+        Rc::new_cyclic(|me| {
+            RefCell::new(Request {
+                context_id,
+                me: me.clone(),
+                settings,
+                state,
+                phase: Phase::ReadingBody,
+                paused: false,
+                digest: None,
+                identity: None,
+                api: None,
+                body: None,
+                body_size: 0,
+                model: String::new(),
+                estimate: Estimate::default(),
+                counters: Vec::new(),
+                reservation: None,
+                answer_headers: Vec::new(),
+                status: None,
+                waiting_for: String::new(),
+            })
+        })
+    }
+
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
+        let key = keys::presented_key(
+            proxy::request_header("authorization").as_deref(),
+            proxy::request_header("x-api-key").as_deref(),
+        );
+        // The virtual key is ours: it never reaches the provider.
+        proxy::remove_request_header("authorization");
+        proxy::remove_request_header("x-api-key");
+        let Some(key) = key else {
+            return self.refuse(
+                ApiError::unauthorized(
+                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key`.",
+                )
+                .with_code("missing_api_key"),
+                Refusal::MissingKey,
+                None,
+            );
+        };
+        let digest = sluice_shared::digest::sha256(&key);
+        let lookup = self.state.borrow().keys.lookup(&digest, Host.now_ms());
+        match lookup {
+            Lookup::Known(identity) => self.identity = Some(identity),
+            Lookup::Unknown => return self.refuse_unknown_key(),
+            Lookup::AskRedis => {}
+        }
+        self.digest = Some(digest);
+        self.api = proxy::request_header_text(":path").as_deref().and_then(Api::from_path);
+        if end_of_stream {
+            return self.proceed();
+        }
+        if self.settings.config.may_downgrade() && self.api.is_some() {
+            // Headers go upstream before the body is read: a body that may be rewritten
+            // cannot keep its length.
+            proxy::remove_request_header("content-length");
+        }
+        Flow::Continue
+    }
+
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        if self.phase != Phase::ReadingBody {
+            return Flow::Continue;
+        }
+        if body_size > self.settings.config.max_request_bytes {
+            let limit = self.settings.config.max_request_bytes;
+            return self.refuse(
+                ApiError::payload_too_large(format!("The request body exceeds {limit} bytes.")),
+                Refusal::BadRequest,
+                None,
+            );
+        }
+        if !end_of_stream {
+            return Flow::Pause; // buffer until the whole body is here
+        }
+        self.body_size = body_size;
+        let body = proxy::request_body(body_size).unwrap_or_default();
+        if self.api.is_some() && body_size > 0 {
+            match prompt::summarize(&body) {
+                Ok(summary) => self.model = summary.model,
+                Err(e) => {
+                    // An unreadable body could hide its model from us and not from the
+                    // provider (duplicate keys), so it is refused here.
+                    return self.refuse(
+                        ApiError::bad_request(format!("The request body is not valid JSON: {e}")),
+                        Refusal::BadRequest,
+                        None,
+                    );
+                }
+            }
+        }
+        self.body = Some(body);
+        self.proceed()
+    }
+
+    /// The request is complete: resolve the key if needed, then check it.
+    fn proceed(&mut self) -> Flow {
+        if self.identity.is_none() {
+            let Some(digest) = self.digest else { return self.refuse_unknown_key() };
+            let config = &self.settings.config;
+            let record_key = keys::redis_key(&config.key_prefix, &digest);
+            let command = [&b"GET"[..], record_key.as_bytes()];
+            return match proxy::dispatch(&config.redis.command(&command)) {
+                Ok(_) => self.hold(Phase::LookingUpKey),
+                Err(e) => {
+                    self.key_lookup_failed(&format!("not sent: {e:?}"));
+                    if self.phase == Phase::Admitted {
+                        Flow::Continue
+                    } else {
+                        Flow::Pause
+                    }
+                }
+            };
+        }
+        self.check()
+    }
+
+    fn hold(&mut self, phase: Phase) -> Flow {
+        self.phase = phase;
+        self.paused = true;
+        Flow::Pause
+    }
+
+    pub fn on_key_reply(&mut self, response: &CalloutResponse) {
+        let Some(digest) = self.digest else { return };
+        let settings = Rc::clone(&self.settings);
+        let record = settings
+            .config
+            .redis
+            .reply(response)
+            .map_err(|e| e.to_string())
+            .and_then(|value| keys::parse_record(value.as_text(), &digest));
+        match record {
+            Ok(identity) => {
+                let known = self.state.borrow_mut().keys.remember(digest, identity, Host.now_ms());
+                match known {
+                    Some(identity) => {
+                        self.identity = Some(identity);
+                        let flow = self.check();
+                        self.continue_if(flow);
+                    }
+                    None => {
+                        self.refuse_unknown_key();
+                    }
+                }
+            }
+            Err(e) => self.key_lookup_failed(&e),
+        }
+    }
+
+    /// Redis could not be asked about the key. Failing open, a key this worker knew recently
+    /// keeps working; an unknown one cannot be let in either way.
+    fn key_lookup_failed(&mut self, why: &str) {
+        let stale = match (self.settings.config.on_bridge_failure, self.digest) {
+            (crate::config::FailurePolicy::Open, Some(digest)) => self.state.borrow().keys.stale(&digest),
+            _ => None,
+        };
+        match stale {
+            Some(identity) => {
+                {
+                    let mut state = self.state.borrow_mut();
+                    let State { registry, .. } = &mut *state;
+                    report::bridge_error(&Host, registry, "key");
+                }
+                self.identity = Some(identity);
+                let flow = self.check();
+                self.continue_if(flow);
+            }
+            None => {
+                self.bridge_down(&format!("key lookup failed: {why}"), "key");
+            }
+        }
+    }
+
+    /// Model check, identity facts, then the limits.
+    fn check(&mut self) -> Flow {
+        let Some(identity) = self.identity.clone() else { return self.refuse_unknown_key() };
+        if self.api.is_some() && !identity.may_use(&self.model) {
+            let model = self.model.clone();
+            return self.refuse(
+                ApiError::forbidden(format!("The key `{}` may not use the model `{model}`.", identity.alias))
+                    .with_code("model_not_allowed")
+                    .with_param("model"),
+                Refusal::ModelNotAllowed,
+                None,
+            );
+        }
+        report::publish_identity(&Host, &identity);
+        if !self.model.is_empty() {
+            facts::publish(&Host, facts::REQUEST_MODEL, &self.model);
+        }
+        let settings = Rc::clone(&self.settings);
+        let config = &settings.config;
+        let applicable = limits::applicable(config, limits::Request { identity: &identity, model: &self.model });
+        if applicable.is_empty() {
+            return self.admit_unlimited();
+        }
+        if limits::needs_estimate(&applicable) {
+            self.estimate = self.estimate_prompt();
+        }
+        self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
+        self.send_check()
+    }
+
+    fn estimate_prompt(&self) -> Estimate {
+        let body = self.body.as_deref().unwrap_or_default();
+        let tokens =
+            match self.api.map(|api| prompt::estimate_prompt(api, body, self.settings.config.exact_count_bytes)) {
+                Some(Ok(estimate)) => {
+                    facts::publish(&Host, facts::PROMPT_ESTIMATE, &estimate.tokens.to_string());
+                    estimate.tokens
+                }
+                // Not an API body we can read: about four bytes per token.
+                _ => (body.len() as u64).div_ceil(4),
+            };
+        let input_price = self.settings.prices.lookup(&self.model).map_or(0.0, |p| p.input);
+        Estimate { tokens, micro_usd: (tokens as f64 * input_price).round() as u64 }
+    }
+
+    /// Recomputes the counters for the current windows (a queued request waits into new ones).
+    pub fn refresh_counters(&mut self) {
+        let Some(identity) = self.identity.clone() else { return };
+        let config = &self.settings.config;
+        let applicable = limits::applicable(config, limits::Request { identity: &identity, model: &self.model });
+        self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
+    }
+
+    /// The check callout for this request's counters.
+    pub fn check_callout(&self) -> Callout {
+        let cached = self.state.borrow().check_cached;
+        let (keys, args) = scripts::check_args(&self.counters);
+        let command = self.settings.scripts.check.call(cached, &keys, &args);
+        self.settings.config.redis.command(&as_args(&command))
+    }
+
+    fn send_check(&mut self) -> Flow {
+        match proxy::dispatch(&self.check_callout()) {
+            Ok(_) => self.hold(Phase::Checking),
+            Err(e) => self.bridge_failed(&format!("check not sent: {e:?}")),
+        }
+    }
+
+    /// Handles the check's reply (from this request's context, or the root's for a queued one).
+    pub fn on_check_reply(&mut self, response: &CalloutResponse) -> AfterCheck {
+        let settings = Rc::clone(&self.settings);
+        let parsed = settings.config.redis.reply(response).and_then(|value| {
+            scripts::read_check(&value, self.counters.len())
+                .ok_or_else(|| RedisError::Bridge(format!("unexpected check reply: {value:?}")))
+        });
+        match parsed {
+            Ok((_, used)) => {
+                self.state.borrow_mut().check_cached = true;
+                self.decide(&used, false);
+                AfterCheck::Settled
+            }
+            Err(e) if e.is_noscript() => {
+                self.state.borrow_mut().check_cached = false;
+                AfterCheck::Resend
+            }
+            Err(e) => {
+                let flow = self.bridge_failed(&e.to_string());
+                self.continue_if(flow);
+                AfterCheck::Settled
+            }
+        }
+    }
+
+    /// Resends a check after `NOSCRIPT`, from this request's own context.
+    fn resend_check(&mut self) {
+        let flow = self.send_check();
+        self.continue_if(flow);
+    }
+
+    /// The bridge failed on the check: the configured policy decides.
+    fn bridge_failed(&mut self, why: &str) -> Flow {
+        if self.settings.config.on_bridge_failure == crate::config::FailurePolicy::Closed {
+            return self.bridge_down(why, "check");
+        }
+        let settings = Rc::clone(&self.settings);
+        {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::bridge_error(&Host, registry, "check");
+        }
+        proxy::warn(&format!("{NAME}: {why}; admitting on this worker's limits (on_bridge_failure: open)"));
+        let (_, used) =
+            self.state.borrow_mut().local.check(&self.counters, settings.config.local_limit_share, Host.now_ms());
+        self.decide(&used, true)
+    }
+
+    fn bridge_down(&mut self, why: &str, op: &str) -> Flow {
+        proxy::warn(&format!("{NAME}: {why}"));
+        {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::bridge_error(&Host, registry, op);
+        }
+        self.refuse(
+            ApiError::unavailable("The budget service is unavailable; try again shortly.")
+                .with_code("budget_unavailable"),
+            Refusal::BridgeDown,
+            None,
+        )
+    }
+
+    /// Applies the verdict on the counters' use before this request.
+    fn decide(&mut self, used: &[i64], local: bool) -> Flow {
+        let now = Host.now_ms();
+        let settings = Rc::clone(&self.settings);
+        let config = &settings.config;
+        let verdict = verdict::judge(config, &self.counters, used, now);
+        let admitted = matches!(verdict, Verdict::Admit { .. });
+        let headers = verdict::rate_limit_headers(&self.counters, used, admitted, now);
+        let names = |i: usize| config.limits.get(i).map(|l| l.name.clone()).unwrap_or_default();
+        let alerts = match &verdict {
+            Verdict::Admit { alerts, .. } => alerts.as_slice(),
+            _ => &[],
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::standing(&Host, registry, &names, &self.counters, used, alerts);
+        }
+        match verdict {
+            Verdict::Reject { limit, retry_after_ms } => {
+                self.refuse_limit(limit, retry_after_ms, headers, Refusal::Limit)
+            }
+            Verdict::Queue { limit, retry_after_ms } => self.queue(limit, retry_after_ms, headers, now),
+            Verdict::Admit { downgrade_to, alerts } => {
+                let estimate = self.estimate;
+                let counters = std::mem::take(&mut self.counters);
+                self.reservation = Some(if local {
+                    Reservation::unreserved(counters, used, estimate)
+                } else {
+                    Reservation::from_check(counters, used, estimate)
+                });
+                if config.rate_limit_headers {
+                    self.answer_headers.extend(headers);
+                }
+                if !alerts.is_empty() {
+                    self.answer_headers.push(("x-sluice-budget-alert".into(), alerts.join(",")));
+                }
+                let decision = match (&downgrade_to, local, self.phase) {
+                    (_, true, _) => "fail_open",
+                    (Some(_), _, _) => "downgraded",
+                    (None, _, Phase::Queued { .. }) => "queued",
+                    _ => "admitted",
+                };
+                if let Some(model) = downgrade_to {
+                    self.downgrade(&model);
+                }
+                self.admit(decision)
+            }
+        }
+    }
+
+    fn downgrade(&mut self, model: &str) {
+        facts::publish(&Host, facts::ROUTE_DOWNGRADE, model);
+        let Some(body) = self.body.as_deref() else { return };
+        let rewritten = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|mut value| {
+            value.as_object_mut()?.insert("model".into(), serde_json::Value::String(model.to_string()));
+            serde_json::to_vec(&value).ok()
+        });
+        match rewritten {
+            Some(new_body) if proxy::replace_request_body(self.body_size, &new_body) => {
+                proxy::info(&format!("{NAME}: downgraded `{}` to `{model}`", self.model));
+            }
+            _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{model}`")),
+        }
+    }
+
+    fn admit_unlimited(&mut self) -> Flow {
+        self.admit("admitted")
+    }
+
+    fn admit(&mut self, decision: &str) -> Flow {
+        self.body = None;
+        facts::publish(&Host, facts::BUDGET_DECISION, decision);
+        {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::decided(&Host, registry, decision);
+        }
+        if self.settings.debug_logging {
+            let alias = self.identity.as_ref().map_or("-", |i| i.alias.as_str());
+            proxy::debug(&format!("{NAME}: {decision} key={alias} model={}", self.model));
+        }
+        self.phase = Phase::Admitted;
+        Flow::Continue
+    }
+
+    fn queue(&mut self, limit: String, retry_after_ms: u64, headers: Vec<(String, String)>, now: u64) -> Flow {
+        let queue = &self.settings.config.queue;
+        let deadline_ms = match self.phase {
+            Phase::Queued { deadline_ms } => deadline_ms,
+            _ => now.saturating_add(queue.max_wait_ms),
+        };
+        let next_try_ms = now.saturating_add(queue.poll_interval_ms.min(retry_after_ms));
+        let full = self.state.borrow().waiters.len() >= queue.max_waiting;
+        if next_try_ms > deadline_ms || full {
+            let reason =
+                if matches!(self.phase, Phase::Queued { .. }) { Refusal::QueueTimeout } else { Refusal::Limit };
+            return self.refuse_limit(limit, retry_after_ms, headers, reason);
+        }
+        if !matches!(self.phase, Phase::Queued { .. }) {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::decided(&Host, registry, "waiting");
+        }
+        let Some(me) = self.me.upgrade() else { return Flow::Continue };
+        self.waiting_for = limit;
+        self.state.borrow_mut().waiters.push(Waiter { context_id: self.context_id, request: me, next_try_ms });
+        self.hold(Phase::Queued { deadline_ms })
+    }
+
+    fn refuse_limit(
+        &mut self,
+        limit: String,
+        retry_after_ms: u64,
+        headers: Vec<(String, String)>,
+        reason: Refusal,
+    ) -> Flow {
+        let message = match reason {
+            Refusal::QueueTimeout => format!("Rate limit `{limit}` stayed reached while the request waited."),
+            _ => format!("Rate limit `{limit}` reached."),
+        };
+        let mut error =
+            ApiError::rate_limited(format!("{message} Retry in {}.", verdict::format_duration(retry_after_ms)))
+                .with_code("rate_limit_exceeded")
+                .with_header("retry-after", retry_after_ms.div_ceil(1000).to_string())
+                .with_header("x-sluice-budget-limit", limit.clone());
+        for (name, value) in headers {
+            error = error.with_header(name, value);
+        }
+        self.refuse(error, reason, Some(&limit))
+    }
+
+    fn refuse_unknown_key(&mut self) -> Flow {
+        self.refuse(
+            ApiError::unauthorized("Incorrect API key provided.").with_code("invalid_api_key"),
+            Refusal::UnknownKey,
+            None,
+        )
+    }
+
+    fn refuse(&mut self, error: ApiError, refusal: Refusal, limit: Option<&str>) -> Flow {
+        {
+            let mut state = self.state.borrow_mut();
+            let State { registry, .. } = &mut *state;
+            report::refused(&Host, registry, refusal, limit);
+        }
+        if self.settings.debug_logging {
+            proxy::debug(&format!("{NAME}: refused ({}) with {}", refusal.name(), error.status));
+        }
+        self.phase = Phase::Done;
+        self.body = None;
+        // The local reply ends the stream; nothing is resumed.
+        self.paused = false;
+        proxy::send_error(&error);
+        Flow::Pause
+    }
+
+    /// After a callout: lets the request go on if it was admitted.
+    fn continue_if(&mut self, flow: Flow) {
+        if flow == Flow::Continue && self.paused {
+            self.paused = false;
+            proxy::resume_request();
+        }
+    }
+
+    /// A queued request's turn: its deadline passed, or it is checked again.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Queued { deadline_ms } => Some(deadline_ms),
+            _ => None,
+        }
+    }
+
+    /// From the root context, after switching to this request's: the wait is over.
+    pub fn give_up_waiting(&mut self) {
+        let limit = std::mem::take(&mut self.waiting_for);
+        self.refuse_limit(limit, 1_000, Vec::new(), Refusal::QueueTimeout);
+    }
+
+    /// From the root context, after switching to this request's: apply a re-check's reply.
+    pub fn on_recheck_reply(&mut self, response: &CalloutResponse) {
+        match self.on_check_reply(response) {
+            AfterCheck::Settled => {}
+            // Asked again at the next tick, now with the script's source.
+            AfterCheck::Resend => {
+                if let (Some(me), Phase::Queued { .. }) = (self.me.upgrade(), self.phase) {
+                    self.state.borrow_mut().waiters.push(Waiter {
+                        context_id: self.context_id,
+                        request: me,
+                        next_try_ms: Host.now_ms(),
+                    });
+                }
+            }
+        }
+        // A re-check that admitted the request resumes it here.
+        if self.phase == Phase::Admitted {
+            self.continue_if(Flow::Continue);
+        }
+    }
+
+    fn on_response_headers(&mut self) {
+        self.status = proxy::response_header_text(":status").and_then(|s| s.parse().ok());
+        for (name, value) in &self.answer_headers {
+            proxy::set_response_header(name, value);
+        }
+    }
+
+    /// The stream is over (every module has logged it): settle the reservation.
+    fn on_done(&mut self) {
+        if let Phase::Queued { .. } = self.phase {
+            // The client left while waiting.
+            let id = self.context_id;
+            self.state.borrow_mut().waiters.retain(|w| w.context_id != id);
+        }
+        let Some(reservation) = self.reservation.take() else { return };
+        let usage = report::reported_usage(&Host).unwrap_or(match self.status {
+            // Served, but no module measured it: the prompt estimate stands.
+            Some(200..=299) => Usage { tokens: reservation.estimate.tokens, micro_usd: reservation.estimate.micro_usd },
+            // Failed or never answered: nothing was generated.
+            _ => Usage::default(),
+        });
+        let charges = reservation.settle(usage);
+        let mut state = self.state.borrow_mut();
+        let State { registry, ledger, .. } = &mut *state;
+        if let Some(identity) = &self.identity {
+            report::spend(&Host, registry, identity, &self.model, usage);
+        }
+        ledger.add(charges);
+    }
+}
+
+/// Refunds what a re-check reserved for a request that is gone.
+pub fn refund(state: &mut State, counters: &[Counter], used: &[i64]) {
+    let reservation = Reservation::from_check(counters.to_vec(), used, Estimate::default());
+    let charges = reservation
+        .counters
+        .iter()
+        .zip(&reservation.reserved)
+        .filter_map(|(c, r)| r.map(|r| crate::ledger::Charge { key: c.key.clone(), delta: -r, ttl_s: c.ttl_s }));
+    state.ledger.add(charges.collect::<Vec<_>>());
+}
+
+impl Request {
+    pub fn counters(&self) -> &[Counter] {
+        &self.counters
+    }
+    pub fn context_id(&self) -> u32 {
+        self.context_id
+    }
+}
+
+/// The proxy-wasm HTTP context: hands each event to the shared request state.
+pub struct Gate {
+    pub request: Rc<RefCell<Request>>,
+}
+
+impl Context for Gate {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let response = proxy::callout_response(num_headers, body_size);
+        let mut request = self.request.borrow_mut();
+        match request.phase {
+            Phase::LookingUpKey => request.on_key_reply(&response),
+            Phase::Checking => {
+                if let AfterCheck::Resend = request.on_check_reply(&response) {
+                    request.resend_check();
+                } else if request.phase == Phase::Admitted {
+                    request.continue_if(Flow::Continue);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.request.borrow_mut().on_done();
+        true
+    }
+}
+
+impl HttpContext for Gate {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Flow {
+        self.request.borrow_mut().on_request_headers(end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
+        self.request.borrow_mut().on_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {
+        self.request.borrow_mut().on_response_headers();
+        Flow::Continue
+    }
+}

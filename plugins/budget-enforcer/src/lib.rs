@@ -1,0 +1,43 @@
+//! # Sluice budget enforcer
+//!
+//! Lets a platform team hand out virtual keys and never be surprised by a bill.
+//!
+//! - **Identity** ([`keys`]): the key comes from `Authorization: Bearer` or `x-api-key`, is
+//!   hashed (SHA-256) and found among the configured keys or in Redis; it never goes upstream.
+//!   No key or an unknown one: 401; a model the key may not use: 403. The key's alias, team and
+//!   user are published as facts (`sluice.identity.*`).
+//! - **Limits** ([`limits`], [`verdict`]): requests, tokens and USD per key, team, user, model
+//!   or globally, per second, minute, hour, day or calendar month. One atomic Lua call in Redis
+//!   ([`scripts`]) checks every counter and reserves the request's share (one request, the
+//!   prompt estimate, its cost). A full limit rejects (429 with `Retry-After` and OpenAI's
+//!   `x-ratelimit-*`), queues the request until there is room, or downgrades it to a cheaper
+//!   model. Soft limits (`alert_at`) count an alert and add `x-sluice-budget-alert`.
+//! - **Spend** ([`ledger`]): once every module has seen the answer, the reservation is settled
+//!   against the usage the token counter measured (streams cut short included). Charges are sent
+//!   in batches by the worker's tick, exactly once, and wait in shared data while the bridge is
+//!   down. On the request path a failing bridge means fail open (each worker enforces the
+//!   limits alone, [`local`]) or fail closed (503), as configured.
+//!
+//! The logic is plain Rust in the modules above; [`gate`] (per request) and [`worker`] (per
+//! worker) are the proxy-wasm glue.
+
+pub mod config;
+pub mod gate;
+pub mod keys;
+pub mod ledger;
+pub mod limits;
+pub mod local;
+pub mod report;
+pub mod scripts;
+pub mod verdict;
+pub mod worker;
+
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(worker::Enforcer::new(context_id))
+    });
+}}

@@ -1,0 +1,147 @@
+//! Facts and metrics the budget enforcer publishes.
+
+use sluice_shared::facts;
+use sluice_shared::host::{MetricsHost, Properties};
+use sluice_shared::metrics::{self, MetricRegistry};
+
+use crate::keys::Identity;
+use crate::limits::Counter;
+use crate::verdict::Usage;
+
+/// Identity facts for the other modules and access logs (the alias, never the key).
+pub fn publish_identity(host: &dyn Properties, identity: &Identity) {
+    facts::publish(host, facts::IDENTITY_KEY, &identity.alias);
+    if let Some(team) = &identity.team {
+        facts::publish(host, facts::IDENTITY_TEAM, team);
+    }
+    if let Some(user) = &identity.user {
+        facts::publish(host, facts::IDENTITY_USER, user);
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MissingKey,
+    UnknownKey,
+    ModelNotAllowed,
+    Limit,
+    QueueTimeout,
+    BridgeDown,
+    BadRequest,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::MissingKey => "missing_key",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::ModelNotAllowed => "model_not_allowed",
+            Refusal::Limit => "limit",
+            Refusal::QueueTimeout => "queue_timeout",
+            Refusal::BridgeDown => "bridge_down",
+            Refusal::BadRequest => "bad_request",
+        }
+    }
+}
+
+pub fn refused(host: &dyn MetricsHost, registry: &mut MetricRegistry, refusal: Refusal, limit: Option<&str>) {
+    let limit = limit.unwrap_or("none");
+    registry.add(host, metrics::BUDGET_REJECTIONS_TOTAL, &[("reason", refusal.name()), ("limit", limit)], 1);
+    decided(host, registry, if refusal == Refusal::BridgeDown { "unavailable" } else { "rejected" });
+}
+
+pub fn decided(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
+    registry.add(host, metrics::BUDGET_DECISIONS_TOTAL, &[("decision", decision)], 1);
+}
+
+/// Each checked limit's remaining room (after this request), and alerts.
+pub fn standing(
+    host: &dyn MetricsHost,
+    registry: &mut MetricRegistry,
+    names: &dyn Fn(usize) -> String,
+    counters: &[Counter],
+    used: &[i64],
+    alerts: &[String],
+) {
+    for (counter, used) in counters.iter().zip(used) {
+        let after = if counter.has_room(*used) { used.saturating_add(counter.cost) } else { *used };
+        let remaining = u64::try_from(counter.remaining(after)).unwrap_or(0);
+        let name = names(counter.limit);
+        registry.set_gauge(
+            host,
+            metrics::BUDGET_REMAINING,
+            &[("limit", &name), ("subject", &counter.subject)],
+            remaining,
+        );
+    }
+    for alert in alerts {
+        registry.add(host, metrics::BUDGET_ALERTS_TOTAL, &[("limit", alert)], 1);
+    }
+}
+
+/// Spend by key, team and model once a request is settled.
+pub fn spend(host: &dyn MetricsHost, registry: &mut MetricRegistry, identity: &Identity, model: &str, usage: Usage) {
+    let team = identity.team.as_deref().unwrap_or("none");
+    let model = if model.is_empty() { metrics::UNKNOWN } else { model };
+    registry.add(
+        host,
+        metrics::BUDGET_SPEND_MICRO_USD_TOTAL,
+        &[("key", &identity.alias), ("team", team), ("model", model)],
+        usage.micro_usd,
+    );
+}
+
+pub fn bridge_error(host: &dyn MetricsHost, registry: &mut MetricRegistry, op: &str) {
+    registry.add(host, metrics::BUDGET_BRIDGE_ERRORS_TOTAL, &[("op", op)], 1);
+}
+
+/// Usage a finished request reports through the token counter's facts, if it ran.
+pub fn reported_usage(host: &dyn Properties) -> Option<Usage> {
+    let number = |fact| facts::read(host, fact).and_then(|v| v.parse::<u64>().ok());
+    let prompt = number(facts::PROMPT_TOKENS);
+    let completion = number(facts::COMPLETION_TOKENS);
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
+    let cost = facts::read(host, facts::COST_USD).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some(Usage {
+        tokens: prompt.unwrap_or(0).saturating_add(completion.unwrap_or(0)),
+        micro_usd: (cost * crate::limits::MICRO_USD).round().max(0.0) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_shared::host::fake::FakeHost;
+
+    #[test]
+    fn usage_from_the_token_counter() {
+        let host = FakeHost::default();
+        assert_eq!(reported_usage(&host), None);
+        facts::publish(&host, facts::PROMPT_TOKENS, "120");
+        facts::publish(&host, facts::COMPLETION_TOKENS, "30");
+        facts::publish(&host, facts::COST_USD, "0.00045");
+        assert_eq!(reported_usage(&host), Some(Usage { tokens: 150, micro_usd: 450 }));
+    }
+
+    #[test]
+    fn identity_facts_never_hold_the_key() {
+        let host = FakeHost::default();
+        let id = Identity { alias: "alice".into(), team: Some("search".into()), ..Identity::default() };
+        publish_identity(&host, &id);
+        assert_eq!(host.property("sluice.identity.key").as_deref(), Some("alice"));
+        assert_eq!(host.property("sluice.identity.team").as_deref(), Some("search"));
+        assert_eq!(host.property("sluice.identity.user"), None);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let host = FakeHost::default();
+        let mut registry = MetricRegistry::new(10);
+        refused(&host, &mut registry, Refusal::Limit, Some("hourly"));
+        assert_eq!(host.metric("sluice_budget_rejections_total;reason=limit;limit=hourly"), Some(1));
+        assert_eq!(host.metric("sluice_budget_decisions_total;decision=rejected"), Some(1));
+    }
+}

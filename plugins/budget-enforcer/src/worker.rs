@@ -1,0 +1,281 @@
+//! The worker's root context: configuration, the per-worker state every request shares, and a
+//! tick that sends spend to Redis and re-checks queued requests.
+
+use std::cell::RefCell;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use sluice_shared::config::parse_config;
+use sluice_shared::host::Clock;
+use sluice_shared::metrics::{self, MetricRegistry};
+use sluice_shared::pricing::PriceTable;
+use sluice_shared::proxy::{self, Host};
+use sluice_shared::redis::as_args;
+
+use crate::config::Config;
+use crate::gate::{self, Gate, Request};
+use crate::keys::KeyRing;
+use crate::ledger::Ledger;
+use crate::local::LocalLimiter;
+use crate::report;
+use crate::scripts::{self, Scripts};
+
+pub const NAME: &str = "sluice.budget_enforcer";
+
+/// Read-only per-worker settings.
+pub struct Settings {
+    pub config: Config,
+    pub prices: PriceTable,
+    pub scripts: Scripts,
+    pub debug_logging: bool,
+}
+
+impl Settings {
+    fn new(config: Config, debug_logging: bool) -> Self {
+        Settings {
+            prices: PriceTable::with_overrides(&config.prices),
+            config,
+            scripts: Scripts::default(),
+            debug_logging,
+        }
+    }
+}
+
+/// A request waiting for room under a `queue` limit.
+pub struct Waiter {
+    pub context_id: u32,
+    pub request: Rc<RefCell<Request>>,
+    pub next_try_ms: u64,
+}
+
+/// Mutable per-worker state. Borrowed only briefly, never across a call into a request.
+pub struct State {
+    pub keys: KeyRing,
+    pub ledger: Ledger,
+    pub local: LocalLimiter,
+    pub registry: MetricRegistry,
+    /// Redis has the check script cached (`EVALSHA` works).
+    pub check_cached: bool,
+    charge_cached: bool,
+    pub waiters: Vec<Waiter>,
+    /// Re-checks in flight: callout token to the waiting request.
+    rechecks: HashMap<u32, Rc<RefCell<Request>>>,
+    /// The charge call in flight.
+    charge_token: Option<u32>,
+}
+
+impl State {
+    fn new(config: &Config) -> Self {
+        // Random per worker start (WASI random), so batch ids never repeat across restarts.
+        let tag = format!("{:016x}", RandomState::new().hash_one(Host.now_ms()));
+        State {
+            keys: KeyRing::new(&config.keys, &config.redis_keys),
+            ledger: Ledger::new(tag),
+            local: LocalLimiter::default(),
+            registry: MetricRegistry::new(config.max_label_values),
+            check_cached: true,
+            charge_cached: true,
+            waiters: Vec::new(),
+            rechecks: HashMap::new(),
+            charge_token: None,
+        }
+    }
+}
+
+pub struct Enforcer {
+    context_id: u32,
+    settings: Rc<Settings>,
+    state: Rc<RefCell<State>>,
+}
+
+impl Enforcer {
+    pub fn new(context_id: u32) -> Self {
+        let config = Config::default();
+        Enforcer {
+            context_id,
+            state: Rc::new(RefCell::new(State::new(&config))),
+            settings: Rc::new(Settings::new(config, false)),
+        }
+    }
+
+    /// Sends pending spend and the shared backlog, one call at a time.
+    fn flush(&mut self) {
+        let now = Host.now_ms();
+        let next = self.state.borrow_mut().ledger.next_call(&Host, now);
+        let batches = match next {
+            Ok(Some(batches)) => batches,
+            Ok(None) => return,
+            Err(e) => {
+                proxy::warn(&format!("{NAME}: charge backlog unavailable: {e:?}"));
+                return;
+            }
+        };
+        let config = &self.settings.config;
+        let cached = self.state.borrow().charge_cached;
+        let (keys, args) = scripts::charge_args(&config.key_prefix, &batches);
+        let command = self.settings.scripts.charge.call(cached, &keys, &args);
+        let call = config.redis.command(&as_args(&command)).timeout(Duration::from_millis(config.charge_timeout_ms));
+        match proxy::dispatch(&call) {
+            Ok(token) => self.state.borrow_mut().charge_token = Some(token),
+            Err(e) => self.charge_failed(&format!("charge not sent: {e:?}")),
+        }
+    }
+
+    fn on_charge_reply(&mut self, response: &sluice_shared::callout::CalloutResponse) {
+        self.state.borrow_mut().charge_token = None;
+        match self.settings.config.redis.reply(response) {
+            Ok(_) => {
+                let mut state = self.state.borrow_mut();
+                state.charge_cached = true;
+                state.ledger.sent();
+            }
+            Err(e) if e.is_noscript() => {
+                // Not applied: send the same batches again with the script's source.
+                let mut state = self.state.borrow_mut();
+                state.charge_cached = false;
+                let _ = state.ledger.failed(&Host, 0, 0);
+            }
+            Err(e) => self.charge_failed(&e.to_string()),
+        }
+    }
+
+    fn charge_failed(&mut self, why: &str) {
+        let interval = self.settings.config.flush_interval_ms;
+        let mut state = self.state.borrow_mut();
+        let State { ledger, registry, .. } = &mut *state;
+        report::bridge_error(&Host, registry, "charge");
+        match ledger.failed(&Host, Host.now_ms(), interval) {
+            Ok(waiting) => {
+                registry.set_gauge(&Host, metrics::BUDGET_BACKLOG_BATCHES, &[], waiting as u64);
+                proxy::warn(&format!("{NAME}: {why}; {waiting} charge batches wait for the bridge"));
+            }
+            Err(e) => proxy::warn(&format!("{NAME}: {why}; charges kept on this worker ({e:?})")),
+        }
+    }
+
+    /// Re-checks queued requests whose turn came; refuses those past their deadline.
+    fn serve_queue(&mut self) {
+        let now = Host.now_ms();
+        let due: Vec<Waiter> = {
+            let mut state = self.state.borrow_mut();
+            let (due, waiting) = std::mem::take(&mut state.waiters).into_iter().partition(|w| w.next_try_ms <= now);
+            state.waiters = waiting;
+            due
+        };
+        for waiter in due {
+            let deadline = waiter.request.borrow().deadline_ms();
+            match deadline {
+                None => continue,
+                Some(deadline) if deadline <= now => {
+                    if proxy::switch_context(waiter.context_id) {
+                        waiter.request.borrow_mut().give_up_waiting();
+                    }
+                }
+                Some(_) => {
+                    waiter.request.borrow_mut().refresh_counters();
+                    let call = waiter.request.borrow().check_callout();
+                    match proxy::dispatch(&call) {
+                        Ok(token) => {
+                            self.state.borrow_mut().rechecks.insert(token, waiter.request);
+                        }
+                        // Tried again at the next tick.
+                        Err(_) => self.state.borrow_mut().waiters.push(waiter),
+                    }
+                }
+            }
+        }
+        let _ = proxy::switch_context(self.context_id);
+    }
+
+    fn on_recheck_reply(&mut self, request: Rc<RefCell<Request>>, response: &sluice_shared::callout::CalloutResponse) {
+        let context_id = request.borrow().context_id();
+        if proxy::switch_context(context_id) {
+            request.borrow_mut().on_recheck_reply(response);
+        } else if let Ok(value) = self.settings.config.redis.reply(response) {
+            // The client left while its re-check was out: return what it reserved.
+            let counters = request.borrow().counters().to_vec();
+            if let Some((true, used)) = scripts::read_check(&value, counters.len()) {
+                gate::refund(&mut self.state.borrow_mut(), &counters, &used);
+            }
+        }
+        let _ = proxy::switch_context(self.context_id);
+    }
+}
+
+impl Context for Enforcer {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let response = proxy::callout_response(num_headers, body_size);
+        if self.state.borrow().charge_token == Some(token) {
+            self.on_charge_reply(&response);
+            return;
+        }
+        let recheck = self.state.borrow_mut().rechecks.remove(&token);
+        if let Some(request) = recheck {
+            self.on_recheck_reply(request, &response);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The worker is stopping: what is not in Redis yet waits in shared data.
+        if let Err(e) = self.state.borrow_mut().ledger.park_all(&Host) {
+            proxy::error(&format!("{NAME}: charges could not be saved at shutdown: {e:?}"));
+        }
+        true
+    }
+}
+
+impl RootContext for Enforcer {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config: Config = match parse_config(proxy::plugin_configuration().as_deref()) {
+            Ok(config) => config,
+            Err(e) => {
+                proxy::error(&format!("{NAME}: {e}"));
+                return false;
+            }
+        };
+        for encoding in &config.preload_encodings {
+            encoding.preload();
+        }
+        let tick = config.flush_interval_ms.min(config.queue.poll_interval_ms);
+        self.set_tick_period(Duration::from_millis(tick));
+        proxy::info(&format!(
+            "{NAME}: configured; {} keys, {} limits, bridge `{}`, failure policy {:?}",
+            config.keys.len(),
+            config.limits.len(),
+            config.redis.cluster,
+            config.on_bridge_failure
+        ));
+        // The state stays the same object (requests in flight hold it; pending spend is kept).
+        {
+            let mut state = self.state.borrow_mut();
+            state.keys = KeyRing::new(&config.keys, &config.redis_keys);
+            state.registry = MetricRegistry::new(config.max_label_values);
+            state.local = LocalLimiter::default();
+        }
+        self.settings = Rc::new(Settings::new(config, proxy::debug_enabled()));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if self.state.borrow().charge_token.is_none() {
+            self.flush();
+        }
+        if !self.state.borrow().waiters.is_empty() {
+            self.serve_queue();
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let request = Request::new(context_id, Rc::clone(&self.settings), Rc::clone(&self.state));
+        Some(Box::new(Gate { request }))
+    }
+}

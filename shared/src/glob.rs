@@ -1,0 +1,60 @@
+//! Glob patterns for model names and other identifiers: `*` matches any run of characters,
+//! `?` one character; everything else matches itself.
+
+/// Whether `text` matches `pattern` (iterative, linear in practice, no recursion).
+pub fn matches(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                backtrack = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == '?' || Some(&c) == text.get(t) => {
+                p += 1;
+                t += 1;
+            }
+            _ => match backtrack {
+                Some((star, from)) => {
+                    p = star + 1;
+                    t = from + 1;
+                    backtrack = Some((star, from + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern.get(p..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+}
+
+/// Whether `text` matches any of `patterns`.
+pub fn any(patterns: &[String], text: &str) -> bool {
+    patterns.iter().any(|p| matches(p, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn globs() {
+        assert!(matches("gpt-4o*", "gpt-4o-mini"));
+        assert!(matches("gpt-4o*", "gpt-4o"));
+        assert!(!matches("gpt-4o*", "gpt-4"));
+        assert!(matches("*", ""));
+        assert!(matches("claude-*-sonnet-*", "claude-3-5-sonnet-20241022"));
+        assert!(matches("o?-mini", "o3-mini"));
+        assert!(!matches("o?-mini", "o-mini"));
+        assert!(matches("a*b*c", "aXbYbZc"));
+        assert!(!matches("a*b*c", "aXbYbZ"));
+        assert!(!matches("exact", "exactly"));
+        assert!(matches("**x", "yyx"));
+        assert!(any(&["x".into(), "gpt-*".into()], "gpt-5"));
+        assert!(!any(&[], "gpt-5"));
+    }
+}

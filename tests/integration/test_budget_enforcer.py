@@ -1,0 +1,477 @@
+"""The budget enforcer inside a real Envoy with real Redis and webdis: keys, every limit kind and
+window, 429/401/403 answers, queueing, downgrades, spend charged after the answer, two gateways
+sharing one budget, and the bridge going away under load."""
+
+import concurrent.futures
+import json
+import time
+import uuid
+
+import pytest
+import requests
+
+from harness.procs import wait_until
+from harness.stack import DEMO_KEY, Stack, key_entry
+
+CHAT = "/v1/chat/completions"
+PREFIX = "sluice"
+
+# One limit per test case, selected by the key's `metadata.case`, so tests never share counters.
+LIMITS = [
+    {"name": "rpm", "scope": "key", "kind": "requests", "window": "minute", "limit": 3,
+     "match": {"metadata": {"case": "rpm"}}},
+    {"name": "rps", "scope": "key", "kind": "requests", "window": "second", "limit": 2,
+     "match": {"metadata": {"case": "rps"}}},
+    {"name": "hourly-user", "scope": "user", "kind": "requests", "window": "hour", "limit": 2,
+     "match": {"metadata": {"case": "user"}}},
+    {"name": "daily-team", "scope": "team", "kind": "requests", "window": "day", "limit": 2,
+     "match": {"metadata": {"case": "team"}}},
+    {"name": "per-model", "scope": "model", "kind": "requests", "window": "day", "limit": 1,
+     "match": {"metadata": {"case": "model"}}},
+    {"name": "quality-tier", "scope": "key", "kind": "requests", "window": "hour", "limit": 2,
+     "match": {"metadata": {"case": "tier"}, "models": ["quality-*"]}},
+    {"name": "tokens", "scope": "key", "kind": "tokens", "window": "hour", "limit": 100, "alert_at": 0.5,
+     "match": {"metadata": {"case": "tokens"}}},
+    {"name": "monthly-usd", "scope": "key", "kind": "usd", "window": "month", "limit": 0.0002,
+     "match": {"metadata": {"case": "usd"}}},
+    {"name": "gpt4o-usd", "scope": "key", "kind": "usd", "window": "month", "limit": 0.0002,
+     "match": {"metadata": {"case": "downgrade"}, "models": ["gpt-4o"]},
+     "action": "downgrade", "downgrade_to": "gpt-4o-mini"},
+    {"name": "queued", "scope": "key", "kind": "requests", "window": "second", "limit": 1,
+     "match": {"metadata": {"case": "queue"}}, "action": "queue"},
+    {"name": "burst", "scope": "key", "kind": "requests", "window": "hour", "limit": 50,
+     "match": {"metadata": {"case": "burst"}}},
+    {"name": "token-burst", "scope": "key", "kind": "tokens", "window": "hour", "limit": 1000,
+     "match": {"metadata": {"case": "token-burst"}}},
+    {"name": "spend", "scope": "key", "kind": "tokens", "window": "day", "limit": 100000000,
+     "match": {"metadata": {"case": "spend"}}},
+]
+
+CONFIG = {
+    "keys": [key_entry(DEMO_KEY, "demo", team="demo", user="ann", models=["gpt-4o*", "quality-*"])],
+    "redis_keys": {"enabled": True, "cache_ttl_ms": 500, "negative_cache_ttl_ms": 200},
+    "limits": LIMITS,
+    "queue": {"max_wait_ms": 1500, "poll_interval_ms": 50},
+    "prices": {"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+    "redis": {"timeout_ms": 250},
+}
+
+
+def body(model="gpt-4o", content="What is the capital of France?", **extra):
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def new_key(stack, case=None, **fields):
+    """Stores a fresh virtual key in Redis; returns (key, alias)."""
+    key = f"sk-test-{uuid.uuid4().hex}"
+    alias = f"k-{uuid.uuid4().hex[:8]}"
+    record = {"alias": alias, **fields}
+    if case:
+        record["metadata"] = {"case": case}
+    digest = key_entry(key, alias)["sha256"]
+    stack.redis("SET", f"{PREFIX}:key:{digest}", json.dumps(record))
+    return key, alias
+
+
+def auth(key):
+    return {"authorization": f"Bearer {key}"}
+
+
+def post(stack, key, payload=None, headers=None, **kwargs):
+    return requests.post(stack.url(CHAT), json=payload or body(), headers={**auth(key), **(headers or {})},
+                         timeout=30, **kwargs)
+
+
+def counter(stack, limit, scope, subject):
+    """The value of a limit's counters (summed over windows present)."""
+    keys = stack.redis("KEYS", f"{PREFIX}:limit:{limit}:{scope}:{subject}:*").split()
+    return sum(int(stack.redis("GET", k) or 0) for k in keys)
+
+
+def settled(stack, limit, scope, subject, expected, what="charges in Redis"):
+    return wait_until(lambda: counter(stack, limit, scope, subject) == expected, what, 10)
+
+
+def error_of(response):
+    return response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def budget():
+    with Stack(budget_config=CONFIG) as s:
+        # The first call to a fresh bridge opens its connection; keep that out of the tests.
+        requests.post(s.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
+        yield s
+        assert s.vm_failures() == []
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+def test_missing_key_is_401(budget):
+    r = requests.post(budget.url(CHAT), json=body())
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/json"
+    assert error_of(r) == {"message": error_of(r)["message"], "type": "authentication_error", "param": None,
+                           "code": "missing_api_key"}
+
+
+@pytest.mark.parametrize("headers", [
+    {"authorization": "Bearer sk-wrong"},
+    {"x-api-key": "sk-wrong"},
+    {"authorization": b"Bearer \xff\xfe"},
+    {"authorization": "Basic abc"},
+])
+def test_unknown_or_malformed_key_is_401(budget, headers):
+    r = requests.post(budget.url(CHAT), json=body(), headers=headers)
+    assert r.status_code == 401
+    assert error_of(r)["type"] == "authentication_error"
+
+
+def test_configured_key_by_either_header_and_never_forwarded(budget):
+    requests.delete(budget.mock("/mock/requests"))
+    assert post(budget, DEMO_KEY).status_code == 200
+    r = requests.post(budget.url(CHAT), json=body(), headers={"x-api-key": DEMO_KEY})
+    assert r.status_code == 200
+    seen = requests.get(budget.mock("/mock/requests")).json()
+    assert len(seen) == 2
+    for request in seen:
+        names = {n.lower() for n in request["headers"]}
+        assert "authorization" not in names and "x-api-key" not in names
+        assert DEMO_KEY not in json.dumps(request)
+
+
+def test_model_not_allowed_is_403(budget):
+    r = post(budget, DEMO_KEY, body(model="claude-3-5-sonnet"))
+    assert r.status_code == 403
+    assert error_of(r)["type"] == "permission_error"
+    assert error_of(r)["code"] == "model_not_allowed"
+    assert error_of(r)["param"] == "model"
+
+
+def test_identity_facts_reach_the_access_log_and_the_token_counter(budget):
+    key, alias = new_key(budget, team="facts-team", user="fiona")
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    assert post(budget, key, body(model=model)).status_code == 200
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
+    assert (line["key"], line["team"], line["user"], line["budget"]) == (alias, "facts-team", "fiona", "admitted")
+    assert wait_until(lambda: budget.metric("sluice_tokens_total", model=model, direction="input",
+                                            provider="openai", team="facts-team") == 21, "team-labelled tokens")
+
+
+def test_redis_keys_can_be_revoked(budget):
+    key, _ = new_key(budget)
+    assert post(budget, key).status_code == 200
+    budget.redis("DEL", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}")
+    # Workers trust a key for `cache_ttl_ms` (500 ms here).
+    wait_until(lambda: post(budget, key).status_code == 401, "revocation", 5)
+
+
+def test_unreadable_key_record_is_503_not_a_crash(budget):
+    key = f"sk-test-{uuid.uuid4().hex}"
+    budget.redis("SET", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}", "{not json")
+    r = post(budget, key)
+    assert r.status_code == 503
+    assert error_of(r)["code"] == "budget_unavailable"
+
+
+# --- bad requests -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1,2]", b'{"model": 5}', b"\xff\xfe{}",
+                                 b'{"model":"gpt-4o","model":"claude-3"}'])
+def test_unreadable_bodies_are_400(budget, raw):
+    r = requests.post(budget.url(CHAT), data=raw, headers={**auth(DEMO_KEY), "content-type": "application/json"})
+    assert r.status_code == 400
+    assert error_of(r)["type"] == "invalid_request_error"
+
+
+def test_other_paths_need_a_key_but_no_body(budget):
+    r = requests.get(budget.url("/v1/models"))
+    assert r.status_code == 401
+    r = requests.get(budget.url("/v1/models"), headers=auth(DEMO_KEY))
+    assert r.status_code != 401
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+def test_requests_per_minute_then_429_with_openai_headers(budget):
+    key, alias = new_key(budget, "rpm")
+    remaining = []
+    for _ in range(3):
+        r = post(budget, key)
+        assert r.status_code == 200
+        remaining.append(r.headers["x-ratelimit-remaining-requests"])
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+    assert remaining == ["2", "1", "0"]
+    r = post(budget, key)
+    assert r.status_code == 429
+    err = error_of(r)
+    assert (err["type"], err["code"]) == ("rate_limit_error", "rate_limit_exceeded")
+    assert "rpm" in err["message"]
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.headers["x-sluice-budget-limit"] == "rpm"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert counter(budget, "rpm", "key", alias) == 3
+    assert budget.metric("sluice_budget_rejections_total", reason="limit", limit="rpm") >= 1
+
+
+def test_requests_per_second_window_resets(budget):
+    key, _ = new_key(budget, "rps")
+    # Start at the beginning of a second so the three requests share it.
+    time.sleep(1 - time.time() % 1 + 0.02)
+    codes = [post(budget, key).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    time.sleep(1 - time.time() % 1 + 0.02)
+    assert post(budget, key).status_code == 200
+
+
+@pytest.mark.parametrize("scope,case,shared_field,limit_name,allowed", [
+    ("user", "user", "user", "hourly-user", 2),
+    ("team", "team", "team", "daily-team", 2),
+])
+def test_user_and_team_limits_are_shared_by_their_keys(budget, scope, case, shared_field, limit_name, allowed):
+    subject = f"{scope}-{uuid.uuid4().hex[:6]}"
+    keys = [new_key(budget, case, **{shared_field: subject})[0] for _ in range(2)]
+    codes = [post(budget, keys[i % 2]).status_code for i in range(allowed + 1)]
+    assert codes == [200] * allowed + [429]
+    assert counter(budget, limit_name, scope, subject) == allowed
+
+
+def test_model_scope_counts_each_model_apart(budget):
+    key, _ = new_key(budget, "model")
+    a, b = f"gpt-4o-{uuid.uuid4().hex[:6]}", f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    assert post(budget, key, body(model=a)).status_code == 200
+    assert post(budget, key, body(model=b)).status_code == 200
+    assert post(budget, key, body(model=a)).status_code == 429
+
+
+def test_quality_tier_limit_applies_only_to_its_models(budget):
+    key, _ = new_key(budget, "tier")
+    assert [post(budget, key, body(model="quality-large")).status_code for _ in range(3)] == [200, 200, 429]
+    assert post(budget, key, body(model="gpt-4o-mini")).status_code == 200
+
+
+def test_token_limit_checks_the_estimate_and_charges_actual_usage(budget):
+    key, alias = new_key(budget, "tokens")
+    usage = {"x-mock-prompt-tokens": "40", "x-mock-completion-tokens": "20"}
+    r = post(budget, key, headers=usage)
+    assert r.status_code == 200
+    assert settled(budget, "tokens", "key", alias, 60)
+    # 60 of 100 used: past the 50% alert share, and a 40-token prompt no longer fits.
+    r = post(budget, key, body(content="word " * 30), headers=usage)
+    assert r.status_code == 200
+    assert r.headers["x-sluice-budget-alert"] == "tokens"
+    assert budget.metric("sluice_budget_alerts_total", limit="tokens") >= 1
+    assert settled(budget, "tokens", "key", alias, 120)
+    r = post(budget, key)
+    assert r.status_code == 429
+    assert r.headers["x-ratelimit-limit-tokens"] == "100"
+    assert r.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_usd_limit_per_month(budget):
+    key, alias = new_key(budget, "usd")
+    # gpt-4o: 21 prompt tokens at $2.5/M + 7 completion at $10/M = $0.0001225 per request.
+    assert post(budget, key).status_code == 200
+    assert settled(budget, "monthly-usd", "key", alias, 123)
+    r = post(budget, key)
+    assert r.status_code == 200
+    assert r.headers["x-ratelimit-limit-usd"] == "0.0002"
+    assert settled(budget, "monthly-usd", "key", alias, 246)
+    r = post(budget, key)
+    assert r.status_code == 429
+    assert r.headers["x-ratelimit-remaining-usd"] == "0"
+    month = time.strftime("%Y-%m", time.gmtime())
+    assert budget.redis("KEYS", f"{PREFIX}:limit:monthly-usd:key:{alias}:*") == \
+        f"{PREFIX}:limit:monthly-usd:key:{alias}:{month}"
+    assert budget.metric("sluice_budget_spend_micro_usd_total", key=alias, team="none", model="gpt-4o") == 246
+
+
+def test_downgrade_to_a_cheaper_model_when_the_budget_is_spent(budget):
+    key, alias = new_key(budget, "downgrade")
+    requests.delete(budget.mock("/mock/requests"))
+    for _ in range(2):
+        assert post(budget, key).status_code == 200
+    wait_until(lambda: counter(budget, "gpt4o-usd", "key", alias) >= 200, "spend in Redis", 10)
+    r = post(budget, key, body(content=f"downgrade me {alias}"))
+    assert r.status_code == 200
+    sent = [json.loads(x["body"]) for x in requests.get(budget.mock("/mock/requests")).json()]
+    assert [b["model"] for b in sent] == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]
+    assert sent[-1]["messages"][0]["content"] == f"downgrade me {alias}"
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("key") == alias
+                                    and l.get("budget") == "downgraded"), None), "downgrade log line")
+    assert line["downgraded_to"] == "gpt-4o-mini"
+
+
+def test_queue_holds_the_request_until_the_window_has_room(budget):
+    key, _ = new_key(budget, "queue")
+    time.sleep(1 - time.time() % 1 + 0.02)
+    assert post(budget, key).status_code == 200
+    started = time.time()
+    r = post(budget, key)
+    waited = time.time() - started
+    assert r.status_code == 200
+    assert 0.3 < waited < 1.5, waited
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("budget") == "queued"), None), "log")
+    assert line["status"] == 200
+
+
+def test_queue_gives_up_at_its_deadline(budget):
+    key, _ = new_key(budget, "queue")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        started = time.time()
+        codes = list(pool.map(lambda _: post(budget, key).status_code, range(8)))
+        elapsed = time.time() - started
+    # One per second is admitted; the wait is at most 1.5 s.
+    assert 2 <= codes.count(200) <= 3, codes
+    assert codes.count(429) == 8 - codes.count(200)
+    assert elapsed < 3.5
+    assert budget.metric("sluice_budget_rejections_total", reason="queue_timeout", limit="queued") >= 1
+
+
+def test_streams_are_charged_from_their_final_usage(budget):
+    key, alias = new_key(budget, "spend")
+    r = post(budget, key, body(stream=True), headers={"x-mock-prompt-tokens": "30", "x-mock-completion-tokens": "12"},
+             stream=True)
+    assert r.status_code == 200
+    _ = r.content
+    assert settled(budget, "spend", "key", alias, 42)
+
+
+def test_cut_streams_are_charged_for_what_streamed(budget):
+    key, alias = new_key(budget, "spend")
+    text = "one two three four five six seven eight nine ten " * 20
+    try:
+        r = post(budget, key, body(stream=True), stream=True,
+                 headers={"x-mock-text": text, "x-mock-reset-after": "900", "x-mock-usage": "off"})
+        _ = r.content
+    except requests.exceptions.RequestException:
+        pass
+    # The prompt is counted and the part of the answer that streamed, not the whole answer.
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("key") == alias), None), "log line")
+    expected = int(line["prompt_tokens"]) + int(line["completion_tokens"])
+    assert 0 < int(line["completion_tokens"]) < 200
+    assert settled(budget, "spend", "key", alias, expected)
+
+
+def test_failed_upstream_is_not_charged_tokens(budget):
+    key, alias = new_key(budget, "spend")
+    assert post(budget, key, headers={"x-mock-status": "500"}).status_code == 500
+    time.sleep(0.6)
+    assert counter(budget, "spend", "key", alias) == 0
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+def test_200_concurrent_requests_against_a_limit_of_50_admit_exactly_50(budget):
+    key, alias = new_key(budget, "burst")
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        codes = list(pool.map(lambda _: post(budget, key).status_code, range(200)))
+    assert codes.count(200) == 50, codes
+    assert codes.count(429) == 150
+    assert counter(budget, "burst", "key", alias) == 50
+
+
+def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
+    key, alias = new_key(budget, "token-burst")
+    prompt, completion, sent = 21, 40, 100
+    usage = {"x-mock-prompt-tokens": str(prompt), "x-mock-completion-tokens": str(completion),
+             "x-mock-latency-ms": "50"}
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        codes = list(pool.map(lambda _: post(budget, key, headers=usage).status_code, range(sent)))
+    admitted = codes.count(200)
+    assert codes.count(429) == sent - admitted
+    assert settled(budget, "token-burst", "key", alias, admitted * (prompt + completion))
+    lines = [line for line in budget.access_log() if line.get("key") == alias and line["status"] == 200]
+    estimate = int(lines[0]["prompt_estimate"])
+    spent = admitted * (prompt + completion)
+    overspend = max(0, spent - 1000)
+    # Before the answers, each admitted request held only its prompt estimate: what the answers
+    # add beyond it is the only way past the limit, so the overrun is bounded by the requests
+    # admitted together times that difference.
+    bound = admitted * (prompt + completion - estimate)
+    print(f"\ntoken limit 1000, {sent} concurrent: {admitted} admitted, spent {spent}, overspend {overspend} "
+          f"(bound {bound}: {admitted} in flight x ({prompt + completion} used - {estimate} reserved))")
+    assert overspend <= bound
+    # Once spend is known, nothing more is admitted.
+    assert post(budget, key, headers=usage).status_code == 429
+
+
+def test_two_gateways_share_one_budget(budget):
+    key, alias = new_key(budget, "burst")
+    with Stack(budget_config=CONFIG, redis_from=budget) as other:
+        requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
+
+        def send(i):
+            gateway = budget if i % 2 else other
+            return post(gateway, key).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(send, range(120)))
+        assert codes.count(200) == 50
+        assert counter(budget, "burst", "key", alias) == 50
+        assert other.vm_failures() == []
+
+
+# --- the bridge goes away --------------------------------------------------------------------
+
+def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
+    key, alias = new_key(budget, "spend")
+    usage = {"x-mock-prompt-tokens": "10", "x-mock-completion-tokens": "5"}
+    served, latencies, stop = [], [], time.time() + 4
+
+    def load():
+        while time.time() < stop:
+            started = time.time()
+            r = post(budget, key, headers=usage)
+            latencies.append(time.time() - started)
+            served.append(r.status_code)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(load) for _ in range(8)]
+        time.sleep(1)
+        budget.stop_webdis()
+        time.sleep(1.5)
+        budget.start_webdis()
+        for f in futures:
+            f.result()
+    assert set(served) == {200}, set(served)
+    # No request waited much past the bridge timeout (250 ms) while it was down.
+    assert max(latencies) < 1.0, max(latencies)
+    assert budget.metric("sluice_budget_bridge_errors_total", op="check") > 0
+    # Every served request is charged once the bridge is back: 15 tokens each.
+    assert settled(budget, "spend", "key", alias, 15 * len(served), "backlog flushed to Redis")
+
+
+def test_fail_closed_answers_503_fast():
+    config = {**CONFIG, "on_bridge_failure": "closed"}
+    with Stack(budget_config=config, concurrency=1) as s:
+        key = "sk-closed"
+        s.redis("SET", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}", json.dumps({"alias": "closed",
+                                                                                   "metadata": {"case": "rpm"}}))
+        assert post(s, key).status_code == 200
+        s.stop_webdis()
+        started = time.time()
+        r = post(s, key)
+        assert time.time() - started < 1.0
+        assert r.status_code == 503
+        assert error_of(r)["code"] == "budget_unavailable"
+        assert s.vm_failures() == []
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config,path", [
+    ({"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]},
+     ".limits[0].window"),
+    ({"keys": [{"sha256": "abc", "alias": "a"}]}, ".keys[0].sha256"),
+    ({"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "action": "downgrade"}]},
+     ".limits[0].downgrade_to"),
+    ({"redis": {"timeout_ms": 0}}, ".redis.timeout_ms"),
+])
+def test_bad_config_is_rejected_with_the_field_named(config, path):
+    stack = Stack(budget_config=config, concurrency=1, modules=["sluice.budget_enforcer"])
+    with pytest.raises(Exception):
+        stack.start()
+    log = stack.envoy_log()
+    assert f"sluice.budget_enforcer: invalid configuration at `{path}`" in log, log[-3000:]
