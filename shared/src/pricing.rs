@@ -50,6 +50,18 @@ impl Price {
     }
 }
 
+/// Checks a `prices` config field: named models, valid prices. Errors name the bad entry.
+pub fn validate_overrides(prices: &BTreeMap<String, Price>) -> Result<(), crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    for (model, price) in prices {
+        if model.is_empty() {
+            return Err(ConfigError::at(".prices", "model names must not be empty"));
+        }
+        price.validate().map_err(|m| ConfigError::at(format!(".prices.{model}"), m))?;
+    }
+    Ok(())
+}
+
 const BUILTIN: &[(&str, Price)] = &[
     ("gpt-4o", Price::new(2.50, 10.00, 1.25, 2.50)),
     ("gpt-4o-mini", Price::new(0.15, 0.60, 0.075, 0.15)),

@@ -79,6 +79,21 @@ pub fn debug(message: &str) {
     let _ = hostcalls::log(LogLevel::Debug, message);
 }
 
+/// Reads and checks the plugin's configuration; on error logs `<plugin>: invalid configuration
+/// at `<path>`: ...` and returns `None` (`on_configure` then returns false).
+pub fn load_config<T>(plugin: &str) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + Default + crate::config::Validate,
+{
+    match crate::config::parse_config(plugin_configuration().as_deref()) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            error(&format!("{plugin}: {e}"));
+            None
+        }
+    }
+}
+
 /// The plugin configuration document (Envoy `configuration`, Istio `pluginConfig`).
 pub fn plugin_configuration() -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten()

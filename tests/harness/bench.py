@@ -160,10 +160,10 @@ def rss_kb(pid):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--latency-connections", type=int, default=1)
     parser.add_argument("--throughput-connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per point; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point; medians are reported")
     parser.add_argument("--only", default=None, help="one scenario, e.g. json/short")
     args = parser.parse_args()
     out_dir = Path(args.out)
@@ -310,7 +310,8 @@ def markdown(r):
     be = r["variants"]["budget-enforcer"]
     be_size = r["module_bytes"]["sluice_budget_enforcer.wasm"]
     lines += ["", f"Budget enforcer module: {be_size / 1e6:.1f} MB; ready in {be['ready_seconds']} s; "
-              f"{r['budget_memory_per_vm_mb']} MB per VM (the tokenizer loads on the first token or USD check)."]
+              f"{r['budget_memory_per_vm_mb']} MB per VM (no tokenizer loaded: reservations estimate prompts from "
+              "their text length by default)."]
     return "\n".join(lines) + "\n"
 
 

@@ -277,6 +277,20 @@ _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+([-+0-9.eE]+|NaN
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def assert_config_rejected(module: str, path: str, **stack_args):
+    """Envoy refuses to start `module` with this config and its log names the bad field."""
+    stack = Stack(concurrency=1, modules=[module], **stack_args)
+    try:
+        stack.start()
+    except Exception:  # noqa: BLE001 - Envoy not becoming ready is the expected outcome
+        pass
+    else:
+        stack.stop()
+        raise AssertionError(f"{module} accepted a config with a bad `{path}`")
+    log = stack.envoy_log()
+    assert f"{module}: invalid configuration at `{path}`" in log, log[-3000:]
+
+
 def parse_samples(text):
     for line in text.splitlines():
         if not line or line.startswith("#"):

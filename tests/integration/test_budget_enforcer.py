@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
-from harness.stack import DEMO_KEY, Stack, key_entry
+from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
 
 CHAT = "/v1/chat/completions"
 PREFIX = "sluice"
@@ -45,6 +45,8 @@ LIMITS = [
      "match": {"metadata": {"case": "token-burst"}}},
     {"name": "spend", "scope": "key", "kind": "tokens", "window": "day", "limit": 100000000,
      "match": {"metadata": {"case": "spend"}}},
+    {"name": "shared-global", "scope": "global", "kind": "requests", "window": "hour", "limit": 50,
+     "match": {"metadata": {"case": "global"}}},
 ]
 
 CONFIG = {
@@ -184,11 +186,12 @@ def test_unreadable_bodies_are_400(budget, raw):
     assert error_of(r)["type"] == "invalid_request_error"
 
 
-def test_other_paths_need_a_key_but_no_body(budget):
-    r = requests.get(budget.url("/v1/models"))
-    assert r.status_code == 401
-    r = requests.get(budget.url("/v1/models"), headers=auth(DEMO_KEY))
-    assert r.status_code != 401
+def test_other_paths_need_a_key_and_their_bodies_are_not_read(budget):
+    assert requests.get(budget.url("/v1/models")).status_code == 401
+    # The mock serves no such paths: its 404/405 shows the request went through untouched.
+    assert requests.get(budget.url("/v1/models"), headers=auth(DEMO_KEY)).status_code in (404, 405)
+    r = requests.post(budget.url("/v1/files"), data=b"\xff not json" * 1000, headers=auth(DEMO_KEY))
+    assert r.status_code in (404, 405)
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -257,8 +260,12 @@ def test_token_limit_checks_the_estimate_and_charges_actual_usage(budget):
     r = post(budget, key, headers=usage)
     assert r.status_code == 200
     assert settled(budget, "tokens", "key", alias, 60)
-    # 60 of 100 used: past the 50% alert share, and a 40-token prompt no longer fits.
-    r = post(budget, key, body(content="word " * 30), headers=usage)
+    # 40 of 100 left: a prompt estimated past that is refused before it is sent...
+    r = post(budget, key, body(content="word " * 60), headers=usage)
+    assert r.status_code == 429
+    assert r.headers["x-ratelimit-remaining-tokens"] == "40"
+    # ...a short one fits, past the 50% alert share.
+    r = post(budget, key, headers=usage)
     assert r.status_code == 200
     assert r.headers["x-sluice-budget-alert"] == "tokens"
     assert budget.metric("sluice_budget_alerts_total", limit="tokens") >= 1
@@ -382,8 +389,10 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
     admitted = codes.count(200)
     assert codes.count(429) == sent - admitted
     assert settled(budget, "token-burst", "key", alias, admitted * (prompt + completion))
-    lines = [line for line in budget.access_log() if line.get("key") == alias and line["status"] == 200]
-    estimate = int(lines[0]["prompt_estimate"])
+    # What one such request reserves: what a fresh key's counter has left after it.
+    probe, _ = new_key(budget, "token-burst")
+    estimate = 1000 - int(post(budget, probe, headers=usage).headers["x-ratelimit-remaining-tokens"])
+    assert 0 < estimate < prompt + completion
     spent = admitted * (prompt + completion)
     overspend = max(0, spent - 1000)
     # Before the answers, each admitted request held only its prompt estimate: what the answers
@@ -398,18 +407,20 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
 
 
 def test_two_gateways_share_one_budget(budget):
-    key, alias = new_key(budget, "burst")
+    # A global limit of 50 requests, hit by two keys through two gateways on one Redis.
+    keys = [new_key(budget, "global")[0] for _ in range(2)]
     with Stack(budget_config=CONFIG, redis_from=budget) as other:
         requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
 
         def send(i):
             gateway = budget if i % 2 else other
-            return post(gateway, key).status_code
+            return post(gateway, keys[i // 2 % 2]).status_code
 
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
             codes = list(pool.map(send, range(120)))
         assert codes.count(200) == 50
-        assert counter(budget, "burst", "key", alias) == 50
+        assert codes.count(429) == 70
+        assert counter(budget, "shared-global", "global", "all") == 50
         assert other.vm_failures() == []
 
 
@@ -470,8 +481,4 @@ def test_fail_closed_answers_503_fast():
     ({"redis": {"timeout_ms": 0}}, ".redis.timeout_ms"),
 ])
 def test_bad_config_is_rejected_with_the_field_named(config, path):
-    stack = Stack(budget_config=config, concurrency=1, modules=["sluice.budget_enforcer"])
-    with pytest.raises(Exception):
-        stack.start()
-    log = stack.envoy_log()
-    assert f"sluice.budget_enforcer: invalid configuration at `{path}`" in log, log[-3000:]
+    assert_config_rejected("sluice.budget_enforcer", path, budget_config=config)

@@ -10,7 +10,7 @@ import requests
 
 from harness import reference_tokens
 from harness.procs import wait_until
-from harness.stack import Stack
+from harness.stack import assert_config_rejected
 
 CHAT = "/v1/chat/completions"
 MOCK_TEXT = "The capital of France is Paris."
@@ -367,8 +367,4 @@ def test_no_count_headers_by_default(stack):
     ({"respons_headers": True}, ".respons_headers"),
 ])
 def test_bad_config_is_rejected_with_the_field_named(config, path):
-    stack = Stack(token_counter_config=config, concurrency=1, modules=["sluice.token_counter"])
-    with pytest.raises(Exception):
-        stack.start()
-    log = stack.envoy_log()
-    assert f"invalid configuration at `{path}`" in log, log[-3000:]
+    assert_config_rejected("sluice.token_counter", path, token_counter_config=config)

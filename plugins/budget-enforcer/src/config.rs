@@ -44,7 +44,9 @@ pub struct Config {
     pub prices: BTreeMap<String, Price>,
     /// Largest request body read for the model and prompt estimate; larger requests get 413.
     pub max_request_bytes: usize,
-    /// Bytes of prompt text counted exactly for token and USD checks; the rest is extrapolated.
+    /// Bytes of prompt text counted with the tokenizer for token and USD reservations; the rest
+    /// is estimated at about four bytes per token. 0 (default) keeps the tokenizer off the
+    /// request path: the reservation is settled against the exact usage afterwards anyway.
     pub exact_count_bytes: usize,
     /// Encodings loaded at configure time rather than on the first token or USD check.
     pub preload_encodings: Vec<Encoding>,
@@ -68,7 +70,7 @@ impl Default for Config {
             rate_limit_headers: true,
             prices: BTreeMap::new(),
             max_request_bytes: 16 * MIB,
-            exact_count_bytes: 256 * 1024,
+            exact_count_bytes: 0,
             preload_encodings: Vec::new(),
             max_label_values: 100,
         }
@@ -298,9 +300,7 @@ impl Validate for Config {
                 _ => {}
             }
         }
-        for (model, price) in &self.prices {
-            price.validate().map_err(|e| ConfigError::at(format!(".prices.{model}"), e))?;
-        }
+        sluice_shared::pricing::validate_overrides(&self.prices)?;
         let ranges: [(&str, u64, u64, u64); 4] = [
             (".flush_interval_ms", self.flush_interval_ms, 10, 60_000),
             (".charge_timeout_ms", self.charge_timeout_ms, 1, 60_000),

@@ -129,7 +129,9 @@ impl Request {
         }
         self.digest = Some(digest);
         self.api = proxy::request_header_text(":path").as_deref().and_then(Api::from_path);
-        if end_of_stream {
+        // Only LLM API bodies are read (model, prompt size); anything else is checked now and
+        // its body streams untouched once admitted.
+        if end_of_stream || self.api.is_none() {
             return self.proceed();
         }
         if self.settings.config.may_downgrade() && self.api.is_some() {
@@ -289,7 +291,10 @@ impl Request {
         let tokens =
             match self.api.map(|api| prompt::estimate_prompt(api, body, self.settings.config.exact_count_bytes)) {
                 Some(Ok(estimate)) => {
-                    facts::publish(&Host, facts::PROMPT_ESTIMATE, &estimate.tokens.to_string());
+                    // Only a tokenizer count is worth sharing (the token counter reuses it).
+                    if !estimate.extrapolated {
+                        facts::publish(&Host, facts::PROMPT_ESTIMATE, &estimate.tokens.to_string());
+                    }
                     estimate.tokens
                 }
                 // Not an API body we can read: about four bytes per token.
@@ -561,7 +566,15 @@ impl Request {
     /// From the root context, after switching to this request's: the wait is over.
     pub fn give_up_waiting(&mut self) {
         let limit = std::mem::take(&mut self.waiting_for);
-        self.refuse_limit(limit, 1_000, Vec::new(), Refusal::QueueTimeout);
+        let now = Host.now_ms();
+        let retry_after_ms = self
+            .counters
+            .iter()
+            .filter(|c| c.action == crate::config::Action::Queue)
+            .map(|c| c.span.remaining_ms(now))
+            .max()
+            .unwrap_or(1_000);
+        self.refuse_limit(limit, retry_after_ms, Vec::new(), Refusal::QueueTimeout);
     }
 
     /// From the root context, after switching to this request's: apply a re-check's reply.

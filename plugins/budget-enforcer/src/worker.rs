@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
-use sluice_shared::config::parse_config;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::{self, MetricRegistry};
 use sluice_shared::pricing::PriceTable;
@@ -231,13 +230,7 @@ impl Context for Enforcer {
 
 impl RootContext for Enforcer {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config: Config = match parse_config(proxy::plugin_configuration().as_deref()) {
-            Ok(config) => config,
-            Err(e) => {
-                proxy::error(&format!("{NAME}: {e}"));
-                return false;
-            }
-        };
+        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         for encoding in &config.preload_encodings {
             encoding.preload();
         }

@@ -77,12 +77,7 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (model, price) in &self.prices {
-            if model.is_empty() {
-                return Err(ConfigError::at(".prices", "model names must not be empty"));
-            }
-            price.validate().map_err(|m| ConfigError::at(format!(".prices.{model}"), m))?;
-        }
+        sluice_shared::pricing::validate_overrides(&self.prices)?;
         let positive = [
             (".max_request_bytes", self.max_request_bytes),
             (".max_response_bytes", self.max_response_bytes),

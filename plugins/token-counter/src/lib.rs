@@ -24,7 +24,6 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use sluice_shared::config::parse_config;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
 use sluice_shared::pricing::PriceTable;
@@ -71,13 +70,7 @@ impl Context for TokenCounter {}
 
 impl RootContext for TokenCounter {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let config: Config = match parse_config(proxy::plugin_configuration().as_deref()) {
-            Ok(config) => config,
-            Err(e) => {
-                proxy::error(&format!("{NAME}: {e}"));
-                return false;
-            }
-        };
+        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         let started = Host.now_ms();
         for encoding in &config.preload_encodings {
             encoding.preload();
