@@ -277,7 +277,7 @@ impl Request {
         let config = &settings.config;
         let applicable = limits::applicable(config, limits::Request { identity: &identity, model: &self.model });
         if applicable.is_empty() {
-            return self.admit_unlimited();
+            return self.admit("admitted");
         }
         if limits::needs_estimate(&applicable) {
             self.estimate = self.estimate_prompt();
@@ -454,10 +454,6 @@ impl Request {
             }
             _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{model}`")),
         }
-    }
-
-    fn admit_unlimited(&mut self) -> Flow {
-        self.admit("admitted")
     }
 
     fn admit(&mut self, decision: &str) -> Flow {
