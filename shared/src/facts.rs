@@ -51,6 +51,15 @@ pub const TIME_TO_FIRST_TOKEN_MS: Fact = Fact("sluice.response.ttft_ms");
 // Routing.
 /// Provider chosen by the model rewriter.
 pub const ROUTE_PROVIDER: Fact = Fact("sluice.route.provider");
+/// The Envoy cluster chosen by the model rewriter; the gateway's routes match it
+/// (`filter_state: [{key: wasm.sluice.route.cluster, ...}]`).
+pub const ROUTE_CLUSTER: Fact = Fact("sluice.route.cluster");
+/// The model sent upstream, as the chosen provider knows it.
+pub const ROUTE_MODEL: Fact = Fact("sluice.route.model");
+/// The logical model the request was routed as.
+pub const ROUTE_LOGICAL: Fact = Fact("sluice.route.logical");
+/// The rule that picked the logical model (absent when the client named it).
+pub const ROUTE_RULE: Fact = Fact("sluice.route.rule");
 /// Cheaper model the budget enforcer asks for because a limit with `action: downgrade` is
 /// spent (the model rewriter routes it; the enforcer also rewrites the request's `model`).
 pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");
@@ -76,6 +85,14 @@ pub fn publish(host: &dyn Properties, fact: Fact, value: &str) {
     host.set_property(&[fact.name()], value.as_bytes());
 }
 
+/// Publishes a fact unless an earlier module already did (the first word stands: the model the
+/// client asked for stays that, whatever a router rewrote it to).
+pub fn publish_first(host: &dyn Properties, fact: Fact, value: &str) {
+    if read(host, fact).is_none() {
+        publish(host, fact, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +107,8 @@ mod tests {
         publish(&host, IDENTITY_TEAM, "blue");
         assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
         assert_eq!(host.property("sluice.identity.team").as_deref(), Some("blue"));
+        publish_first(&host, IDENTITY_TEAM, "red");
+        assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
         publish(&host, ROUTE_PROVIDER, "");
         assert_eq!(read(&host, ROUTE_PROVIDER), None);
         host.set_property(&[ROUTE_PROVIDER.name()], b"\xff");
@@ -114,6 +133,10 @@ mod tests {
             TIME_TO_FIRST_TOKEN_MS,
             ROUTE_PROVIDER,
             ROUTE_DOWNGRADE,
+            ROUTE_CLUSTER,
+            ROUTE_MODEL,
+            ROUTE_LOGICAL,
+            ROUTE_RULE,
             IDENTITY_KEY,
             IDENTITY_TEAM,
             IDENTITY_USER,

@@ -144,6 +144,14 @@ pub fn response_body(size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
 }
 
+/// Answers the client locally with a JSON body.
+pub fn send_json(status: u16, body: &[u8]) {
+    if hostcalls::send_http_response(u32::from(status), vec![("content-type", "application/json")], Some(body)).is_err()
+    {
+        error("could not send local reply");
+    }
+}
+
 /// Answers the client locally with an OpenAI-style error.
 pub fn send_error(error: &ApiError) {
     let body = error.body();
@@ -196,6 +204,12 @@ pub fn switch_context(context_id: u32) -> bool {
 
 pub fn set_request_header(name: &str, value: &str) {
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+/// Makes Envoy pick the request's route again (after a module set the facts routes match on).
+/// Only takes effect while the router has not seen the request yet (a buffer filter before it).
+pub fn clear_route_cache() -> bool {
+    hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
 }
 
 /// Adds a response trailer; only possible at the end of the answer body.

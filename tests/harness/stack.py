@@ -82,11 +82,13 @@ def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) ->
 
 
 def keep_modules(config_text: str, modules) -> str:
-    """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy)."""
+    """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy), and the buffer
+    filter that only re-routing by the model rewriter needs."""
     config = yaml.safe_load(config_text)
     hcm = connection_manager(config)
-    hcm["http_filters"] = [f for f in hcm["http_filters"]
-                           if not f["name"].startswith("sluice.") or f["name"] in modules]
+    dropped = lambda name: (name.startswith("sluice.") and name not in modules) or (  # noqa: E731
+        name == "envoy.filters.http.buffer" and "sluice.model_rewriter" not in modules)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if not dropped(f["name"])]
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -107,11 +109,13 @@ class Stack:
 
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
-                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None):
+                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
         self.budget_config = budget_config if budget_config is not None else default_budget_config()
+        # The model rewriter's config (default: no models, every request passes unchanged).
+        self.rewriter_config = rewriter_config if rewriter_config is not None else {}
         # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
         self.redis_from = redis_from
         self.concurrency = concurrency
@@ -199,6 +203,7 @@ class Stack:
             "WASM_DIR": self.wasm_dir,
             "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
             "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
+            "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),

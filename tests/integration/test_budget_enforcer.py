@@ -454,7 +454,15 @@ def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
     assert max(latencies) < 1.0, max(latencies)
     assert budget.metric("sluice_budget_bridge_errors_total", op="check") > 0
     # Every served request is charged once the bridge is back: 15 tokens each.
-    assert settled(budget, "spend", "key", alias, 15 * len(served), "backlog flushed to Redis")
+    try:
+        settled(budget, "spend", "key", alias, 15 * len(served), "backlog flushed to Redis")
+    except TimeoutError:
+        lines = [l for l in budget.access_log() if l.get("key") == alias]
+        raise AssertionError(f"Redis holds {counter(budget, 'spend', 'key', alias)} tokens for {len(served)} requests "
+                             f"({len(lines)} logged, {15 * len(served)} expected); "
+                             f"{budget.envoy_log()[-3000:]}")
+    # Reservation markers live only until their request is settled.
+    wait_until(lambda: budget.redis("KEYS", f"{PREFIX}:resv:*") == "", "no reservation marker left", 10)
 
 
 def test_fail_closed_answers_503_fast():

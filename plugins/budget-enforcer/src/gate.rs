@@ -61,6 +61,8 @@ pub struct Request {
     model: String,
     estimate: Estimate,
     counters: Vec<Counter>,
+    /// Redis key the check sets when it reserves for this request.
+    marker: String,
     reservation: Option<Reservation>,
     answer_headers: Vec<(String, String)>,
     status: Option<u16>,
@@ -94,6 +96,7 @@ impl Request {
                 model: String::new(),
                 estimate: Estimate::default(),
                 counters: Vec::new(),
+                marker: String::new(),
                 reservation: None,
                 answer_headers: Vec::new(),
                 status: None,
@@ -271,7 +274,7 @@ impl Request {
         }
         report::publish_identity(&Host, &identity);
         if !self.model.is_empty() {
-            facts::publish(&Host, facts::REQUEST_MODEL, &self.model);
+            facts::publish_first(&Host, facts::REQUEST_MODEL, &self.model);
         }
         let settings = Rc::clone(&self.settings);
         let config = &settings.config;
@@ -283,6 +286,8 @@ impl Request {
             self.estimate = self.estimate_prompt();
         }
         self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
+        let request_id = self.state.borrow_mut().next_request_id();
+        self.marker = format!("{}:resv:{request_id}", config.key_prefix);
         self.send_check()
     }
 
@@ -315,7 +320,7 @@ impl Request {
     /// The check callout for this request's counters.
     pub fn check_callout(&self) -> Callout {
         let cached = self.state.borrow().check_cached;
-        let (keys, args) = scripts::check_args(&self.counters);
+        let (keys, args) = scripts::check_args(&self.counters, &self.marker);
         let command = self.settings.scripts.check.call(cached, &keys, &args);
         self.settings.config.redis.command(&as_args(&command))
     }
@@ -416,10 +421,11 @@ impl Request {
             Verdict::Admit { downgrade_to, alerts } => {
                 let estimate = self.estimate;
                 let counters = std::mem::take(&mut self.counters);
+                let marker = self.marker.clone();
                 self.reservation = Some(if local {
-                    Reservation::unreserved(counters, used, estimate)
+                    Reservation::unsure(counters, used, estimate, marker)
                 } else {
-                    Reservation::from_check(counters, used, estimate)
+                    Reservation::from_check(counters, used, estimate, marker)
                 });
                 if config.rate_limit_headers {
                     self.answer_headers.extend(headers);
@@ -444,11 +450,7 @@ impl Request {
     fn downgrade(&mut self, model: &str) {
         facts::publish(&Host, facts::ROUTE_DOWNGRADE, model);
         let Some(body) = self.body.as_deref() else { return };
-        let rewritten = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|mut value| {
-            value.as_object_mut()?.insert("model".into(), serde_json::Value::String(model.to_string()));
-            serde_json::to_vec(&value).ok()
-        });
-        match rewritten {
+        match sluice_shared::json::with_model(body, model) {
             Some(new_body) if proxy::replace_request_body(self.body_size, &new_body) => {
                 proxy::info(&format!("{NAME}: downgraded `{}` to `{model}`", self.model));
             }
@@ -615,25 +617,19 @@ impl Request {
             // Failed or never answered: nothing was generated.
             _ => Usage::default(),
         });
-        let charges = reservation.settle(usage);
         let mut state = self.state.borrow_mut();
         let State { registry, ledger, .. } = &mut *state;
         if let Some(identity) = &self.identity {
             report::spend(&Host, registry, identity, &self.model, usage);
         }
-        ledger.add(charges);
+        ledger.settle(reservation.settle(usage));
     }
 }
 
 /// Refunds what a re-check reserved for a request that is gone.
-pub fn refund(state: &mut State, counters: &[Counter], used: &[i64]) {
-    let reservation = Reservation::from_check(counters.to_vec(), used, Estimate::default());
-    let charges = reservation
-        .counters
-        .iter()
-        .zip(&reservation.reserved)
-        .filter_map(|(c, r)| r.map(|r| crate::ledger::Charge { key: c.key.clone(), delta: -r, ttl_s: c.ttl_s }));
-    state.ledger.add(charges.collect::<Vec<_>>());
+pub fn refund(state: &mut State, counters: &[Counter], used: &[i64], marker: &str) {
+    let reservation = Reservation::from_check(counters.to_vec(), used, Estimate::default(), marker.to_string());
+    state.ledger.settle(reservation.cancel());
 }
 
 impl Request {
@@ -642,6 +638,9 @@ impl Request {
     }
     pub fn context_id(&self) -> u32 {
         self.context_id
+    }
+    pub fn marker(&self) -> &str {
+        &self.marker
     }
 }
 

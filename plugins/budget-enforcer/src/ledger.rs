@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sluice_shared::backlog::{self, BacklogError};
 use sluice_shared::host::SharedData;
 
+use crate::verdict::Settlement;
+
 /// Shared-data key of the backlog (one per plugin VM id, shared by its workers).
 pub const BACKLOG_KEY: &str = "sluice.budget.backlog";
 /// Most batches sent in one call.
@@ -24,16 +26,32 @@ pub struct Charge {
     pub ttl_s: u64,
 }
 
+/// A settlement Redis decides: `reserved` if the request's marker exists (its check reserved,
+/// though the reply was lost), else `unreserved`. The marker is deleted either way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conditional {
+    pub marker: String,
+    pub reserved: Vec<Charge>,
+    pub unreserved: Vec<Charge>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
     pub id: String,
     pub charges: Vec<Charge>,
+    /// Reservation markers of settled requests, deleted.
+    #[serde(default)]
+    pub forget: Vec<String>,
+    #[serde(default)]
+    pub conditional: Vec<Conditional>,
 }
 
 #[derive(Debug)]
 pub struct Ledger {
     /// Summed deltas by counter key, with the longest TTL seen.
     pending: BTreeMap<String, (i64, u64)>,
+    forget: Vec<String>,
+    conditional: Vec<Conditional>,
     in_flight: Option<Vec<Batch>>,
     /// Ids are `<worker tag>-<sequence>`; the tag is random per worker start.
     tag: String,
@@ -44,7 +62,16 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(tag: String) -> Self {
-        Ledger { pending: BTreeMap::new(), in_flight: None, tag, sequence: 0, failures: 0, next_attempt_ms: 0 }
+        Ledger {
+            pending: BTreeMap::new(),
+            forget: Vec::new(),
+            conditional: Vec::new(),
+            in_flight: None,
+            tag,
+            sequence: 0,
+            failures: 0,
+            next_attempt_ms: 0,
+        }
     }
 
     pub fn add(&mut self, charges: impl IntoIterator<Item = Charge>) {
@@ -58,8 +85,19 @@ impl Ledger {
         }
     }
 
+    /// Adds a finished request's settlement.
+    pub fn settle(&mut self, settlement: Settlement) {
+        match settlement {
+            Settlement::Known { charges, marker } => {
+                self.add(charges);
+                self.forget.push(marker);
+            }
+            Settlement::Unsure(conditional) => self.conditional.push(conditional),
+        }
+    }
+
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || !self.forget.is_empty() || !self.conditional.is_empty()
     }
 
     pub fn is_sending(&self) -> bool {
@@ -68,7 +106,7 @@ impl Ledger {
 
     /// Moves what is pending into a new batch.
     fn seal(&mut self) -> Option<Batch> {
-        if self.pending.is_empty() {
+        if !self.has_pending() {
             return None;
         }
         self.sequence += 1;
@@ -77,7 +115,12 @@ impl Ledger {
             .filter(|(_, (delta, _))| *delta != 0)
             .map(|(key, (delta, ttl_s))| Charge { key, delta, ttl_s })
             .collect();
-        Some(Batch { id: format!("{}-{}", self.tag, self.sequence), charges })
+        Some(Batch {
+            id: format!("{}-{}", self.tag, self.sequence),
+            charges,
+            forget: std::mem::take(&mut self.forget),
+            conditional: std::mem::take(&mut self.conditional),
+        })
     }
 
     /// The batches to send now (this worker's pending spend and some of the shared backlog), or
@@ -123,9 +166,12 @@ impl Ledger {
         match backlog::push(host, BACKLOG_KEY, batches.clone()) {
             Ok(waiting) => Ok(waiting),
             Err(e) => {
-                // Not lost: kept here and offered again with the next call.
+                // Not lost: kept here and offered again with the next call. (Only a batch that
+                // was never applied reaches here: a sent batch that fails is parked first.)
                 for batch in batches {
                     self.add(batch.charges);
+                    self.forget.extend(batch.forget);
+                    self.conditional.extend(batch.conditional);
                 }
                 Err(e)
             }
@@ -149,7 +195,15 @@ mod tests {
         assert_eq!(ledger.next_call(&host, 0), Ok(None));
         ledger.add([charge("a", 5), charge("b", 1), charge("a", -2), charge("c", 0)]);
         let batches = ledger.next_call(&host, 0).unwrap().unwrap();
-        assert_eq!(batches, vec![Batch { id: "w-1".into(), charges: vec![charge("a", 3), charge("b", 1)] }]);
+        assert_eq!(
+            batches,
+            vec![Batch {
+                id: "w-1".into(),
+                charges: vec![charge("a", 3), charge("b", 1)],
+                forget: vec![],
+                conditional: vec![]
+            }]
+        );
         // One call at a time.
         ledger.add([charge("a", 1)]);
         assert_eq!(ledger.next_call(&host, 0), Ok(None));
@@ -176,6 +230,22 @@ mod tests {
         second.sent();
         assert_eq!(backlog::len(&host, BACKLOG_KEY), 0);
         assert!(first.next_call(&host, 200).unwrap().is_some());
+    }
+
+    #[test]
+    fn settlements_carry_markers_and_conditionals() {
+        let host = FakeHost::default();
+        let mut ledger = Ledger::new("w".into());
+        ledger.settle(Settlement::Known { charges: vec![charge("a", 2)], marker: "m1".into() });
+        let unsure =
+            Conditional { marker: "m2".into(), reserved: vec![charge("a", 1)], unreserved: vec![charge("a", 9)] };
+        ledger.settle(Settlement::Unsure(unsure.clone()));
+        let batch = ledger.next_call(&host, 0).unwrap().unwrap().remove(0);
+        assert_eq!(
+            (batch.charges, batch.forget, batch.conditional),
+            (vec![charge("a", 2)], vec!["m1".into()], vec![unsure])
+        );
+        assert!(!ledger.has_pending());
     }
 
     #[test]

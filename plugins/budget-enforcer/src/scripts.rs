@@ -3,17 +3,22 @@
 
 use sluice_shared::redis::{RedisValue, Script};
 
-use crate::ledger::Batch;
+use serde_json::{json, Value};
+
+use crate::ledger::{Batch, Charge};
 use crate::limits::Counter;
 
-/// Check-and-reserve. KEYS: the request's counters. ARGV, four per counter: capacity, cost,
-/// TTL in seconds, and 1 when a full counter blocks the request (0: it downgrades instead).
-/// Every counter is read; if no blocking counter is full, each counter with room is charged its
-/// cost (a full downgrade counter is not: the request will not use that model). Replies
-/// `{admitted, used_1, ..., used_n}` with the values before this request.
+/// Check-and-reserve. KEYS: the request's counters, then its reservation marker. ARGV, four per
+/// counter: capacity, cost, TTL in seconds, and 1 when a full counter blocks the request (0: it
+/// downgrades instead); then the marker's TTL. Every counter is read; if no blocking counter is
+/// full, each counter with room is charged its cost (a full downgrade counter is not: the request
+/// will not use that model) and the marker is set, so a settlement whose check reply was lost can
+/// still tell that this reservation happened. Replies `{admitted, used_1, ..., used_n}` with the
+/// values before this request.
 pub const CHECK: &str = r#"
+local n = #KEYS - 1
 local used, room, admitted = {}, {}, 1
-for i = 1, #KEYS do
+for i = 1, n do
   local a = 4 * (i - 1)
   local capacity, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   used[i] = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
@@ -21,44 +26,52 @@ for i = 1, #KEYS do
   if not room[i] and ARGV[a + 4] == '1' then admitted = 0 end
 end
 if admitted == 1 then
-  for i = 1, #KEYS do
+  for i = 1, n do
     local a = 4 * (i - 1)
     if room[i] and ARGV[a + 2] ~= '0' then
       redis.call('INCRBY', KEYS[i], ARGV[a + 2])
       redis.call('EXPIRE', KEYS[i], ARGV[a + 3], 'NX')
     end
   end
+  redis.call('SET', KEYS[n + 1], '1', 'EX', ARGV[4 * n + 1])
 end
 local reply = {admitted}
-for i = 1, #KEYS do reply[i + 1] = used[i] end
+for i = 1, n do reply[i + 1] = used[i] end
 return reply
 "#;
 
-/// Applies charge batches exactly once. ARGV[1]: how long a batch id is remembered (s). Then per
-/// batch: its number of charges n, then n pairs (delta, TTL). KEYS, per batch: the batch's
-/// marker key, then its n counter keys. A batch whose marker exists was applied before (a retry
-/// after a lost reply) and is skipped. Replies the number of batches applied now.
+/// Applies charge batches exactly once. ARGV[1]: JSON `{"prefix", "memory", "batches": [{"id",
+/// "charges": [[key, delta, ttl]], "forget": [marker], "conditional": [{"marker", "reserved",
+/// "unreserved"}]}]}` (numbers as strings). A batch whose id Redis remembers was applied before
+/// (a retry after a lost reply) and is skipped. Replies the number of batches applied now.
 pub const CHARGE: &str = r#"
-local k, a, applied = 1, 2, 0
-while a <= #ARGV do
-  local n = tonumber(ARGV[a])
-  a = a + 1
-  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1])
-  k = k + 1
-  for i = 1, n do
-    if fresh and ARGV[a] ~= '0' then
-      redis.call('INCRBY', KEYS[k], ARGV[a])
-      redis.call('EXPIRE', KEYS[k], ARGV[a + 1], 'NX')
+local doc = cjson.decode(ARGV[1])
+local function apply(charges)
+  for _, c in ipairs(charges) do
+    if c[2] ~= '0' then
+      redis.call('INCRBY', c[1], c[2])
+      redis.call('EXPIRE', c[1], c[3], 'NX')
     end
-    k, a = k + 1, a + 2
   end
-  if fresh then applied = applied + 1 end
+end
+local applied = 0
+for _, batch in ipairs(doc.batches) do
+  if redis.call('SET', doc.prefix .. ':batch:' .. batch.id, '1', 'NX', 'EX', doc.memory) then
+    apply(batch.charges)
+    for _, marker in ipairs(batch.forget) do redis.call('DEL', marker) end
+    for _, c in ipairs(batch.conditional) do
+      if redis.call('DEL', c.marker) == 1 then apply(c.reserved) else apply(c.unreserved) end
+    end
+    applied = applied + 1
+  end
 end
 return applied
 "#;
 
 /// Batch ids are remembered for a day: a retry later than that would apply twice.
 const BATCH_MEMORY_S: u64 = 86_400;
+/// A reservation marker outlives any settlement delay short of a day-long outage.
+pub const MARKER_TTL_S: u64 = 86_400;
 
 pub struct Scripts {
     pub check: Script,
@@ -72,14 +85,16 @@ impl Default for Scripts {
 }
 
 /// `KEYS` and `ARGV` of a check.
-pub fn check_args(counters: &[Counter]) -> (Vec<String>, Vec<String>) {
-    let keys = counters.iter().map(|c| c.key.clone()).collect();
-    let args = counters
+pub fn check_args(counters: &[Counter], marker: &str) -> (Vec<String>, Vec<String>) {
+    let mut keys: Vec<String> = counters.iter().map(|c| c.key.clone()).collect();
+    keys.push(marker.to_string());
+    let mut args: Vec<String> = counters
         .iter()
         .flat_map(|c| {
             [c.capacity.to_string(), c.cost.to_string(), c.ttl_s.to_string(), u8::from(c.blocks()).to_string()]
         })
         .collect();
+    args.push(MARKER_TTL_S.to_string());
     (keys, args)
 }
 
@@ -91,20 +106,25 @@ pub fn read_check(reply: &RedisValue, counters: usize) -> Option<(bool, Vec<i64>
     (used.len() == counters).then_some((admitted.as_i64()? == 1, used))
 }
 
-/// `KEYS` and `ARGV` that apply `batches`.
-pub fn charge_args(prefix: &str, batches: &[Batch]) -> (Vec<String>, Vec<String>) {
-    let mut keys = Vec::new();
-    let mut args = vec![BATCH_MEMORY_S.to_string()];
-    for batch in batches {
-        keys.push(format!("{prefix}:batch:{}", batch.id));
-        args.push(batch.charges.len().to_string());
-        for charge in &batch.charges {
-            keys.push(charge.key.clone());
-            args.push(charge.delta.to_string());
-            args.push(charge.ttl_s.to_string());
-        }
-    }
-    (keys, args)
+/// The `ARGV` that applies `batches` (no `KEYS`: a batch's keys are only known inside it).
+pub fn charge_args(prefix: &str, batches: &[Batch]) -> Vec<String> {
+    let list = |charges: &[Charge]| -> Vec<Value> {
+        charges.iter().map(|c| json!([c.key, c.delta.to_string(), c.ttl_s.to_string()])).collect()
+    };
+    let batches: Vec<Value> = batches
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id,
+                "charges": list(&b.charges),
+                "forget": b.forget,
+                "conditional": b.conditional.iter().map(|c| json!({
+                    "marker": c.marker, "reserved": list(&c.reserved), "unreserved": list(&c.unreserved),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    vec![json!({"prefix": prefix, "memory": BATCH_MEMORY_S.to_string(), "batches": batches}).to_string()]
 }
 
 #[cfg(test)]
@@ -130,9 +150,20 @@ mod tests {
                 Charge { key: "k1".into(), delta: 5, ttl_s: 60 },
                 Charge { key: "k2".into(), delta: -2, ttl_s: 7 },
             ],
+            forget: vec!["m1".into()],
+            conditional: vec![crate::ledger::Conditional {
+                marker: "m2".into(),
+                reserved: vec![],
+                unreserved: vec![Charge { key: "k1".into(), delta: 3, ttl_s: 60 }],
+            }],
         };
-        let (keys, args) = charge_args("p", &[batch]);
-        assert_eq!(keys, vec!["p:batch:vm-1", "k1", "k2"]);
-        assert_eq!(args, vec!["86400", "2", "5", "60", "-2", "7"]);
+        let args = charge_args("p", &[batch]);
+        let doc: Value = serde_json::from_str(&args[0]).unwrap();
+        assert_eq!(doc["prefix"], "p");
+        assert_eq!(doc["memory"], "86400");
+        assert_eq!(doc["batches"][0]["charges"], json!([["k1", "5", "60"], ["k2", "-2", "7"]]));
+        assert_eq!(doc["batches"][0]["forget"], json!(["m1"]));
+        assert_eq!(doc["batches"][0]["conditional"][0]["unreserved"], json!([["k1", "3", "60"]]));
+        assert_eq!(doc["batches"][0]["conditional"][0]["reserved"], json!([]));
     }
 }

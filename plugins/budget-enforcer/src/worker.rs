@@ -66,15 +66,26 @@ pub struct State {
     rechecks: HashMap<u32, Rc<RefCell<Request>>>,
     /// The charge call in flight.
     charge_token: Option<u32>,
+    /// Names this worker's requests in reservation markers: `<tag>-<sequence>`.
+    tag: String,
+    requests: u64,
 }
 
 impl State {
+    /// A name for a request, unique across workers and restarts.
+    pub fn next_request_id(&mut self) -> String {
+        self.requests += 1;
+        format!("{}-r{}", self.tag, self.requests)
+    }
+
     fn new(config: &Config) -> Self {
         // Random per worker start (WASI random), so batch ids never repeat across restarts.
         let tag = format!("{:016x}", RandomState::new().hash_one(Host.now_ms()));
         State {
             keys: KeyRing::new(&config.keys, &config.redis_keys),
-            ledger: Ledger::new(tag),
+            ledger: Ledger::new(tag.clone()),
+            tag,
+            requests: 0,
             local: LocalLimiter::default(),
             registry: MetricRegistry::new(config.max_label_values),
             check_cached: true,
@@ -116,8 +127,8 @@ impl Enforcer {
         };
         let config = &self.settings.config;
         let cached = self.state.borrow().charge_cached;
-        let (keys, args) = scripts::charge_args(&config.key_prefix, &batches);
-        let command = self.settings.scripts.charge.call(cached, &keys, &args);
+        let args = scripts::charge_args(&config.key_prefix, &batches);
+        let command = self.settings.scripts.charge.call(cached, &[], &args);
         let call = config.redis.command(&as_args(&command)).timeout(Duration::from_millis(config.charge_timeout_ms));
         match proxy::dispatch(&call) {
             Ok(token) => self.state.borrow_mut().charge_token = Some(token),
@@ -197,9 +208,12 @@ impl Enforcer {
             request.borrow_mut().on_recheck_reply(response);
         } else if let Ok(value) = self.settings.config.redis.reply(response) {
             // The client left while its re-check was out: return what it reserved.
-            let counters = request.borrow().counters().to_vec();
+            let (counters, marker) = {
+                let request = request.borrow();
+                (request.counters().to_vec(), request.marker().to_string())
+            };
             if let Some((true, used)) = scripts::read_check(&value, counters.len()) {
-                gate::refund(&mut self.state.borrow_mut(), &counters, &used);
+                gate::refund(&mut self.state.borrow_mut(), &counters, &used, &marker);
             }
         }
         let _ = proxy::switch_context(self.context_id);

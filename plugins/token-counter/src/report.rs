@@ -12,7 +12,7 @@ use crate::exchange::Outcome;
 /// Facts known once the request body was read. Each fact is a host call, so only what carries
 /// information is published (the path, duration and totals are in Envoy's own log fields).
 pub fn publish_request(host: &dyn Properties, request: &RequestSummary, estimate: Option<u64>) {
-    facts::publish(host, facts::REQUEST_MODEL, &request.model);
+    facts::publish_first(host, facts::REQUEST_MODEL, &request.model);
     if let Some(tokens) = estimate {
         facts::publish(host, facts::PROMPT_ESTIMATE, &tokens.to_string());
     }

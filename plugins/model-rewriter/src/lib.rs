@@ -1,0 +1,246 @@
+//! # Sluice model rewriter
+//!
+//! Clients call one OpenAI-compatible API with logical model names (`chat-fast`,
+//! `chat-quality`, ...); the rewriter decides where each request goes.
+//!
+//! - **Rules** ([`routing`]), in order: by header, by the caller's team (from the budget
+//!   enforcer), by prompt size, by a complexity score ([`complexity`]), by a task hint. The
+//!   first that matches picks the logical model; otherwise the client's own model name must be
+//!   a logical model (else 404, or passed on unchanged with `unknown_models: pass`).
+//! - **Targets**: a logical model has weighted targets (provider, upstream model, Envoy
+//!   cluster), drawn per request or kept per key or header (`sticky`). Targets whose context
+//!   window the prompt exceeds are skipped; when none fits, 400 `context_length_exceeded`.
+//! - **Rewrite**: the body's `model` becomes the target's; `sluice.route.cluster` is published
+//!   and Envoy's route cache cleared, so the gateway's route matching that fact sends the
+//!   request to the target's cluster (a buffer filter before the router holds the request until
+//!   then). Facts: `sluice.route.{logical,rule,provider,model,cluster}`.
+//! - **Catalog** ([`catalog`]): `GET /v1/models` (and `/v1/models/{id}`) is answered from the
+//!   configuration.
+//!
+//! Logic is plain Rust in the modules above; this file is the proxy-wasm glue.
+
+pub mod catalog;
+pub mod complexity;
+pub mod config;
+pub mod routing;
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use sluice_shared::api::Api;
+use sluice_shared::errors::ApiError;
+use sluice_shared::facts;
+use sluice_shared::openai::ChatCompletionRequest;
+use sluice_shared::prompt;
+use sluice_shared::proxy::{self, Host};
+
+use crate::catalog::CatalogRequest;
+use crate::config::Config;
+use crate::routing::{RequestFacts, Routing};
+
+const NAME: &str = "sluice.model_rewriter";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Rewriter::default()) });
+}}
+
+struct Rewriter {
+    config: Rc<Config>,
+    /// Request headers routing reads (`Config::routing_headers`).
+    header_names: Rc<Vec<String>>,
+    /// Per-worker random sequence for weighted draws (xorshift, seeded from WASI random).
+    rng: Rc<Cell<u64>>,
+}
+
+impl Default for Rewriter {
+    fn default() -> Self {
+        let seed = RandomState::new().hash_one(0u8) | 1;
+        Rewriter { config: Rc::new(Config::default()), header_names: Rc::default(), rng: Rc::new(Cell::new(seed)) }
+    }
+}
+
+impl Context for Rewriter {}
+
+impl RootContext for Rewriter {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+        proxy::info(&format!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len()));
+        self.header_names = Rc::new(config.routing_headers());
+        self.config = Rc::new(config);
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Steer {
+            config: Rc::clone(&self.config),
+            header_names: Rc::clone(&self.header_names),
+            rng: Rc::clone(&self.rng),
+            api: None,
+            headers: Vec::new(),
+        }))
+    }
+}
+
+/// One request's glue.
+struct Steer {
+    config: Rc<Config>,
+    header_names: Rc<Vec<String>>,
+    rng: Rc<Cell<u64>>,
+    api: Option<Api>,
+    /// The routing headers, read with the request headers.
+    headers: Vec<(String, String)>,
+}
+
+impl Steer {
+    fn roll(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+
+    fn answer_catalog(&self, request: CatalogRequest<'_>) -> Action {
+        let body = match request {
+            CatalogRequest::List => Some(catalog::list(&self.config)),
+            CatalogRequest::One(id) => catalog::one(&self.config, id),
+        };
+        match body {
+            Some(body) => proxy::send_json(200, &body),
+            None => proxy::send_error(
+                &ApiError::not_found("The model does not exist.").with_code("model_not_found").with_param("model"),
+            ),
+        }
+        Action::Pause
+    }
+
+    /// Routes a complete request body; answers locally when it cannot be routed.
+    fn steer(&mut self, body: &[u8], body_size: usize) -> Action {
+        let Some(api) = self.api else { return Action::Continue };
+        let Ok(summary) = prompt::summarize(body) else { return Action::Continue };
+        let config = &self.config;
+        let headers = std::mem::take(&mut self.headers);
+        let key = facts::read(&Host, facts::IDENTITY_KEY);
+        let team = facts::read(&Host, facts::IDENTITY_TEAM);
+        let prompt_tokens = facts::read(&Host, facts::PROMPT_ESTIMATE)
+            .and_then(|v| v.parse().ok())
+            .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
+            .unwrap_or(0);
+        let complexity = routing::needs_complexity(config).then(|| {
+            let request: Option<ChatCompletionRequest> = sluice_shared::json::from_object(body).ok();
+            let texts: Vec<String> =
+                request.map(|r| r.messages.iter().map(|m| m.content.texts().concat()).collect()).unwrap_or_default();
+            complexity::score(&config.complexity, &texts.iter().map(String::as_str).collect::<Vec<_>>())
+        });
+        let request = RequestFacts {
+            model: &summary.model,
+            headers,
+            key: key.as_deref(),
+            team: team.as_deref(),
+            prompt_tokens,
+            complexity,
+        };
+        match routing::route(config, &request, &config.task_header, self.roll()) {
+            Routing::Pass => Action::Continue,
+            Routing::UnknownModel => {
+                proxy::send_error(
+                    &ApiError::not_found(format!("The model `{}` does not exist.", summary.model))
+                        .with_code("model_not_found")
+                        .with_param("model"),
+                );
+                Action::Pause
+            }
+            Routing::TooLong { logical, largest_window } => {
+                proxy::send_error(
+                    &ApiError::bad_request(format!(
+                        "This request's prompt is about {prompt_tokens} tokens; the largest context window of `{logical}` \
+                         is {largest_window} tokens."
+                    ))
+                    .with_code("context_length_exceeded")
+                    .with_param("messages"),
+                );
+                Action::Pause
+            }
+            Routing::Route(route) => {
+                let target = route.target;
+                facts::publish_first(&Host, facts::REQUEST_MODEL, &summary.model);
+                facts::publish(&Host, facts::ROUTE_LOGICAL, route.logical);
+                if let Some(rule) = route.rule {
+                    facts::publish(&Host, facts::ROUTE_RULE, rule);
+                }
+                facts::publish(&Host, facts::ROUTE_PROVIDER, &target.provider);
+                facts::publish(&Host, facts::ROUTE_MODEL, &target.model);
+                facts::publish(&Host, facts::ROUTE_CLUSTER, &target.cluster);
+                if target.model != summary.model {
+                    match sluice_shared::json::with_model(body, &target.model) {
+                        Some(new_body) if proxy::replace_request_body(body_size, &new_body) => {}
+                        _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{}`", target.model)),
+                    }
+                }
+                if !proxy::clear_route_cache() {
+                    proxy::warn(&format!(
+                        "{NAME}: the host cannot re-route; `{}` keeps its first route",
+                        route.logical
+                    ));
+                }
+                Action::Continue
+            }
+        }
+    }
+}
+
+impl Context for Steer {}
+
+impl HttpContext for Steer {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let path = proxy::request_header_text(":path").unwrap_or_default();
+        let method = proxy::request_header_text(":method").unwrap_or_default();
+        if method == "GET" && !self.config.models.is_empty() {
+            if let Some(request) = catalog::catalog_request(&path) {
+                return self.answer_catalog(request);
+            }
+        }
+        self.api = if method == "POST" && !end_of_stream { Api::from_path(&path) } else { None };
+        if self.api.is_some() && !self.config.models.is_empty() {
+            // The body's model may be rewritten: it cannot keep its length.
+            proxy::remove_request_header("content-length");
+            self.headers = self
+                .header_names
+                .iter()
+                .filter_map(|name| Some((name.clone(), proxy::request_header_text(name)?)))
+                .collect();
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.api.is_none() || self.config.models.is_empty() {
+            return Action::Continue;
+        }
+        if body_size > self.config.max_request_bytes {
+            self.api = None;
+            proxy::send_error(&ApiError::payload_too_large(format!(
+                "The request body exceeds {} bytes.",
+                self.config.max_request_bytes
+            )));
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffer until the whole body is here
+        }
+        let body = proxy::request_body(body_size).unwrap_or_default();
+        let action = self.steer(&body, body_size);
+        self.api = None;
+        action
+    }
+}

@@ -1,0 +1,188 @@
+"""The model rewriter inside a real Envoy: logical models, weighted split, rules, the
+context-window guard, unknown models and the model catalog."""
+
+import collections
+import concurrent.futures
+import json
+import uuid
+
+import pytest
+import requests
+
+from harness.procs import wait_until
+from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
+
+CHAT = "/v1/chat/completions"
+
+
+def target(model, cluster="provider_openai", weight=1, window=None, provider="openai"):
+    t = {"provider": provider, "model": model, "cluster": cluster, "weight": weight}
+    if window:
+        t["context_window"] = window
+    return t
+
+
+CONFIG = {
+    "models": {
+        "chat-canary": {"targets": [target("gpt-4o-mini", weight=90), target("gpt-4.1-mini", weight=10)]},
+        "chat-quality": {"targets": [target("gpt-4o")], "owned_by": "platform"},
+        "chat-long": {"targets": [target("small-ctx", window=50), target("big-ctx", window=100_000)]},
+        "chat-tiny": {"targets": [target("tiny", window=20)]},
+        "chat-claude": {"targets": [target("claude-3-5-haiku-latest", cluster="provider_anthropic",
+                                           provider="anthropic")]},
+        "chat-sticky": {"targets": [target("sticky-a"), target("sticky-b")],
+                        "sticky": {"by": "header", "header": "x-session"}},
+    },
+    "rules": [
+        {"name": "tier-header", "when": {"header": {"name": "x-model-tier", "values": ["quality"]}},
+         "route_to": "chat-quality"},
+        {"name": "research-team", "when": {"teams": ["research"]}, "route_to": "chat-quality"},
+        {"name": "long-prompts", "when": {"models": ["chat-canary"], "prompt_tokens_over": 2000},
+         "route_to": "chat-long"},
+        {"name": "hard-prompts", "when": {"models": ["auto"], "complexity_over": 0.5}, "route_to": "chat-quality"},
+        {"name": "code-task", "when": {"models": ["auto"], "tasks": ["code"]}, "route_to": "chat-quality"},
+        {"name": "auto-default", "when": {"models": ["auto"]}, "route_to": "chat-canary"},
+    ],
+}
+
+
+def body(model, content="What is the capital of France?", **extra):
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    budget = {"keys": [key_entry(DEMO_KEY, "demo", team="demo"), key_entry("sk-research", "r", team="research")]}
+    with Stack(rewriter_config=CONFIG, budget_config=budget) as s:
+        yield s
+        assert s.vm_failures() == []
+
+
+def post(stack, payload, key=DEMO_KEY, headers=None):
+    return requests.post(stack.url(CHAT), json=payload, timeout=30,
+                         headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+
+def routed(stack, marker):
+    """The body the provider received for the request whose prompt holds `marker`."""
+    seen = requests.get(stack.mock("/mock/requests")).json()
+    sent = next(json.loads(r["body"]) for r in reversed(seen) if marker in r["body"])
+    return sent
+
+
+def test_logical_model_is_rewritten_and_facts_published(gateway):
+    marker = uuid.uuid4().hex
+    r = post(gateway, body("chat-quality", f"hello {marker}"))
+    assert r.status_code == 200
+    assert routed(gateway, marker)["model"] == "gpt-4o"
+    line = wait_until(lambda: next((l for l in gateway.access_log() if l.get("route_model") == "gpt-4o"
+                                    and l.get("route_logical") == "chat-quality"), None), "log line")
+    assert line["model"] == "chat-quality"  # what the client asked for
+    assert line["upstream"] == "provider_openai"
+    assert line["provider"] == "openai"
+
+
+def test_weighted_split_within_3_percent_over_2000_requests(gateway):
+    requests.delete(gateway.mock("/mock/requests"))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: post(gateway, body("chat-canary")).status_code, range(2000)))
+    assert codes.count(200) == 2000
+    lines = [l for l in gateway.access_log() if l.get("route_logical") == "chat-canary"]
+    counts = collections.Counter(l["route_model"] for l in lines[-2000:])
+    share = counts["gpt-4.1-mini"] / 2000
+    print(f"\ncanary share over 2000 requests: {share:.3f} (target 0.100)")
+    assert abs(share - 0.10) <= 0.03, counts
+
+
+def test_routes_to_another_cluster(gateway):
+    r = post(gateway, body("chat-claude"))
+    assert r.status_code == 200
+    line = wait_until(lambda: next((l for l in gateway.access_log() if l.get("route_logical") == "chat-claude"), None),
+                      "log line")
+    assert line["upstream"] == "provider_anthropic"
+    assert line["provider"] == "anthropic"
+
+
+def test_sticky_by_header(gateway):
+    for session in ["s1", "s2", "s3", "s4"]:
+        models = set()
+        for _ in range(5):
+            marker = uuid.uuid4().hex
+            assert post(gateway, body("chat-sticky", marker), headers={"x-session": session}).status_code == 200
+            models.add(routed(gateway, marker)["model"])
+        assert len(models) == 1, (session, models)
+
+
+@pytest.mark.parametrize("payload,headers,key,rule,model", [
+    (body("chat-canary"), {"x-model-tier": "quality"}, DEMO_KEY, "tier-header", "gpt-4o"),
+    (body("chat-canary"), {}, "sk-research", "research-team", "gpt-4o"),
+    (body("chat-canary", "word " * 12000), {}, DEMO_KEY, "long-prompts", "big-ctx"),
+    (body("auto", "Refactor this step by step:\n```python\nprint(1)\n```"), {}, DEMO_KEY, "hard-prompts", "gpt-4o"),
+    (body("auto", "Write a function"), {"x-sluice-task": "code"}, DEMO_KEY, "code-task", "gpt-4o"),
+])
+def test_rules(gateway, payload, headers, key, rule, model):
+    marker = uuid.uuid4().hex
+    payload["messages"].append({"role": "user", "content": marker})
+    r = post(gateway, payload, key=key, headers=headers)
+    assert r.status_code == 200
+    assert routed(gateway, marker)["model"] == model
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log()) if l.get("route_rule") == rule), None),
+                      f"a log line for rule {rule}")
+    assert line["route_model"] == model
+
+
+def test_simple_auto_prompt_takes_the_default_rule(gateway):
+    marker = uuid.uuid4().hex
+    assert post(gateway, body("auto", f"hi {marker}")).status_code == 200
+    assert routed(gateway, marker)["model"] in ("gpt-4o-mini", "gpt-4.1-mini")
+
+
+def test_context_window_guard(gateway):
+    r = post(gateway, body("chat-tiny", "word " * 400))
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "context_length_exceeded", "messages")
+    assert "20 tokens" in err["message"]
+
+
+def test_unknown_model_is_404(gateway):
+    r = post(gateway, body("gpt-9-ultra"))
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert (err["code"], err["param"]) == ("model_not_found", "model")
+    assert "gpt-9-ultra" in err["message"]
+
+
+def test_models_catalog(gateway):
+    r = requests.get(gateway.url("/v1/models"), headers={"authorization": f"Bearer {DEMO_KEY}"})
+    assert r.status_code == 200
+    listed = r.json()
+    assert listed["object"] == "list"
+    assert [m["id"] for m in listed["data"]] == sorted(CONFIG["models"])
+    one = requests.get(gateway.url("/v1/models/chat-quality"), headers={"authorization": f"Bearer {DEMO_KEY}"})
+    assert one.json() == {"id": "chat-quality", "object": "model", "created": 0, "owned_by": "platform"}
+    missing = requests.get(gateway.url("/v1/models/nope"), headers={"authorization": f"Bearer {DEMO_KEY}"})
+    assert missing.status_code == 404
+    # The catalog sits behind the budget enforcer: no key, no list.
+    assert requests.get(gateway.url("/v1/models")).status_code == 401
+
+
+def test_streams_are_routed_and_counted(gateway):
+    r = post(gateway, body("chat-quality", stream=True))
+    assert r.status_code == 200
+    assert "data: [DONE]" in r.text
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1]", b"\xff\xfe"])
+def test_unreadable_bodies_pass_to_the_budget_enforcer_verdict(gateway, raw):
+    r = requests.post(gateway.url(CHAT), data=raw, headers={"authorization": f"Bearer {DEMO_KEY}"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("config,path", [
+    ({"models": {"m": {"targets": []}}}, ".models.m.targets"),
+    ({"models": {"m": {"targets": [target("x")]}}, "rules": [{"name": "r", "when": {}, "route_to": "nope"}]},
+     ".rules[0].route_to"),
+])
+def test_bad_config_is_rejected_with_the_field_named(config, path):
+    assert_config_rejected("sluice.model_rewriter", path, rewriter_config=config)
