@@ -4,6 +4,7 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
 
   x-mock-status: 500          answer with this status and an OpenAI/Anthropic-style error body
   x-mock-latency-ms: 50       wait before the answer headers
+  x-mock-slow-model: m=300    wait 300 ms more when the request's model is m (routing tests)
   x-mock-text: ...            the generated text (default: "The capital of France is Paris.")
   x-mock-usage: off           leave usage out (JSON and streams)
   x-mock-prompt-tokens: 17    usage numbers to report (defaults: 21 prompt, 7 completion, 0 cached)
@@ -233,15 +234,18 @@ async def handle(request: web.Request, api: str):
     raw = await request.read()
     RECENT.append({"path": request.path, "headers": dict(request.headers), "body": raw.decode("utf-8", "replace"),
                    "time": time.time()})
-    latency = header_int(request, "x-mock-latency-ms", 0)
-    if latency:
-        await asyncio.sleep(latency / 1000)
     try:
         req = json.loads(raw or b"{}")
         if not isinstance(req, dict):
             req = {}
     except ValueError:
         req = {}
+    latency = header_int(request, "x-mock-latency-ms", 0)
+    slow_model, _, slow_ms = request.headers.get("x-mock-slow-model", "").partition("=")
+    if slow_model and req.get("model") == slow_model and slow_ms.isdigit():
+        latency += int(slow_ms)
+    if latency:
+        await asyncio.sleep(latency / 1000)
     status = header_int(request, "x-mock-status", 200)
     model = req.get("model") or "mock-model"
     text = request.headers.get("x-mock-text", DEFAULT_TEXT)

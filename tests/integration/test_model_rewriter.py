@@ -4,6 +4,7 @@ context-window guard, unknown models and the model catalog."""
 import collections
 import concurrent.futures
 import json
+import time
 import uuid
 
 import pytest
@@ -32,7 +33,13 @@ CONFIG = {
                                            provider="anthropic")]},
         "chat-sticky": {"targets": [target("sticky-a"), target("sticky-b")],
                         "sticky": {"by": "header", "header": "x-session"}},
+        # Strategies (each test its own model, so shared figures never mix).
+        "chat-busy": {"targets": [target("busy-a"), target("busy-b")], "strategy": "least_busy"},
+        "chat-latency": {"targets": [target("lat-slow"), target("lat-fast")], "strategy": "latency"},
+        "chat-cost": {"targets": [target("cost-dear"), target("cost-cheap")], "strategy": "cost"},
+        "chat-usage": {"targets": [target("use-a"), target("use-b")], "strategy": "usage"},
     },
+    "prices": {"cost-dear": {"input": 5, "output": 15}, "cost-cheap": {"input": 0.1, "output": 0.4}},
     "rules": [
         {"name": "tier-header", "when": {"header": {"name": "x-model-tier", "values": ["quality"]}},
          "route_to": "chat-quality"},
@@ -135,6 +142,61 @@ def test_simple_auto_prompt_takes_the_default_rule(gateway):
     marker = uuid.uuid4().hex
     assert post(gateway, body("auto", f"hi {marker}")).status_code == 200
     assert routed(gateway, marker)["model"] in ("gpt-4o-mini", "gpt-4.1-mini")
+
+
+def sent_models(stack, markers):
+    seen = requests.get(stack.mock("/mock/requests")).json()
+    by_marker = {}
+    for r in seen:
+        for m in markers:
+            if m in r["body"]:
+                by_marker[m] = json.loads(r["body"])["model"]
+    return [by_marker[m] for m in markers]
+
+
+def test_least_busy_spreads_requests_in_flight(gateway):
+    markers = [uuid.uuid4().hex for _ in range(10)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda m: post(gateway, body("chat-busy", m), headers={"x-mock-latency-ms": "800"}).status_code,
+                              markers))
+    assert codes == [200] * 10
+    counts = collections.Counter(sent_models(gateway, markers))
+    print(f"\nleast busy, 10 concurrent slow requests: {dict(counts)}")
+    assert min(counts.values()) >= 3, counts
+
+
+def test_latency_prefers_the_faster_target(gateway):
+    slow = {"x-mock-slow-model": "lat-slow=300"}
+    markers = [uuid.uuid4().hex for _ in range(8)]
+    for m in markers:
+        assert post(gateway, body("chat-latency", m), headers=slow).status_code == 200
+    models = sent_models(gateway, markers)
+    # Both are measured first; from then on the fast one wins.
+    assert "lat-slow" in models[:3]
+    assert models[-4:] == ["lat-fast"] * 4, models
+
+
+def test_cost_takes_the_cheapest_healthy_target(gateway):
+    markers = [uuid.uuid4().hex for _ in range(3)]
+    assert post(gateway, body("chat-cost", markers[0])).status_code == 200
+    # The cheap one fails: the next requests go to the dear one while it counts as unhealthy.
+    assert post(gateway, body("chat-cost", markers[1]), headers={"x-mock-status": "503"}).status_code == 503
+    assert post(gateway, body("chat-cost", markers[2])).status_code == 200
+    assert sent_models(gateway, markers) == ["cost-cheap", "cost-cheap", "cost-dear"]
+
+
+def test_usage_rotates_by_tokens_this_minute(gateway):
+    markers = [uuid.uuid4().hex for _ in range(6)]
+    models = []
+    for i, m in enumerate(markers):
+        # The first request is heavy: the other target takes the next ones until it catches up.
+        usage = {"x-mock-prompt-tokens": "500" if i == 0 else "100", "x-mock-completion-tokens": "0"}
+        assert post(gateway, body("chat-usage", m), headers=usage).status_code == 200
+        models.append(sent_models(gateway, [m])[0])
+        time.sleep(0.05)  # the stream's end (where tokens are counted) trails the client's last byte
+    first = models[0]
+    other = next(x for x in ("use-a", "use-b") if x != first)
+    assert models[1:5] == [other] * 4, models
 
 
 def test_context_window_guard(gateway):

@@ -21,6 +21,10 @@ pub struct Config {
     pub task_header: String,
     /// Weights of the complexity heuristic used by `when.complexity_over`.
     pub complexity: ComplexityWeights,
+    /// How long a target that answered 429 or 5xx counts as unhealthy for `strategy: cost`.
+    pub health_window_ms: u64,
+    /// Price overrides and additions (USD per million tokens) for `strategy: cost`.
+    pub prices: BTreeMap<String, sluice_shared::pricing::Price>,
     /// Largest request body read; larger requests get 413.
     pub max_request_bytes: usize,
 }
@@ -33,6 +37,8 @@ impl Default for Config {
             unknown_models: UnknownModels::Reject,
             task_header: "x-sluice-task".to_string(),
             complexity: ComplexityWeights::default(),
+            health_window_ms: 30_000,
+            prices: BTreeMap::new(),
             max_request_bytes: 16 * MIB,
         }
     }
@@ -49,8 +55,11 @@ pub enum UnknownModels {
 #[serde(deny_unknown_fields)]
 pub struct LogicalModel {
     pub targets: Vec<Target>,
-    /// Keep a client on one target: by virtual key (`{"by": "key"}`) or by a header's value
-    /// (`{"by": "header", "header": "x-session-id"}`). Without it, each request is drawn anew.
+    /// How a target is chosen among those that fit the prompt.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// With `weighted`: keep a client on one target, by virtual key (`{"by": "key"}`) or by a
+    /// header's value (`{"by": "header", "header": "x-session-id"}`).
     #[serde(default)]
     pub sticky: Option<Sticky>,
     /// Shown in `GET /v1/models` as `owned_by`.
@@ -73,6 +82,25 @@ pub struct Target {
     /// Most prompt tokens the model accepts; a longer prompt skips this target.
     #[serde(default)]
     pub context_window: Option<u64>,
+}
+
+/// Strategies as LiteLLM users know them. All but `weighted` use per-target figures shared by
+/// every worker (requests in flight, latency, tokens, failures).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Random by weight (a 90/10 canary), or sticky.
+    #[default]
+    Weighted,
+    /// Fewest requests in flight.
+    LeastBusy,
+    /// Lowest moving average of time to the answer's headers; targets not yet measured first.
+    Latency,
+    /// Cheapest by price (input + output per million tokens) among targets without a failure
+    /// in `health_window_ms`.
+    Cost,
+    /// Fewest tokens used in the current minute.
+    Usage,
 }
 
 fn one() -> u32 {
@@ -166,6 +194,11 @@ impl Default for ComplexityWeights {
 }
 
 impl Config {
+    /// Whether any model's strategy needs the shared per-target figures.
+    pub fn tracks_targets(&self) -> bool {
+        self.models.values().any(|m| m.strategy != Strategy::Weighted)
+    }
+
     /// Every request header a routing decision may read (rules, task hint, sticky headers):
     /// request headers can only be read before the body arrives, so these are kept then.
     pub fn routing_headers(&self) -> Vec<String> {
@@ -233,6 +266,7 @@ impl Validate for Config {
                 return Err(ConfigError::at(at("when.header"), "needs a name and at least one value"));
             }
         }
+        sluice_shared::pricing::validate_overrides(&self.prices)?;
         if self.task_header.is_empty() {
             return Err(ConfigError::at(".task_header", "must name a header"));
         }

@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod complexity;
 pub mod config;
 pub mod routing;
+pub mod stats;
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
@@ -38,9 +39,12 @@ use sluice_shared::openai::ChatCompletionRequest;
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
 
+use sluice_shared::host::Clock;
+use sluice_shared::pricing::PriceTable;
+
 use crate::catalog::CatalogRequest;
-use crate::config::Config;
-use crate::routing::{RequestFacts, Routing};
+use crate::config::{Config, Strategy, Target};
+use crate::routing::{RequestFacts, Routing, Signals};
 
 const NAME: &str = "sluice.model_rewriter";
 
@@ -51,6 +55,7 @@ proxy_wasm::main! {{
 
 struct Rewriter {
     config: Rc<Config>,
+    prices: Rc<PriceTable>,
     /// Request headers routing reads (`Config::routing_headers`).
     header_names: Rc<Vec<String>>,
     /// Per-worker random sequence for weighted draws (xorshift, seeded from WASI random).
@@ -60,7 +65,12 @@ struct Rewriter {
 impl Default for Rewriter {
     fn default() -> Self {
         let seed = RandomState::new().hash_one(0u8) | 1;
-        Rewriter { config: Rc::new(Config::default()), header_names: Rc::default(), rng: Rc::new(Cell::new(seed)) }
+        Rewriter {
+            config: Rc::new(Config::default()),
+            prices: Rc::new(PriceTable::with_overrides(&Default::default())),
+            header_names: Rc::default(),
+            rng: Rc::new(Cell::new(seed)),
+        }
     }
 }
 
@@ -71,6 +81,7 @@ impl RootContext for Rewriter {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         proxy::info(&format!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len()));
         self.header_names = Rc::new(config.routing_headers());
+        self.prices = Rc::new(PriceTable::with_overrides(&config.prices));
         self.config = Rc::new(config);
         true
     }
@@ -82,6 +93,8 @@ impl RootContext for Rewriter {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Steer {
             config: Rc::clone(&self.config),
+            prices: Rc::clone(&self.prices),
+            tracked: None,
             header_names: Rc::clone(&self.header_names),
             rng: Rc::clone(&self.rng),
             api: None,
@@ -93,6 +106,9 @@ impl RootContext for Rewriter {
 /// One request's glue.
 struct Steer {
     config: Rc<Config>,
+    prices: Rc<PriceTable>,
+    /// The chosen target's shared figures, when its model's strategy uses them.
+    tracked: Option<Tracked>,
     header_names: Rc<Vec<String>>,
     rng: Rc<Cell<u64>>,
     api: Option<Api>,
@@ -100,7 +116,18 @@ struct Steer {
     headers: Vec<(String, String)>,
 }
 
+/// A request counted in its target's shared figures.
+struct Tracked {
+    key: String,
+    started_ms: u64,
+    answered: bool,
+}
+
 impl Steer {
+    fn price(&self, target: &Target) -> Option<f64> {
+        self.prices.lookup(&target.model).map(|p| p.input + p.output)
+    }
+
     fn roll(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x << 13;
@@ -150,7 +177,16 @@ impl Steer {
             prompt_tokens,
             complexity,
         };
-        match routing::route(config, &request, &config.task_header, self.roll()) {
+        let now_ms = Host.now_ms();
+        let signals = Signals {
+            roll: self.roll(),
+            now_ms,
+            stats: &|t: &Target| stats::read(&Host, &stats::key(t)),
+            price: &|t: &Target| self.price(t),
+            health_window_ms: config.health_window_ms,
+        };
+        let decision = routing::route(config, &request, &config.task_header, &signals);
+        match decision {
             Routing::Pass => Action::Continue,
             Routing::UnknownModel => {
                 proxy::send_error(
@@ -187,6 +223,12 @@ impl Steer {
                         _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{}`", target.model)),
                     }
                 }
+                let strategy = config.models.get(route.logical).map(|m| m.strategy);
+                if strategy.is_some_and(|s| s != Strategy::Weighted) {
+                    let key = stats::key(target);
+                    stats::update(&Host, &key, stats::started);
+                    self.tracked = Some(Tracked { key, started_ms: now_ms, answered: false });
+                }
                 if !proxy::clear_route_cache() {
                     proxy::warn(&format!(
                         "{NAME}: the host cannot re-route; `{}` keeps its first route",
@@ -199,7 +241,23 @@ impl Steer {
     }
 }
 
-impl Context for Steer {}
+impl Context for Steer {
+    fn on_done(&mut self) -> bool {
+        // After every module's log: the token counter's counts are known.
+        if let Some(tracked) = self.tracked.take() {
+            let now = Host.now_ms();
+            let count = |fact| facts::read(&Host, fact).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let tokens = count(facts::PROMPT_TOKENS).saturating_add(count(facts::COMPLETION_TOKENS));
+            stats::update(&Host, &tracked.key, |s| {
+                if !tracked.answered {
+                    s.last_failure_ms = now;
+                }
+                stats::finished(s, tokens, now);
+            });
+        }
+        true
+    }
+}
 
 impl HttpContext for Steer {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -242,5 +300,17 @@ impl HttpContext for Steer {
         let action = self.steer(&body, body_size);
         self.api = None;
         action
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(tracked) = self.tracked.as_mut() {
+            let now = Host.now_ms();
+            let status: u16 = proxy::response_header_text(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let failed = status == 429 || status >= 500;
+            let latency = now.saturating_sub(tracked.started_ms);
+            stats::update(&Host, &tracked.key, |s| stats::answered(s, latency, failed, now));
+            tracked.answered = true;
+        }
+        Action::Continue
     }
 }

@@ -4,7 +4,26 @@
 
 use sluice_shared::digest;
 
-use crate::config::{Condition, Config, LogicalModel, Sticky, Target, UnknownModels};
+use crate::config::{Condition, Config, LogicalModel, Sticky, Strategy, Target, UnknownModels};
+use crate::stats::TargetStats;
+
+/// What the strategies see of the targets at decision time.
+pub struct Signals<'a> {
+    /// A random number for weighted draws and ties.
+    pub roll: u64,
+    pub now_ms: u64,
+    pub stats: &'a dyn Fn(&Target) -> TargetStats,
+    /// Input + output USD per million tokens, when the model has a price.
+    pub price: &'a dyn Fn(&Target) -> Option<f64>,
+    pub health_window_ms: u64,
+}
+
+impl Signals<'_> {
+    /// Signals for weighted draws only.
+    pub fn roll(roll: u64) -> Signals<'static> {
+        Signals { roll, now_ms: 0, stats: &|_| TargetStats::default(), price: &|_| None, health_window_ms: 0 }
+    }
+}
 
 /// What the routing decision needs to know about a request.
 #[derive(Debug, Clone, Default)]
@@ -52,8 +71,13 @@ pub fn needs_complexity(config: &Config) -> bool {
     config.rules.iter().any(|r| r.when.complexity_over.is_some())
 }
 
-/// Decides. `roll` is a random number for weighted draws (ignored when sticky).
-pub fn route<'c>(config: &'c Config, request: &RequestFacts<'_>, task_header: &str, roll: u64) -> Routing<'c> {
+/// Decides.
+pub fn route<'c>(
+    config: &'c Config,
+    request: &RequestFacts<'_>,
+    task_header: &str,
+    signals: &Signals<'_>,
+) -> Routing<'c> {
     if config.models.is_empty() {
         return Routing::Pass;
     }
@@ -67,7 +91,7 @@ pub fn route<'c>(config: &'c Config, request: &RequestFacts<'_>, task_header: &s
         },
     };
     let Some(model) = config.models.get(logical) else { return Routing::UnknownModel };
-    match pick(model, request, roll) {
+    match pick(model, request, signals) {
         Some(target) => Routing::Route(Route { logical, rule, target }),
         None => Routing::TooLong {
             logical,
@@ -87,10 +111,49 @@ fn holds(when: &Condition, request: &RequestFacts<'_>, task_header: &str) -> boo
         && listed(&when.tasks, request.header(task_header))
 }
 
-/// Draws a target by weight among those whose window fits the prompt.
-fn pick<'c>(model: &'c LogicalModel, request: &RequestFacts<'_>, roll: u64) -> Option<&'c Target> {
-    let fits = |t: &&Target| t.weight > 0 && t.context_window.is_none_or(|w| request.prompt_tokens <= w);
-    let total: u64 = model.targets.iter().filter(fits).map(|t| u64::from(t.weight)).sum();
+/// Chooses among the targets whose window fits the prompt, by the model's strategy.
+fn pick<'c>(model: &'c LogicalModel, request: &RequestFacts<'_>, signals: &Signals<'_>) -> Option<&'c Target> {
+    let fits: Vec<&Target> = model
+        .targets
+        .iter()
+        .filter(|t| t.weight > 0 && t.context_window.is_none_or(|w| request.prompt_tokens <= w))
+        .collect();
+    let now = signals.now_ms;
+    match model.strategy {
+        Strategy::Weighted => weighted(model, &fits, request, signals.roll),
+        Strategy::LeastBusy => lowest(&fits, signals.roll, |t| (signals.stats)(t).in_flight as f64),
+        Strategy::Usage => lowest(&fits, signals.roll, |t| (signals.stats)(t).tokens_this_minute(now) as f64),
+        // Unmeasured targets score 0, so each is tried before the averages decide.
+        Strategy::Latency => lowest(&fits, signals.roll, |t| (signals.stats)(t).latency_ms.unwrap_or(0.0)),
+        Strategy::Cost => {
+            let healthy: Vec<&Target> = fits
+                .iter()
+                .copied()
+                .filter(|t| !(signals.stats)(t).failed_recently(now, signals.health_window_ms))
+                .collect();
+            let pool = if healthy.is_empty() { &fits } else { &healthy };
+            lowest(pool, signals.roll, |t| (signals.price)(t).unwrap_or(f64::MAX))
+        }
+    }
+}
+
+/// The target with the lowest score; ties broken by the roll.
+fn lowest<'c>(targets: &[&'c Target], roll: u64, score: impl Fn(&Target) -> f64) -> Option<&'c Target> {
+    let scored: Vec<(f64, &Target)> = targets.iter().map(|t| (score(t), *t)).collect();
+    let best = scored.iter().map(|(s, _)| *s).fold(f64::INFINITY, f64::min);
+    let ties: Vec<&Target> = scored.iter().filter(|(s, _)| *s <= best).map(|(_, t)| *t).collect();
+    let count = u64::try_from(ties.len()).ok().filter(|n| *n > 0)?;
+    ties.get(usize::try_from(roll % count).ok()?).copied()
+}
+
+/// Draws by weight (or by the sticky value's hash).
+fn weighted<'c>(
+    model: &LogicalModel,
+    fits: &[&'c Target],
+    request: &RequestFacts<'_>,
+    roll: u64,
+) -> Option<&'c Target> {
+    let total: u64 = fits.iter().map(|t| u64::from(t.weight)).sum();
     if total == 0 {
         return None;
     }
@@ -107,7 +170,7 @@ fn pick<'c>(model: &'c LogicalModel, request: &RequestFacts<'_>, roll: u64) -> O
         None => roll,
     };
     let mut point = roll % total;
-    for target in model.targets.iter().filter(fits) {
+    for target in fits {
         let weight = u64::from(target.weight);
         if point < weight {
             return Some(target);
@@ -139,13 +202,19 @@ mod tests {
             "chat".to_string(),
             LogicalModel {
                 targets: vec![target("big", 90, Some(1_000)), target("canary", 10, Some(100_000))],
+                strategy: Strategy::Weighted,
                 sticky: None,
                 owned_by: None,
             },
         );
         models.insert(
             "chat-quality".to_string(),
-            LogicalModel { targets: vec![target("quality", 1, None)], sticky: None, owned_by: None },
+            LogicalModel {
+                targets: vec![target("quality", 1, None)],
+                strategy: Strategy::Weighted,
+                sticky: None,
+                owned_by: None,
+            },
         );
         Config {
             models,
@@ -187,8 +256,9 @@ mod tests {
     #[test]
     fn weights_split_draws() {
         let config = config();
-        let canary =
-            (0..1000u64).filter(|roll| chosen(&route(&config, &facts("chat"), "x-task", *roll)).2 == "canary").count();
+        let canary = (0..1000u64)
+            .filter(|roll| chosen(&route(&config, &facts("chat"), "x-task", &Signals::roll(*roll))).2 == "canary")
+            .count();
         assert_eq!(canary, 100);
     }
 
@@ -197,22 +267,29 @@ mod tests {
         let config = config();
         let mut request = facts("chat");
         request.headers.push(("X-Model-Tier".into(), "quality".into()));
-        assert_eq!(chosen(&route(&config, &request, "x-task", 0)), ("chat-quality", Some("tier"), "quality"));
+        assert_eq!(
+            chosen(&route(&config, &request, "x-task", &Signals::roll(0))),
+            ("chat-quality", Some("tier"), "quality")
+        );
         let request = RequestFacts { team: Some("research"), ..facts("anything") };
-        assert_eq!(chosen(&route(&config, &request, "x-task", 0)).1, Some("research"));
+        assert_eq!(chosen(&route(&config, &request, "x-task", &Signals::roll(0))).1, Some("research"));
         let request = RequestFacts { complexity: Some(0.6), ..facts("chat") };
-        assert_eq!(chosen(&route(&config, &request, "x-task", 0)).1, Some("hard"));
+        assert_eq!(chosen(&route(&config, &request, "x-task", &Signals::roll(0))).1, Some("hard"));
         let request = RequestFacts { complexity: Some(0.6), ..facts("chat-quality") };
-        assert_eq!(chosen(&route(&config, &request, "x-task", 0)).1, None, "the rule is scoped to `chat`");
+        assert_eq!(
+            chosen(&route(&config, &request, "x-task", &Signals::roll(0))).1,
+            None,
+            "the rule is scoped to `chat`"
+        );
     }
 
     #[test]
     fn unknown_models_and_pass_through() {
         let mut config = config();
-        assert_eq!(route(&config, &facts("gpt-9"), "x-task", 0), Routing::UnknownModel);
+        assert_eq!(route(&config, &facts("gpt-9"), "x-task", &Signals::roll(0)), Routing::UnknownModel);
         config.unknown_models = UnknownModels::Pass;
-        assert_eq!(route(&config, &facts("gpt-9"), "x-task", 0), Routing::Pass);
-        assert_eq!(route(&Config::default(), &facts("chat"), "x-task", 0), Routing::Pass);
+        assert_eq!(route(&config, &facts("gpt-9"), "x-task", &Signals::roll(0)), Routing::Pass);
+        assert_eq!(route(&Config::default(), &facts("chat"), "x-task", &Signals::roll(0)), Routing::Pass);
     }
 
     #[test]
@@ -220,9 +297,12 @@ mod tests {
         let config = config();
         let long = RequestFacts { prompt_tokens: 5_000, ..facts("chat") };
         // Only the canary fits: every draw lands on it.
-        assert!((0..50).all(|roll| chosen(&route(&config, &long, "x-task", roll)).2 == "canary"));
+        assert!((0..50).all(|roll| chosen(&route(&config, &long, "x-task", &Signals::roll(roll))).2 == "canary"));
         let huge = RequestFacts { prompt_tokens: 200_000, ..facts("chat") };
-        assert_eq!(route(&config, &huge, "x-task", 0), Routing::TooLong { logical: "chat", largest_window: 100_000 });
+        assert_eq!(
+            route(&config, &huge, "x-task", &Signals::roll(0)),
+            Routing::TooLong { logical: "chat", largest_window: 100_000 }
+        );
     }
 
     #[test]
@@ -233,8 +313,8 @@ mod tests {
         }
         let mut request = facts("chat");
         request.headers.push(("x-session".into(), "abc".into()));
-        let first = chosen(&route(&config, &request, "x-task", 0)).2;
-        assert!((1..100).all(|roll| chosen(&route(&config, &request, "x-task", roll)).2 == first));
+        let first = chosen(&route(&config, &request, "x-task", &Signals::roll(0))).2;
+        assert!((1..100).all(|roll| chosen(&route(&config, &request, "x-task", &Signals::roll(roll))).2 == first));
     }
 
     #[test]
@@ -250,6 +330,67 @@ mod tests {
         );
         let mut request = facts("chat");
         request.headers.push(("x-task".into(), "code".into()));
-        assert_eq!(chosen(&route(&config, &request, "x-task", 0)).1, Some("code"));
+        assert_eq!(chosen(&route(&config, &request, "x-task", &Signals::roll(0))).1, Some("code"));
+    }
+
+    fn two_targets(strategy: Strategy) -> Config {
+        let mut config = config();
+        if let Some(model) = config.models.get_mut("chat") {
+            model.strategy = strategy;
+            model.targets = vec![target("a", 1, None), target("b", 1, None)];
+        }
+        config
+    }
+
+    fn with_stats(
+        config: &Config,
+        stats: &dyn Fn(&Target) -> TargetStats,
+        price: &dyn Fn(&Target) -> Option<f64>,
+    ) -> String {
+        let signals = Signals { roll: 0, now_ms: 120_000, stats, price, health_window_ms: 30_000 };
+        chosen(&route(config, &facts("chat"), "x-task", &signals)).2.to_string()
+    }
+
+    #[test]
+    fn strategies_read_the_shared_figures() {
+        let by_model =
+            |a: TargetStats, b: TargetStats| move |t: &Target| if t.model == "a" { a.clone() } else { b.clone() };
+        let busy = TargetStats { in_flight: 3, ..TargetStats::default() };
+        let idle = TargetStats { in_flight: 1, ..TargetStats::default() };
+        let no_price = |_: &Target| None;
+        assert_eq!(
+            with_stats(&two_targets(Strategy::LeastBusy), &by_model(busy.clone(), idle.clone()), &no_price),
+            "b"
+        );
+        assert_eq!(with_stats(&two_targets(Strategy::LeastBusy), &by_model(idle, busy), &no_price), "a");
+        let slow = TargetStats { latency_ms: Some(300.0), ..TargetStats::default() };
+        let fast = TargetStats { latency_ms: Some(40.0), ..TargetStats::default() };
+        assert_eq!(with_stats(&two_targets(Strategy::Latency), &by_model(slow.clone(), fast), &no_price), "b");
+        assert_eq!(
+            with_stats(&two_targets(Strategy::Latency), &by_model(slow, TargetStats::default()), &no_price),
+            "b"
+        );
+        let used = TargetStats { minute: 2, minute_tokens: 500, ..TargetStats::default() };
+        let stale = TargetStats { minute: 1, minute_tokens: 900, ..TargetStats::default() };
+        assert_eq!(with_stats(&two_targets(Strategy::Usage), &by_model(used, stale), &no_price), "b");
+        let price = |t: &Target| Some(if t.model == "a" { 0.5 } else { 2.0 });
+        let fine = || TargetStats::default();
+        assert_eq!(with_stats(&two_targets(Strategy::Cost), &by_model(fine(), fine()), &price), "a");
+        let failing = TargetStats { last_failure_ms: 110_000, ..TargetStats::default() };
+        assert_eq!(with_stats(&two_targets(Strategy::Cost), &by_model(failing.clone(), fine()), &price), "b");
+        // All unhealthy: the cheapest anyway.
+        assert_eq!(with_stats(&two_targets(Strategy::Cost), &by_model(failing.clone(), failing), &price), "a");
+    }
+
+    #[test]
+    fn ties_are_broken_by_the_roll() {
+        let config = two_targets(Strategy::LeastBusy);
+        let picks: std::collections::HashSet<String> = (0..10u64)
+            .map(|roll| {
+                let signals = Signals { roll, ..Signals::roll(roll) };
+                chosen(&route(&config, &facts("chat"), "x-task", &signals)).2.to_string()
+            })
+            .collect();
+        assert_eq!(picks.len(), 2);
     }
 }
