@@ -19,6 +19,7 @@
 //!
 //! Logic is plain Rust in the modules above; this file is the proxy-wasm glue.
 
+pub mod anthropic;
 pub mod catalog;
 pub mod complexity;
 pub mod config;
