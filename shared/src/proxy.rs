@@ -139,6 +139,15 @@ pub fn replace_request_body(current_size: usize, body: &[u8]) -> bool {
     hostcalls::set_buffer(BufferType::HttpRequestBody, 0, current_size, body).is_ok()
 }
 
+/// Replaces the `current_size` bytes of the answer body this callback holds.
+pub fn replace_response_body(current_size: usize, body: &[u8]) -> bool {
+    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, current_size, body).is_ok()
+}
+
+pub fn set_request_path(path: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
+}
+
 /// The response body chunk of this callback (`size` bytes).
 pub fn response_body(size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()

@@ -89,6 +89,14 @@ def keep_modules(config_text: str, modules) -> str:
     dropped = lambda name: (name.startswith("sluice.") and name not in modules) or (  # noqa: E731
         name == "envoy.filters.http.buffer" and "sluice.model_rewriter" not in modules)
     hcm["http_filters"] = [f for f in hcm["http_filters"] if not dropped(f["name"])]
+    # Upstream (per-cluster) modules: the provider adapter.
+    for cluster in config["static_resources"]["clusters"]:
+        options = cluster.get("typed_extension_protocol_options", {})
+        for name, option in list(options.items()):
+            if any(f["name"].startswith("sluice.") and f["name"] not in modules for f in option.get("http_filters", [])):
+                del options[name]
+        if not options:
+            cluster.pop("typed_extension_protocol_options", None)
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -204,6 +212,7 @@ class Stack:
             "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
             "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
             "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
+            "ANTHROPIC_ADAPTER_CONFIG": json.dumps({"schema": "anthropic"}),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),

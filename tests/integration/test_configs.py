@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from harness.stack import ROOT, Stack, envoy_binary, keep_modules, use_real_providers
+from harness.stack import ROOT, Stack, connection_manager, envoy_binary, keep_modules, use_real_providers
 
 SCHEMA = json.loads((ROOT / "plugins/token-counter/config.schema.json").read_text())
 BUDGET_SCHEMA = json.loads((ROOT / "plugins/budget-enforcer/config.schema.json").read_text())
@@ -94,3 +94,44 @@ def test_budget_enforcer_manifests_match_the_schema():
 def test_budget_schema_rejects_what_the_plugin_rejects(bad):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, BUDGET_SCHEMA)
+
+
+SCHEMAS = {name: json.loads((ROOT / f"plugins/{name.split('.')[1].replace('_', '-')}/config.schema.json").read_text())
+           for name in ["sluice.token_counter", "sluice.budget_enforcer", "sluice.model_rewriter",
+                        "sluice.provider_adapter"]}
+
+
+def wasm_filters(config):
+    """Every wasm filter of the bootstrap, downstream and upstream, as (name, plugin config)."""
+    hcm = connection_manager(config)
+    filters = list(hcm["http_filters"])
+    for cluster in config["static_resources"]["clusters"]:
+        for option in cluster.get("typed_extension_protocol_options", {}).values():
+            filters += option.get("http_filters", [])
+    return [(f["name"], json.loads(f["typed_config"]["config"]["configuration"]["value"]))
+            for f in filters if f["name"].startswith("sluice.")]
+
+
+def test_every_shipped_module_config_matches_its_schema(tmp_path):
+    from harness.gateway import DEMO_BUDGET
+    for schema in SCHEMAS.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    stacks = [Stack(workdir=tmp_path, listen_port=1, admin_port=2),
+              Stack(workdir=tmp_path, listen_port=1, admin_port=2, budget_config=DEMO_BUDGET)]
+    for stack in stacks:
+        found = wasm_filters(yaml.safe_load(stack.envoy_config()))
+        assert sorted(name for name, _ in found) == sorted(SCHEMAS)
+        for name, plugin_config in found:
+            jsonschema.validate(plugin_config, SCHEMAS[name])
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("sluice.model_rewriter", {"models": {"m": {"targets": []}}}),
+    ("sluice.model_rewriter", {"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}],
+                                                "strategy": "fastest"}}}),
+    ("sluice.provider_adapter", {"schema": "gemini"}),
+    ("sluice.provider_adapter", {"api_key": "a", "api_key_env": "B"}),
+])
+def test_schemas_reject_what_the_modules_reject(name, bad):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMAS[name])

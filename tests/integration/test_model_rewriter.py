@@ -248,3 +248,67 @@ def test_unreadable_bodies_pass_to_the_budget_enforcer_verdict(gateway, raw):
 ])
 def test_bad_config_is_rejected_with_the_field_named(config, path):
     assert_config_rejected("sluice.model_rewriter", path, rewriter_config=config)
+
+
+# --- provider translation (the provider adapter, an upstream filter in provider_anthropic) -------
+
+def sdk_client(stack):
+    import openai
+    return openai.OpenAI(base_url=stack.url("/v1"), api_key=DEMO_KEY, max_retries=0)
+
+
+def test_openai_sdk_through_an_anthropic_provider_json(gateway):
+    requests.delete(gateway.mock("/mock/requests"))
+    answer = sdk_client(gateway).chat.completions.create(
+        model="chat-claude", max_tokens=50, stop=["END"],
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-prompt-tokens": "17", "x-mock-completion-tokens": "6"},
+    )
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.content == "The capital of France is Paris."
+    assert answer.choices[0].finish_reason == "stop"
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (17, 6)
+    sent = requests.get(gateway.mock("/mock/requests")).json()[-1]
+    assert sent["path"] == "/v1/messages"
+    body = json.loads(sent["body"])
+    assert (body["model"], body["system"], body["max_tokens"], body["stop_sequences"]) == \
+        ("claude-3-5-haiku-latest", "Be brief.", 50, ["END"])
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
+    assert sent["headers"].get("anthropic-version") == "2023-06-01"
+    # The token counter, behind the adapter, counts the translated answer.
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log())
+                                    if l.get("route_logical") == "chat-claude" and l.get("completion_tokens") == "6"),
+                                   None), "counted log line")
+    assert line["prompt_tokens"] == "17" and line["upstream"] == "provider_anthropic"
+
+
+def test_openai_sdk_through_an_anthropic_provider_stream(gateway):
+    stream = sdk_client(gateway).chat.completions.create(
+        model="chat-claude", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-prompt-tokens": "11", "x-mock-completion-tokens": "4", "x-mock-chunk-bytes": "7"},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "The capital of France is Paris."
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    usage = [c.usage for c in chunks if c.usage]
+    assert usage and (usage[-1].prompt_tokens, usage[-1].completion_tokens) == (11, 4)
+
+
+def test_anthropic_errors_come_back_openai_style(gateway):
+    import openai
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk_client(gateway).chat.completions.create(
+            model="chat-claude", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-mock-status": "529"})
+    assert raised.value.status_code == 529
+    assert raised.value.body["type"] in ("overloaded_error", "api_error")
+
+
+def test_native_anthropic_requests_pass_untranslated(gateway):
+    r = requests.post(gateway.url("/v1/messages"), headers={"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"},
+                      json={"model": "chat-claude", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert r.json()["type"] == "message"

@@ -19,7 +19,6 @@
 //!
 //! Logic is plain Rust in the modules above; this file is the proxy-wasm glue.
 
-pub mod anthropic;
 pub mod catalog;
 pub mod complexity;
 pub mod config;
