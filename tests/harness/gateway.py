@@ -24,6 +24,16 @@ DEMO_BUDGET = {
     ],
 }
 
+# Logical models `make run` serves (the model rewriter's config); other model names pass as they are.
+DEMO_MODELS = {
+    "models": {
+        "chat-fast": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
+        "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
+                                     "cluster": "provider_anthropic"}]},
+    },
+    "unknown_models": "pass",
+}
+
 
 def curl_lines(stack, real):
     base = stack.url("")
@@ -44,6 +54,11 @@ Try:
   curl -s {base}/v1/messages -H 'x-api-key: {DEMO_KEY}' -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
     -d '{{"model":"claude-3-5-haiku-latest","max_tokens":64,"messages":[{{"role":"user","content":"Hi"}}]}}'
 
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
+    -d '{{"model":"chat-claude","messages":[{{"role":"user","content":"Hi"}}]}}'   # OpenAI in, Anthropic behind
+
+  curl -s {base}/v1/models -H 'authorization: Bearer {DEMO_KEY}'   # the logical models
+
   curl -s {base}/v1/chat/completions -d '{{}}'     # no key: 401
 
 Then see tokens, cost and budgets:
@@ -58,7 +73,8 @@ Ctrl-C stops everything.
 def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
-    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET)
+    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET,
+                  rewriter_config=DEMO_MODELS)
     stop = {"now": False}
 
     def on_signal(*_):

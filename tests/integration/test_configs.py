@@ -113,11 +113,12 @@ def wasm_filters(config):
 
 
 def test_every_shipped_module_config_matches_its_schema(tmp_path):
-    from harness.gateway import DEMO_BUDGET
+    from harness.gateway import DEMO_BUDGET, DEMO_MODELS
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     stacks = [Stack(workdir=tmp_path, listen_port=1, admin_port=2),
-              Stack(workdir=tmp_path, listen_port=1, admin_port=2, budget_config=DEMO_BUDGET)]
+              Stack(workdir=tmp_path, listen_port=1, admin_port=2, budget_config=DEMO_BUDGET,
+                    rewriter_config=DEMO_MODELS)]
     for stack in stacks:
         found = wasm_filters(yaml.safe_load(stack.envoy_config()))
         assert sorted(name for name, _ in found) == sorted(SCHEMAS)

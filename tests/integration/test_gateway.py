@@ -32,6 +32,9 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         r = requests.post(url, json=chat, headers={"authorization": f"Bearer {key}"})
         assert r.status_code == 200
         assert r.headers["x-ratelimit-limit-requests"] == "60"
+        claude = requests.post(url, headers={"authorization": f"Bearer {key}"},
+                               json={"model": "chat-claude", "messages": [{"role": "user", "content": "Hi"}]})
+        assert claude.status_code == 200 and claude.json()["object"] == "chat.completion"
         metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
         labels = {"model": "gpt-4o", "provider": "openai", "team": "demo"}
         assert sum_samples(metrics, "sluice_tokens_total", {**labels, "direction": "input"}) == 21
