@@ -81,6 +81,18 @@ pub fn read(host: &dyn Properties, fact: Fact) -> Option<String> {
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }
 
+/// Reads a fact holding a whole number.
+pub fn read_u64(host: &dyn Properties, fact: Fact) -> Option<u64> {
+    read(host, fact).and_then(|v| v.parse().ok())
+}
+
+/// Prompt plus completion tokens the token counter reported for this request, if it did.
+pub fn reported_tokens(host: &dyn Properties) -> Option<u64> {
+    let prompt = read_u64(host, PROMPT_TOKENS);
+    let completion = read_u64(host, COMPLETION_TOKENS);
+    (prompt.is_some() || completion.is_some()).then(|| prompt.unwrap_or(0).saturating_add(completion.unwrap_or(0)))
+}
+
 pub fn publish(host: &dyn Properties, fact: Fact, value: &str) {
     host.set_property(&[fact.name()], value.as_bytes());
 }
@@ -108,6 +120,11 @@ mod tests {
         assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
         assert_eq!(host.property("sluice.identity.team").as_deref(), Some("blue"));
         publish_first(&host, IDENTITY_TEAM, "red");
+        assert_eq!(reported_tokens(&host), None);
+        publish(&host, COMPLETION_TOKENS, "7");
+        assert_eq!(reported_tokens(&host), Some(7));
+        publish(&host, PROMPT_TOKENS, "21");
+        assert_eq!((reported_tokens(&host), read_u64(&host, PROMPT_TOKENS)), (Some(28), Some(21)));
         assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
         publish(&host, ROUTE_PROVIDER, "");
         assert_eq!(read(&host, ROUTE_PROVIDER), None);

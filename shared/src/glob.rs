@@ -35,6 +35,11 @@ pub fn any(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| matches(p, text))
 }
 
+/// Whether `value` is one of `list`; an empty list admits anything (an absent value included).
+pub fn listed(list: &[String], value: Option<&str>) -> bool {
+    list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +61,7 @@ mod tests {
         assert!(matches("**x", "yyx"));
         assert!(any(&["x".into(), "gpt-*".into()], "gpt-5"));
         assert!(!any(&[], "gpt-5"));
+        assert!(listed(&[], None) && listed(&["a".into()], Some("a")));
+        assert!(!listed(&["a".into()], Some("ab")) && !listed(&["a".into()], None));
     }
 }

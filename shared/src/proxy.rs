@@ -121,6 +121,11 @@ pub fn response_header_text(name: &str) -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
+/// The answer's status code, when it has a readable one.
+pub fn response_status() -> Option<u16> {
+    response_header_text(":status").and_then(|s| s.parse().ok())
+}
+
 pub fn remove_response_header(name: &str) {
     let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
 }

@@ -55,7 +55,7 @@ pub struct Request {
     digest: Option<Digest>,
     identity: Option<Rc<Identity>>,
     api: Option<Api>,
-    /// The body, kept only while a downgrade may still rewrite it.
+    /// The body, kept until admission (prompt estimate, downgrade rewrite).
     body: Option<Vec<u8>>,
     body_size: usize,
     model: String,
@@ -244,11 +244,7 @@ impl Request {
         };
         match stale {
             Some(identity) => {
-                {
-                    let mut state = self.state.borrow_mut();
-                    let State { registry, .. } = &mut *state;
-                    report::bridge_error(&Host, registry, "key");
-                }
+                report::bridge_error(&Host, &mut self.state.borrow_mut().registry, "key");
                 self.identity = Some(identity);
                 let flow = self.check();
                 self.continue_if(flow);
@@ -277,17 +273,17 @@ impl Request {
             facts::publish_first(&Host, facts::REQUEST_MODEL, &self.model);
         }
         let settings = Rc::clone(&self.settings);
-        let config = &settings.config;
-        let applicable = limits::applicable(config, limits::Request { identity: &identity, model: &self.model });
+        let applicable =
+            limits::applicable(&settings.config, limits::Request { identity: &identity, model: &self.model });
         if applicable.is_empty() {
             return self.admit("admitted");
         }
         if limits::needs_estimate(&applicable) {
             self.estimate = self.estimate_prompt();
         }
-        self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
+        self.refresh_counters();
         let request_id = self.state.borrow_mut().next_request_id();
-        self.marker = format!("{}:resv:{request_id}", config.key_prefix);
+        self.marker = format!("{}:resv:{request_id}", settings.config.key_prefix);
         self.send_check()
     }
 
@@ -309,7 +305,8 @@ impl Request {
         Estimate { tokens, micro_usd: (tokens as f64 * input_price).round() as u64 }
     }
 
-    /// Recomputes the counters for the current windows (a queued request waits into new ones).
+    /// The request's counters in the current windows (recomputed for a queued request, which
+    /// may wait into new ones).
     pub fn refresh_counters(&mut self) {
         let Some(identity) = self.identity.clone() else { return };
         let config = &self.settings.config;
@@ -332,7 +329,8 @@ impl Request {
         }
     }
 
-    /// Handles the check's reply (from this request's context, or the root's for a queued one).
+    /// Handles the check's reply (from this request's context, or the root's for a queued one),
+    /// resuming the request when it is admitted.
     pub fn on_check_reply(&mut self, response: &CalloutResponse) -> AfterCheck {
         let settings = Rc::clone(&self.settings);
         let parsed = settings.config.redis.reply(response).and_then(|value| {
@@ -342,7 +340,8 @@ impl Request {
         match parsed {
             Ok((_, used)) => {
                 self.state.borrow_mut().check_cached = true;
-                self.decide(&used, false);
+                let flow = self.decide(&used, false);
+                self.continue_if(flow);
                 AfterCheck::Settled
             }
             Err(e) if e.is_noscript() => {
@@ -369,11 +368,7 @@ impl Request {
             return self.bridge_down(why, "check");
         }
         let settings = Rc::clone(&self.settings);
-        {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::bridge_error(&Host, registry, "check");
-        }
+        report::bridge_error(&Host, &mut self.state.borrow_mut().registry, "check");
         proxy::warn(&format!("{NAME}: {why}; admitting on this worker's limits (on_bridge_failure: open)"));
         let (_, used) =
             self.state.borrow_mut().local.check(&self.counters, settings.config.local_limit_share, Host.now_ms());
@@ -382,11 +377,7 @@ impl Request {
 
     fn bridge_down(&mut self, why: &str, op: &str) -> Flow {
         proxy::warn(&format!("{NAME}: {why}"));
-        {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::bridge_error(&Host, registry, op);
-        }
+        report::bridge_error(&Host, &mut self.state.borrow_mut().registry, op);
         self.refuse(
             ApiError::unavailable("The budget service is unavailable; try again shortly.")
                 .with_code("budget_unavailable"),
@@ -408,11 +399,7 @@ impl Request {
             Verdict::Admit { alerts, .. } => alerts.as_slice(),
             _ => &[],
         };
-        {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::standing(&Host, registry, &names, &self.counters, used, alerts);
-        }
+        report::standing(&Host, &mut self.state.borrow_mut().registry, &names, &self.counters, used, alerts);
         match verdict {
             Verdict::Reject { limit, retry_after_ms } => {
                 self.refuse_limit(limit, retry_after_ms, headers, Refusal::Limit)
@@ -461,11 +448,7 @@ impl Request {
     fn admit(&mut self, decision: &str) -> Flow {
         self.body = None;
         facts::publish(&Host, facts::BUDGET_DECISION, decision);
-        {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::decided(&Host, registry, decision);
-        }
+        report::decided(&Host, &mut self.state.borrow_mut().registry, decision);
         if self.settings.debug_logging {
             let alias = self.identity.as_ref().map_or("-", |i| i.alias.as_str());
             proxy::debug(&format!("{NAME}: {decision} key={alias} model={}", self.model));
@@ -488,13 +471,11 @@ impl Request {
             return self.refuse_limit(limit, retry_after_ms, headers, reason);
         }
         if !matches!(self.phase, Phase::Queued { .. }) {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::decided(&Host, registry, "waiting");
+            report::decided(&Host, &mut self.state.borrow_mut().registry, "waiting");
         }
         let Some(me) = self.me.upgrade() else { return Flow::Continue };
         self.waiting_for = limit;
-        self.state.borrow_mut().waiters.push(Waiter { context_id: self.context_id, request: me, next_try_ms });
+        self.state.borrow_mut().waiters.push(Waiter { request: me, next_try_ms });
         self.hold(Phase::Queued { deadline_ms })
     }
 
@@ -529,11 +510,7 @@ impl Request {
     }
 
     fn refuse(&mut self, error: ApiError, refusal: Refusal, limit: Option<&str>) -> Flow {
-        {
-            let mut state = self.state.borrow_mut();
-            let State { registry, .. } = &mut *state;
-            report::refused(&Host, registry, refusal, limit);
-        }
+        report::refused(&Host, &mut self.state.borrow_mut().registry, refusal, limit);
         if self.settings.debug_logging {
             proxy::debug(&format!("{NAME}: refused ({}) with {}", refusal.name(), error.status));
         }
@@ -582,22 +559,14 @@ impl Request {
             // Asked again at the next tick, now with the script's source.
             AfterCheck::Resend => {
                 if let (Some(me), Phase::Queued { .. }) = (self.me.upgrade(), self.phase) {
-                    self.state.borrow_mut().waiters.push(Waiter {
-                        context_id: self.context_id,
-                        request: me,
-                        next_try_ms: Host.now_ms(),
-                    });
+                    self.state.borrow_mut().waiters.push(Waiter { request: me, next_try_ms: Host.now_ms() });
                 }
             }
-        }
-        // A re-check that admitted the request resumes it here.
-        if self.phase == Phase::Admitted {
-            self.continue_if(Flow::Continue);
         }
     }
 
     fn on_response_headers(&mut self) {
-        self.status = proxy::response_header_text(":status").and_then(|s| s.parse().ok());
+        self.status = proxy::response_status();
         for (name, value) in &self.answer_headers {
             proxy::set_response_header(name, value);
         }
@@ -606,9 +575,9 @@ impl Request {
     /// The stream is over (every module has logged it): settle the reservation.
     fn on_done(&mut self) {
         if let Phase::Queued { .. } = self.phase {
-            // The client left while waiting.
-            let id = self.context_id;
-            self.state.borrow_mut().waiters.retain(|w| w.context_id != id);
+            // The client left while waiting. (Compared by address: this request is borrowed.)
+            let me = self.me.as_ptr();
+            self.state.borrow_mut().waiters.retain(|w| !std::ptr::eq(Rc::as_ptr(&w.request), me));
         }
         let Some(reservation) = self.reservation.take() else { return };
         let usage = report::reported_usage(&Host).unwrap_or(match self.status {
@@ -658,8 +627,6 @@ impl Context for Gate {
             Phase::Checking => {
                 if let AfterCheck::Resend = request.on_check_reply(&response) {
                     request.resend_check();
-                } else if request.phase == Phase::Admitted {
-                    request.continue_if(Flow::Continue);
                 }
             }
             _ => {}

@@ -74,10 +74,9 @@ pub fn needs_estimate(limits: &[(usize, &Limit, String)]) -> bool {
 }
 
 fn matches(limit: &Limit, request: Request<'_>) -> bool {
+    use sluice_shared::glob::listed;
     let m = &limit.matches;
     let id = request.identity;
-    let listed =
-        |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
     (m.models.is_empty() || sluice_shared::glob::any(&m.models, request.model))
         && listed(&m.keys, Some(&id.alias))
         && listed(&m.teams, id.team.as_deref())

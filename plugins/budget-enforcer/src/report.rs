@@ -98,17 +98,9 @@ pub fn bridge_error(host: &dyn MetricsHost, registry: &mut MetricRegistry, op: &
 
 /// Usage a finished request reports through the token counter's facts, if it ran.
 pub fn reported_usage(host: &dyn Properties) -> Option<Usage> {
-    let number = |fact| facts::read(host, fact).and_then(|v| v.parse::<u64>().ok());
-    let prompt = number(facts::PROMPT_TOKENS);
-    let completion = number(facts::COMPLETION_TOKENS);
-    if prompt.is_none() && completion.is_none() {
-        return None;
-    }
+    let tokens = facts::reported_tokens(host)?;
     let cost = facts::read(host, facts::COST_USD).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Some(Usage {
-        tokens: prompt.unwrap_or(0).saturating_add(completion.unwrap_or(0)),
-        micro_usd: (cost * crate::limits::MICRO_USD).round().max(0.0) as u64,
-    })
+    Some(Usage { tokens, micro_usd: (cost * crate::limits::MICRO_USD).round().max(0.0) as u64 })
 }
 
 #[cfg(test)]

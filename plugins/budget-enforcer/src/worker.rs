@@ -47,7 +47,6 @@ impl Settings {
 
 /// A request waiting for room under a `queue` limit.
 pub struct Waiter {
-    pub context_id: u32,
     pub request: Rc<RefCell<Request>>,
     pub next_try_ms: u64,
 }
@@ -182,7 +181,8 @@ impl Enforcer {
             match deadline {
                 None => continue,
                 Some(deadline) if deadline <= now => {
-                    if proxy::switch_context(waiter.context_id) {
+                    let context_id = waiter.request.borrow().context_id();
+                    if proxy::switch_context(context_id) {
                         waiter.request.borrow_mut().give_up_waiting();
                     }
                 }

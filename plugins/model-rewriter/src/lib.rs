@@ -159,8 +159,7 @@ impl Steer {
         let headers = std::mem::take(&mut self.headers);
         let key = facts::read(&Host, facts::IDENTITY_KEY);
         let team = facts::read(&Host, facts::IDENTITY_TEAM);
-        let prompt_tokens = facts::read(&Host, facts::PROMPT_ESTIMATE)
-            .and_then(|v| v.parse().ok())
+        let prompt_tokens = facts::read_u64(&Host, facts::PROMPT_ESTIMATE)
             .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
             .unwrap_or(0);
         let complexity = routing::needs_complexity(config).then(|| {
@@ -246,8 +245,7 @@ impl Context for Steer {
         // After every module's log: the token counter's counts are known.
         if let Some(tracked) = self.tracked.take() {
             let now = Host.now_ms();
-            let count = |fact| facts::read(&Host, fact).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            let tokens = count(facts::PROMPT_TOKENS).saturating_add(count(facts::COMPLETION_TOKENS));
+            let tokens = facts::reported_tokens(&Host).unwrap_or(0);
             stats::update(&Host, &tracked.key, |s| {
                 if !tracked.answered {
                     s.last_failure_ms = now;
@@ -305,7 +303,7 @@ impl HttpContext for Steer {
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let Some(tracked) = self.tracked.as_mut() {
             let now = Host.now_ms();
-            let status: u16 = proxy::response_header_text(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+            let status = proxy::response_status().unwrap_or(0);
             let failed = status == 429 || status >= 500;
             let latency = now.saturating_sub(tracked.started_ms);
             stats::update(&Host, &tracked.key, |s| stats::answered(s, latency, failed, now));

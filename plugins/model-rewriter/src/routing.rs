@@ -101,8 +101,7 @@ pub fn route<'c>(
 }
 
 fn holds(when: &Condition, request: &RequestFacts<'_>, task_header: &str) -> bool {
-    let listed =
-        |list: &[String], value: Option<&str>| list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v));
+    use sluice_shared::glob::listed;
     (when.models.is_empty() || sluice_shared::glob::any(&when.models, request.model))
         && when.header.as_ref().is_none_or(|h| request.header(&h.name).is_some_and(|v| h.values.iter().any(|x| x == v)))
         && listed(&when.teams, request.team)

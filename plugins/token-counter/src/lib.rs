@@ -214,7 +214,7 @@ impl HttpContext for Meter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let status = proxy::response_header_text(":status").and_then(|s| s.parse().ok());
+        let status = proxy::response_status();
         let content_type = proxy::response_header_text("content-type");
         let content_encoding = proxy::response_header_text("content-encoding");
         let response_headers = self.config().response_headers;

@@ -20,7 +20,7 @@ pub fn publish_request(host: &dyn Properties, request: &RequestSummary, estimate
 
 /// An estimate another module published for this request, if any.
 pub fn published_estimate(host: &dyn Properties) -> Option<u64> {
-    facts::read(host, facts::PROMPT_ESTIMATE).and_then(|v| v.parse().ok())
+    facts::read_u64(host, facts::PROMPT_ESTIMATE)
 }
 
 /// Who an exchange is attributed to in metrics.
