@@ -51,6 +51,9 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(429, "rate_limit_error", message)
     }
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(502, "server_error", message)
+    }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "server_error", message)
     }

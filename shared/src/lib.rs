@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod api;
 pub mod backlog;
 pub mod callout;
+pub mod chain;
 pub mod config;
 pub mod digest;
 pub mod errors;

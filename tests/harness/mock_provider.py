@@ -5,6 +5,7 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-status: 500          answer with this status and an OpenAI/Anthropic-style error body
   x-mock-latency-ms: 50       wait before the answer headers
   x-mock-slow-model: m=300    wait 300 ms more when the request's model is m (routing tests)
+  x-mock-fail-model: m=503    answer with this status when the request's model is m (fallback tests)
   x-mock-text: ...            the generated text (default: "The capital of France is Paris.")
   x-mock-usage: off           leave usage out (JSON and streams)
   x-mock-prompt-tokens: 17    usage numbers to report (defaults: 21 prompt, 7 completion, 0 cached)
@@ -247,6 +248,9 @@ async def handle(request: web.Request, api: str):
     if latency:
         await asyncio.sleep(latency / 1000)
     status = header_int(request, "x-mock-status", 200)
+    fail_model, _, fail_status = request.headers.get("x-mock-fail-model", "").partition("=")
+    if fail_model and req.get("model") == fail_model and fail_status.isdigit():
+        status = int(fail_status)
     model = req.get("model") or "mock-model"
     text = request.headers.get("x-mock-text", DEFAULT_TEXT)
     usage = None if request.headers.get("x-mock-usage") == "off" else usage_numbers(request)

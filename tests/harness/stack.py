@@ -46,18 +46,15 @@ def connection_manager(config: dict) -> dict:
     return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) -> str:
-    """Points the provider clusters at the real APIs over TLS and adds the credentials."""
+def use_real_providers(config_text: str, providers) -> str:
+    """Points the named provider clusters (`openai`, `anthropic`) at the real APIs over TLS. The
+    provider adapters already send the right Host and take the keys from Envoy's environment."""
     config = yaml.safe_load(config_text)
-    providers = {
-        "provider_openai": ("api.openai.com", openai_key, [("authorization", f"Bearer {openai_key}")]),
-        "provider_anthropic": ("api.anthropic.com", anthropic_key, [("x-api-key", anthropic_key or "")]),
-    }
+    hosts = {"provider_openai": ("openai", "api.openai.com"), "provider_anthropic": ("anthropic", "api.anthropic.com")}
     for cluster in config["static_resources"]["clusters"]:
-        name = cluster["name"]
-        if name not in providers or not providers[name][1]:
+        provider, host = hosts.get(cluster["name"], (None, None))
+        if provider not in providers:
             continue
-        host = providers[name][0]
         cluster["type"] = "LOGICAL_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
         address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
@@ -69,25 +66,19 @@ def use_real_providers(config_text: str, openai_key=None, anthropic_key=None) ->
                 "sni": host,
             },
         }
-    hcm = connection_manager(config)
-    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
-        name = route["route"]["cluster"]
-        host, key, headers = providers[name]
-        if key:
-            route["route"]["host_rewrite_literal"] = host
-            route["request_headers_to_add"] = [
-                {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for k, v in headers
-            ]
     return yaml.safe_dump(config, sort_keys=False)
+
+
+ROUTING_FILTERS = ("envoy.filters.http.buffer", "envoy.filters.http.header_mutation")
 
 
 def keep_modules(config_text: str, modules) -> str:
     """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy), and the buffer
-    filter that only re-routing by the model rewriter needs."""
+    and header-mutation filters that only re-routing by the model rewriter needs."""
     config = yaml.safe_load(config_text)
     hcm = connection_manager(config)
     dropped = lambda name: (name.startswith("sluice.") and name not in modules) or (  # noqa: E731
-        name == "envoy.filters.http.buffer" and "sluice.model_rewriter" not in modules)
+        name in ROUTING_FILTERS and "sluice.model_rewriter" not in modules)
     hcm["http_filters"] = [f for f in hcm["http_filters"] if not dropped(f["name"])]
     # Upstream (per-cluster) modules: the provider adapter.
     for cluster in config["static_resources"]["clusters"]:
@@ -117,7 +108,8 @@ class Stack:
 
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
-                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None):
+                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
+                 provider_keys=None, patch=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
@@ -132,7 +124,14 @@ class Stack:
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.with_mock = with_mock
+        # Real provider keys by provider (`openai`, `anthropic`): those clusters go to the real APIs.
         self.real_providers = real_providers or {}
+        # Provider keys the adapters read from Envoy's environment (tests use made-up ones).
+        self.provider_keys = dict(provider_keys or {})
+        for provider, key in self.real_providers.items():
+            self.provider_keys[f"{provider.upper()}_API_KEY"] = key
+        # Changes the bootstrap (a dict) before Envoy starts, e.g. shorter timeouts in tests.
+        self.patch = patch
         # Which `sluice.*` filters to keep (None: all of them; []: plain Envoy).
         self.modules = modules
         # Send provider traffic to this loopback port instead of the mock (benchmarks).
@@ -212,16 +211,24 @@ class Stack:
             "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
             "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
             "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
-            "ANTHROPIC_ADAPTER_CONFIG": json.dumps({"schema": "anthropic"}),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
         })
         if self.real_providers:
-            text = use_real_providers(text, self.real_providers.get("openai"), self.real_providers.get("anthropic"))
+            text = use_real_providers(text, self.real_providers)
         if self.modules is not None:
             text = keep_modules(text, self.modules)
+        if self.patch:
+            config = yaml.safe_load(text)
+            self.patch(config)
+            text = yaml.safe_dump(config, sort_keys=False)
         return text
+
+    def envoy_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+        env.update(self.provider_keys)
+        return env
 
     def start_envoy(self):
         path = self.workdir / "envoy.yaml"
@@ -231,7 +238,7 @@ class Stack:
             "envoy", [*pin, envoy_binary(), "-c", str(path), "--concurrency", str(self.concurrency),
                       "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info",
                       "--log-path", str(self.workdir / "envoy.log"), "--file-flush-interval-msec", "200"],
-            self.workdir / "envoy.out")
+            self.workdir / "envoy.out", env=self.envoy_env())
         wait_until(lambda: http_ok(self.admin("/ready")), "envoy", 90, envoy)
 
     # --- helpers ---------------------------------------------------------------------------

@@ -65,6 +65,21 @@ pub struct LogicalModel {
     /// Shown in `GET /v1/models` as `owned_by`.
     #[serde(default)]
     pub owned_by: Option<String>,
+    /// Providers tried, in order, when the chosen target fails (connect failure, 429, 5xx,
+    /// timeout). Envoy does the retrying: the target's cluster must then be an aggregate
+    /// cluster of the target's provider cluster followed by the fallbacks' (`envoy-config/`),
+    /// with the provider adapter, which sets each attempt's model from this list.
+    #[serde(default)]
+    pub fallbacks: Vec<Fallback>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// Provider name, as the provider cluster's endpoints name it (`metadata.sluice.provider`).
+    pub provider: String,
+    /// The model name this provider knows.
+    pub model: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -242,6 +257,22 @@ impl Validate for Config {
             if model.targets.iter().all(|t| t.weight == 0) {
                 return Err(ConfigError::at(at("targets"), "at least one target needs a positive weight"));
             }
+            let mut providers: HashSet<&str> = HashSet::new();
+            for (i, fallback) in model.fallbacks.iter().enumerate() {
+                let at = |field: &str| format!(".models.{name}.fallbacks[{i}].{field}");
+                if fallback.provider.is_empty() || fallback.model.is_empty() {
+                    return Err(ConfigError::at(at("model"), "needs a provider and a model"));
+                }
+                // Each attempt's model is looked up by its provider.
+                let taken = !providers.insert(&fallback.provider)
+                    || (model.targets.iter().any(|t| t.provider == fallback.provider));
+                if taken {
+                    return Err(ConfigError::at(
+                        at("provider"),
+                        format!("`{}` appears twice in the chain (targets and fallbacks)", fallback.provider),
+                    ));
+                }
+            }
             if let Some(Sticky::Header { header }) = &model.sticky {
                 if header.is_empty() {
                     return Err(ConfigError::at(at("sticky.header"), "must name a header"));
@@ -317,6 +348,10 @@ mod tests {
             (format!(r#"{{{MODELS}, "rules": [{{"name": "r", "when": {{"complexity_over": 2}}, "route_to": "chat-fast"}}]}}"#), ".rules[0].when.complexity_over"),
             (format!(r#"{{{MODELS}, "rules": [{{"name": "r", "when": {{"size": 2}}, "route_to": "chat-fast"}}]}}"#), ".rules[0].when.size"),
             (r#"{"unknown_models": "maybe"}"#.into(), ".unknown_models"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "p", "model": "y"}]}}}"#.into(), ".models.m.fallbacks[0].provider"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q", "model": "y"}, {"provider": "q", "model": "z"}]}}}"#.into(), ".models.m.fallbacks[1].provider"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q", "model": ""}]}}}"#.into(), ".models.m.fallbacks[0].model"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q"}]}}}"#.into(), ".models.m.fallbacks[0]"),
             (r#"{"complexity": {"keyword": -1}}"#.into(), ".complexity"),
         ];
         for (json, path) in cases {

@@ -33,6 +33,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_shared::api::Api;
+use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::openai::ChatCompletionRequest;
@@ -47,6 +48,9 @@ use crate::config::{Config, Strategy, Target};
 use crate::routing::{RequestFacts, Routing, Signals};
 
 const NAME: &str = "sluice.model_rewriter";
+/// The request header the gateway's routes match, set from `sluice.route.cluster` by Envoy's
+/// header-mutation filter once the body was read (`envoy-config/gateway.yaml`).
+const ROUTING_HEADER: &str = "x-sluice-cluster";
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -216,13 +220,25 @@ impl Steer {
                 facts::publish(&Host, facts::ROUTE_PROVIDER, &target.provider);
                 facts::publish(&Host, facts::ROUTE_MODEL, &target.model);
                 facts::publish(&Host, facts::ROUTE_CLUSTER, &target.cluster);
-                if target.model != summary.model {
-                    match sluice_shared::json::with_model(body, &target.model) {
+                let logical = config.models.get(route.logical);
+                let chain: Vec<(&str, &str)> = match logical {
+                    Some(m) if !m.fallbacks.is_empty() => {
+                        std::iter::once((target.provider.as_str(), target.model.as_str()))
+                            .chain(m.fallbacks.iter().map(|f| (f.provider.as_str(), f.model.as_str())))
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                // A client's own chain member is never passed on.
+                let clients_chain =
+                    body.windows(chain::MODELS_MEMBER.len()).any(|w| w == chain::MODELS_MEMBER.as_bytes());
+                if target.model != summary.model || !chain.is_empty() || clients_chain {
+                    match chain::with_route(body, &target.model, &chain) {
                         Some(new_body) if proxy::replace_request_body(body_size, &new_body) => {}
                         _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{}`", target.model)),
                     }
                 }
-                let strategy = config.models.get(route.logical).map(|m| m.strategy);
+                let strategy = logical.map(|m| m.strategy);
                 if strategy.is_some_and(|s| s != Strategy::Weighted) {
                     let key = stats::key(target);
                     stats::update(&Host, &key, stats::started);
@@ -259,6 +275,12 @@ impl Context for Steer {
 
 impl HttpContext for Steer {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // Only the rewriter picks the cluster: a client's routing header is dropped, and the
+        // route Envoy already matched with it forgotten.
+        if proxy::request_header(ROUTING_HEADER).is_some() {
+            proxy::remove_request_header(ROUTING_HEADER);
+            proxy::clear_route_cache();
+        }
         let path = proxy::request_header_text(":path").unwrap_or_default();
         let method = proxy::request_header_text(":method").unwrap_or_default();
         if method == "GET" && !self.config.models.is_empty() {

@@ -204,6 +204,7 @@ mod tests {
                 strategy: Strategy::Weighted,
                 sticky: None,
                 owned_by: None,
+                fallbacks: Vec::new(),
             },
         );
         models.insert(
@@ -213,6 +214,7 @@ mod tests {
                 strategy: Strategy::Weighted,
                 sticky: None,
                 owned_by: None,
+                fallbacks: Vec::new(),
             },
         );
         Config {

@@ -1,5 +1,10 @@
-//! The provider adapter's configuration, one per provider cluster (JSON Schema:
-//! `config.schema.json`).
+//! The provider adapter's configuration (JSON Schema: `config.schema.json`).
+//!
+//! One adapter runs in each provider cluster, and one in each fallback chain's aggregate
+//! cluster. It knows its providers by name; each attempt's provider is the name in the chosen
+//! endpoint's metadata (`filter_metadata.sluice.provider`), or the only provider configured.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use sluice_shared::config::{ConfigError, Validate};
@@ -9,7 +14,7 @@ const MIB: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Schema {
-    /// OpenAI and OpenAI-compatible APIs: requests pass as they are.
+    /// OpenAI and OpenAI-compatible APIs (vLLM, NIM, Groq, Azure OpenAI): requests pass as they are.
     Openai,
     /// Anthropic Messages: OpenAI chat requests are translated, and their answers back.
     Anthropic,
@@ -18,59 +23,143 @@ pub enum Schema {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// What the cluster's provider speaks.
+    /// The providers this cluster reaches, by the name its endpoints carry in their metadata.
+    pub providers: BTreeMap<String, Provider>,
+    /// Largest request body translated; larger requests get 413.
+    pub max_request_bytes: usize,
+    /// Largest JSON answer translated; a larger one is passed as it is.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Provider {
+    /// What the provider speaks.
     pub schema: Schema,
     /// The provider credential. Prefer `api_key_env`: configuration is visible to operators.
     pub api_key: Option<String>,
     /// Environment variable holding the credential (pass it to the VM with
     /// `vm_config.environment_variables.host_env_keys`).
     pub api_key_env: Option<String>,
-    /// `anthropic-version` sent to Anthropic.
+    /// OpenAI schema: the header carrying the credential. `authorization` gets `Bearer <key>`;
+    /// any other (Azure OpenAI's `api-key`) gets the key alone.
+    pub auth_header: String,
+    /// OpenAI schema: the path chat requests are sent to, query included (Azure OpenAI:
+    /// `/openai/deployments/<deployment>/chat/completions?api-version=2024-10-21`).
+    pub chat_path: Option<String>,
+    /// The `Host` (`:authority`) sent to the provider, e.g. `api.openai.com`. Set per attempt:
+    /// the providers of a chain differ. Unset: as routed.
+    pub authority: Option<String>,
+    /// Anthropic schema: the `anthropic-version` header.
     pub anthropic_version: String,
-    /// `max_tokens` for Anthropic when the client set none (Anthropic requires one).
+    /// Anthropic schema: `max_tokens` when the client set none (Anthropic requires one).
     pub default_max_tokens: u64,
-    /// Largest request body translated; larger requests get 413.
-    pub max_request_bytes: usize,
-    /// Largest JSON answer translated; a larger one is answered with 502.
-    pub max_response_bytes: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
+        Config { providers: BTreeMap::new(), max_request_bytes: 16 * MIB, max_response_bytes: 32 * MIB }
+    }
+}
+
+impl Default for Provider {
+    fn default() -> Self {
+        Provider {
             schema: Schema::Openai,
             api_key: None,
             api_key_env: None,
+            auth_header: "authorization".to_string(),
+            chat_path: None,
+            authority: None,
             anthropic_version: "2023-06-01".to_string(),
             default_max_tokens: 4096,
-            max_request_bytes: 16 * MIB,
-            max_response_bytes: 32 * MIB,
         }
     }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.api_key.is_some() && self.api_key_env.is_some() {
-            return Err(ConfigError::at(".api_key_env", "give `api_key` or `api_key_env`, not both"));
-        }
-        if self.api_key.as_deref() == Some("") {
-            return Err(ConfigError::at(".api_key", "must not be empty"));
-        }
-        if self.default_max_tokens == 0 {
-            return Err(ConfigError::at(".default_max_tokens", "must be positive"));
+        let chain = self.providers.len() > 1;
+        for (name, provider) in &self.providers {
+            let at = |field: &str| format!(".providers.{name}{field}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(ConfigError::at(".providers", format!("`{name}`: names use letters, digits, `_` and `-`")));
+            }
+            provider.validate().map_err(|e| ConfigError::at(at(&e.path), e.message))?;
+            // In a chain, a provider without its own key would receive the request as an earlier
+            // attempt left it: with another provider's credential.
+            if chain && provider.api_key.is_none() && provider.api_key_env.is_none() {
+                return Err(ConfigError::at(
+                    at(".api_key_env"),
+                    "with more than one provider, each needs `api_key` or `api_key_env`",
+                ));
+            }
         }
         Ok(())
     }
 }
 
-impl Config {
+impl Validate for Provider {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_key.is_some() && self.api_key_env.is_some() {
+            return Err(ConfigError::at(".api_key_env", "give `api_key` or `api_key_env`, not both"));
+        }
+        if self.api_key.as_deref() == Some("") || self.api_key_env.as_deref() == Some("") {
+            return Err(ConfigError::at(".api_key", "must not be empty"));
+        }
+        if self.default_max_tokens == 0 {
+            return Err(ConfigError::at(".default_max_tokens", "must be positive"));
+        }
+        let header_ok = !self.auth_header.is_empty()
+            && self.auth_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !header_ok {
+            return Err(ConfigError::at(".auth_header", "must be a lower-case header name"));
+        }
+        if let Some(path) = &self.chat_path {
+            if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                return Err(ConfigError::at(".chat_path", "must be a path starting with `/`"));
+            }
+        }
+        if let Some(authority) = &self.authority {
+            let ok = !authority.is_empty()
+                && authority
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+            if !ok {
+                return Err(ConfigError::at(".authority", "must be a host name, optionally with a port"));
+            }
+        }
+        if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header != "authorization") {
+            return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are for the openai schema"));
+        }
+        Ok(())
+    }
+}
+
+impl Provider {
     /// The credential, from the config or the environment (`None`: the request keeps its own).
     pub fn credential(&self) -> Option<String> {
         match (&self.api_key, &self.api_key_env) {
             (Some(key), _) => Some(key.clone()),
             (None, Some(var)) => std::env::var(var).ok().filter(|k| !k.is_empty()),
             (None, None) => None,
+        }
+    }
+
+    /// The header this provider's credential travels in.
+    pub fn credential_header(&self) -> &str {
+        match self.schema {
+            Schema::Openai => &self.auth_header,
+            Schema::Anthropic => "x-api-key",
+        }
+    }
+
+    /// The credential header's value for `key`.
+    pub fn credential_value(&self, key: &str) -> String {
+        if self.credential_header() == "authorization" {
+            format!("Bearer {key}")
+        } else {
+            key.to_string()
         }
     }
 }
@@ -81,14 +170,40 @@ mod tests {
     use sluice_shared::config::parse_config;
 
     #[test]
-    fn config_and_errors() {
-        let c: Config = parse_config(Some(br#"{"schema": "anthropic", "api_key": "k"}"#)).unwrap();
-        assert_eq!((c.schema, c.credential()), (Schema::Anthropic, Some("k".to_string())));
-        let both = parse_config::<Config>(Some(br#"{"api_key": "k", "api_key_env": "K"}"#)).unwrap_err();
-        assert_eq!(both.path, ".api_key_env");
-        assert_eq!(parse_config::<Config>(Some(br#"{"schema": "gemini"}"#)).unwrap_err().path, ".schema");
-        let missing: Config = parse_config(Some(br#"{"api_key_env": "SLUICE_TEST_UNSET_VARIABLE"}"#)).unwrap();
-        assert_eq!(missing.credential(), None);
+    fn one_provider() {
+        let c: Config =
+            parse_config(Some(br#"{"providers": {"anthropic": {"schema": "anthropic", "api_key": "k"}}}"#)).unwrap();
+        let p = &c.providers["anthropic"];
+        assert_eq!((p.schema, p.credential()), (Schema::Anthropic, Some("k".to_string())));
+        assert_eq!((p.credential_header(), p.credential_value("k").as_str()), ("x-api-key", "k"));
+        let openai = Provider::default();
+        assert_eq!(openai.credential_value("k"), "Bearer k");
+        let azure = Provider { auth_header: "api-key".into(), ..Provider::default() };
+        assert_eq!((azure.credential_header(), azure.credential_value("k").as_str()), ("api-key", "k"));
+        // Without a key the request keeps its own credential.
+        let missing: Config =
+            parse_config(Some(br#"{"providers": {"o": {"api_key_env": "SLUICE_TEST_UNSET_VARIABLE"}}}"#)).unwrap();
+        assert_eq!(missing.providers["o"].credential(), None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: [(&[u8], &str); 10] = [
+            (br#"{"providers": {"a": {"authority": "https://api.openai.com"}}}"#, ".providers.a.authority"),
+            (br#"{"providers": {"a": {"api_key": "k", "api_key_env": "K"}}}"#, ".providers.a.api_key_env"),
+            (br#"{"providers": {"a": {"schema": "gemini"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"api_key": ""}}}"#, ".providers.a.api_key"),
+            (br#"{"providers": {"a": {"default_max_tokens": 0}}}"#, ".providers.a.default_max_tokens"),
+            (br#"{"providers": {"a": {"auth_header": "Api Key"}}}"#, ".providers.a.auth_header"),
+            (br#"{"providers": {"a": {"chat_path": "v1/chat"}}}"#, ".providers.a.chat_path"),
+            (br#"{"providers": {"a": {"schema": "anthropic", "chat_path": "/x"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a b": {}}}"#, ".providers"),
+            (br#"{"providers": {"a": {"api_key": "k"}, "b": {}}}"#, ".providers.b.api_key_env"),
+        ];
+        for (config, path) in cases {
+            let error = parse_config::<Config>(Some(config)).unwrap_err();
+            assert_eq!(error.path, path, "{}", String::from_utf8_lossy(config));
+        }
     }
 
     #[test]

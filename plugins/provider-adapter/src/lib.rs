@@ -1,35 +1,45 @@
 //! # Sluice provider adapter
 //!
-//! An upstream (cluster-level) filter in each provider cluster, so it runs once per attempt:
-//! a retry or a fallback to this cluster is adapted for this cluster's provider.
+//! An upstream (cluster-level) filter, so it runs once per attempt: a retry or a fallback is
+//! adapted for the provider that attempt reaches.
 //!
-//! - **Credentials**: the provider key from config or environment replaces whatever the
-//!   request carried (`Authorization: Bearer` for OpenAI, `x-api-key` for Anthropic).
-//! - **Anthropic** ([`anthropic`]): an OpenAI chat request (`/v1/chat/completions`) is sent as a
-//!   Messages request (`/v1/messages`); the answer comes back as OpenAI JSON, or as OpenAI chunks
-//!   event by event for a stream, usage included. Native `/v1/messages` requests pass as they are.
+//! - **Provider** ([`attempt::provider`]): named by the chosen endpoint's metadata
+//!   (`filter_metadata.sluice.provider`), or the only one configured. In a fallback chain (an
+//!   aggregate cluster), each attempt may reach another provider.
+//! - **Credentials**: the provider's key from config or environment replaces whatever the
+//!   request carried, and no other provider's key is left on it.
+//! - **Model**: in a chain, the body names each provider's model (`sluice_models`, written by
+//!   the model rewriter); the attempt's entry becomes `model` and the member is removed.
+//! - **Anthropic** ([`anthropic`]): an OpenAI chat request is sent as a Messages request; the
+//!   answer comes back as OpenAI JSON, or as OpenAI chunks event by event for a stream, usage
+//!   included. Native `/v1/messages` requests pass as they are.
+//! - **Answered by**: the `x-sluice-provider` response header names the provider.
 //!
-//! Logic is plain Rust in [`anthropic`] and [`config`]; this file is the proxy-wasm glue.
+//! Logic is plain Rust in [`attempt`], [`anthropic`] and [`config`]; this file is the glue.
 
 pub mod anthropic;
+pub mod attempt;
 pub mod config;
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use sluice_shared::api::Api;
 use sluice_shared::errors::ApiError;
-use sluice_shared::host::Clock;
+use sluice_shared::host::{Clock, Properties};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::SseParser;
 
 use crate::anthropic::StreamTranslator;
-use crate::config::{Config, Schema};
+use crate::attempt::Seen;
+use crate::config::Config;
 
 const NAME: &str = "sluice.provider_adapter";
 /// Longest SSE line accepted from the provider.
 const MAX_SSE_LINE: usize = 4 << 20;
+/// Where an endpoint names its provider.
+const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "sluice", "provider"];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -39,7 +49,8 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct Adapter {
     config: Rc<Config>,
-    credential: Rc<Option<String>>,
+    /// Each provider's credential, read once from config or environment.
+    credentials: Rc<BTreeMap<String, String>>,
 }
 
 impl Context for Adapter {}
@@ -47,16 +58,26 @@ impl Context for Adapter {}
 impl RootContext for Adapter {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
-        let credential = config.credential();
-        if config.api_key_env.is_some() && credential.is_none() {
-            proxy::warn(&format!("{NAME}: `api_key_env` is set but the variable is empty or not passed to the VM"));
+        let mut credentials = BTreeMap::new();
+        let mut described = Vec::new();
+        for (name, provider) in &config.providers {
+            let credential = provider.credential();
+            if provider.api_key_env.is_some() && credential.is_none() {
+                proxy::warn(&format!(
+                    "{NAME}: provider `{name}`: `api_key_env` is set but the variable is empty or not passed to the VM"
+                ));
+            }
+            let source = if credential.is_some() { "credential set" } else { "credential from the request" };
+            described.push(format!("{name} ({:?}, {source})", provider.schema));
+            if let Some(key) = credential {
+                credentials.insert(name.clone(), key);
+            }
         }
-        proxy::info(&format!(
-            "{NAME}: configured for {:?}; credential {}",
-            config.schema,
-            if credential.is_some() { "set" } else { "from the request" }
-        ));
-        self.credential = Rc::new(credential);
+        if config.providers.is_empty() {
+            proxy::warn(&format!("{NAME}: no providers configured; requests pass unchanged"));
+        }
+        proxy::info(&format!("{NAME}: configured: {}", described.join(", ")));
+        self.credentials = Rc::new(credentials);
         self.config = Rc::new(config);
         true
     }
@@ -68,7 +89,9 @@ impl RootContext for Adapter {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Attempt {
             config: Rc::clone(&self.config),
-            credential: Rc::clone(&self.credential),
+            credentials: Rc::clone(&self.credentials),
+            provider: None,
+            read_body: false,
             translating: false,
             include_usage: false,
             answer: Answer::Untouched,
@@ -91,7 +114,11 @@ struct StreamState {
 /// One attempt's glue.
 struct Attempt {
     config: Rc<Config>,
-    credential: Rc<Option<String>>,
+    credentials: Rc<BTreeMap<String, String>>,
+    /// The provider this attempt reaches.
+    provider: Option<String>,
+    /// The body must be prepared (chain model, translation).
+    read_body: bool,
     /// An OpenAI chat request sent to an Anthropic provider.
     translating: bool,
     include_usage: bool,
@@ -102,74 +129,84 @@ impl Attempt {
     fn created() -> u64 {
         Host.now_ms() / 1000
     }
+
+    fn fail(&mut self, error: &ApiError) -> Action {
+        self.read_body = false;
+        self.translating = false;
+        proxy::send_error(error);
+        Action::Pause
+    }
 }
 
 impl Context for Attempt {}
 
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let path = proxy::request_header_text(":path").unwrap_or_default();
-        match self.config.schema {
-            Schema::Openai => {
-                if let Some(key) = self.credential.as_deref() {
-                    proxy::set_request_header("authorization", &format!("Bearer {key}"));
-                }
-            }
-            Schema::Anthropic => {
-                if let Some(key) = self.credential.as_deref() {
-                    proxy::remove_request_header("authorization");
-                    proxy::set_request_header("x-api-key", key);
-                }
-                proxy::set_request_header("anthropic-version", &self.config.anthropic_version);
-                if Api::from_path(&path) == Some(Api::ChatCompletions) && !end_of_stream {
-                    self.translating = true;
-                    proxy::set_request_path("/v1/messages");
-                    proxy::remove_request_header("content-length");
-                    // Answers are translated as they come: they must not be compressed.
-                    proxy::remove_request_header("accept-encoding");
-                }
-            }
+        if self.config.providers.is_empty() {
+            return Action::Continue;
         }
+        let endpoint_provider = Host.get_property(&ENDPOINT_PROVIDER).and_then(|b| String::from_utf8(b).ok());
+        let (name, provider) = match attempt::provider(&self.config, endpoint_provider.as_deref()) {
+            Ok(found) => found,
+            Err(reason) => {
+                proxy::error(&format!("{NAME}: {reason}"));
+                return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
+            }
+        };
+        let path = proxy::request_header_text(":path").unwrap_or_default();
+        let marker = proxy::request_header_text(attempt::API_MARKER);
+        let seen = Seen { path: &path, marker: marker.as_deref(), has_body: !end_of_stream };
+        let credential = self.credentials.get(name).map(String::as_str);
+        let plan = attempt::plan(&self.config, provider, credential, &seen);
+        for header in &plan.remove {
+            proxy::remove_request_header(header);
+        }
+        for (header, value) in &plan.set {
+            proxy::set_request_header(header, value);
+        }
+        if let Some(path) = &plan.path {
+            proxy::set_request_path(path);
+        }
+        self.provider = Some(name.to_string());
+        self.read_body = plan.read_body;
+        self.translating = plan.translate;
         Action::Continue
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.translating {
+        if !self.read_body {
             return Action::Continue;
         }
         if body_size > self.config.max_request_bytes {
-            self.translating = false;
-            proxy::send_error(&ApiError::payload_too_large("The request body is too large to translate."));
-            return Action::Pause;
+            return self.fail(&ApiError::payload_too_large("The request body is too large to adapt for the provider."));
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = proxy::request_body(body_size).unwrap_or_default();
-        let openai: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let model = openai.get("model").and_then(|m| m.as_str()).unwrap_or_default().to_string();
-        self.include_usage = openai
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        match anthropic::request(&openai, &model, self.config.default_max_tokens) {
-            Ok(translated) => {
-                let bytes = serde_json::to_vec(&translated).unwrap_or_default();
-                if !proxy::replace_request_body(body_size, &bytes) {
-                    proxy::warn(&format!("{NAME}: could not replace the request body"));
+        self.read_body = false;
+        let (Some(name), body) = (self.provider.as_deref(), proxy::request_body(body_size).unwrap_or_default()) else {
+            return Action::Continue;
+        };
+        let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
+        let in_chain = self.config.providers.len() > 1;
+        match attempt::prepare_body(&body, name, provider, in_chain, self.translating) {
+            Ok(prepared) => {
+                self.include_usage = prepared.include_usage;
+                if let Some(bytes) = prepared.body {
+                    if !proxy::replace_request_body(body_size, &bytes) {
+                        proxy::warn(&format!("{NAME}: could not replace the request body"));
+                    }
                 }
                 Action::Continue
             }
-            Err(e) => {
-                self.translating = false;
-                proxy::send_error(&ApiError::bad_request(format!("The request cannot be sent to Anthropic: {e}")));
-                Action::Pause
-            }
+            Err(e) => self.fail(&ApiError::bad_request(format!("The request cannot be sent to `{name}`: {e}"))),
         }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(name) = &self.provider {
+            proxy::set_response_header(attempt::ANSWERED_BY, name);
+        }
         if !self.translating {
             return Action::Continue;
         }

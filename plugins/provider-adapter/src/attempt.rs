@@ -1,0 +1,262 @@
+//! One attempt, planned in plain Rust: which provider it reaches, how its request headers
+//! change, and how its body is prepared.
+//!
+//! Envoy hands every attempt of a request the same header map, so what one attempt changed is
+//! what the next one starts from (a retry to another provider after an Anthropic attempt sees
+//! `/v1/messages`). Each plan therefore sets every header it depends on, removes the other
+//! providers' credentials, and marks a chat request whose path it changed
+//! ([`API_MARKER`]), so later attempts still know what the client asked for. The body, on the
+//! other hand, is a fresh copy of the client's for every attempt.
+
+use serde_json::Value;
+use sluice_shared::api::Api;
+use sluice_shared::chain;
+
+use crate::anthropic;
+use crate::config::{Config, Provider, Schema};
+
+/// Request header marking a chat request whose path an attempt changed.
+pub const API_MARKER: &str = "x-sluice-api";
+/// Response header naming the provider that answered.
+pub const ANSWERED_BY: &str = "x-sluice-provider";
+const CHAT_MARK: &str = "chat";
+const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
+const ANTHROPIC_PATH: &str = "/v1/messages";
+
+/// The provider an attempt reaches: the one its endpoint's metadata names, or the only one.
+pub fn provider<'c>(config: &'c Config, endpoint_provider: Option<&str>) -> Result<(&'c str, &'c Provider), String> {
+    match endpoint_provider {
+        Some(name) => config
+            .providers
+            .get_key_value(name)
+            .map(|(name, provider)| (name.as_str(), provider))
+            .ok_or_else(|| format!("the endpoint names provider `{name}`, which this adapter does not configure")),
+        None if config.providers.len() == 1 => {
+            config.providers.iter().next().map(|(n, p)| (n.as_str(), p)).ok_or_else(String::new)
+        }
+        None => Err("the endpoint has no `sluice.provider` metadata and more than one provider is configured".into()),
+    }
+}
+
+/// What an attempt does to its request headers, and whether it needs the body.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+    pub path: Option<String>,
+    /// The body is an OpenAI chat request to translate for Anthropic.
+    pub translate: bool,
+    /// The body must be read: to translate it, or to take the chain's model out of it.
+    pub read_body: bool,
+}
+
+/// What an attempt sees of its request.
+pub struct Seen<'a> {
+    pub path: &'a str,
+    pub marker: Option<&'a str>,
+    pub has_body: bool,
+}
+
+/// Plans an attempt to `provider`, whose credential is `credential`.
+pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen: &Seen<'_>) -> Plan {
+    let mut plan = Plan::default();
+    let chain = config.providers.len() > 1;
+    let chat = seen.marker == Some(CHAT_MARK) || Api::from_path(seen.path) == Some(Api::ChatCompletions);
+
+    // Credentials: never another provider's, and this provider's own when it has one.
+    let own = provider.credential_header();
+    if credential.is_some() || chain {
+        let mut others: Vec<&str> = config.providers.values().map(Provider::credential_header).collect();
+        others.push("authorization");
+        others.push("x-api-key");
+        others.sort_unstable();
+        others.dedup();
+        plan.remove.extend(others.into_iter().filter(|h| *h != own).map(str::to_string));
+    }
+    match credential {
+        Some(key) => plan.set.push((own.to_string(), provider.credential_value(key))),
+        // A chain attempt whose key is missing must not carry what an earlier attempt set.
+        None if chain => plan.remove.push(own.to_string()),
+        None => {}
+    }
+
+    if let Some(authority) = &provider.authority {
+        plan.set.push((":authority".into(), authority.clone()));
+    }
+    match provider.schema {
+        Schema::Anthropic => {
+            plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone()));
+            if chat && seen.has_body {
+                plan.translate = true;
+                plan.path = Some(ANTHROPIC_PATH.into());
+                // Answers are translated as they come: they must not be compressed.
+                plan.remove.push("accept-encoding".into());
+            }
+        }
+        Schema::Openai => {
+            if chain {
+                plan.remove.push("anthropic-version".into());
+            }
+            if chat {
+                let marked = seen.marker == Some(CHAT_MARK);
+                let wanted = provider.chat_path.as_deref().or(marked.then_some(OPENAI_CHAT_PATH));
+                plan.path = wanted.filter(|w| *w != seen.path).map(str::to_string);
+            }
+        }
+    }
+    if plan.path.is_some() && chat {
+        plan.set.push((API_MARKER.into(), CHAT_MARK.into()));
+    }
+    plan.read_body = seen.has_body && (plan.translate || (chain && (chat || Api::from_path(seen.path).is_some())));
+    if plan.read_body {
+        // The body changes length.
+        plan.remove.push("content-length".into());
+    }
+    plan
+}
+
+/// A prepared request body.
+#[derive(Debug, PartialEq)]
+pub struct Prepared {
+    pub body: Option<Vec<u8>>,
+    /// The client asked for usage in its stream (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// Prepares an attempt's body: in a chain (`in_chain`), the chain's model for `provider_name`;
+/// the private chain member always removed; translated for Anthropic when `translate`.
+/// `body: None` leaves the body as it is.
+pub fn prepare_body(
+    body: &[u8],
+    provider_name: &str,
+    provider: &Provider,
+    in_chain: bool,
+    translate: bool,
+) -> Result<Prepared, String> {
+    let mut value: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(_) if !translate => return Ok(Prepared { body: None, include_usage: false }),
+        Err(e) => return Err(format!("the body is not JSON ({e})")),
+    };
+    let had_chain = value.get(chain::MODELS_MEMBER).is_some();
+    let chain_model = chain::take_model_for(&mut value, provider_name);
+    // Only the rewriter's chain picks the model: a chain cluster's body has it rewritten.
+    if let (Some(model), true, Some(object)) = (chain_model, in_chain, value.as_object_mut()) {
+        object.insert("model".into(), Value::String(model));
+    }
+    let include_usage = value.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let out = if translate {
+        let model = value.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+        Some(anthropic::request(&value, &model, provider.default_max_tokens)?)
+    } else {
+        had_chain.then_some(value)
+    };
+    let body = out.map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| e.to_string())?;
+    Ok(Prepared { body, include_usage })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_shared::config::parse_config;
+
+    fn config(json: &str) -> Config {
+        parse_config(Some(json.as_bytes())).unwrap()
+    }
+
+    const CHAIN: &str = r#"{"providers": {
+        "openai": {"api_key": "sk-o"},
+        "anthropic": {"schema": "anthropic", "api_key": "sk-a"}}}"#;
+
+    fn seen<'a>(path: &'a str, marker: Option<&'a str>) -> Seen<'a> {
+        Seen { path, marker, has_body: true }
+    }
+
+    #[test]
+    fn provider_by_metadata_or_the_only_one() {
+        let chain = config(CHAIN);
+        assert_eq!(provider(&chain, Some("anthropic")).map(|p| p.0), Ok("anthropic"));
+        assert!(provider(&chain, Some("gemini")).unwrap_err().contains("gemini"));
+        assert!(provider(&chain, None).is_err());
+        let single = config(r#"{"providers": {"only": {}}}"#);
+        assert_eq!(provider(&single, None).map(|p| p.0), Ok("only"));
+        assert!(provider(&Config::default(), None).is_err());
+    }
+
+    #[test]
+    fn anthropic_attempt_then_openai_retry() {
+        let c = config(
+            r#"{"providers": {
+            "openai": {"api_key": "sk-o", "authority": "api.openai.com"},
+            "anthropic": {"schema": "anthropic", "api_key": "sk-a", "authority": "api.anthropic.com"}}}"#,
+        );
+        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", None));
+        assert!(first.translate && first.read_body);
+        assert_eq!(first.path.as_deref(), Some("/v1/messages"));
+        assert!(first.set.contains(&("x-api-key".into(), "sk-a".into())));
+        assert!(first.set.contains(&(API_MARKER.into(), "chat".into())));
+        assert!(first.remove.contains(&"authorization".to_string()));
+        assert!(first.set.contains(&(":authority".into(), "api.anthropic.com".into())));
+        // The retry starts from the headers the first attempt left.
+        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", Some("chat")));
+        assert!(!retry.translate && retry.read_body);
+        assert_eq!(retry.path.as_deref(), Some("/v1/chat/completions"));
+        assert!(retry.set.contains(&("authorization".into(), "Bearer sk-o".into())));
+        assert!(retry.remove.contains(&"x-api-key".to_string()));
+        assert!(retry.remove.contains(&"anthropic-version".to_string()));
+        assert!(retry.set.contains(&(":authority".into(), "api.openai.com".into())));
+    }
+
+    #[test]
+    fn chain_attempt_without_its_key_carries_no_credential() {
+        let c = config(r#"{"providers": {"openai": {"api_key_env": "SLUICE_TEST_UNSET"}, "b": {"api_key": "k"}}}"#);
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        assert!(p.set.iter().all(|(h, _)| h != "authorization"));
+        assert!(p.remove.contains(&"authorization".to_string()));
+    }
+
+    #[test]
+    fn single_provider_passes_what_it_need_not_touch() {
+        let c = config(r#"{"providers": {"openai": {}}}"#);
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        assert_eq!(p, Plan::default());
+        let native = config(r#"{"providers": {"a": {"schema": "anthropic"}}}"#);
+        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", None));
+        assert!(!p.translate && !p.read_body && p.path.is_none());
+        // Azure: the chat path and the `api-key` header.
+        let azure = config(
+            r#"{"providers": {"azure": {"api_key": "k", "auth_header": "api-key",
+                "chat_path": "/openai/deployments/d/chat/completions?api-version=2024-10-21"}}}"#,
+        );
+        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", None));
+        assert_eq!(p.path.as_deref(), Some("/openai/deployments/d/chat/completions?api-version=2024-10-21"));
+        assert!(p.set.contains(&("api-key".into(), "k".into())));
+        assert!(p.remove.contains(&"authorization".to_string()));
+    }
+
+    #[test]
+    fn bodies() {
+        let c = config(CHAIN);
+        let body = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o","anthropic":"claude-x"},
+            "messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+        let to_anthropic = prepare_body(body, "anthropic", &c.providers["anthropic"], true, true).unwrap();
+        let value: Value = serde_json::from_slice(&to_anthropic.body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("claude-x"), None));
+        assert!(to_anthropic.include_usage);
+        let to_openai = prepare_body(body, "openai", &c.providers["openai"], true, false).unwrap();
+        let value: Value = serde_json::from_slice(&to_openai.body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
+        // Nothing to change: the body stays; not JSON: passed unless it must be translated.
+        assert_eq!(
+            prepare_body(br#"{"model":"m"}"#, "openai", &c.providers["openai"], true, false).unwrap().body,
+            None
+        );
+        assert_eq!(prepare_body(b"\xff\xfe", "openai", &c.providers["openai"], true, false).unwrap().body, None);
+        assert!(prepare_body(b"\xff\xfe", "anthropic", &c.providers["anthropic"], true, true).is_err());
+        // Outside a chain, a client's member is dropped and picks nothing.
+        let single = prepare_body(body, "anthropic", &c.providers["anthropic"], false, true).unwrap();
+        let value: Value = serde_json::from_slice(&single.body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
+        assert!(prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, true).is_err());
+    }
+}
