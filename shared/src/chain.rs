@@ -9,6 +9,10 @@
 
 use serde_json::{Map, Value};
 
+/// Response header naming the provider that answered (set by the provider adapter per attempt;
+/// the token counter attributes the answer's tokens to it).
+pub const ANSWERED_BY: &str = "x-sluice-provider";
+
 /// The private body member carrying a chain's models by provider.
 pub const MODELS_MEMBER: &str = "sluice_models";
 

@@ -51,8 +51,8 @@ pub const TIME_TO_FIRST_TOKEN_MS: Fact = Fact("sluice.response.ttft_ms");
 // Routing.
 /// Provider chosen by the model rewriter.
 pub const ROUTE_PROVIDER: Fact = Fact("sluice.route.provider");
-/// The Envoy cluster chosen by the model rewriter; the gateway's routes match it
-/// (`filter_state: [{key: wasm.sluice.route.cluster, ...}]`).
+/// The Envoy cluster chosen by the model rewriter; Envoy's header-mutation filter copies it to
+/// the `x-sluice-cluster` request header, which the gateway's routes match.
 pub const ROUTE_CLUSTER: Fact = Fact("sluice.route.cluster");
 /// The model sent upstream, as the chosen provider knows it.
 pub const ROUTE_MODEL: Fact = Fact("sluice.route.model");

@@ -44,9 +44,35 @@ def chat_sse():
     return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
 
 
+ANTHROPIC_JSON = json.dumps({
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+    "content": [{"type": "text", "text": "The capital of France is Paris."}],
+    "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 21, "output_tokens": 7},
+})
+
+
+def anthropic_sse():
+    message = {"id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+               "content": [], "stop_reason": None, "usage": {"input_tokens": 21, "output_tokens": 0}}
+    events = [("message_start", {"type": "message_start", "message": message}),
+              ("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+    for piece in ["The ", "capital ", "of ", "France ", "is ", "Paris."]:
+        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": piece}}))
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                  "usage": {"output_tokens": 7}}),
+               ("message_stop", {"type": "message_stop"})]
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+
+
 def upstream_config(port, admin_port):
-    def route(path, body, content_type):
-        return {"match": {"path": path},
+    def route(path, body, content_type, headers=None):
+        match = {"path": path}
+        if headers:
+            match["headers"] = [{"name": k, "string_match": {"exact": v}} for k, v in headers.items()]
+        return {"match": match,
                 "direct_response": {"status": 200, "body": {"inline_string": body}},
                 "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type},
                                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
@@ -63,6 +89,10 @@ def upstream_config(port, admin_port):
                     "route_config": {"virtual_hosts": [{"name": "p", "domains": ["*"], "routes": [
                         route("/json/v1/chat/completions", CHAT_JSON, "application/json"),
                         route("/sse/v1/chat/completions", chat_sse(), "text/event-stream"),
+                        # Behind the provider adapter the path is Anthropic's: the answer kind
+                        # travels in a header.
+                        route("/v1/messages", anthropic_sse(), "text/event-stream", {"x-bench-answer": "sse"}),
+                        route("/v1/messages", ANTHROPIC_JSON, "application/json"),
                     ]}]},
                     "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
@@ -75,6 +105,7 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer " .. os.getenv("SLUICE_BENCH_KEY")
+wrk.headers["x-bench-answer"] = os.getenv("SLUICE_BENCH_ANSWER")
 local f = io.open(os.getenv("SLUICE_BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -92,6 +123,13 @@ BENCH_BUDGET = {
         {"name": "usd", "scope": "user", "kind": "usd", "window": "month", "limit": 10**9},
     ],
 }
+# The model rewriter: the client's `gpt-4o` is a logical model, rewritten and re-routed to an
+# OpenAI target (rewrite alone) or to an Anthropic target (rewrite, then translation both ways by
+# the provider adapter).
+BENCH_REWRITE = {"models": {"gpt-4o": {"targets": [
+    {"provider": "openai", "model": "gpt-4o-2024-08-06", "cluster": "provider_openai"}]}}}
+BENCH_TRANSLATE = {"models": {"gpt-4o": {"targets": [
+    {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "cluster": "provider_anthropic"}]}}}
 # Latency at a fixed rate (open loop, tests/harness/paced.py).
 PACED_RATE = 1000
 
@@ -117,7 +155,8 @@ OTHER_CPUS = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
 
 
 def wrk(url, body_path, connections, seconds, script_path):
-    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY)
+    answer = "sse" if "/sse/" in url else "json"
+    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY, SLUICE_BENCH_ANSWER=answer)
     out = subprocess.run(["taskset", "-c", OTHER_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
                          capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
     return parse_wrk(out)
@@ -127,8 +166,10 @@ def paced_load(stack, path, body_path, seconds):
     """Latency at PACED_RATE requests/s, the load generator on the non-gateway cores."""
     os.sched_setaffinity(0, {int(c) for c in range(int(OTHER_CPUS.split("-")[0]), (os.cpu_count() or 1))})
     try:
+        answer = "sse" if "/sse/" in path else "json"
         return paced(("127.0.0.1"), stack.listen_port, path, Path(body_path).read_bytes(),
-                     {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"},
+                     {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}",
+                      "x-bench-answer": answer},
                      rate=PACED_RATE, seconds=seconds)
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
@@ -165,6 +206,7 @@ def main():
     parser.add_argument("--throughput-connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point; medians are reported")
     parser.add_argument("--only", default=None, help="one scenario, e.g. json/short")
+    parser.add_argument("--variants", default=None, help="comma-separated variants to compare with plain Envoy")
     args = parser.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -187,30 +229,34 @@ def main():
     floor_dir = work / "floor-wasm"
     floor_dir.mkdir()
     (floor_dir / "sluice_token_counter.wasm").symlink_to(wasm_dir / "sluice_wasm_floor.wasm")
-    variants = [("plain", [], None), ("wasm-floor", ["sluice.token_counter"], floor_dir),
-                ("token-counter", ["sluice.token_counter"], wasm_dir),
-                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir)]
-    compared = [v for v, _, _ in variants if v != "plain"]
+    variants = [("plain", [], None, {}), ("wasm-floor", ["sluice.token_counter"], floor_dir, {}),
+                ("token-counter", ["sluice.token_counter"], wasm_dir, {}),
+                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}),
+                ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE),
+                ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE)]
+    if args.variants:
+        variants = [v for v in variants if v[0] in ["plain", *args.variants.split(",")]]
+    compared = [v[0] for v in variants if v[0] != "plain"]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
                "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
                "variants": {}}
     stacks = {}
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
-        for variant, modules, module_dir in variants:
+        for variant, modules, module_dir, rewriter in variants:
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
                           workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
-                          budget_config=BENCH_BUDGET)
+                          budget_config=BENCH_BUDGET, rewriter_config=rewriter)
             started = time.monotonic()
             stack.start()
             stacks[variant] = stack
             results["variants"][variant] = {"ready_seconds": round(time.monotonic() - started, 2)}
         scenarios = [(a, p) for a in ["json", "sse"] for p in bodies if args.only in (None, f"{a}/{p}")]
         for answer, prompt in scenarios:
-            samples = {v: [] for v, _, _ in variants}
+            samples = {v[0]: [] for v in variants}
             for _ in range(args.rounds):
                 # Alternate variants so drift on a shared machine hits both alike.
-                for variant, _, _ in variants:
+                for variant, *_ in variants:
                     url = stacks[variant].url(f"/{answer}/v1/chat/completions")
                     wrk(url, bodies[prompt], 4, 1, script)  # warm-up
                     latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script)
@@ -260,58 +306,65 @@ def main():
         upstream.stop()
 
     module_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
-    results["module_bytes"] = {name: (module_dir / name).stat().st_size if (module_dir / name).exists() else None
-                               for name in ["sluice_token_counter.wasm", "sluice_budget_enforcer.wasm"]}
+    results["module_bytes"] = {path.name: path.stat().st_size for path in sorted(module_dir.glob("sluice_*.wasm"))}
     rss = {v: results["variants"][v]["rss_kb_after_load"] for v in results["variants"]}
-    # One VM per worker plus one on the main thread: concurrency 1 gives two.
-    results["memory_per_vm_mb"] = round((rss["token-counter"] - rss["plain"]) / 1024 / 2, 1)
-    results["budget_memory_per_vm_mb"] = round((rss["budget-enforcer"] - rss["plain"]) / 1024 / 2, 1)
-    results["floor_memory_per_vm_mb"] = round((rss["wasm-floor"] - rss["plain"]) / 1024 / 2, 1)
+    # One VM per worker plus one on the main thread: concurrency 1 gives two per module.
+    results["memory_per_vm_mb"] = {v: round((kb - rss["plain"]) / 1024 / 2, 1) for v, kb in rss.items() if v != "plain"}
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
     (out_dir / "latest.md").write_text(markdown(results))
     print(markdown(results))
     return 0
 
 
+def table(r, variant, paced_columns):
+    """One variant's figures against plain Envoy, a row per scenario."""
+    if f"{variant}-vs-plain" not in next(iter(r["scenarios"].values()), {}):
+        return []
+    if paced_columns:
+        head = [f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
+                f"{PACED_RATE}/s | achieved rate | throughput vs plain | added CPU per request |", "|---|---|---|---|---|---|---|"]
+    else:
+        head = ["| answer / prompt | plain p50 | added p50 | added p99 | throughput vs plain | added CPU per request |",
+                "|---|---|---|---|---|---|"]
+    rows = []
+    for name, v in r["scenarios"].items():
+        p, d, x = v["plain"], v[f"{variant}-vs-plain"], v[variant]
+        if paced_columns:
+            rows.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {d['added_paced_p50_ms']:+.3f} ms | "
+                        f"{d['added_paced_p99_ms']:+.3f} ms | {x['paced_rps']:.0f}/s | {d['throughput_ratio'] * 100:.1f}% | "
+                        f"{d['added_cpu_us']:+.0f} us |")
+        else:
+            rows.append(f"| {name} | {p['p50_ms']:.3f} ms | {d['added_p50_ms']:+.3f} ms | {d['added_p99_ms']:+.3f} ms | "
+                        f"{d['throughput_ratio'] * 100:.1f}% | {d['added_cpu_us']:+.0f} us (plain {p['cpu_us_per_request']:.0f}) |")
+    return head + rows
+
+
 def markdown(r):
+    names = ", ".join(v for v in r["variants"] if v != "plain")
     lines = [f"Measured {r['date']} on {r['cpus']} cores: gateway Envoy (1 worker) pinned to core 0, wrk and the "
-             f"upstream Envoy on the other. {r['rounds']} rounds of {r['seconds']} s, each running plain Envoy, Envoy "
-             "with a do-nothing wasm filter (the floor any wasm filter pays) and Envoy + token counter; figures are "
-             "medians of per-round differences and ratios against plain Envoy. Latency at 1 connection; throughput and "
-             "gateway CPU at 16 connections.",
-             "",
-             "| answer / prompt | plain p50 | added p50 | added p99 | throughput vs plain | added CPU per request | "
-             "do-nothing filter: added p50 / throughput / CPU |",
-             "|---|---|---|---|---|---|---|"]
-    for name, v in r["scenarios"].items():
-        p, d, f = v["plain"], v["token-counter-vs-plain"], v["wasm-floor-vs-plain"]
-        lines.append(f"| {name} | {p['p50_ms']:.3f} ms | {d['added_p50_ms']:+.3f} ms | {d['added_p99_ms']:+.3f} ms | "
-                     f"{d['throughput_ratio'] * 100:.1f}% | {d['added_cpu_us']:+.0f} us (plain {p['cpu_us_per_request']:.0f}) | "
-                     f"{f['added_p50_ms']:+.3f} ms / {f['throughput_ratio'] * 100:.1f}% / {f['added_cpu_us']:+.0f} us |")
-    tc = r["variants"]["token-counter"]
-    size = r["module_bytes"]["sluice_token_counter.wasm"]
-    size_text = f"{size / 1e6:.1f} MB" if size else "not found"
-    lines += ["", f"Module size: {size_text}. Gateway ready in {tc['ready_seconds']} s (plain Envoy: "
-              f"{r['variants']['plain']['ready_seconds']} s). Memory: {r['memory_per_vm_mb']} MB per VM with no tokenizer "
-              f"loaded (do-nothing filter: {r['floor_memory_per_vm_mb']} MB); loading both tokenizer encodings adds about "
-              "36 MB and 170 ms per VM (measured with `preload_encodings` set to both)."]
-    lines += ["", f"Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per request, "
-              f"spend charged after). Latency at a fixed {PACED_RATE} requests/s (open loop, requests started on "
-              "schedule over keep-alive connections).",
-              "",
-              f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
-              f"{PACED_RATE}/s | achieved rate | throughput vs plain | added CPU per request |",
-              "|---|---|---|---|---|---|---|"]
-    for name, v in r["scenarios"].items():
-        p, b, be = v["plain"], v["budget-enforcer-vs-plain"], v["budget-enforcer"]
-        lines.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {b['added_paced_p50_ms']:+.3f} ms | "
-                     f"{b['added_paced_p99_ms']:+.3f} ms | {be['paced_rps']:.0f}/s | {b['throughput_ratio'] * 100:.1f}% | "
-                     f"{b['added_cpu_us']:+.0f} us |")
-    be = r["variants"]["budget-enforcer"]
-    be_size = r["module_bytes"]["sluice_budget_enforcer.wasm"]
-    lines += ["", f"Budget enforcer module: {be_size / 1e6:.1f} MB; ready in {be['ready_seconds']} s; "
-              f"{r['budget_memory_per_vm_mb']} MB per VM (no tokenizer loaded: reservations estimate prompts from "
-              "their text length by default)."]
+             f"upstream Envoy on the other. {r['rounds']} rounds of {r['seconds']} s, each running plain Envoy and "
+             f"Envoy with each of: {names}; figures are medians of per-round differences and ratios against plain "
+             "Envoy. Latency at 1 connection (or at a fixed rate where said); throughput and gateway CPU at 16 "
+             "connections.", ""]
+    sections = [
+        ("wasm-floor", "A do-nothing wasm filter (the floor any wasm filter pays):", False),
+        ("token-counter", "Token counter:", False),
+        ("budget-enforcer", f"Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per "
+                            f"request, spend charged after). Latency at a fixed {PACED_RATE} requests/s (open loop):", True),
+        ("model-rewriter", "Model rewriter, rewrite only (logical `gpt-4o` to an OpenAI target: body rewritten, "
+                           "route picked from the `x-sluice-cluster` header after Envoy's buffer filter):", False),
+        ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: "
+                        "translated to Messages, the answer translated back, JSON or SSE):", False),
+    ]
+    for variant, title, paced_columns in sections:
+        rows = table(r, variant, paced_columns)
+        if rows:
+            lines += [title, "", *rows, ""]
+    memory = ", ".join(f"{v} {mb} MB" for v, mb in r["memory_per_vm_mb"].items())
+    sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
+    ready = ", ".join(f"{v} {x['ready_seconds']} s" for v, x in r["variants"].items())
+    lines += [f"Memory per VM (after the load, against plain Envoy): {memory}. Modules: {sizes}. "
+              f"Gateway ready in: {ready}."]
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,9 @@ DEMO_MODELS = {
         "chat-fast": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
         "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
                                      "cluster": "provider_anthropic"}]},
+        # OpenAI first; Anthropic when OpenAI fails (envoy-config/gateway.yaml: chain_openai_anthropic).
+        "chat-quality": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_openai_anthropic"}],
+                         "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]},
     },
     "unknown_models": "pass",
 }
@@ -38,6 +41,8 @@ DEMO_MODELS = {
 def curl_lines(stack, real):
     base = stack.url("")
     model = "gpt-4o-mini" if real.get("openai") or not real else "gpt-4o"
+    # The mock can be told to fail the primary; real providers fail on their own.
+    fail_primary = "" if real else "-H 'x-mock-fail-model: gpt-4o=503' "
     return f"""
 Sluice gateway is up: {base}  (admin {stack.admin("")})
 Providers: OpenAI -> {"api.openai.com" if real.get("openai") else "mock"}, Anthropic -> {"api.anthropic.com" if real.get("anthropic") else "mock"}
@@ -56,6 +61,9 @@ Try:
 
   curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     -d '{{"model":"chat-claude","messages":[{{"role":"user","content":"Hi"}}]}}'   # OpenAI in, Anthropic behind
+
+  curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
+    {fail_primary}-d '{{"model":"chat-quality","messages":[{{"role":"user","content":"Hi"}}]}}'   # fallback: see x-sluice-provider
 
   curl -s {base}/v1/models -H 'authorization: Bearer {DEMO_KEY}'   # the logical models
 

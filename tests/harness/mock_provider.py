@@ -233,7 +233,7 @@ async def write_body(request, response, data: bytes):
 
 async def handle(request: web.Request, api: str):
     raw = await request.read()
-    RECENT.append({"path": request.path, "headers": dict(request.headers), "body": raw.decode("utf-8", "replace"),
+    RECENT.append({"path": request.path, "query": request.query_string, "headers": dict(request.headers), "body": raw.decode("utf-8", "replace"),
                    "time": time.time()})
     try:
         req = json.loads(raw or b"{}")
@@ -307,6 +307,9 @@ def app():
               ("responses", "/responses"), ("messages", "/messages")]
     for api, suffix in routes:
         application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
+    # Azure OpenAI: the deployment in the path, `api-version` in the query.
+    application.router.add_post("/openai/deployments/{deployment}/chat/completions",
+                                lambda request: handle(request, "chat"))
     application.router.add_get("/mock/requests", recent)
     application.router.add_delete("/mock/requests", clear)
     application.router.add_get("/health", health)

@@ -210,14 +210,14 @@ def test_clients_cannot_steer_the_route_or_the_chain(gateway):
     since = time.time()
     # A routing header from the client is dropped: unknown models pass to the path's default.
     r = post(gateway, ask("my-own-model", sluice_models={"openai": "gpt-expensive"}),
-             headers={"x-sluice-cluster": "provider_anthropic"})
+             headers={"x-sluice-cluster": "provider_anthropic", "x-sluice-api": "chat"})
     assert r.status_code == 200 and r.headers["x-sluice-provider"] == "openai"
     # A chain member from the client never picks a model.
     r = post(gateway, ask("chat-direct", sluice_models={"openai": "gpt-expensive"}))
     sent = attempts(gateway, since)
     assert [(p, b["model"]) for p, _, b in sent] == [(CHAT, "my-own-model"), (CHAT, "gpt-4o-mini")]
     assert "sluice_models" not in sent[1][2]
-    assert all("x-sluice-cluster" not in h for _, h, _ in sent)
+    assert all("x-sluice-cluster" not in h and "x-sluice-api" not in h for _, h, _ in sent)
 
 
 def test_credentials_never_reach_answers_or_logs(gateway):
@@ -232,3 +232,30 @@ def test_credentials_never_reach_answers_or_logs(gateway):
     lines = [l for l in gateway.access_log() if l.get("route_logical") == "chat-quality"]
     assert {l["answered_by"] for l in lines} >= {"openai", "anthropic"}
     assert any(str(l["attempts"]) == "2" for l in lines)
+
+
+def test_azure_openai_deployment_path_and_api_key_header(tmp_path):
+    """An OpenAI-compatible provider with its own path and credential header (Azure OpenAI)."""
+    azure = {"providers": {"azure": {
+        "api_key_env": "OPENAI_API_KEY", "auth_header": "api-key", "authority": "example.openai.azure.com",
+        "chat_path": "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"}}}
+
+    def openai_is_azure(config):
+        for cluster in config["static_resources"]["clusters"]:
+            if cluster["name"] == "provider_openai":
+                options = cluster["typed_extension_protocol_options"]
+                [adapter] = [f for o in options.values() for f in o["http_filters"] if f["name"] == "sluice.provider_adapter"]
+                adapter["typed_config"]["config"]["configuration"]["value"] = json.dumps(azure)
+
+    with Stack(rewriter_config=CONFIG, provider_keys=KEYS, patch=openai_is_azure, workdir=tmp_path) as s:
+        since = time.time()
+        r = post(s, ask("chat-direct"))
+        assert r.status_code == 200, r.text
+        assert r.headers["x-sluice-provider"] == "azure"
+        [request] = [x for x in requests.get(s.mock("/mock/requests")).json() if x["time"] >= since]
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        assert (request["path"], request["query"]) == ("/openai/deployments/gpt4o-prod/chat/completions",
+                                                       "api-version=2024-10-21")
+        assert headers["api-key"] == OPENAI_SECRET and "authorization" not in headers
+        assert headers["host"] == "example.openai.azure.com"
+        assert s.vm_failures() == []

@@ -35,9 +35,19 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         claude = requests.post(url, headers={"authorization": f"Bearer {key}"},
                                json={"model": "chat-claude", "messages": [{"role": "user", "content": "Hi"}]})
         assert claude.status_code == 200 and claude.json()["object"] == "chat.completion"
+        # The banner's fallback line: OpenAI fails, Anthropic answers in OpenAI's shape.
+        assert "x-mock-fail-model: gpt-4o=503" in banner
+        quality = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-fail-model": "gpt-4o=503"},
+                                json={"model": "chat-quality", "messages": [{"role": "user", "content": "Hi"}]})
+        assert quality.status_code == 200 and quality.headers["x-sluice-provider"] == "anthropic"
+        assert quality.json()["model"] == "claude-sonnet-4-5"
+        time.sleep(1.2)  # stats flush
         metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
         labels = {"model": "gpt-4o", "provider": "openai", "team": "demo"}
         assert sum_samples(metrics, "sluice_tokens_total", {**labels, "direction": "input"}) == 21
+        # The fallback's tokens belong to the provider and model that answered.
+        fallback = {"model": "claude-sonnet-4-5", "provider": "anthropic", "team": "demo", "direction": "input"}
+        assert sum_samples(metrics, "sluice_tokens_total", fallback) == 21
         assert sum_samples(metrics, "sluice_cost_micro_usd_total", labels) > 0
         workdir = re.search(r"Envoy log: (\S+)/envoy.log", banner).group(1)
     finally:

@@ -89,7 +89,7 @@ pub struct Target {
     pub provider: String,
     /// The model name the provider knows.
     pub model: String,
-    /// The Envoy cluster the request is sent to (a route matching `sluice.route.cluster`).
+    /// The Envoy cluster the request is sent to (the routes match it in `x-sluice-cluster`).
     pub cluster: String,
     /// Share of requests (relative to the other targets' weights).
     #[serde(default = "one")]

@@ -11,9 +11,13 @@
 //!   cluster), drawn per request or kept per key or header (`sticky`). Targets whose context
 //!   window the prompt exceeds are skipped; when none fits, 400 `context_length_exceeded`.
 //! - **Rewrite**: the body's `model` becomes the target's; `sluice.route.cluster` is published
-//!   and Envoy's route cache cleared, so the gateway's route matching that fact sends the
-//!   request to the target's cluster (a buffer filter before the router holds the request until
-//!   then). Facts: `sluice.route.{logical,rule,provider,model,cluster}`.
+//!   and Envoy's route cache cleared. Envoy's buffer filter holds the request until then; its
+//!   header-mutation filter then copies the fact to `x-sluice-cluster`, which the gateway's
+//!   routes (or a Gateway API HTTPRoute) match. Facts: `sluice.route.{logical,rule,provider,
+//!   model,cluster}`.
+//! - **Fallbacks**: for a logical model with `fallbacks`, the body also carries the chain's
+//!   models by provider (`sluice_models`, see `sluice_shared::chain`) for the provider adapter,
+//!   which sets each attempt's model as Envoy retries through the chain's aggregate cluster.
 //! - **Catalog** ([`catalog`]): `GET /v1/models` (and `/v1/models/{id}`) is answered from the
 //!   configuration.
 //!
@@ -48,9 +52,10 @@ use crate::config::{Config, Strategy, Target};
 use crate::routing::{RequestFacts, Routing, Signals};
 
 const NAME: &str = "sluice.model_rewriter";
-/// The request header the gateway's routes match, set from `sluice.route.cluster` by Envoy's
-/// header-mutation filter once the body was read (`envoy-config/gateway.yaml`).
-const ROUTING_HEADER: &str = "x-sluice-cluster";
+/// Request headers only the gateway sets: the one its routes match (set from
+/// `sluice.route.cluster` by Envoy's header-mutation filter once the body was read, see
+/// `envoy-config/gateway.yaml`), and the provider adapter's mark of a translated chat request.
+const GATEWAY_HEADERS: [&str; 2] = ["x-sluice-cluster", "x-sluice-api"];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -275,10 +280,10 @@ impl Context for Steer {
 
 impl HttpContext for Steer {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        // Only the rewriter picks the cluster: a client's routing header is dropped, and the
-        // route Envoy already matched with it forgotten.
-        if proxy::request_header(ROUTING_HEADER).is_some() {
-            proxy::remove_request_header(ROUTING_HEADER);
+        // Only the gateway sets its own headers: a client's are dropped, and the route Envoy
+        // already matched with them forgotten.
+        if GATEWAY_HEADERS.iter().any(|h| proxy::request_header(h).is_some()) {
+            GATEWAY_HEADERS.iter().for_each(|h| proxy::remove_request_header(h));
             proxy::clear_route_cache();
         }
         let path = proxy::request_header_text(":path").unwrap_or_default();

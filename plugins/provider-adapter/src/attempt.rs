@@ -17,24 +17,25 @@ use crate::config::{Config, Provider, Schema};
 
 /// Request header marking a chat request whose path an attempt changed.
 pub const API_MARKER: &str = "x-sluice-api";
-/// Response header naming the provider that answered.
-pub const ANSWERED_BY: &str = "x-sluice-provider";
 const CHAT_MARK: &str = "chat";
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const ANTHROPIC_PATH: &str = "/v1/messages";
 
-/// The provider an attempt reaches: the one its endpoint's metadata names, or the only one.
+/// The provider an attempt reaches: the only one configured, or in a chain the one its
+/// endpoint's metadata names.
 pub fn provider<'c>(config: &'c Config, endpoint_provider: Option<&str>) -> Result<(&'c str, &'c Provider), String> {
-    match endpoint_provider {
-        Some(name) => config
+    let mut providers = config.providers.iter();
+    match (providers.next(), providers.next(), endpoint_provider) {
+        (Some((name, provider)), None, _) => Ok((name.as_str(), provider)),
+        (None, _, _) => Err("no provider is configured".into()),
+        (Some(_), Some(_), Some(name)) => config
             .providers
             .get_key_value(name)
             .map(|(name, provider)| (name.as_str(), provider))
             .ok_or_else(|| format!("the endpoint names provider `{name}`, which this adapter does not configure")),
-        None if config.providers.len() == 1 => {
-            config.providers.iter().next().map(|(n, p)| (n.as_str(), p)).ok_or_else(String::new)
+        (Some(_), Some(_), None) => {
+            Err("the endpoint has no `sluice.provider` metadata and more than one provider is configured".into())
         }
-        None => Err("the endpoint has no `sluice.provider` metadata and more than one provider is configured".into()),
     }
 }
 
@@ -180,6 +181,7 @@ mod tests {
         assert!(provider(&chain, None).is_err());
         let single = config(r#"{"providers": {"only": {}}}"#);
         assert_eq!(provider(&single, None).map(|p| p.0), Ok("only"));
+        assert_eq!(provider(&single, Some("openai")).map(|p| p.0), Ok("only"));
         assert!(provider(&Config::default(), None).is_err());
     }
 

@@ -1,8 +1,8 @@
 //! The provider adapter's configuration (JSON Schema: `config.schema.json`).
 //!
 //! One adapter runs in each provider cluster, and one in each fallback chain's aggregate
-//! cluster. It knows its providers by name; each attempt's provider is the name in the chosen
-//! endpoint's metadata (`filter_metadata.sluice.provider`), or the only provider configured.
+//! cluster. It knows its providers by name; each attempt's provider is the only one configured,
+//! or in a chain the one the chosen endpoint's metadata names (`filter_metadata.sluice.provider`).
 
 use std::collections::BTreeMap;
 

@@ -3,9 +3,9 @@
 //! An upstream (cluster-level) filter, so it runs once per attempt: a retry or a fallback is
 //! adapted for the provider that attempt reaches.
 //!
-//! - **Provider** ([`attempt::provider`]): named by the chosen endpoint's metadata
-//!   (`filter_metadata.sluice.provider`), or the only one configured. In a fallback chain (an
-//!   aggregate cluster), each attempt may reach another provider.
+//! - **Provider** ([`attempt::provider`]): the only one configured, or in a fallback chain (an
+//!   aggregate cluster, where each attempt may reach another provider) the one the chosen
+//!   endpoint names in its metadata (`filter_metadata.sluice.provider`).
 //! - **Credentials**: the provider's key from config or environment replaces whatever the
 //!   request carried, and no other provider's key is left on it.
 //! - **Model**: in a chain, the body names each provider's model (`sluice_models`, written by
@@ -26,6 +26,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
+use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::host::{Clock, Properties};
 use sluice_shared::proxy::{self, Host};
@@ -205,7 +206,7 @@ impl HttpContext for Attempt {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let Some(name) = &self.provider {
-            proxy::set_response_header(attempt::ANSWERED_BY, name);
+            proxy::set_response_header(chain::ANSWERED_BY, name);
         }
         if !self.translating {
             return Action::Continue;

@@ -64,6 +64,8 @@ pub struct Outcome {
     pub request_skipped: Option<&'static str>,
     pub ttft_ms: Option<u64>,
     pub duration_ms: u64,
+    /// The provider that answered, as the provider adapter names it (`x-sluice-provider`).
+    pub answered_by: Option<String>,
 }
 
 impl Outcome {
@@ -108,6 +110,8 @@ pub struct Exchange {
     answer: AnswerBody,
     first_byte_ms: Option<u64>,
     finished: bool,
+    /// The provider that answered (the provider adapter's `x-sluice-provider` answer header).
+    pub answered_by: Option<String>,
 }
 
 impl Exchange {
@@ -127,6 +131,7 @@ impl Exchange {
             answer: AnswerBody::Pending,
             first_byte_ms: None,
             finished: false,
+            answered_by: None,
         }
     }
 
@@ -295,6 +300,7 @@ impl Exchange {
             request_skipped: self.request_passthrough,
             ttft_ms: self.first_byte_ms.map(|t| t.saturating_sub(self.started_ms)),
             duration_ms: now_ms.saturating_sub(self.started_ms),
+            answered_by: self.answered_by.take(),
         })
     }
 

@@ -47,13 +47,19 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
         registry.add(host, metrics::PASSTHROUGH_TOTAL, &[("reason", reason)], 1);
     }
     let api = outcome.api?;
+    let routed = facts::read(host, facts::ROUTE_PROVIDER);
+    // A fallback answered: its tokens belong to the model and provider that produced them.
+    let fell_back = matches!((&outcome.answered_by, &routed), (Some(a), Some(r)) if a != r);
+    let (first, second) = match fell_back {
+        true => (&outcome.response_model, &outcome.request_model),
+        false => (&outcome.request_model, &outcome.response_model),
+    };
     let who = Attribution {
-        model: outcome
-            .request_model
+        model: first.clone().or_else(|| second.clone()).unwrap_or_else(|| metrics::UNKNOWN.to_string()),
+        provider: outcome
+            .answered_by
             .clone()
-            .or_else(|| outcome.response_model.clone())
-            .unwrap_or_else(|| metrics::UNKNOWN.to_string()),
-        provider: facts::read(host, facts::ROUTE_PROVIDER)
+            .or(routed)
             .or_else(|| config.provider.clone())
             .unwrap_or_else(|| api.default_provider().to_string()),
         team: facts::read(host, facts::IDENTITY_TEAM).unwrap_or_else(|| "none".to_string()),
@@ -141,6 +147,7 @@ mod tests {
             request_skipped: None,
             ttft_ms: Some(35),
             duration_ms: 120,
+            answered_by: None,
         }
     }
 
@@ -184,6 +191,25 @@ mod tests {
         assert!(host
             .metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=anthropic;team=none")
             .is_some());
+    }
+
+    #[test]
+    fn a_fallback_is_counted_for_the_provider_and_model_that_answered() {
+        let host = FakeHost::default();
+        let mut registry = MetricRegistry::new(10);
+        facts::publish(&host, facts::ROUTE_PROVIDER, "openai");
+        let fallback = Outcome {
+            response_model: Some("claude-sonnet-4-5".into()),
+            answered_by: Some("anthropic".into()),
+            ..outcome()
+        };
+        publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &fallback);
+        let labels = "model=claude-sonnet-4-5;provider=anthropic;team=none";
+        assert!(host.metric(&format!("sluice_tokens_total;direction=output;{labels}")).is_some());
+        // The routed provider answering keeps the requested model's name.
+        let primary = Outcome { answered_by: Some("openai".into()), ..outcome() };
+        publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &primary);
+        assert!(host.metric("sluice_tokens_total;direction=output;model=gpt-4o;provider=openai;team=none").is_some());
     }
 
     #[test]
