@@ -75,6 +75,14 @@ pub const IDENTITY_USER: Fact = Fact("sluice.identity.user");
 /// after waiting) or `fail_open` (bridge down, local limits applied).
 pub const BUDGET_DECISION: Fact = Fact("sluice.budget.decision");
 
+// PII scrubber.
+/// How many values were redacted, masked, hashed or found in a blocked request.
+pub const PII_DETECTIONS: Fact = Fact("sluice.pii.detections");
+/// The entity types found, comma-separated (never the values).
+pub const PII_ENTITIES: Fact = Fact("sluice.pii.entities");
+/// Guard rules a request or its answer tripped, comma-separated (`flag` and `block` alike).
+pub const GUARD_FLAGGED: Fact = Fact("sluice.guard.flagged");
+
 /// Reads a fact as text; absent, empty or non-UTF-8 values read as `None`.
 pub fn read(host: &dyn Properties, fact: Fact) -> Option<String> {
     let bytes = host.get_property(&[fact.name()])?;
@@ -158,6 +166,9 @@ mod tests {
             IDENTITY_TEAM,
             IDENTITY_USER,
             BUDGET_DECISION,
+            PII_DETECTIONS,
+            PII_ENTITIES,
+            GUARD_FLAGGED,
         ] {
             assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");
         }

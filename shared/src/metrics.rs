@@ -36,6 +36,12 @@ pub const BUDGET_SPEND_MICRO_USD_TOTAL: &str = "sluice_budget_spend_micro_usd_to
 pub const BUDGET_BRIDGE_ERRORS_TOTAL: &str = "sluice_budget_bridge_errors_total";
 /// Charge batches waiting in shared data for the bridge to come back (gauge).
 pub const BUDGET_BACKLOG_BATCHES: &str = "sluice_budget_backlog_batches";
+/// PII detections by entity type and action (`redact`, `mask`, `hash`, `block`, and for answers
+/// `output_redact`, `output_block`).
+pub const PII_DETECTIONS_TOTAL: &str = "sluice_pii_detections_total";
+/// Guard hits by rule and action (`flag`, `block`, `reject`): injection heuristics, banned
+/// patterns, `response_format`.
+pub const GUARD_TOTAL: &str = "sluice_guard_total";
 
 /// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
 pub const LABEL_KEYS: &[&str] = &[
@@ -53,6 +59,9 @@ pub const LABEL_KEYS: &[&str] = &[
     "subject",
     "key",
     "op",
+    "entity",
+    "action",
+    "rule",
 ];
 
 /// Reported instead of a value once a label has too many distinct values.

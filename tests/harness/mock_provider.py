@@ -6,13 +6,14 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-latency-ms: 50       wait before the answer headers
   x-mock-slow-model: m=300    wait 300 ms more when the request's model is m (routing tests)
   x-mock-fail-model: m=503    answer with this status when the request's model is m (fallback tests)
-  x-mock-text: ...            the generated text (default: "The capital of France is Paris.")
+  x-mock-text: ...            the generated text, percent-decoded (default: "The capital of France is Paris.")
   x-mock-usage: off           leave usage out (JSON and streams)
   x-mock-prompt-tokens: 17    usage numbers to report (defaults: 21 prompt, 7 completion, 0 cached)
   x-mock-completion-tokens: 5
   x-mock-cached-tokens: 3
   x-mock-reasoning-tokens: 2
   x-mock-chunk-bytes: 7       write the body in chunks of this many bytes (odd SSE boundaries)
+  x-mock-piece-chars: 3       stream the text in pieces of this many characters (one per event)
   x-mock-chunk-delay-ms: 5    pause between chunks
   x-mock-reset-after: 120     abort the connection after this many body bytes
   x-mock-gzip: on             gzip the answer body (content-encoding: gzip)
@@ -27,9 +28,11 @@ Run: python -m harness.mock_provider --port 18080
 
 import argparse
 import asyncio
+import contextvars
 import gzip
 import json
 import time
+import urllib.parse
 from collections import deque
 
 from aiohttp import web
@@ -54,8 +57,17 @@ def usage_numbers(request):
     }
 
 
+# Characters per stream piece, when a request asks for fixed-size pieces (per request: a
+# context variable is local to the handler's task).
+PIECE_CHARS = contextvars.ContextVar("piece_chars", default=0)
+
+
 def words(text):
-    """Splits text into stream pieces that keep every character (spaces included)."""
+    """Splits text into stream pieces that keep every character (spaces included): words, or
+    fixed-size pieces with `x-mock-piece-chars`."""
+    size = PIECE_CHARS.get()
+    if size > 0:
+        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
     pieces, current = [], ""
     for ch in text:
         current += ch
@@ -241,6 +253,7 @@ async def handle(request: web.Request, api: str):
             req = {}
     except ValueError:
         req = {}
+    PIECE_CHARS.set(header_int(request, "x-mock-piece-chars", 0))
     latency = header_int(request, "x-mock-latency-ms", 0)
     slow_model, _, slow_ms = request.headers.get("x-mock-slow-model", "").partition("=")
     if slow_model and req.get("model") == slow_model and slow_ms.isdigit():
@@ -252,7 +265,7 @@ async def handle(request: web.Request, api: str):
     if fail_model and req.get("model") == fail_model and fail_status.isdigit():
         status = int(fail_status)
     model = req.get("model") or "mock-model"
-    text = request.headers.get("x-mock-text", DEFAULT_TEXT)
+    text = urllib.parse.unquote(request.headers.get("x-mock-text", DEFAULT_TEXT))
     usage = None if request.headers.get("x-mock-usage") == "off" else usage_numbers(request)
     stream = bool(req.get("stream"))
     content_type = "application/json"

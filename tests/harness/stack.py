@@ -109,13 +109,15 @@ class Stack:
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
                  upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
-                 provider_keys=None, patch=None):
+                 provider_keys=None, patch=None, pii_config=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
         self.budget_config = budget_config if budget_config is not None else default_budget_config()
         # The model rewriter's config (default: no models, every request passes unchanged).
         self.rewriter_config = rewriter_config if rewriter_config is not None else {}
+        # The PII scrubber's config (default: every built-in entity redacted and restored).
+        self.pii_config = pii_config if pii_config is not None else {}
         # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
         self.redis_from = redis_from
         self.concurrency = concurrency
@@ -211,6 +213,7 @@ class Stack:
             "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
             "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
             "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
+            "PII_SCRUBBER_CONFIG": json.dumps(self.pii_config),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),

@@ -98,7 +98,7 @@ def test_budget_schema_rejects_what_the_plugin_rejects(bad):
 
 SCHEMAS = {name: json.loads((ROOT / f"plugins/{name.split('.')[1].replace('_', '-')}/config.schema.json").read_text())
            for name in ["sluice.token_counter", "sluice.budget_enforcer", "sluice.model_rewriter",
-                        "sluice.provider_adapter"]}
+                        "sluice.provider_adapter", "sluice.pii_scrubber"]}
 
 
 def wasm_filters(config):
