@@ -22,7 +22,7 @@ import yaml
 
 from .paced import paced
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary, key_entry
+from .stack import DEFAULT_WASM_DIR, ROOT, Stack, envoy_binary, key_entry
 
 SHORT_PROMPT = "What is the capital of France?"
 # ~8k tokens of ordinary prose.
@@ -130,6 +130,18 @@ BENCH_REWRITE = {"models": {"gpt-4o": {"targets": [
     {"provider": "openai", "model": "gpt-4o-2024-08-06", "cluster": "provider_openai"}]}}}
 BENCH_TRANSLATE = {"models": {"gpt-4o": {"targets": [
     {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "cluster": "provider_anthropic"}]}}}
+# The PII scrubber's prompts: ~2 KB and ~100 KB of prose with an email, a phone number and an IP
+# address every ~1 KB (redacted on the way in; the answer is then checked for placeholders).
+PII_PROMPTS = ["2k-pii", "100k-pii"]
+
+
+def pii_prompts():
+    paragraph = ("The committee reviewed the quarterly report and asked for the revised figures by Friday. "
+                 "Please reach the account owner at jane.doe@example.com or +44 20 7946 0958; the service "
+                 "runs on 10.20.30.40 behind the usual proxy. ") * 4
+    return [("2k-pii", paragraph * 2 + paragraph[:250]), ("100k-pii", paragraph * 113)]
+
+
 # Latency at a fixed rate (open loop, tests/harness/paced.py).
 PACED_RATE = 1000
 
@@ -173,6 +185,17 @@ def paced_load(stack, path, body_path, seconds):
                      rate=PACED_RATE, seconds=seconds)
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def scrub_throughput():
+    """The PII scrubber's scrub function alone, in MB/s, compiled to wasm and run in V8 (Node's
+    WASI), as inside the module."""
+    subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1", "-p", "sluice-pii-scrubber",
+                    "--example", "scrub_throughput"], cwd=ROOT, check=True, timeout=900)
+    program = ROOT / "target/wasm32-wasip1/release/examples/scrub_throughput.wasm"
+    out = subprocess.run(["node", "--no-warnings", str(ROOT / "tests/harness/run_wasi.mjs"), str(program)],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(.+?): ([\d.]+) MB/s", out, re.M)}
 
 
 def cpu_seconds(pid):
@@ -219,7 +242,7 @@ def main():
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     bodies = {}
-    for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT)]:
+    for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT), *pii_prompts()]:
         path = work / f"{name}.json"
         path.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}))
         bodies[name] = path
@@ -229,21 +252,23 @@ def main():
     floor_dir = work / "floor-wasm"
     floor_dir.mkdir()
     (floor_dir / "sluice_token_counter.wasm").symlink_to(wasm_dir / "sluice_wasm_floor.wasm")
-    variants = [("plain", [], None, {}), ("wasm-floor", ["sluice.token_counter"], floor_dir, {}),
-                ("token-counter", ["sluice.token_counter"], wasm_dir, {}),
-                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}),
-                ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE),
-                ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE)]
+    base = ["short", "8k"]
+    # (name, modules kept, module dir, rewriter config, prompts it is measured on)
+    variants = [("plain", [], None, {}, [*base, *PII_PROMPTS]), ("wasm-floor", ["sluice.token_counter"], floor_dir, {}, base),
+                ("token-counter", ["sluice.token_counter"], wasm_dir, {}, base),
+                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}, base),
+                ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE, base),
+                ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE, base),
+                ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS)]
     if args.variants:
         variants = [v for v in variants if v[0] in ["plain", *args.variants.split(",")]]
-    compared = [v[0] for v in variants if v[0] != "plain"]
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
                "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
                "variants": {}}
     stacks = {}
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
-        for variant, modules, module_dir, rewriter in variants:
+        for variant, modules, module_dir, rewriter, _ in variants:
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
                           workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
                           budget_config=BENCH_BUDGET, rewriter_config=rewriter)
@@ -251,12 +276,15 @@ def main():
             stack.start()
             stacks[variant] = stack
             results["variants"][variant] = {"ready_seconds": round(time.monotonic() - started, 2)}
-        scenarios = [(a, p) for a in ["json", "sse"] for p in bodies if args.only in (None, f"{a}/{p}")]
+        measured = {p for v in variants if v[0] != "plain" for p in v[4]}
+        scenarios = [(a, p) for a in ["json", "sse"] for p in bodies
+                     if p in measured and args.only in (None, f"{a}/{p}")]
         for answer, prompt in scenarios:
-            samples = {v[0]: [] for v in variants}
+            here = [v for v in variants if prompt in v[4]]
+            samples = {v[0]: [] for v in here}
             for _ in range(args.rounds):
                 # Alternate variants so drift on a shared machine hits both alike.
-                for variant, *_ in variants:
+                for variant, *_ in here:
                     url = stacks[variant].url(f"/{answer}/v1/chat/completions")
                     wrk(url, bodies[prompt], 4, 1, script)  # warm-up
                     latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script)
@@ -286,7 +314,7 @@ def main():
                       f"{point['rps']:.0f} req/s  {point['cpu_us_per_request']:.1f} us CPU/request", flush=True)
             # Each counter run is paired with the plain run just before it: the machine's drift
             # cancels in the pair, so the reported figures are medians of per-pair comparisons.
-            for variant in compared:
+            for variant in [v[0] for v in here if v[0] != "plain"]:
                 pairs = list(zip(samples["plain"], samples[variant]))
                 results["scenarios"][f"{answer}/{prompt}"][f"{variant}-vs-plain"] = {
                     "added_p50_ms": median([t[0]["p50_ms"] - p[0]["p50_ms"] for p, t in pairs]),
@@ -305,6 +333,8 @@ def main():
             stack.stop()
         upstream.stop()
 
+    if "pii-scrubber" in results["variants"]:
+        results["scrub_mb_per_s"] = scrub_throughput()
     module_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
     results["module_bytes"] = {path.name: path.stat().st_size for path in sorted(module_dir.glob("sluice_*.wasm"))}
     rss = {v: results["variants"][v]["rss_kb_after_load"] for v in results["variants"]}
@@ -317,8 +347,8 @@ def main():
 
 
 def table(r, variant, paced_columns):
-    """One variant's figures against plain Envoy, a row per scenario."""
-    if f"{variant}-vs-plain" not in next(iter(r["scenarios"].values()), {}):
+    """One variant's figures against plain Envoy, a row per scenario it was measured on."""
+    if not any(f"{variant}-vs-plain" in v for v in r["scenarios"].values()):
         return []
     if paced_columns:
         head = [f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
@@ -328,6 +358,8 @@ def table(r, variant, paced_columns):
                 "|---|---|---|---|---|---|"]
     rows = []
     for name, v in r["scenarios"].items():
+        if f"{variant}-vs-plain" not in v:
+            continue
         p, d, x = v["plain"], v[f"{variant}-vs-plain"], v[variant]
         if paced_columns:
             rows.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {d['added_paced_p50_ms']:+.3f} ms | "
@@ -355,11 +387,18 @@ def markdown(r):
                            "route picked from the `x-sluice-cluster` header after Envoy's buffer filter):", False),
         ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: "
                         "translated to Messages, the answer translated back, JSON or SSE):", False),
+        ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; "
+                         "prompts of ~2 KB and ~100 KB holding an email, a phone number and an IP address per "
+                         "~330 bytes):", False),
     ]
     for variant, title, paced_columns in sections:
         rows = table(r, variant, paced_columns)
         if rows:
             lines += [title, "", *rows, ""]
+    if r.get("scrub_mb_per_s"):
+        figures = ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in r["scrub_mb_per_s"].items())
+        lines += [f"PII scrubber throughput inside the module (scrub alone, wasm in V8, every built-in detector; "
+                  f"`plugins/pii-scrubber/examples/scrub_throughput.rs`): {figures}.", ""]
     memory = ", ".join(f"{v} {mb} MB" for v, mb in r["memory_per_vm_mb"].items())
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
     ready = ", ".join(f"{v} {x['ready_seconds']} s" for v, x in r["variants"].items())

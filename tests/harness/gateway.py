@@ -43,6 +43,8 @@ def curl_lines(stack, real):
     model = "gpt-4o-mini" if real.get("openai") or not real else "gpt-4o"
     # The mock can be told to fail the primary; real providers fail on their own.
     fail_primary = "" if real else "-H 'x-mock-fail-model: gpt-4o=503' "
+    # The mock answers with the placeholder it received, as a model would repeat it.
+    echo_placeholder = "" if real else "-H 'x-mock-text: I will write to <EMAIL_1>.' "
     return f"""
 Sluice gateway is up: {base}  (admin {stack.admin("")})
 Providers: OpenAI -> {"api.openai.com" if real.get("openai") else "mock"}, Anthropic -> {"api.anthropic.com" if real.get("anthropic") else "mock"}
@@ -64,6 +66,9 @@ Try:
 
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     {fail_primary}-d '{{"model":"chat-quality","messages":[{{"role":"user","content":"Hi"}}]}}'   # fallback: see x-sluice-provider
+
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
+    {echo_placeholder}-d '{{"model":"{model}","messages":[{{"role":"user","content":"Write to jane@example.com"}}]}}'   # the provider sees <EMAIL_1>, you see the address
 
   curl -s {base}/v1/models -H 'authorization: Bearer {DEMO_KEY}'   # the logical models
 

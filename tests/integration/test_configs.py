@@ -208,3 +208,26 @@ def test_gateway_api_example_routes_on_the_rewriter_header():
     guarded = {d["spec"]["host"].split(".")[0] for d in documents if d["kind"] == "DestinationRule"
                and d["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] == 3}
     assert backends <= guarded
+
+
+def test_pii_scrubber_manifest_matches_the_schema():
+    plugin = istio_documents("pii-scrubber.yaml")[0]
+    assert plugin["kind"] == "WasmPlugin" and plugin["spec"]["phase"] == "AUTHZ"
+    assert plugin["spec"]["failStrategy"] == "FAIL_CLOSE"
+    rewriter = next(d for d in istio_documents("model-rewriter.yaml") if d["kind"] == "WasmPlugin")
+    assert plugin["spec"]["priority"] > rewriter["spec"]["priority"]  # scrubbed before routing
+    jsonschema.validate(plugin["spec"]["pluginConfig"], SCHEMAS["sluice.pii_scrubber"])
+
+
+@pytest.mark.parametrize("bad", [
+    {"entities": {"EMAIL": "erase"}},
+    {"patterns": [{"entity": "lower", "pattern": "x"}]},
+    {"word_lists": [{"entity": "W", "words": []}]},
+    {"roles": ["admin"]},
+    {"output": "maybe"},
+    {"hash_salt": "a", "hash_salt_env": "B"},
+    {"max_request_bytes": 0},
+])
+def test_pii_schema_rejects_what_the_module_rejects(bad):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMAS["sluice.pii_scrubber"])

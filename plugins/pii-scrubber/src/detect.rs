@@ -77,6 +77,53 @@ struct Detector {
     check: Check,
 }
 
+/// Longest email address considered (RFC 5321: 64 for the local part, 255 for the domain).
+const EMAIL_SPAN: (usize, usize) = (64, 255);
+
+impl Detector {
+    /// The regex's matches as byte ranges. Emails are searched only around each `@`: a pattern
+    /// that may start at any word character is slow over long prose, and `@` is rare.
+    fn candidates(&self, text: &str) -> Vec<(usize, usize)> {
+        if self.check != Check::Email {
+            return self.regex.find_iter(text).map(|m| (m.start(), m.end())).collect();
+        }
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for (at, _) in text.match_indices('@') {
+            // The run of address characters around the `@`, bounded by RFC 5321's lengths.
+            let left: usize = text
+                .get(..at)
+                .unwrap_or_default()
+                .chars()
+                .rev()
+                .take_while(|&c| is_local_char(Some(c)))
+                .take(EMAIL_SPAN.0)
+                .map(char::len_utf8)
+                .sum();
+            let right: usize = text
+                .get(at + 1..)
+                .unwrap_or_default()
+                .chars()
+                .take_while(|&c| c.is_alphanumeric() || c == '.' || c == '-' || c == '_')
+                .take(EMAIL_SPAN.1)
+                .map(char::len_utf8)
+                .sum();
+            let from = at - left;
+            let Some(window) = text.get(from..at + 1 + right) else { continue };
+            for m in self.regex.find_iter(window) {
+                let (start, end) = (from + m.start(), from + m.end());
+                if start <= at && at < end && out.last().is_none_or(|&(_, e)| start >= e) {
+                    out.push((start, end));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn is_local_char(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '%' | '+' | '-'))
+}
+
 /// A set of detectors, compiled once per configuration.
 pub struct Detectors {
     detectors: Vec<Detector>,
@@ -112,14 +159,15 @@ impl Detectors {
     pub fn find(&self, text: &str) -> Vec<Finding> {
         let mut all: Vec<(usize, Finding)> = Vec::new();
         for (rank, detector) in self.detectors.iter().enumerate() {
-            for m in detector.regex.find_iter(text) {
+            for (start, end) in detector.candidates(text) {
+                let Some(candidate) = text.get(start..end) else { continue };
                 // The IP pattern proposes both families; each has its own check.
-                let check = match (detector.check, m.as_str().contains(':')) {
+                let check = match (detector.check, candidate.contains(':')) {
                     (Check::Ipv4, true) => Check::Ipv6,
                     (c, _) => c,
                 };
-                if let Some(end) = accept(check, text, m.start(), m.end()) {
-                    all.push((rank, Finding { entity: detector.entity.clone(), start: m.start(), end }));
+                if let Some(end) = accept(check, text, start, end) {
+                    all.push((rank, Finding { entity: detector.entity.clone(), start, end }));
                 }
             }
         }
