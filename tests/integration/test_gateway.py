@@ -44,7 +44,7 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         # The banner's PII line: the provider sees a placeholder, the client the address.
         assert "x-mock-text: I will write to <EMAIL_1>." in banner
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},
-                            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "Write to jane@example.com"}]})
+                            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write to jane@example.com"}]})
         assert pii.json()["choices"][0]["message"]["content"] == "I will write to jane@example.com."
         time.sleep(1.2)  # stats flush
         metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text

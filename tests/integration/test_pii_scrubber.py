@@ -23,6 +23,7 @@ STRICT = {
     "output": "block",
     "injection": {"action": "block", "deny": ["\\bcompetitor pricing\\b"]},
     "response_format": "reject",
+    "max_request_bytes": 1_000_000,
 }
 
 
@@ -140,6 +141,24 @@ def test_malformed_bodies_fail_cleanly(gateway, raw, status):
     assert r.status_code == status
     if status == 400:
         assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("payload,expected", [
+    ({"model": "m", "messages": [{"role": "user", "content": 42}]}, None),
+    ({"model": "m", "messages": [{"role": 7, "content": [None, 1, {"type": "text", "text": 5}]}]}, None),
+    # Shapes no API has: every string in them is scanned, not passed unseen.
+    ({"model": "m", "messages": "jane@x.com"}, {"model": "m", "messages": "<EMAIL_1>"}),
+    ({"model": "m", "prompt": {"nested": ["jane@x.com"]}}, {"model": "m", "prompt": {"nested": ["<EMAIL_1>"]}}),
+])
+def test_wrong_types_never_pass_unscanned_text(gateway, payload, expected):
+    r = post(gateway, payload)
+    assert r.status_code == 200
+    assert json.loads(last_sent(gateway)["body"]) == (expected or payload)
+
+
+def test_body_over_the_limit_is_refused(strict):
+    r = post(strict, chat("x" * 1_200_000))
+    assert r.status_code == 413 and r.json()["error"]["message"]
 
 
 def test_one_megabyte_prompt(gateway):

@@ -27,7 +27,13 @@ fn measure(scrubber: &Scrubber, name: &str, text: &str) {
 }
 
 fn main() {
-    let Ok(scrubber) = Scrubber::new(&Config::default()) else { return };
+    let scrubber = match Scrubber::new(&Config::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
     let prose = "The committee reviewed the quarterly report and asked for the revised figures by Friday. ";
     let pii = "Please reach the account owner at jane.doe@example.com or +44 20 7946 0958; the service \
                runs on 10.20.30.40 behind the usual proxy. ";

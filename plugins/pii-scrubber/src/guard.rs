@@ -40,13 +40,17 @@ impl Guard {
     /// The heuristics (when `heuristics`) and the deny patterns (`deny[0]`, `deny[1]`, ...).
     pub fn new(heuristics: bool, deny: &[String]) -> Result<Guard, String> {
         let mut rules = Vec::new();
-        let builtin = HEURISTICS.iter().filter(|_| heuristics).map(|(n, p)| (n.to_string(), p.to_string()));
-        let custom = deny.iter().enumerate().map(|(i, p)| (format!("deny_{i}"), p.clone()));
-        for (name, pattern) in builtin.chain(custom) {
+        // The heuristics are English phrases: ASCII classes keep them small and fast (Unicode
+        // `\w` and `\b` compile to megabytes per worker). Operators' patterns keep Unicode.
+        let builtin = HEURISTICS.iter().filter(|_| heuristics).map(|(n, p)| (n.to_string(), p.to_string(), false));
+        let custom = deny.iter().enumerate().map(|(i, p)| (format!("deny_{i}"), p.clone(), true));
+        for (name, pattern, unicode) in builtin.chain(custom) {
             let regex = RegexBuilder::new(&pattern)
                 .case_insensitive(true)
                 .multi_line(true)
+                .unicode(unicode)
                 .size_limit(1 << 22)
+                .dfa_size_limit(256 << 10)
                 .build()
                 .map_err(|e| format!("{name}: {e}"))?;
             rules.push((name, regex));

@@ -94,6 +94,13 @@ impl Walk<'_> {
     }
 
     fn messages(&mut self, messages: &mut Value) {
+        // A shape no API has: every string in it is scanned rather than passed unseen.
+        if !messages.is_array() {
+            if self.scans("user") {
+                self.all_strings(messages, true);
+            }
+            return;
+        }
         for message in messages.as_array_mut().into_iter().flatten() {
             match message {
                 Value::String(_) => {
@@ -124,11 +131,7 @@ pub fn scan(body: &[u8], scrubber: &Scrubber, roles: &[String]) -> Result<Scanne
         // Legacy completions' prompt; embeddings' and the Responses API's input.
         for key in ["prompt", "input"] {
             if let Some(input) = object.get_mut(key) {
-                match input {
-                    Value::Array(_) => walk.messages(input),
-                    _ if walk.scans("user") => walk.text(input, true),
-                    _ => {}
-                }
+                walk.messages(input);
             }
         }
         let format = object.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
@@ -184,6 +187,10 @@ mod tests {
         assert_eq!(v["messages"][0]["content"][0]["content"][0]["text"], "ip <IP_ADDRESS_1>");
         let (v, _) = scanned_json(r#"{"prompt": ["a@x.com", "b"], "input": "c@x.com"}"#, &Config::default().roles);
         assert_eq!((v["prompt"][0].as_str(), v["input"].as_str()), (Some("<EMAIL_1>"), Some("<EMAIL_2>")));
+        // Shapes no API has are scanned string by string, not passed unseen.
+        let (v, _) =
+            scanned_json(r#"{"messages": {"x": ["a@x.com"]}, "prompt": {"y": "b@x.com"}}"#, &Config::default().roles);
+        assert_eq!((v["messages"]["x"][0].as_str(), v["prompt"]["y"].as_str()), (Some("<EMAIL_1>"), Some("<EMAIL_2>")));
     }
 
     #[test]
