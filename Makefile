@@ -79,8 +79,9 @@ run: build venv system-packages
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.gateway
 
 ## wrk on loopback: plain Envoy against Envoy with the modules, in one run.
+## `make bench BENCH_ARGS="--variants pii-scrubber"` measures a subset (see --help).
 bench: build venv system-packages
-	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
 
 clean:
 	cargo clean
