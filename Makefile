@@ -7,8 +7,8 @@ SHELL := bash
 .DEFAULT_GOAL := build
 
 CACHE ?= $(HOME)/.cache/sluice
-REQUIREMENTS := tests/requirements.txt
-VENV := $(CACHE)/venv-$(shell sha256sum $(REQUIREMENTS) | cut -c1-12)
+REQUIREMENTS := tests/requirements.txt tests/requirements-nodeps.txt
+VENV := $(CACHE)/venv-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-12)
 PY := $(VENV)/bin/python
 TOOLS := $(CACHE)/tools
 WASM_DIR := target/wasm32-wasip1/release
@@ -44,7 +44,8 @@ system-packages:
 venv: $(VENV)/.installed
 $(VENV)/.installed: $(REQUIREMENTS)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
 	touch $@
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
