@@ -8,7 +8,6 @@ implementation to float32 precision (see tests/integration/test_embedder.py).
 Run: python -m harness.embedder --port 18090
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import numpy as np
 from aiohttp import web
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
+
+from .procs import serve_main
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # the model's sequence length in sentence-transformers
@@ -125,11 +126,7 @@ def app(model: MiniLM):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(app(MiniLM(model_dir())), host=args.host, port=args.port, print=None, access_log=None)
+    serve_main(__doc__, lambda: app(MiniLM(model_dir())))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ asked for. `GET /mock/requests` returns the recent requests (headers and body) f
 Run: python -m harness.mock_provider --port 18080
 """
 
-import argparse
 import asyncio
 import contextvars
 import gzip
@@ -36,6 +35,8 @@ import urllib.parse
 from collections import deque
 
 from aiohttp import web
+
+from .procs import serve_main
 
 DEFAULT_TEXT = "The capital of France is Paris."
 RECENT = deque(maxlen=200)
@@ -330,11 +331,7 @@ def app():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(app(), host=args.host, port=args.port, print=None, access_log=None)
+    serve_main(__doc__, app)
 
 
 if __name__ == "__main__":

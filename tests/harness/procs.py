@@ -71,3 +71,16 @@ def wait_until(check, what, timeout=60.0, proc=None):
 def http_ok(url, timeout=1.0) -> bool:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return 200 <= r.status < 300
+
+
+def serve_main(doc: str, make_app):
+    """The `main` of a test service: parses --host and --port, then serves `make_app()` (aiohttp)."""
+    import argparse
+
+    from aiohttp import web
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
