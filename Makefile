@@ -47,6 +47,8 @@ $(VENV)/.installed: $(REQUIREMENTS)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
 	touch $@
+	@# Venvs of earlier requirements are not used again.
+	find $(CACHE) -maxdepth 1 -name 'venv-*' ! -path '$(VENV)' -exec rm -rf {} +
 
 # wasm-bindgen-test-runner must match the wasm-bindgen version in Cargo.lock.
 wasm-bindgen:

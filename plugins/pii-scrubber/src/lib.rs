@@ -286,7 +286,6 @@ impl HttpContext for Exchange {
         let scan = (config.output != OutputAction::Off).then_some((&shared.scrubber, config.output));
         let vault = std::mem::take(&mut self.vault);
         let a = Answering { vault: &vault, restore: config.restore, scan };
-        let mut tally = std::mem::take(&mut self.tally);
         let next = match reading {
             Reading::Json(mut answer) => {
                 if body_size > config.max_response_bytes {
@@ -299,6 +298,7 @@ impl HttpContext for Exchange {
                     self.answer = Some(Reading::Json(answer));
                     return Action::Pause;
                 }
+                let mut tally = std::mem::take(&mut self.tally);
                 let body = proxy::response_body(body_size).unwrap_or_default();
                 if let Some(new_body) = answer.json(&body, &a, &mut tally) {
                     if !proxy::replace_response_body(body_size, &new_body) {
@@ -310,6 +310,7 @@ impl HttpContext for Exchange {
                 None
             }
             Reading::Stream(mut state) => {
+                let mut tally = std::mem::take(&mut self.tally);
                 let (parser, answer) = &mut *state;
                 let chunk = proxy::response_body(body_size).unwrap_or_default();
                 let mut events = parser.push(&chunk);
