@@ -74,6 +74,9 @@ Try:
 
   curl -s {base}/v1/chat/completions -d '{{}}'     # no key: 401
 
+The reference embedding service (all-MiniLM-L6-v2, for the semantic cache):
+  curl -s http://127.0.0.1:{stack.embedder_port}/v1/embeddings -d '{{"input":"What is the capital of France?"}}'
+
 Then see tokens, cost and budgets:
   curl -s {stack.admin("/stats/prometheus")} | grep ^sluice_
 Access log (one JSON line per request): {stack.workdir / "access.log"}
@@ -87,7 +90,7 @@ def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
     stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET,
-                  rewriter_config=DEMO_MODELS)
+                  rewriter_config=DEMO_MODELS, with_embedder=True)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -72,6 +72,15 @@ def use_real_providers(config_text: str, providers) -> str:
 ROUTING_FILTERS = ("envoy.filters.http.buffer", "envoy.filters.http.header_mutation")
 
 
+def start_service(module: str, workdir: Path, timeout=60):
+    """Starts `python -m harness.<module> --port <free port>` and waits for its `/health`."""
+    port = free_port()
+    proc = Proc(module, [sys.executable, "-m", f"harness.{module}", "--port", str(port)],
+                Path(workdir) / f"{module}.log", cwd=str(ROOT / "tests"))
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), module, timeout, proc)
+    return proc, port
+
+
 def keep_modules(config_text: str, modules) -> str:
     """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy), and the buffer
     and header-mutation filters that only re-routing by the model rewriter needs."""
@@ -109,7 +118,7 @@ class Stack:
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
                  upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
-                 provider_keys=None, patch=None, pii_config=None):
+                 provider_keys=None, patch=None, pii_config=None, with_embedder=False):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
@@ -126,6 +135,8 @@ class Stack:
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.with_mock = with_mock
+        # The reference embedding service (all-MiniLM-L6-v2), for the semantic cache.
+        self.with_embedder = with_embedder
         # Real provider keys by provider (`openai`, `anthropic`): those clusters go to the real APIs.
         self.real_providers = real_providers or {}
         # Provider keys the adapters read from Envoy's environment (tests use made-up ones).
@@ -152,6 +163,8 @@ class Stack:
                 self.start_redis()
             if self.with_mock:
                 self.start_mock()
+            if self.with_embedder:
+                self.start_embedder()
             self.start_envoy()
         except BaseException:
             self.stop()
@@ -197,11 +210,10 @@ class Stack:
             proc.stop()
 
     def start_mock(self):
-        self.mock_port = free_port()
-        self.procs["mock"] = mock = Proc(
-            "mock", [sys.executable, "-m", "harness.mock_provider", "--port", str(self.mock_port)],
-            self.workdir / "mock.log", cwd=str(ROOT / "tests"))
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.mock_port}/health"), "mock provider", 30, mock)
+        self.procs["mock"], self.mock_port = start_service("mock_provider", self.workdir)
+
+    def start_embedder(self):
+        self.procs["embedder"], self.embedder_port = start_service("embedder", self.workdir)
 
     def envoy_config(self) -> str:
         mock_port = self.upstream_port or getattr(self, "mock_port", 9)

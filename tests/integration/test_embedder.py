@@ -4,22 +4,17 @@ Its similarities must equal the ones sentence-transformers publishes for this mo
 semantic cache's quality figures are the real model's, not a stand-in's."""
 
 import math
-import sys
 
 import pytest
 import requests
 
-from harness.procs import Proc, free_port, http_ok, wait_until
-from harness.stack import ROOT
+from harness.stack import start_service
 
 
 @pytest.fixture(scope="module")
 def embedder(tmp_path_factory):
-    port = free_port()
-    proc = Proc("embedder", [sys.executable, "-m", "harness.embedder", "--port", str(port)],
-                tmp_path_factory.mktemp("embedder") / "embedder.log", cwd=str(ROOT / "tests"))
+    proc, port = start_service("embedder", tmp_path_factory.mktemp("embedder"))
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "embedder", 60, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()

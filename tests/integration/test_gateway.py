@@ -46,6 +46,10 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},
                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write to jane@example.com"}]})
         assert pii.json()["choices"][0]["message"]["content"] == "I will write to jane@example.com."
+        # The banner's embedding line: a real 384-dimension embedding.
+        embed_url = re.search(r"curl -s (http://127.0.0.1:\d+/v1/embeddings)", banner).group(1)
+        vector = requests.post(embed_url, json={"input": "Hi"}).json()["data"][0]["embedding"]
+        assert len(vector) == 384
         time.sleep(1.2)  # stats flush
         metrics = requests.get(f"http://127.0.0.1:{admin}/stats/prometheus").text
         labels = {"model": "gpt-4o", "provider": "openai", "team": "demo"}
