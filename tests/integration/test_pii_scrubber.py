@@ -104,6 +104,19 @@ def test_anthropic_messages_are_scrubbed_and_streams_restored(gateway):
     assert sent["system"] == "The operator is <EMAIL_1>." and sent["messages"][0]["content"] == "Call <PHONE_1>"
 
 
+def test_responses_api_stream_restores_split_placeholders(gateway):
+    r = post(gateway, {"model": "gpt-4o-mini", "input": f"Mail {EMAIL}", "stream": True}, path="/v1/responses",
+             stream=True, headers={"x-mock-text": "Mailing <EMAIL_1> now", "x-mock-piece-chars": "3"})
+    text = ""
+    for line in r.iter_lines():
+        if line.startswith(b"data: "):
+            event = json.loads(line[6:])
+            if event.get("type") == "response.output_text.delta":
+                text += event["delta"]
+    assert text == f"Mailing {EMAIL} now"
+    assert json.loads(last_sent(gateway)["body"])["input"] == "Mail <EMAIL_1>"
+
+
 def test_openai_sdk_sees_restored_text(gateway):
     import openai
     client = openai.OpenAI(base_url=gateway.url("/v1"), api_key=DEMO_KEY, max_retries=0)

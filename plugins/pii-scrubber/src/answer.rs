@@ -1,12 +1,13 @@
 //! The answer side: restoring placeholders, output scanning and the response-format guard, for
 //! JSON answers (whole) and SSE streams (event by event).
 //!
-//! Streams: OpenAI chat chunks (each choice's content and tool-call arguments) and Anthropic
-//! events (each content block's text or tool input) are handled as text channels
-//! ([`TextStream`]), so a placeholder split across events is restored. Text held back is
-//! released with the choice's finishing chunk (OpenAI) or in an event inserted before the
-//! block's `content_block_stop` (Anthropic). Other event shapes get their complete placeholders
-//! restored event by event.
+//! Streams: OpenAI chat chunks (each choice's content and tool-call arguments), Anthropic events
+//! (each content block's text or tool input) and Responses API output text are handled as text
+//! channels ([`TextStream`]), so a placeholder split across events is restored. Text held back
+//! is released with the choice's finishing chunk (chat), or in a delta event inserted before the
+//! block's `content_block_stop` (Anthropic) or before `response.output_text.done` /
+//! `response.completed` (Responses). Other event shapes get their complete placeholders restored
+//! event by event.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ enum Channel {
     Content(u64),
     Tool(u64, u64),
     Block(u64),
+    /// A Responses API output text: (output index, content index).
+    Output(u64, u64),
 }
 
 /// One SSE event out: its `event:` name, if any, and its data.
@@ -134,6 +137,41 @@ impl Answer {
                     }
                 }
                 out.push(own(data.to_string()));
+                out
+            }
+            Some("response.output_text.delta") => {
+                let at = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let channel = Channel::Output(at("output_index"), at("content_index"));
+                if let Some(Value::String(text)) = value.get_mut("delta") {
+                    *text = self.channel(channel).push(text, false, a, tally);
+                }
+                vec![own(value.to_string())]
+            }
+            // The end of an output text, or of the whole response: what is held is released
+            // in a delta event just before it.
+            Some(kind @ ("response.output_text.done" | "response.completed")) => {
+                let done = kind == "response.output_text.done";
+                let at = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let only = Channel::Output(at("output_index"), at("content_index"));
+                let open: Vec<Channel> = self
+                    .channels
+                    .keys()
+                    .copied()
+                    .filter(|c| matches!(c, Channel::Output(..)) && (!done || *c == only))
+                    .collect();
+                let mut out = Vec::new();
+                for channel in open {
+                    let rest = self.channel(channel).push("", true, a, tally);
+                    if let (false, Channel::Output(o, c)) = (rest.is_empty(), channel) {
+                        let delta = json!({"type": "response.output_text.delta", "output_index": o,
+                                           "content_index": c, "delta": rest});
+                        out.push((Some("response.output_text.delta".to_string()), delta.to_string()));
+                    }
+                }
+                if a.restore && !a.vault.is_empty() {
+                    walk_texts(&mut value, &mut |text: &mut String, _| *text = restore(text, a.vault));
+                }
+                out.push(own(value.to_string()));
                 out
             }
             Some("message_delta") if self.any_blocked() => {
@@ -367,6 +405,29 @@ mod tests {
         }
         assert_eq!(text_of(&events), "Hi jane@x.com and <EMAIL");
         assert_eq!(events.last().map(|e| e.0.as_deref()), Some(Some("x")));
+    }
+
+    #[test]
+    fn responses_stream_restores_split_placeholders() {
+        let v = vault();
+        let a = Answering { vault: &v, restore: true, scan: None };
+        let mut answer = Answer::new(None);
+        let mut tally = Tally::default();
+        let delta = |t: &str| {
+            json!({"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "delta": t}).to_string()
+        };
+        let mut text = String::new();
+        for d in [
+            delta("Hi <EMA"),
+            delta("IL_1> and <EMAIL"),
+            json!({"type": "response.completed", "response": {}}).to_string(),
+        ] {
+            for (_, data) in answer.event(None, &d, &a, &mut tally) {
+                let v: Value = serde_json::from_str(&data).unwrap();
+                text.push_str(v.get("delta").and_then(Value::as_str).unwrap_or_default());
+            }
+        }
+        assert_eq!(text, "Hi jane@x.com and <EMAIL");
     }
 
     #[test]
