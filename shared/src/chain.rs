@@ -53,6 +53,9 @@ mod tests {
         let body = with_route(br#"{"model":"x","sluice_models":{"openai":"evil"},"n":1}"#, "gpt-4o", &[]);
         let value = parse(&body.unwrap_or_default());
         assert_eq!(value, serde_json::json!({"model": "gpt-4o", "n": 1}));
+        let body = with_route(br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#, "b", &[]);
+        let value = parse(&body.unwrap_or_default());
+        assert_eq!((value["model"].as_str(), value["messages"][0]["content"].as_str()), (Some("b"), Some("hi")));
     }
 
     #[test]

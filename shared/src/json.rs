@@ -11,14 +11,6 @@ pub fn from_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Er
     }
 }
 
-/// The same JSON object with its top-level `model` set to `model` (other members kept, in
-/// their order of the serializer). `None` when the body is not a JSON object.
-pub fn with_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value.as_object_mut()?.insert("model".into(), serde_json::Value::String(model.to_string()));
-    serde_json::to_vec(&value).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,16 +22,6 @@ mod tests {
     struct Any {
         #[allow(dead_code)]
         a: u32,
-    }
-
-    #[test]
-    fn model_rewrite() {
-        let body = with_model(br#"{"model":"a","messages":[{"role":"user","content":"hi"}]}"#, "b").unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        assert_eq!(value["model"], "b");
-        assert_eq!(value["messages"][0]["content"], "hi");
-        assert_eq!(with_model(b"[1]", "b"), None);
-        assert_eq!(with_model(b"{bad", "b"), None);
     }
 
     #[test]

@@ -49,6 +49,12 @@ def header_int(request, name, default):
         return default
 
 
+def for_model(request, header, req):
+    """The number of a `model=number` header when the request is for that model, else None."""
+    model, _, number = request.headers.get(header, "").partition("=")
+    return int(number) if model and req.get("model") == model and number.isdigit() else None
+
+
 def usage_numbers(request):
     return {
         "prompt": header_int(request, "x-mock-prompt-tokens", 21),
@@ -256,15 +262,11 @@ async def handle(request: web.Request, api: str):
         req = {}
     PIECE_CHARS.set(header_int(request, "x-mock-piece-chars", 0))
     latency = header_int(request, "x-mock-latency-ms", 0)
-    slow_model, _, slow_ms = request.headers.get("x-mock-slow-model", "").partition("=")
-    if slow_model and req.get("model") == slow_model and slow_ms.isdigit():
-        latency += int(slow_ms)
+    latency += for_model(request, "x-mock-slow-model", req) or 0
     if latency:
         await asyncio.sleep(latency / 1000)
     status = header_int(request, "x-mock-status", 200)
-    fail_model, _, fail_status = request.headers.get("x-mock-fail-model", "").partition("=")
-    if fail_model and req.get("model") == fail_model and fail_status.isdigit():
-        status = int(fail_status)
+    status = for_model(request, "x-mock-fail-model", req) or status
     model = req.get("model") or "mock-model"
     text = urllib.parse.unquote(request.headers.get("x-mock-text", DEFAULT_TEXT))
     usage = None if request.headers.get("x-mock-usage") == "off" else usage_numbers(request)

@@ -437,7 +437,8 @@ impl Request {
     fn downgrade(&mut self, model: &str) {
         facts::publish(&Host, facts::ROUTE_DOWNGRADE, model);
         let Some(body) = self.body.as_deref() else { return };
-        match sluice_shared::json::with_model(body, model) {
+        // Also drops a client's own chain member, as every model rewrite does.
+        match sluice_shared::chain::with_route(body, model, &[]) {
             Some(new_body) if proxy::replace_request_body(self.body_size, &new_body) => {
                 proxy::info(&format!("{NAME}: downgraded `{}` to `{model}`", self.model));
             }

@@ -8,6 +8,7 @@
 //! bytes, the length of the longest structured entity in practice.
 
 use crate::config::OutputAction;
+use crate::detect::Finding;
 use crate::scrub::{Scrubber, Tally, Vault};
 
 /// Bytes held back from a stream while output scanning is on.
@@ -46,13 +47,21 @@ impl TextStream {
             self.pending.clear();
             return String::new();
         }
-        let cut = if last { self.pending.len() } else { self.release_point(a) };
+        // One detection pass over the held text serves both the cut and the redaction.
+        let scan = a.scan.filter(|(_, action)| *action != OutputAction::Off);
+        let findings = scan.map(|(scrubber, _)| scrubber.find(&self.pending)).unwrap_or_default();
+        let cut = if last { self.pending.len() } else { self.release_point(a, &findings) };
         if cut == 0 || (self.hold_all && !last) {
             return String::new();
         }
         let rest = self.pending.split_off(cut.min(self.pending.len()));
         let ready = std::mem::replace(&mut self.pending, rest);
-        let out = self.process(&ready, a, tally);
+        let released: Vec<Finding> = findings.into_iter().filter(|f| f.end <= ready.len()).collect();
+        let out = match scan {
+            Some((_, action)) => self.redact_output(&ready, &released, action, a.vault, tally),
+            None => ready,
+        };
+        let out = if a.restore && !a.vault.is_empty() { restore(&out, a.vault) } else { out };
         if self.keep_released || self.hold_all {
             self.released.push_str(&out);
         }
@@ -60,7 +69,7 @@ impl TextStream {
     }
 
     /// Where the text that can no longer change ends.
-    fn release_point(&self, a: &Answering<'_>) -> usize {
+    fn release_point(&self, a: &Answering<'_>, findings: &[Finding]) -> usize {
         let text = &self.pending;
         let mut cut = text.len();
         if a.restore && !a.vault.is_empty() {
@@ -74,58 +83,53 @@ impl TextStream {
                 }
             }
         }
-        if let Some((scrubber, action)) = a.scan {
-            if action != OutputAction::Off {
-                let mut limit = cut.min(text.len().saturating_sub(SCAN_HOLDBACK));
-                while !text.is_char_boundary(limit) {
-                    limit -= 1;
-                }
-                // Never cut through an entity.
-                for f in scrubber.find(text) {
-                    if f.start < limit && limit < f.end {
-                        limit = f.start;
-                    }
-                }
-                cut = limit;
+        if a.scan.is_some_and(|(_, action)| action != OutputAction::Off) {
+            let mut limit = cut.min(text.len().saturating_sub(SCAN_HOLDBACK));
+            while !text.is_char_boundary(limit) {
+                limit -= 1;
             }
+            // Never cut through an entity.
+            for f in findings {
+                if f.start < limit && limit < f.end {
+                    limit = f.start;
+                }
+            }
+            cut = limit;
         }
         cut
     }
 
-    /// Output scanning, then placeholders restored.
-    fn process(&mut self, text: &str, a: &Answering<'_>, tally: &mut Tally) -> String {
-        let mut scanned = String::with_capacity(text.len());
+    /// Sensitive data the prompt did not hold: redacted to `<ENTITY>`, or blocking the answer.
+    fn redact_output(
+        &mut self,
+        text: &str,
+        findings: &[Finding],
+        action: OutputAction,
+        vault: &Vault,
+        tally: &mut Tally,
+    ) -> String {
+        let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        if let Some((scrubber, action)) = a.scan.filter(|(_, action)| *action != OutputAction::Off) {
-            for f in scrubber.find(text) {
-                let (Some(before), Some(value)) = (text.get(at..f.start), text.get(f.start..f.end)) else { continue };
-                if a.vault.holds_value(value) {
-                    continue;
-                }
-                scanned.push_str(before);
-                match action {
-                    OutputAction::Block => {
-                        tally.count_output(&f.entity, "output_block");
-                        self.blocked = true;
-                        self.pending.clear();
-                        return String::new();
-                    }
-                    _ => {
-                        tally.count_output(&f.entity, "output_redact");
-                        scanned.push('<');
-                        scanned.push_str(&f.entity);
-                        scanned.push('>');
-                    }
-                }
-                at = f.end;
+        for f in findings {
+            let (Some(before), Some(value)) = (text.get(at..f.start), text.get(f.start..f.end)) else { continue };
+            if vault.holds_value(value) {
+                continue;
             }
+            out.push_str(before);
+            if action == OutputAction::Block {
+                tally.count_output(&f.entity, "output_block");
+                self.blocked = true;
+                self.pending.clear();
+                return String::new();
+            }
+            tally.count_output(&f.entity, "output_redact");
+            out.push('<');
+            out.push_str(&f.entity);
+            out.push('>');
+            at = f.end;
         }
-        scanned.push_str(text.get(at..).unwrap_or_default());
-        if a.restore && !a.vault.is_empty() {
-            restore(&scanned, a.vault)
-        } else {
-            scanned
-        }
+        out.push_str(text.get(at..).unwrap_or_default());
+        out
     }
 }
 
