@@ -4,7 +4,7 @@
 //! value always gets the same placeholder, so the model can still tell people apart. The
 //! [`Vault`] keeps them for restoring the answer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sluice_shared::digest;
 
@@ -107,7 +107,10 @@ pub fn mask(value: &str) -> String {
 pub struct Vault {
     by_value: HashMap<(String, String), String>,
     values: HashMap<String, String>,
+    /// The prompt's values, whatever their type (output scanning lets these pass).
+    held: HashSet<String>,
     counters: HashMap<String, u32>,
+    longest: usize,
 }
 
 impl Vault {
@@ -120,7 +123,9 @@ impl Vault {
         let n = self.counters.entry(entity.to_string()).or_insert(0);
         *n += 1;
         let placeholder = format!("<{entity}_{n}>");
+        self.longest = self.longest.max(placeholder.len());
         self.values.insert(placeholder.clone(), value.to_string());
+        self.held.insert(value.to_string());
         self.by_value.insert(key, placeholder.clone());
         placeholder
     }
@@ -132,7 +137,7 @@ impl Vault {
 
     /// Whether `text` is one of the values the prompt held.
     pub fn holds_value(&self, text: &str) -> bool {
-        self.by_value.keys().any(|(_, v)| v == text)
+        self.held.contains(text)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,7 +146,7 @@ impl Vault {
 
     /// The longest placeholder, which bounds how much of a stream is held back.
     pub fn longest_placeholder(&self) -> usize {
-        self.values.keys().map(String::len).max().unwrap_or(0)
+        self.longest
     }
 }
 

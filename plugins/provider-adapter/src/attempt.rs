@@ -61,7 +61,7 @@ pub struct Seen<'a> {
 /// Plans an attempt to `provider`, whose credential is `credential`.
 pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen: &Seen<'_>) -> Plan {
     let mut plan = Plan::default();
-    let chain = config.providers.len() > 1;
+    let chain = config.is_chain();
     let chat = seen.marker == Some(CHAT_MARK) || Api::from_path(seen.path) == Some(Api::ChatCompletions);
 
     // Credentials: never another provider's, and this provider's own when it has one.

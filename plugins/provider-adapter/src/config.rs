@@ -79,7 +79,7 @@ impl Default for Provider {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
-        let chain = self.providers.len() > 1;
+        let chain = self.is_chain();
         for (name, provider) in &self.providers {
             let at = |field: &str| format!(".providers.{name}{field}");
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
@@ -133,6 +133,13 @@ impl Validate for Provider {
             return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are for the openai schema"));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// A fallback chain's adapter: attempts may reach different providers.
+    pub fn is_chain(&self) -> bool {
+        self.providers.len() > 1
     }
 }
 

@@ -189,8 +189,7 @@ impl HttpContext for Attempt {
             return Action::Continue;
         };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
-        let in_chain = self.config.providers.len() > 1;
-        match attempt::prepare_body(&body, name, provider, in_chain, self.translating) {
+        match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translating) {
             Ok(prepared) => {
                 self.include_usage = prepared.include_usage;
                 if let Some(bytes) = prepared.body {
