@@ -83,6 +83,18 @@ pub const PII_ENTITIES: Fact = Fact("sluice.pii.entities");
 /// Guard rules a request or its answer tripped, comma-separated (`flag` and `block` alike).
 pub const GUARD_FLAGGED: Fact = Fact("sluice.guard.flagged");
 
+// Semantic cache.
+/// `hit`, `miss` or `bypass`.
+pub const CACHE_STATUS: Fact = Fact("sluice.cache.status");
+/// `exact` or `semantic` for a hit; why for a bypass.
+pub const CACHE_REASON: Fact = Fact("sluice.cache.reason");
+/// Cosine similarity of a semantic hit (1 for an exact one).
+pub const CACHE_SIMILARITY: Fact = Fact("sluice.cache.similarity");
+/// Milliseconds from the complete request to the cache's decision (embedding included).
+pub const CACHE_LOOKUP_MS: Fact = Fact("sluice.cache.lookup_ms");
+/// Milliseconds the embedding service took.
+pub const CACHE_EMBEDDING_MS: Fact = Fact("sluice.cache.embedding_ms");
+
 /// Reads a fact as text; absent, empty or non-UTF-8 values read as `None`.
 pub fn read(host: &dyn Properties, fact: Fact) -> Option<String> {
     let bytes = host.get_property(&[fact.name()])?;
@@ -169,6 +181,11 @@ mod tests {
             PII_DETECTIONS,
             PII_ENTITIES,
             GUARD_FLAGGED,
+            CACHE_STATUS,
+            CACHE_REASON,
+            CACHE_SIMILARITY,
+            CACHE_LOOKUP_MS,
+            CACHE_EMBEDDING_MS,
         ] {
             assert!(fact.name().starts_with("sluice.") && fact.name().split('.').count() == 3, "{fact:?}");
         }

@@ -42,6 +42,15 @@ pub const PII_DETECTIONS_TOTAL: &str = "sluice_pii_detections_total";
 /// Guard hits by rule and action (`flag`, `block`, `reject`): injection heuristics, banned
 /// patterns, `response_format`.
 pub const GUARD_TOTAL: &str = "sluice_guard_total";
+/// Cache lookups by `status` (`hit`, `miss`, `bypass`) and `reason` (`exact` or `semantic` for
+/// hits, `none` for misses, the bypass reason otherwise).
+pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
+/// Answers offered to the cache by `status` (`stored`, `skipped`, `failed`) and `reason`.
+pub const CACHE_STORES_TOTAL: &str = "sluice_cache_stores_total";
+/// Milliseconds from the complete request to the cache's decision, by `status`.
+pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";
+/// Milliseconds the embedding service took.
+pub const CACHE_EMBEDDING_MS: &str = "sluice_cache_embedding_ms";
 
 /// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
 pub const LABEL_KEYS: &[&str] = &[

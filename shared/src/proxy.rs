@@ -166,6 +166,13 @@ pub fn send_json(status: u16, body: &[u8]) {
     }
 }
 
+/// Answers the client locally.
+pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    if hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).is_err() {
+        error("could not send local reply");
+    }
+}
+
 /// Answers the client locally with an OpenAI-style error.
 pub fn send_error(error: &ApiError) {
     let body = error.body();

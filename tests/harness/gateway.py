@@ -37,6 +37,9 @@ DEMO_MODELS = {
     "unknown_models": "pass",
 }
 
+# The semantic cache with its defaults (per-team entries, threshold 0.85, one hour).
+DEMO_CACHE = {}
+
 
 def curl_lines(stack, real):
     base = stack.url("")
@@ -74,6 +77,10 @@ Try:
 
   curl -s {base}/v1/chat/completions -d '{{}}'     # no key: 401
 
+Semantic cache: ask, then paraphrase; the second answer comes from Redis (x-sluice-cache: hit):
+  curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
+    -d '{{"model":"{model}","messages":[{{"role":"user","content":"Tell me the capital city of France"}}]}}' | grep -i x-sluice-cache
+
 The reference embedding service (all-MiniLM-L6-v2, for the semantic cache):
   curl -s http://127.0.0.1:{stack.embedder_port}/v1/embeddings -d '{{"input":"What is the capital of France?"}}'
 
@@ -90,7 +97,7 @@ def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
     stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET,
-                  rewriter_config=DEMO_MODELS, with_embedder=True)
+                  rewriter_config=DEMO_MODELS, with_embedder=True, cache_config=DEMO_CACHE)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -118,7 +118,8 @@ class Stack:
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
                  upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
-                 provider_keys=None, patch=None, pii_config=None, with_embedder=False):
+                 provider_keys=None, patch=None, pii_config=None, with_embedder=False, cache_config=None,
+                 embedder_from=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
@@ -127,6 +128,11 @@ class Stack:
         self.rewriter_config = rewriter_config if rewriter_config is not None else {}
         # The PII scrubber's config (default: every built-in entity redacted and restored).
         self.pii_config = pii_config if pii_config is not None else {}
+        # The semantic cache's config. Off unless a test turns it on: the other modules' tests
+        # repeat requests and count what reaches the provider.
+        self.cache_config = cache_config if cache_config is not None else {"mode": "off"}
+        # Another Stack whose embedding service this one uses (it loads in ~2 s).
+        self.embedder_from = embedder_from
         # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
         self.redis_from = redis_from
         self.concurrency = concurrency
@@ -163,7 +169,9 @@ class Stack:
                 self.start_redis()
             if self.with_mock:
                 self.start_mock()
-            if self.with_embedder:
+            if self.embedder_from:
+                self.embedder_port = self.embedder_from.embedder_port
+            elif self.with_embedder:
                 self.start_embedder()
             self.start_envoy()
         except BaseException:
@@ -172,7 +180,7 @@ class Stack:
         return self
 
     def stop(self):
-        for name in ["envoy", "mock", "webdis", "redis"]:
+        for name in ["envoy", "mock", "embedder", "webdis", "redis"]:
             proc = self.procs.pop(name, None)
             if proc:
                 proc.stop()
@@ -226,9 +234,11 @@ class Stack:
             "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
             "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
             "PII_SCRUBBER_CONFIG": json.dumps(self.pii_config),
+            "SEMANTIC_CACHE_CONFIG": json.dumps(self.cache_config),
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
+            "EMBEDDER_PORT": getattr(self, "embedder_port", 9),
         })
         if self.real_providers:
             text = use_real_providers(text, self.real_providers)

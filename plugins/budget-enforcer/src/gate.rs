@@ -581,7 +581,10 @@ impl Request {
             self.state.borrow_mut().waiters.retain(|w| !std::ptr::eq(Rc::as_ptr(&w.request), me));
         }
         let Some(reservation) = self.reservation.take() else { return };
+        let from_cache = facts::read(&Host, facts::CACHE_STATUS).as_deref() == Some("hit");
         let usage = report::reported_usage(&Host).unwrap_or(match self.status {
+            // Answered by the semantic cache: no provider was paid.
+            _ if from_cache => Usage::default(),
             // Served, but no module measured it: the prompt estimate stands.
             Some(200..=299) => Usage { tokens: reservation.estimate.tokens, micro_usd: reservation.estimate.micro_usd },
             // Failed or never answered: nothing was generated.

@@ -1,9 +1,46 @@
-//! # Sluice semantic cache (in progress)
+//! # Sluice semantic cache
 //!
-//! Will answer repeated and paraphrased prompts from Redis. So far:
-//! - [`exact_key`]: the key for requests that must get the same answer;
-//! - [`same_question`]: the paraphrase guard, which decides whether two prompts that embed
-//!   close together really ask the same thing.
+//! Answers repeated and paraphrased chat prompts from Redis, without calling the provider.
+//!
+//! - **Exact** ([`keys`]): a normalised key of everything that changes the answer (model,
+//!   messages, tools, parameters; not `stream` or `user`) finds byte-for-byte repeats, however
+//!   the JSON is formatted.
+//! - **Semantic** ([`vector`], [`scripts`]): on an exact miss, the last user message (or the
+//!   whole conversation) is embedded by an OpenAI-compatible `/v1/embeddings` service, and one
+//!   Lua call in stock Redis finds the most similar cached prompts of the same namespace, model,
+//!   system prompt and parameters, with cosine similarity at or above the threshold. The search
+//!   compares at most `(lsh_bits + 1) * bucket_capacity` entries (256 by default), however many
+//!   the cache holds; optional LSH buckets keep more entries searchable for the same cost.
+//! - **Guard** ([`same_question`]): a similar prompt must also ask the same thing (same content
+//!   words, same conversion target), because embeddings put "capital of France" and "capital of
+//!   Germany" close together.
+//! - **Serving** ([`record`]): a hit is answered locally as JSON or as a replayed SSE stream,
+//!   with `x-sluice-cache: hit` and `x-sluice-cache-similarity`.
+//! - **Storing**: a successful answer to a miss is kept with a TTL (not errors, not cut streams,
+//!   not tool calls unless configured). `Cache-Control: no-cache` / `no-store` are honoured;
+//!   answers to prompts the PII scrubber changed are never kept ([`lookup`]).
+//! - **Tenants**: entries live in a namespace per team, per key or global; a request without
+//!   the identity its namespace needs bypasses the cache.
+//! - **Failures**: Redis or the embedding service down means `x-sluice-cache: bypass` and the
+//!   request goes upstream, never an error.
+//!
+//! Facts `sluice.cache.*` and metrics `sluice_cache_*` ([`report`]) give the hit rate and the
+//! lookup and embedding latencies. [`exchange`] is the proxy-wasm glue.
 
-pub mod exact_key;
+pub mod config;
+pub mod exchange;
+pub mod keys;
+pub mod lookup;
+pub mod record;
+pub mod report;
 pub mod same_question;
+pub mod scripts;
+pub mod vector;
+
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::LogLevel;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::<exchange::Root>::default() });
+}}

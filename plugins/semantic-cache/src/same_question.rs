@@ -53,6 +53,9 @@ const FRAME: &[&str] = &[
     "good",
     "instructions",
     "how",
+    // Classifier nouns that restate what the entity already is ("the capital city of France").
+    "city",
+    "country",
 ];
 const QUESTION_WORDS: &[&str] = &["when", "where", "who", "whom", "why"];
 const NEGATIONS: &[&str] =
@@ -148,6 +151,7 @@ mod tests {
     #[test]
     fn paraphrases_and_near_misses() {
         assert!(same_question("What is the capital of France?", "france capital?"));
+        assert!(same_question("What is the capital of France?", "Tell me the capital city of France"));
         assert!(same_question("How many days are there in a leap year?", "Leap year: how many days, please?"));
         assert!(!same_question("What is the capital of France?", "What is the capital of Germany?"));
         assert!(!same_question("What is 15% of 200?", "What is 25% of 200?"));

@@ -25,6 +25,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_shared::chain;
+use sluice_shared::facts;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
 use sluice_shared::pricing::PriceTable;
@@ -220,6 +221,11 @@ impl HttpContext for Meter {
         let content_encoding = proxy::response_header_text("content-encoding");
         let response_headers = self.config().response_headers;
         let answered_by = proxy::response_header_text(chain::ANSWERED_BY);
+        if facts::read(&Host, facts::CACHE_STATUS).as_deref() == Some("hit") {
+            // Answered by the semantic cache: no provider generated (or billed) these tokens.
+            self.exchange = None;
+            return Action::Continue;
+        }
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         exchange.answered_by = answered_by;
         exchange.on_response_headers(

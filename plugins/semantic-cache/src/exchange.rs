@@ -1,0 +1,533 @@
+//! The proxy-wasm glue: one request's way through the cache.
+//!
+//! Request: complete body → exact `GET` → (miss) embedding callout → Lua search → hit served
+//! locally, or the request continues upstream. Answer to a miss: read as it passes (JSON or SSE,
+//! never held back) and stored once complete.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use sluice_shared::api::Api;
+use sluice_shared::callout::{Callout, CalloutResponse};
+use sluice_shared::host::Clock;
+use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::proxy::{self, Host};
+use sluice_shared::redis::{as_args, RedisValue};
+use sluice_shared::sse::SseParser;
+
+use crate::config::{Config, Mode, Policy};
+use crate::keys::{CacheRequest, Keys};
+use crate::lookup::{self, Bypass, CacheControl};
+use crate::record::{Record, Skip, StreamAnswer};
+use crate::report::{self, Outcome, Timings};
+use crate::scripts::{self, Scripts};
+use crate::vector::{self, Embedding};
+
+const NAME: &str = "sluice.semantic_cache";
+/// Distinct values kept per metric label.
+const MAX_LABEL_VALUES: usize = 50;
+
+/// What every request of a configuration shares.
+struct Shared {
+    config: Config,
+    scripts: Scripts,
+    /// Scope tag of the embedding model and bucketing (see [`vector::embed_salt`]).
+    salt: String,
+    embedding_key: Option<String>,
+    registry: RefCell<MetricRegistry>,
+    /// Redis has the search script (a `NOSCRIPT` reply resets it).
+    search_cached: Cell<bool>,
+}
+
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+        if config.embedding.api_key_env.is_some() && config.embedding_key().is_none() {
+            proxy::warn(&format!(
+                "{NAME}: `embedding.api_key_env` is set but the variable is empty or not passed to the VM"
+            ));
+        }
+        proxy::info(&format!(
+            "{NAME}: configured; mode {:?}, threshold {}, namespace {:?}, ttl {}s, embedding cluster `{}`",
+            config.mode, config.threshold, config.namespace, config.ttl_seconds, config.embedding.cluster
+        ));
+        let salt = vector::embed_salt(&config.embedding.model, config.lsh_bits);
+        let embedding_key = config.embedding_key();
+        self.shared = Some(Rc::new(Shared {
+            config,
+            scripts: Scripts::default(),
+            salt,
+            embedding_key,
+            registry: RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES)),
+            search_cached: Cell::new(false),
+        }));
+        true
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(Exchange::new(shared)))
+    }
+}
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not a chat completion, or already decided.
+    Idle,
+    ReadingBody,
+    ExactLookup,
+    Embedding,
+    Searching {
+        resent: bool,
+    },
+    /// Answered from the cache.
+    Served,
+}
+
+/// How a miss's answer is being collected for storage.
+enum Collecting {
+    Json(Vec<u8>),
+    Stream(Box<(SseParser, StreamAnswer)>),
+}
+
+/// What a miss's answer will be stored under.
+struct StorePlan {
+    keys: Keys,
+    exact: String,
+    ttl_seconds: u64,
+    /// The entry for semantic lookups: vector, its length, question, bucket.
+    semantic: Option<(Vec<u8>, f64, String, String)>,
+}
+
+struct Exchange {
+    shared: Rc<Shared>,
+    phase: Phase,
+    control: CacheControl,
+    path: String,
+    host: String,
+    request: Option<CacheRequest>,
+    policy: Option<Policy>,
+    keys: Option<Keys>,
+    outcome: Option<Outcome>,
+    timings: Timings,
+    started_ms: u64,
+    embedding_started_ms: u64,
+    embedding: Option<Embedding>,
+    /// Whether a successful answer is to be stored.
+    store: bool,
+    collecting: Option<Collecting>,
+}
+
+impl Exchange {
+    fn new(shared: Rc<Shared>) -> Self {
+        Exchange {
+            shared,
+            phase: Phase::Idle,
+            control: CacheControl::default(),
+            path: String::new(),
+            host: String::new(),
+            request: None,
+            policy: None,
+            keys: None,
+            outcome: None,
+            timings: Timings::default(),
+            started_ms: 0,
+            embedding_started_ms: 0,
+            embedding: None,
+            store: false,
+            collecting: None,
+        }
+    }
+
+    /// Records the outcome (facts, metrics) once.
+    fn decide(&mut self, outcome: Outcome) {
+        if self.outcome.is_some() {
+            return;
+        }
+        if self.started_ms > 0 {
+            self.timings.lookup_ms = Some(Host.now_ms().saturating_sub(self.started_ms));
+        }
+        report::lookup(&Host, &mut self.shared.registry.borrow_mut(), &outcome, self.timings);
+        self.outcome = Some(outcome);
+    }
+
+    fn bypass(&mut self, why: Bypass) -> Action {
+        if matches!(why, Bypass::RedisDown) {
+            self.store = false;
+        }
+        self.decide(Outcome::Bypass(why.name()));
+        self.phase = Phase::Idle;
+        Action::Continue
+    }
+
+    /// The whole request is here: decide whether to look it up, and start.
+    fn start(&mut self, body: &[u8]) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let config = &shared.config;
+        let Some(request) = CacheRequest::parse(body, config.embed, &shared.salt) else {
+            return self.bypass(Bypass::Unreadable);
+        };
+        let policy = config.policy(&self.path, &self.host, &request.model);
+        if policy.mode == Mode::Off {
+            return self.bypass(Bypass::Off);
+        }
+        if lookup::pii_scrubbed(&Host) {
+            return self.bypass(Bypass::Pii);
+        }
+        let Some(namespace) = lookup::namespace(&Host, config.namespace) else {
+            return self.bypass(Bypass::NoIdentity);
+        };
+        let keys = Keys::new(&namespace);
+        let answer_key = keys.answer(&request.exact);
+        self.store = !self.control.no_store;
+        self.request = Some(request);
+        self.policy = Some(policy);
+        self.keys = Some(keys);
+        if self.control.no_cache {
+            return self.bypass(Bypass::NoCache);
+        }
+        self.started_ms = Host.now_ms();
+        let command = [&b"GET"[..], answer_key.as_bytes()];
+        self.send(&config.redis.command(&command), Phase::ExactLookup, Bypass::RedisDown)
+    }
+
+    fn send(&mut self, call: &Callout, phase: Phase, on_failure: Bypass) -> Action {
+        match proxy::dispatch(call) {
+            Ok(_) => {
+                self.phase = phase;
+                Action::Pause
+            }
+            Err(e) => {
+                proxy::warn(&format!("{NAME}: callout to `{}` not sent: {e:?}", call.cluster));
+                self.bypass(on_failure)
+            }
+        }
+    }
+
+    /// Decides from a paused state and lets the request go on unless it was answered.
+    fn resume_after(&mut self, action: Action) {
+        if action == Action::Continue {
+            proxy::resume_request();
+        }
+    }
+
+    fn miss(&mut self) -> Action {
+        self.decide(Outcome::Miss);
+        self.phase = Phase::Idle;
+        Action::Continue
+    }
+
+    fn on_exact(&mut self, response: &CalloutResponse) -> Action {
+        let reply = self.shared.config.redis.reply(response);
+        match reply {
+            Ok(RedisValue::Text(text)) => match Record::from_text(&text) {
+                Some(record) => self.serve(&record, Outcome::Hit { semantic: false, similarity: 1.0 }),
+                None => self.semantic_or_miss(),
+            },
+            Ok(_) => self.semantic_or_miss(),
+            Err(e) => {
+                proxy::warn(&format!("{NAME}: exact lookup failed: {e}"));
+                self.bypass(Bypass::RedisDown)
+            }
+        }
+    }
+
+    fn semantic_or_miss(&mut self) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let config = &shared.config;
+        let query = self.request.as_ref().and_then(|r| r.semantic.as_ref());
+        let wanted = self.policy.is_some_and(|p| p.mode == Mode::Semantic);
+        let Some(query) = query.filter(|q| wanted && q.text.chars().count() <= config.max_embed_chars) else {
+            return self.miss();
+        };
+        let e = &config.embedding;
+        let mut call = Callout::post(
+            &e.cluster,
+            &e.authority,
+            &e.path,
+            "application/json",
+            vector::request_body(&e.model, &query.text),
+        )
+        .timeout(std::time::Duration::from_millis(e.timeout_ms));
+        if let Some(key) = &shared.embedding_key {
+            call = call.header("authorization", &format!("Bearer {key}"));
+        }
+        self.embedding_started_ms = Host.now_ms();
+        self.send(&call, Phase::Embedding, Bypass::EmbedderDown)
+    }
+
+    fn on_embedding(&mut self, response: &CalloutResponse) -> Action {
+        self.timings.embedding_ms = Some(Host.now_ms().saturating_sub(self.embedding_started_ms));
+        let embedding = if response.is_success() { Embedding::from_answer(&response.body) } else { None };
+        let Some(embedding) = embedding else {
+            proxy::warn(&format!(
+                "{NAME}: embedding service answered HTTP {} without a usable vector",
+                response.status
+            ));
+            return self.bypass(Bypass::EmbedderDown);
+        };
+        self.embedding = Some(embedding);
+        self.search(false)
+    }
+
+    fn search(&mut self, resent: bool) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let config = &shared.config;
+        let (Some(embedding), Some(request), Some(keys), Some(policy)) =
+            (&self.embedding, &self.request, &self.keys, self.policy)
+        else {
+            return self.miss();
+        };
+        let Some(query) = &request.semantic else { return self.miss() };
+        let bucket = embedding.bucket(config.lsh_bits);
+        let buckets: Vec<String> =
+            vector::probes(bucket, config.lsh_bits).into_iter().map(|b| keys.bucket(&query.scope, b)).collect();
+        let args = scripts::search_args(
+            &embedding.quantized(),
+            policy.threshold,
+            config.bucket_capacity,
+            &keys.entry_prefix(),
+        );
+        let command = scripts::call(&shared.scripts.search, shared.search_cached.get(), &buckets, args);
+        self.send(&config.redis.command(&as_args(&command)), Phase::Searching { resent }, Bypass::RedisDown)
+    }
+
+    fn on_search(&mut self, response: &CalloutResponse, resent: bool) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let found = match shared.config.redis.reply(response) {
+            Ok(reply) => {
+                shared.search_cached.set(true);
+                scripts::read_search(&reply)
+            }
+            Err(e) if e.is_noscript() && !resent => {
+                shared.search_cached.set(false);
+                return self.search(true);
+            }
+            Err(e) => {
+                proxy::warn(&format!("{NAME}: semantic lookup failed: {e}"));
+                return self.bypass(Bypass::RedisDown);
+            }
+        };
+        let Some(found) = found else {
+            proxy::warn(&format!("{NAME}: unreadable reply from the search script"));
+            return self.bypass(Bypass::RedisDown);
+        };
+        let question =
+            self.request.as_ref().and_then(|r| r.semantic.as_ref()).map(|q| q.text.clone()).unwrap_or_default();
+        match lookup::pick(found.candidates, &question, shared.config.guard) {
+            Some((similarity, record)) => self.serve(&record, Outcome::Hit { semantic: true, similarity }),
+            None => self.miss(),
+        }
+    }
+
+    /// Answers from the cache, in the shape the client asked for.
+    fn serve(&mut self, record: &Record, outcome: Outcome) -> Action {
+        let (stream, include_usage, exact) =
+            self.request.as_ref().map(|r| (r.stream, r.include_usage, r.exact.clone())).unwrap_or_default();
+        let now = Host.now_ms();
+        let id = format!("chatcmpl-cache-{}{now:x}", exact.get(..12).unwrap_or_default());
+        let (content_type, body) = if stream {
+            ("text/event-stream", record.sse(&id, now / 1000, include_usage))
+        } else {
+            ("application/json", record.json(&id, now / 1000))
+        };
+        let extra = outcome.headers();
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type), ("cache-control", "no-cache")];
+        headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
+        self.decide(outcome);
+        self.store = false;
+        self.phase = Phase::Served;
+        proxy::send_response(200, &headers, &body);
+        Action::Pause
+    }
+
+    /// What the answer to this miss is stored under, if it is to be stored.
+    fn store_plan(&self) -> Option<StorePlan> {
+        if !self.store || self.phase == Phase::Served {
+            return None;
+        }
+        let (request, keys, policy) = (self.request.as_ref()?, self.keys.as_ref()?, self.policy?);
+        let semantic = match (&self.embedding, &request.semantic) {
+            (Some(embedding), Some(query)) => {
+                let bucket = keys.bucket(&query.scope, embedding.bucket(self.shared.config.lsh_bits));
+                Some((embedding.quantized(), embedding.quantized_norm(), query.text.clone(), bucket))
+            }
+            _ => None,
+        };
+        Some(StorePlan { keys: keys.clone(), exact: request.exact.clone(), ttl_seconds: policy.ttl_seconds, semantic })
+    }
+
+    fn skip_store(&mut self, why: &str) {
+        self.store = false;
+        report::store(&Host, &mut self.shared.registry.borrow_mut(), "skipped", why);
+    }
+
+    fn store_answer(&mut self, record: Result<Record, Skip>) {
+        let record = match record {
+            Ok(record) => record,
+            Err(skip) => return self.skip_store(skip.name()),
+        };
+        let Some(plan) = self.store_plan() else { return };
+        self.store = false;
+        let shared = Rc::clone(&self.shared);
+        let config = &shared.config;
+        let text = record.to_text();
+        let mut keys = vec![plan.keys.answer(&plan.exact)];
+        let mut args = vec![text.into_bytes(), plan.ttl_seconds.to_string().into_bytes()];
+        if let Some((vector, norm, question, bucket)) = plan.semantic {
+            keys.push(plan.keys.entry(&plan.exact));
+            keys.push(bucket);
+            args.extend([
+                vector,
+                format!("{norm:.6}").into_bytes(),
+                question.into_bytes(),
+                plan.exact.into_bytes(),
+                config.bucket_capacity.to_string().into_bytes(),
+            ]);
+        }
+        // `EVAL`, not `EVALSHA`: the reply may arrive after this request is gone, so the call
+        // must not depend on a retry.
+        let command = scripts::call(&shared.scripts.store, false, &keys, args);
+        let status = match proxy::dispatch(&config.redis.command(&as_args(&command))) {
+            Ok(_) => "stored",
+            Err(e) => {
+                proxy::warn(&format!("{NAME}: answer not stored: {e:?}"));
+                "failed"
+            }
+        };
+        report::store(&Host, &mut shared.registry.borrow_mut(), status, "none");
+    }
+}
+
+impl Context for Exchange {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let response = proxy::callout_response(num_headers, body_size);
+        let action = match self.phase {
+            Phase::ExactLookup => self.on_exact(&response),
+            Phase::Embedding => self.on_embedding(&response),
+            Phase::Searching { resent } => self.on_search(&response, resent),
+            // A store's reply: nothing to do.
+            Phase::Idle | Phase::ReadingBody | Phase::Served => return,
+        };
+        self.resume_after(action);
+    }
+}
+
+impl HttpContext for Exchange {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let method = proxy::request_header_text(":method").unwrap_or_default();
+        self.path = proxy::request_header_text(":path").unwrap_or_default();
+        let api = if method == "POST" { Api::from_path(&self.path) } else { None };
+        match api {
+            None => return Action::Continue,
+            Some(Api::ChatCompletions) if !end_of_stream => {}
+            Some(Api::ChatCompletions) => return self.bypass(Bypass::Unreadable),
+            Some(_) => return self.bypass(Bypass::Api),
+        }
+        self.host = proxy::request_header_text(":authority").unwrap_or_default();
+        self.control = CacheControl::parse(proxy::request_header("cache-control").as_deref());
+        self.phase = Phase::ReadingBody;
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.phase != Phase::ReadingBody {
+            return Action::Continue;
+        }
+        if body_size > self.shared.config.max_request_bytes {
+            return self.bypass(Bypass::TooLarge);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = proxy::request_body(body_size).unwrap_or_default();
+        self.start(&body)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if self.phase == Phase::Served {
+            return Action::Continue;
+        }
+        let Some(outcome) = &self.outcome else { return Action::Continue };
+        for (name, value) in outcome.headers() {
+            proxy::set_response_header(name, &value);
+        }
+        if !self.store {
+            return Action::Continue;
+        }
+        let status = proxy::response_status();
+        let content_type = proxy::response_header_text("content-type").unwrap_or_default().to_ascii_lowercase();
+        let encoded =
+            proxy::response_header_text("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        if status != Some(200) {
+            self.skip_store("status");
+        } else if encoded {
+            self.skip_store("encoded");
+        } else if content_type.starts_with("text/event-stream") {
+            let max = self.shared.config.max_entry_bytes;
+            self.collecting = Some(Collecting::Stream(Box::new((SseParser::new(max), StreamAnswer::new(max)))));
+        } else if content_type.contains("json") {
+            self.collecting = Some(Collecting::Json(Vec::new()));
+        } else {
+            self.skip_store("unreadable");
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(mut collecting) = self.collecting.take() else { return Action::Continue };
+        let chunk = proxy::response_body(body_size).unwrap_or_default();
+        let max = self.shared.config.max_entry_bytes;
+        let tool_calls = self.shared.config.cache_tool_calls;
+        match &mut collecting {
+            Collecting::Json(body) => {
+                if body.len() + chunk.len() > max {
+                    self.skip_store(Skip::TooLarge.name());
+                    return Action::Continue;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Collecting::Stream(state) => {
+                let (parser, answer) = &mut **state;
+                let mut events = parser.push(&chunk);
+                if end_of_stream {
+                    events.extend(parser.finish());
+                }
+                for event in events {
+                    answer.push(&event.data);
+                }
+            }
+        }
+        if !end_of_stream {
+            self.collecting = Some(collecting);
+            return Action::Continue;
+        }
+        let record = match collecting {
+            Collecting::Json(body) => Record::from_json(&body, tool_calls),
+            Collecting::Stream(state) => {
+                let (parser, answer) = *state;
+                if parser.overflowed() {
+                    Err(Skip::TooLarge)
+                } else {
+                    answer.finish(tool_calls)
+                }
+            }
+        };
+        self.store_answer(record);
+        Action::Continue
+    }
+}

@@ -1,0 +1,184 @@
+//! The Lua that runs in Redis (stock Redis 7, no modules): one call finds the most similar
+//! cached prompts, one stores an answer. Arguments are built and replies read here.
+//!
+//! **Cost of a lookup.** The search reads the prompt's LSH bucket and the buckets one bit away
+//! (`lsh_bits + 1` lists) and, in each, at most the `bucket_capacity` newest entries: one
+//! `HMGET` and one 8-bit dot product per entry. So it grows with the number of entries in the
+//! scope until the probed buckets are full, then stays at `(lsh_bits + 1) * bucket_capacity`
+//! entries (256 with the defaults) however many are cached; older entries drop out of the
+//! buckets (their answers still serve exact repeats until their TTL). Entries whose TTL ran out
+//! are removed from the lists as the search meets them.
+
+use sluice_shared::redis::{RedisValue, Script};
+
+/// KEYS: the buckets to read. ARGV: query vector (one byte per component, level + 128), threshold,
+/// most candidates returned, entries read per bucket, prefix of entry keys. Replies
+/// `{scanned, similarity_1, question_1, answer_1, ...}`, best first, similarities as text.
+pub const SEARCH: &str = r#"
+local q = {string.byte(ARGV[1], 1, -1)}
+local n, qsum, qn = #q, 0, 0
+for i = 1, n do
+  q[i] = q[i] - 128
+  qsum = qsum + q[i]
+  qn = qn + q[i] * q[i]
+end
+qn = math.sqrt(qn)
+local threshold, top, capacity, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local found, scanned = {}, 0
+for _, bucket in ipairs(KEYS) do
+  for _, id in ipairs(redis.call('LRANGE', bucket, 0, capacity - 1)) do
+    local entry = redis.call('HMGET', prefix .. id, 'v', 'n')
+    local v, en = entry[1], tonumber(entry[2])
+    if not v then
+      redis.call('LREM', bucket, 0, id)
+    elseif #v == n and en and en > 0 and qn > 0 then
+      scanned = scanned + 1
+      local e = {string.byte(v, 1, -1)}
+      -- Stored bytes are levels + 128: sum((e - 128) * q) = sum(e * q) - 128 * sum(q).
+      local dot = 0
+      for i = 1, n do dot = dot + e[i] * q[i] end
+      local similarity = (dot - 128 * qsum) / (en * qn)
+      if similarity >= threshold then found[#found + 1] = {similarity, id} end
+    end
+  end
+end
+table.sort(found, function(a, b) return a[1] > b[1] end)
+local reply = {tostring(scanned)}
+for i = 1, math.min(top, #found) do
+  local fields = redis.call('HMGET', prefix .. found[i][2], 'q', 'x')
+  local answer = fields[2] and redis.call('GET', fields[2])
+  if fields[1] and answer then
+    reply[#reply + 1] = string.format('%.4f', found[i][1])
+    reply[#reply + 1] = fields[1]
+    reply[#reply + 1] = answer
+  end
+end
+return reply
+"#;
+
+/// KEYS: the answer, then (semantic entries) the entry and its bucket. ARGV: the answer record,
+/// TTL in seconds, then the vector, its length, the question, the entry's id and the bucket
+/// capacity. The
+/// bucket keeps its newest `capacity` ids and lives as long as its newest entry.
+pub const STORE: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if #KEYS == 3 then
+  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'n', ARGV[4], 'q', ARGV[5], 'x', KEYS[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  redis.call('LREM', KEYS[3], 0, ARGV[6])
+  redis.call('LPUSH', KEYS[3], ARGV[6])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[2])
+end
+return 1
+"#;
+
+/// Candidates kept per search: the guard may turn the most similar one down.
+pub const TOP_CANDIDATES: usize = 3;
+
+pub struct Scripts {
+    pub search: Script,
+    pub store: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts { search: Script::new(SEARCH), store: Script::new(STORE) }
+    }
+}
+
+/// A cached prompt close enough to the request's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub similarity: f64,
+    pub question: String,
+    pub record: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// Entries compared.
+    pub scanned: u64,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Reads the search's reply; `None` when it is not one.
+pub fn read_search(reply: &RedisValue) -> Option<Found> {
+    let items = reply.as_array()?;
+    let (scanned, rest) = items.split_first()?;
+    let scanned = scanned.as_i64().and_then(|n| u64::try_from(n).ok())?;
+    let mut candidates = Vec::new();
+    for triple in rest.chunks(3) {
+        if let [similarity, question, record] = triple {
+            candidates.push(Candidate {
+                similarity: similarity.as_text()?.parse().ok()?,
+                question: question.as_text()?.to_string(),
+                record: record.as_text()?.to_string(),
+            });
+        }
+    }
+    Some(Found { scanned, candidates })
+}
+
+/// The arguments of a search: bytes are passed as they are (the bridge percent-encodes them).
+pub fn search_args(vector: &[u8], threshold: f64, capacity: u32, entry_prefix: &str) -> Vec<Vec<u8>> {
+    vec![
+        vector.to_vec(),
+        threshold.to_string().into_bytes(),
+        TOP_CANDIDATES.to_string().into_bytes(),
+        capacity.to_string().into_bytes(),
+        entry_prefix.as_bytes().to_vec(),
+    ]
+}
+
+/// `EVALSHA`/`EVAL` with byte-string arguments (the vector is not UTF-8).
+pub fn call(script: &Script, cached: bool, keys: &[String], args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut command = script.call(cached, keys, &[]);
+    command.extend(args);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_search_replies() {
+        let text = |s: &str| RedisValue::Text(s.to_string());
+        let reply = RedisValue::Array(vec![
+            RedisValue::Int(12),
+            text("0.9312"),
+            text("capital of France?"),
+            text("{\"choices\":[]}"),
+        ]);
+        let found = read_search(&reply).unwrap();
+        assert_eq!(found.scanned, 12);
+        assert_eq!(found.candidates.len(), 1);
+        assert_eq!(found.candidates[0].similarity, 0.9312);
+        assert_eq!(read_search(&RedisValue::Array(vec![text("0")])).unwrap().candidates, vec![]);
+        for bad in [RedisValue::Nil, RedisValue::Array(vec![]), RedisValue::Array(vec![text("x")])] {
+            assert_eq!(read_search(&bad), None, "{bad:?}");
+        }
+        let garbled = RedisValue::Array(vec![text("1"), text("high"), text("q"), text("a")]);
+        assert_eq!(read_search(&garbled), None);
+    }
+
+    #[test]
+    fn search_calls_carry_binary_vectors() {
+        let scripts = Scripts::default();
+        let command =
+            call(&scripts.search, true, &["b0".to_string()], search_args(&[0x81, 0x7f], 0.85, 64, "sluice:cache:g:e:"));
+        let expected: Vec<&[u8]> = vec![
+            b"EVALSHA",
+            scripts.search.sha1().as_bytes(),
+            b"1",
+            b"b0",
+            &[0x81, 0x7f],
+            b"0.85",
+            b"3",
+            b"64",
+            b"sluice:cache:g:e:",
+        ];
+        assert_eq!(command.iter().map(Vec::as_slice).collect::<Vec<_>>(), expected);
+    }
+}

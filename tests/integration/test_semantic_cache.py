@@ -1,0 +1,318 @@
+"""The semantic cache inside a real Envoy, with real Redis + webdis and the reference embedding
+service (all-MiniLM-L6-v2): exact and paraphrased repeats, what never matches, tenants, streams
+replayed to the official `openai` SDK, TTLs, Cache-Control, what is never stored, each
+dependency down, and bad inputs."""
+
+import json
+import time
+
+import openai
+import pytest
+import requests
+
+from harness.procs import wait_until
+from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
+
+CHAT = "/v1/chat/completions"
+OTHER_TEAM_KEY, NO_TEAM_KEY, SAME_TEAM_KEY = "sk-other-team", "sk-no-team", "sk-demo-teammate"
+KEYS = {"keys": [key_entry(DEMO_KEY, "demo", team="demo"), key_entry(SAME_TEAM_KEY, "mate", team="demo"),
+                 key_entry(OTHER_TEAM_KEY, "other", team="other"), key_entry(NO_TEAM_KEY, "solo")]}
+CACHE = {
+    "routes": [
+        {"models": ["short-ttl-*"], "ttl_seconds": 1},
+        {"models": ["strict-*"], "threshold": 0.99},
+        {"models": ["exact-*"], "mode": "exact"},
+        {"path_prefix": "/nocache/"}, {"models": ["never-*"], "mode": "off"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    with Stack(with_embedder=True, budget_config=KEYS, cache_config=CACHE) as s:
+        yield s
+        assert s.vm_failures() == []
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(request):
+    if "gateway" in request.fixturenames:
+        request.getfixturevalue("gateway").redis("FLUSHALL")
+
+
+def ask(stack, content, model="gpt-4o-mini", key=DEMO_KEY, headers=None, system=None, **extra):
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    return requests.post(stack.url(CHAT), json={"model": model, "messages": messages, **extra}, timeout=30,
+                         headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+
+def provider_calls(stack) -> int:
+    return len(requests.get(stack.mock("/mock/requests")).json())
+
+
+def text(response) -> str:
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def wait_stored(stack, count=1):
+    """Waits until `count` answers are in Redis (stores are sent as answers end)."""
+    wait_until(lambda: len(stack.redis("KEYS", "sluice:cache:*:x:*").split()) >= count or None, f"{count} answers stored")
+
+
+def stored(stack, first):
+    """Asks `first` (a miss, answered with a text of its own) and waits until its answer is stored."""
+    answer = ask(stack, first, headers={"x-mock-text": f"answer to {first}"})
+    assert answer.status_code == 200 and answer.headers["x-sluice-cache"] == "miss", answer.headers
+    wait_stored(stack)
+    return answer
+
+
+def test_exact_repeat_is_served_from_redis(gateway):
+    stored(gateway, "What is the boiling point of water at sea level?")
+    calls = provider_calls(gateway)
+    again = ask(gateway, "What is the boiling point of water at sea level?", temperature=None)
+    # Same request, members in another order and delivery-only fields added: the same entry.
+    reordered = requests.post(gateway.url(CHAT), timeout=30, headers={"authorization": f"Bearer {DEMO_KEY}"},
+                              data=json.dumps({"user": "u-42", "messages": [{"content": "What is the boiling point of "
+                                               "water at sea level?", "role": "user"}], "model": "gpt-4o-mini"}))
+    assert reordered.headers["x-sluice-cache"] == "hit"
+    assert reordered.headers["x-sluice-cache-similarity"] == "1.0000"
+    assert text(reordered) == "answer to What is the boiling point of water at sea level?"
+    assert reordered.json()["object"] == "chat.completion" and reordered.json()["usage"]["total_tokens"] == 28
+    assert again.headers["x-sluice-cache"] == "miss"  # `temperature: null` is another request
+    assert provider_calls(gateway) == calls + 1
+
+
+def test_paraphrase_hits_and_unrelated_questions_miss(gateway):
+    stored(gateway, "What is the capital of France?")
+    calls = provider_calls(gateway)
+    hit = ask(gateway, "Tell me the capital city of France")
+    assert hit.status_code == 200, hit.text
+    assert hit.headers["x-sluice-cache"] == "hit", hit.headers
+    similarity = float(hit.headers["x-sluice-cache-similarity"])
+    assert 0.85 <= similarity < 1.0
+    assert text(hit) == "answer to What is the capital of France?"
+    assert provider_calls(gateway) == calls
+    # Close in embedding space, but another question: the guard turns it down.
+    for other in ["What is the capital of Germany?", "How do I bake sourdough bread?"]:
+        miss = ask(gateway, other)
+        assert miss.headers["x-sluice-cache"] == "miss", other
+        assert text(miss) != "answer to What is the capital of France?"
+    assert provider_calls(gateway) == calls + 2
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log()) if l["cache_reason"] == "semantic"), None),
+                      "the hit's log line")
+    assert line["cache"] == "hit" and float(line["cache_similarity"]) == similarity
+    assert int(line["cache_embedding_ms"]) >= 0 and int(line["cache_lookup_ms"]) >= int(line["cache_embedding_ms"])
+    assert gateway.metric("sluice_cache_lookups_total", status="hit", reason="semantic") >= 1
+    assert gateway.metric("sluice_cache_lookups_total", status="miss", reason="none") >= 3
+    # Histograms reach the admin endpoint at Envoy's stats flush (every 5 s).
+    wait_until(lambda: gateway.metric("sluice_cache_embedding_ms_count") >= 1 or None, "embedding histogram", 15)
+
+
+def test_models_system_prompts_and_tenants_never_share_entries(gateway):
+    stored(gateway, "What is the capital of France?")
+    assert ask(gateway, "What is the capital of France?", key=SAME_TEAM_KEY).headers["x-sluice-cache"] == "hit"
+    for response in [
+        ask(gateway, "What is the capital of France?", model="gpt-4o"),
+        ask(gateway, "What is the capital of France?", system="Answer in French."),
+        ask(gateway, "What is the capital of France?", key=OTHER_TEAM_KEY),
+        ask(gateway, "What is the capital of France?", key=NO_TEAM_KEY),
+        ask(gateway, "What is the capital of France?", max_tokens=5),
+    ]:
+        assert response.status_code == 200 and response.headers["x-sluice-cache"] == "miss", response.request.body
+    assert any(k.startswith("sluice:cache:key:solo:") for k in gateway.redis("KEYS", "sluice:cache:*").split())
+
+
+def test_a_hit_replays_as_a_stream_the_openai_sdk_reads(gateway):
+    stored(gateway, "Name the largest planet in the solar system.")
+    client = openai.OpenAI(base_url=gateway.url("/v1"), api_key=DEMO_KEY, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Name the largest planet in the solar system."}],
+        stream=True, stream_options={"include_usage": True})
+    assert raw.headers["x-sluice-cache"] == "hit" and raw.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "answer to Name the largest planet in the solar system."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.total_tokens == 28 and chunks[-1].choices == []
+    # And a paraphrase, without usage asked for.
+    plain = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "name the largest planet in our solar system"}],
+        stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices).startswith("answer to Name")
+    assert all(c.usage is None for c in plain)
+
+
+def test_a_streamed_answer_is_stored_and_served_as_json(gateway):
+    first = requests.post(gateway.url(CHAT), stream=True, timeout=30,
+                          headers={"authorization": f"Bearer {DEMO_KEY}", "x-mock-piece-chars": "3",
+                                   "x-mock-chunk-bytes": "7", "x-mock-text": "Streamed%20answer."},
+                          json={"model": "gpt-4o-mini", "stream": True,
+                                "messages": [{"role": "user", "content": "How many legs does a spider have?"}]})
+    assert first.headers["x-sluice-cache"] == "miss"
+    assert b"[DONE]" in b"".join(first.iter_content(None))
+    wait_stored(gateway, 1)
+    hit = ask(gateway, "How many legs does a spider have?")
+    assert hit.headers["x-sluice-cache"] == "hit" and text(hit) == "Streamed answer."
+    assert hit.headers["content-type"] == "application/json"
+
+
+def test_entries_expire_with_their_ttl(gateway):
+    question = "What is the speed of light?"
+    ask(gateway, question, model="short-ttl-model")
+    wait_stored(gateway, 1)
+    assert ask(gateway, question, model="short-ttl-model").headers["x-sluice-cache"] == "hit"
+    time.sleep(2.1)
+    assert ask(gateway, question, model="short-ttl-model").headers["x-sluice-cache"] == "miss"
+
+
+def test_route_overrides(gateway):
+    # A strict route: the paraphrase (similarity ~0.9) is not close enough there.
+    ask(gateway, "What is the capital of France?", model="strict-model")
+    wait_stored(gateway, 1)
+    assert ask(gateway, "Tell me the capital city of France", model="strict-model").headers["x-sluice-cache"] == "miss"
+    assert ask(gateway, "What is the capital of France?", model="strict-model").headers["x-sluice-cache"] == "hit"
+    # Exact-only: repeats hit, paraphrases are not even embedded.
+    ask(gateway, "What is the capital of France?", model="exact-model")
+    wait_stored(gateway, 2)
+    assert ask(gateway, "Tell me the capital city of France", model="exact-model").headers["x-sluice-cache"] == "miss"
+    assert ask(gateway, "What is the capital of France?", model="exact-model").headers["x-sluice-cache"] == "hit"
+    exact_only = wait_until(lambda: [l for l in gateway.access_log() if l["model"] == "exact-model"][-3:] or None, "log")
+    assert [l["cache_embedding_ms"] for l in exact_only] == [None, None, None]
+    off = ask(gateway, "What is the capital of France?", model="never-model")
+    assert (off.headers["x-sluice-cache"], off.headers["x-sluice-cache-reason"]) == ("bypass", "off")
+
+
+def test_cache_control_no_store_and_no_cache(gateway):
+    ask(gateway, "Who wrote Hamlet?", headers={"cache-control": "no-store"})
+    assert ask(gateway, "Who wrote Hamlet?").headers["x-sluice-cache"] == "miss"
+    wait_stored(gateway, 1)
+    refreshed = ask(gateway, "Who wrote Hamlet?", headers={"cache-control": "no-cache", "x-mock-text": "Shakespeare."})
+    assert (refreshed.headers["x-sluice-cache"], refreshed.headers["x-sluice-cache-reason"]) == ("bypass", "no_cache")
+    assert text(refreshed) == "Shakespeare."
+    # The refreshed answer replaced the old one.
+    wait_until(lambda: text(ask(gateway, "Who wrote Hamlet?")) == "Shakespeare." or None, "the refreshed answer")
+
+
+def test_errors_cut_answers_and_tool_calls_are_not_stored(gateway):
+    question = "What is the tallest mountain on Earth?"
+    assert ask(gateway, question, headers={"x-mock-status": "500"}).status_code == 500
+    filtered = json.dumps({"id": "x", "object": "chat.completion", "model": "gpt-4o-mini", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}]})
+    ask(gateway, question, headers={"x-mock-raw": filtered, "x-mock-content-type": "application/json"})
+    tool_call = json.dumps({"id": "x", "object": "chat.completion", "model": "gpt-4o-mini", "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}}]})
+    ask(gateway, question, headers={"x-mock-raw": tool_call, "x-mock-content-type": "application/json"})
+    cut = requests.post(gateway.url(CHAT), stream=True, timeout=30,
+                        headers={"authorization": f"Bearer {DEMO_KEY}", "x-mock-reset-after": "150"},
+                        json={"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": question}]})
+    try:
+        b"".join(cut.iter_content(None))
+    except requests.exceptions.RequestException:
+        pass
+    wait_until(lambda: gateway.metric("sluice_cache_stores_total", status="skipped") >= 3 or None, "skips counted")
+    assert gateway.metric("sluice_cache_stores_total", status="skipped", reason="status") >= 1
+    assert gateway.metric("sluice_cache_stores_total", status="skipped", reason="unfinished") >= 1
+    assert gateway.metric("sluice_cache_stores_total", status="skipped", reason="tool_calls") >= 1
+    assert ask(gateway, question).headers["x-sluice-cache"] == "miss"
+
+
+def test_prompts_the_pii_scrubber_changed_are_never_cached(gateway):
+    for _ in range(2):
+        response = ask(gateway, "Write a thank-you note to jane.doe@example.com")
+        assert (response.headers["x-sluice-cache"], response.headers["x-sluice-cache-reason"]) == ("bypass", "pii")
+    assert gateway.redis("KEYS", "sluice:cache:*") == ""
+
+
+def test_a_hit_costs_no_budget(gateway):
+    stored(gateway, "What is the capital of Italy?")
+    tokens = gateway.metric("sluice_tokens_total")
+    assert tokens > 0  # the miss was metered
+    assert ask(gateway, "What is the capital of Italy?").headers["x-sluice-cache"] == "hit"
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log()) if l["cache"] == "hit"
+                                    and l["model"] == "gpt-4o-mini"), None), "the hit's log line")
+    # Neither the token counter nor the budget enforcer charges it.
+    assert (line["prompt_tokens"], line["completion_tokens"], line["cost_usd"]) == (None, None, None)
+    assert line["budget"] == "admitted"
+    assert gateway.metric("sluice_tokens_total") == tokens
+
+
+def test_other_apis_pass_with_a_bypass(gateway):
+    response = requests.post(gateway.url("/v1/embeddings"), json={"model": "text-embedding-3-small", "input": "hi"},
+                             headers={"authorization": f"Bearer {DEMO_KEY}"}, timeout=30)
+    assert (response.headers["x-sluice-cache"], response.headers["x-sluice-cache-reason"]) == ("bypass", "api")
+    assert "x-sluice-cache" not in requests.get(gateway.url("/v1/models"), timeout=30,
+                                                headers={"authorization": f"Bearer {DEMO_KEY}"}).headers
+
+
+# --- the cache alone (global namespace): bad inputs and dependencies down ------------------------
+
+@pytest.fixture(scope="module")
+def alone(gateway):
+    with Stack(modules=["sluice.semantic_cache"], embedder_from=gateway,
+               cache_config={"namespace": "global", "max_request_bytes": 100_000}) as s:
+        yield s
+        assert s.vm_failures() == []
+
+
+def post(stack, data, path=CHAT, headers=None):
+    return requests.post(stack.url(path), data=data, timeout=30, headers={"content-type": "application/json",
+                                                                          **(headers or {})})
+
+
+def test_bad_requests_pass_upstream_uncached(alone):
+    alone.redis("FLUSHALL")
+    cases = {
+        b"{not json": "unreadable",
+        b'{"model": "gpt-4o-mini", "messages": "hi"}': "unreadable",
+        b'{"model": 7, "messages": []}': "unreadable",
+        b'["model"]': "unreadable",
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "caf\xff\xfe"}]}': "unreadable",
+        json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 200_000}]}).encode():
+            "too_large",
+    }
+    for body, reason in cases.items():
+        response = post(alone, body)
+        assert response.headers.get("x-sluice-cache-reason") == reason, (body[:60], response.headers)
+        assert response.status_code == 200  # the mock answers anything; the cache only stepped aside
+    empty = requests.post(alone.url(CHAT), timeout=30)
+    assert empty.headers.get("x-sluice-cache-reason") == "unreadable"
+    # Odd but valid: a user turn with no text is cached exactly, never embedded.
+    image_only = json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}).encode()
+    assert post(alone, image_only).headers["x-sluice-cache"] == "miss"
+    wait_until(lambda: post(alone, image_only).headers["x-sluice-cache"] == "hit" or None, "exact hit")
+    assert alone.redis("KEYS", "sluice:cache:global:*")
+
+
+def test_redis_down_means_bypass(alone):
+    alone.redis("FLUSHALL")
+    alone.stop_webdis()
+    try:
+        for _ in range(3):
+            response = post(alone, json.dumps({"model": "gpt-4o-mini", "messages": [
+                {"role": "user", "content": "What is the capital of Spain?"}]}))
+            assert response.status_code == 200 and text(response) == "The capital of France is Paris."
+            assert (response.headers["x-sluice-cache"], response.headers["x-sluice-cache-reason"]) == \
+                ("bypass", "redis_down")
+    finally:
+        alone.start_webdis()
+    assert alone.metric("sluice_cache_lookups_total", status="bypass", reason="redis_down") >= 3
+
+
+def test_embedder_down_means_bypass_and_exact_repeats_still_hit(gateway):
+    with Stack(modules=["sluice.semantic_cache"], cache_config={"namespace": "global"}) as s:  # embedder: a dead port
+        body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Capital of Peru?"}]})
+        first = post(s, body)
+        assert first.status_code == 200
+        assert (first.headers["x-sluice-cache"], first.headers["x-sluice-cache-reason"]) == ("bypass", "embedder_down")
+        wait_until(lambda: post(s, body).headers["x-sluice-cache"] == "hit" or None, "exact hit without embeddings")
+        assert s.vm_failures() == []
+
+
+def test_bad_configs_are_rejected():
+    assert_config_rejected("sluice.semantic_cache", ".threshold", cache_config={"threshold": 1.5})
+    assert_config_rejected("sluice.semantic_cache", ".namespace", cache_config={"namespace": "tenant"})
+    assert_config_rejected("sluice.semantic_cache", ".routes[0].ttl_seconds",
+                           cache_config={"routes": [{"ttl_seconds": 0}]})
