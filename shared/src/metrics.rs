@@ -45,7 +45,8 @@ pub const GUARD_TOTAL: &str = "sluice_guard_total";
 /// Cache lookups by `status` (`hit`, `miss`, `bypass`) and `reason` (`exact` or `semantic` for
 /// hits, `none` for misses, the bypass reason otherwise).
 pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
-/// Answers offered to the cache by `status` (`stored`, `skipped`, `failed`) and `reason`.
+/// Answers offered to the cache by `status` (`sent` to Redis, `skipped` with the `reason`, or
+/// `failed`: not sent, or Redis answered an error while the request was still open).
 pub const CACHE_STORES_TOTAL: &str = "sluice_cache_stores_total";
 /// Milliseconds from the complete request to the cache's decision, by `status`.
 pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";

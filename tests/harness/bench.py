@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from . import cache_scan
 from .paced import paced
 from .procs import Proc, free_port, http_ok, wait_until
 from .stack import DEFAULT_WASM_DIR, ROOT, Stack, envoy_binary, key_entry
@@ -106,6 +107,9 @@ wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["authorization"] = "Bearer " .. os.getenv("SLUICE_BENCH_KEY")
 wrk.headers["x-bench-answer"] = os.getenv("SLUICE_BENCH_ANSWER")
+if os.getenv("SLUICE_BENCH_CACHE_CONTROL") ~= "" then
+  wrk.headers["cache-control"] = os.getenv("SLUICE_BENCH_CACHE_CONTROL")
+end
 local f = io.open(os.getenv("SLUICE_BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -142,6 +146,15 @@ def pii_prompts():
     return [("2k-pii", paragraph * 2 + paragraph[:250]), ("100k-pii", paragraph * 113)]
 
 
+# The semantic cache, one tenant (no identity needed). `cache-exact` answers the short prompt from
+# an exact entry; `cache-semantic` answers a paraphrase of it (exact miss, embedding, Lua search,
+# guard); `cache-miss` looks up (exact, embedding, search), finds nothing and goes upstream
+# (`Cache-Control: no-store`, so it stays a miss). The embedding service is the reference one
+# (all-MiniLM-L6-v2 in numpy, one process), so semantic figures include its ~10-20 ms per call.
+BENCH_CACHE = {"namespace": "global"}
+CACHE_PROMPTS = {"cache-exact": "short", "cache-semantic": "paraphrase", "cache-miss": "short"}
+PARAPHRASE_PROMPT = "Tell me the capital city of France"
+
 # Latency at a fixed rate (open loop, tests/harness/paced.py).
 PACED_RATE = 1000
 
@@ -166,9 +179,10 @@ GATEWAY_CPUS = "0"
 OTHER_CPUS = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
 
 
-def wrk(url, body_path, connections, seconds, script_path):
+def wrk(url, body_path, connections, seconds, script_path, cache_control=""):
     answer = "sse" if "/sse/" in url else "json"
-    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY, SLUICE_BENCH_ANSWER=answer)
+    env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY, SLUICE_BENCH_ANSWER=answer,
+               SLUICE_BENCH_CACHE_CONTROL=cache_control)
     out = subprocess.run(["taskset", "-c", OTHER_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
                          capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
     return parse_wrk(out)
@@ -196,6 +210,29 @@ def scrub_throughput():
     out = subprocess.run(["node", "--no-warnings", str(ROOT / "tests/harness/run_wasi.mjs"), str(program)],
                          capture_output=True, text=True, check=True, timeout=120).stdout
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(.+?): ([\d.]+) MB/s", out, re.M)}
+
+
+def embedder_latency(stack, calls=40):
+    """The reference embedding service alone, one call at a time: p50 and p99 in ms."""
+    url = f"http://127.0.0.1:{stack.embedder_port}/v1/embeddings"
+    body = json.dumps({"model": "all-MiniLM-L6-v2", "input": PARAPHRASE_PROMPT}).encode()
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:
+            response.read()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50": round(times[len(times) // 2], 2), "p99": round(times[int(len(times) * 0.99)], 2)}
+
+
+def prime_cache(stack, body_path):
+    """Stores the short prompt's answer (JSON and stream answers share the entry)."""
+    request = urllib.request.Request(stack.url("/json/v1/chat/completions"), data=Path(body_path).read_bytes(),
+                                     headers={"content-type": "application/json", "x-bench-answer": "json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["x-sluice-cache"] == "miss", dict(response.headers)
+    wait_until(lambda: stack.redis("KEYS", "sluice:cache:*:x:*") or None, "the primed cache entry", 10)
 
 
 def cpu_seconds(pid):
@@ -242,7 +279,8 @@ def main():
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     bodies = {}
-    for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT), *pii_prompts()]:
+    for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT), ("paraphrase", PARAPHRASE_PROMPT),
+                         *pii_prompts()]:
         path = work / f"{name}.json"
         path.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}))
         bodies[name] = path
@@ -254,47 +292,70 @@ def main():
     (floor_dir / "sluice_token_counter.wasm").symlink_to(wasm_dir / "sluice_wasm_floor.wasm")
     base = ["short", "8k"]
     # (name, modules kept, module dir, rewriter config, prompts it is measured on)
-    variants = [("plain", [], None, {}, [*base, *PII_PROMPTS]), ("wasm-floor", ["sluice.token_counter"], floor_dir, {}, base),
+    variants = [("plain", [], None, {}, [*base, "paraphrase", *PII_PROMPTS]),
+                ("wasm-floor", ["sluice.token_counter"], floor_dir, {}, base),
                 ("token-counter", ["sluice.token_counter"], wasm_dir, {}, base),
                 ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}, base),
                 ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE, base),
                 ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE, base),
-                ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS)]
+                ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS),
+                *[(name, ["sluice.semantic_cache"], wasm_dir, {}, [prompt]) for name, prompt in CACHE_PROMPTS.items()]]
     if args.variants:
         variants = [v for v in variants if v[0] in ["plain", *args.variants.split(",")]]
+    # Cache lookups that call the embedding service are bounded by its capacity, not the
+    # gateway's: no fixed-rate run for those.
+    unpaced = {"cache-semantic", "cache-miss"}
+    # No answer is stored during the runs: a miss stays a miss, and a paraphrase that missed (the
+    # embedding service too slow, say) cannot turn into an exact hit.
+    cache_control = {"cache-miss": "no-store", "cache-semantic": "no-store"}
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
                "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
                "variants": {}}
     stacks = {}
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
+        embedder = None
         for variant, modules, module_dir, rewriter, _ in variants:
+            caching = variant in CACHE_PROMPTS
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
                           workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
-                          budget_config=BENCH_BUDGET, rewriter_config=rewriter)
+                          budget_config=BENCH_BUDGET, rewriter_config=rewriter,
+                          cache_config=BENCH_CACHE if caching else None,
+                          with_embedder=caching and embedder is None, embedder_from=embedder if caching else None)
             started = time.monotonic()
             stack.start()
             stacks[variant] = stack
             results["variants"][variant] = {"ready_seconds": round(time.monotonic() - started, 2)}
+            if caching:
+                if embedder is None:
+                    embedder = stack
+                    results["embedder_ms"] = embedder_latency(stack)
+                if variant != "cache-miss":
+                    prime_cache(stack, bodies["short"])
         measured = {p for v in variants if v[0] != "plain" for p in v[4]}
         scenarios = [(a, p) for a in ["json", "sse"] for p in bodies
                      if p in measured and args.only in (None, f"{a}/{p}")]
         for answer, prompt in scenarios:
-            here = [v for v in variants if prompt in v[4]]
+            # A cache hit is answered by the gateway, whatever the upstream would have sent: the
+            # cache variants run once, on JSON answers.
+            here = [v for v in variants if prompt in v[4] and (answer == "json" or v[0] not in CACHE_PROMPTS)]
+            if len(here) < 2:
+                continue
             samples = {v[0]: [] for v in here}
             for _ in range(args.rounds):
                 # Alternate variants so drift on a shared machine hits both alike.
                 for variant, *_ in here:
                     url = stacks[variant].url(f"/{answer}/v1/chat/completions")
-                    wrk(url, bodies[prompt], 4, 1, script)  # warm-up
-                    latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script)
-                    paced = paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt],
-                                       args.seconds)
+                    control = cache_control.get(variant, "")
+                    wrk(url, bodies[prompt], 4, 1, script, control)  # warm-up
+                    latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script, control)
+                    paced = {"p50_ms": None, "p99_ms": None, "rps": None, "non_2xx": 0} if variant in unpaced else \
+                        paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt], args.seconds)
                     latency.update({"paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
                                     "paced_rps": paced["rps"], "non_2xx": latency["non_2xx"] + paced["non_2xx"]})
                     pid = stacks[variant].procs["envoy"].popen.pid
                     cpu_before = cpu_seconds(pid)
-                    throughput = wrk(url, bodies[prompt], args.throughput_connections, args.seconds, script)
+                    throughput = wrk(url, bodies[prompt], args.throughput_connections, args.seconds, script, control)
                     requests_done = throughput["rps"] * args.seconds
                     throughput["cpu_us"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(requests_done, 1)
                     samples[variant].append((latency, throughput))
@@ -314,18 +375,37 @@ def main():
                       f"{point['rps']:.0f} req/s  {point['cpu_us_per_request']:.1f} us CPU/request", flush=True)
             # Each counter run is paired with the plain run just before it: the machine's drift
             # cancels in the pair, so the reported figures are medians of per-pair comparisons.
+            def added(pairs, field):
+                return median([t[0][field] - p[0][field] for p, t in pairs
+                               if t[0][field] is not None and p[0][field] is not None])
+
             for variant in [v[0] for v in here if v[0] != "plain"]:
                 pairs = list(zip(samples["plain"], samples[variant]))
                 results["scenarios"][f"{answer}/{prompt}"][f"{variant}-vs-plain"] = {
-                    "added_p50_ms": median([t[0]["p50_ms"] - p[0]["p50_ms"] for p, t in pairs]),
-                    "added_p99_ms": median([t[0]["p99_ms"] - p[0]["p99_ms"] for p, t in pairs]),
-                    "added_paced_p50_ms": median([t[0]["paced_p50_ms"] - p[0]["paced_p50_ms"] for p, t in pairs]),
-                    "added_paced_p99_ms": median([t[0]["paced_p99_ms"] - p[0]["paced_p99_ms"] for p, t in pairs]),
+                    "added_p50_ms": added(pairs, "p50_ms"),
+                    "added_p99_ms": added(pairs, "p99_ms"),
+                    "added_paced_p50_ms": added(pairs, "paced_p50_ms"),
+                    "added_paced_p99_ms": added(pairs, "paced_p99_ms"),
                     "throughput_ratio": median([t[1]["rps"] / p[1]["rps"] for p, t in pairs if p[1]["rps"]]),
                     "added_cpu_us": median([t[1]["cpu_us"] - p[1]["cpu_us"] for p, t in pairs]),
                 }
         for variant, stack in stacks.items():
             preload = re.findall(r"preloaded .* in (\d+) ms", stack.envoy_log())
+            if variant in CACHE_PROMPTS:
+                # What the cache actually did during the runs (a semantic run must be semantic hits).
+                outcomes = {}
+                log = stack.access_log()
+                for line in log:
+                    key = f"{line.get('cache')}/{line.get('cache_reason')}"
+                    outcomes[key] = outcomes.get(key, 0) + 1
+                results["variants"][variant]["cache_outcomes"] = outcomes
+                # The module's own timings (ms resolution) on the lookups the variant is about:
+                # the whole lookup, and the embedding in it.
+                purpose = {"cache-exact": "exact", "cache-semantic": "semantic", "cache-miss": "none"}[variant]
+                for fact in ["cache_lookup_ms", "cache_embedding_ms"]:
+                    results["variants"][variant][f"median_{fact}"] = median(
+                        [int(line[fact]) for line in log if line.get(fact) is not None
+                         and line.get("cache_reason") == purpose])
             results["variants"][variant].update({"rss_kb_after_load": rss_kb(stack.procs["envoy"].popen.pid),
                                                  "tokenizer_preload_ms": [int(x) for x in preload]})
     finally:
@@ -335,6 +415,8 @@ def main():
 
     if "pii-scrubber" in results["variants"]:
         results["scrub_mb_per_s"] = scrub_throughput()
+    if any(v in results["variants"] for v in CACHE_PROMPTS):
+        results["cache_scan"] = cache_scan.measure()
     module_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
     results["module_bytes"] = {path.name: path.stat().st_size for path in sorted(module_dir.glob("sluice_*.wasm"))}
     rss = {v: results["variants"][v]["rss_kb_after_load"] for v in results["variants"]}
@@ -390,6 +472,12 @@ def markdown(r):
         ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; "
                          "prompts of ~2 KB and ~100 KB holding an email, a phone number and an IP address per "
                          "~330 bytes):", False),
+        ("cache-exact", "Semantic cache, exact hit (one Redis `GET` through webdis, answered by the gateway; "
+                        "plain Envoy asks the upstream):", False),
+        ("cache-semantic", "Semantic cache, semantic hit (a paraphrase: exact miss, embedding by the reference "
+                           "service, Lua search, guard; answered by the gateway):", False),
+        ("cache-miss", "Semantic cache, miss (exact `GET`, embedding, Lua search over an empty scope, then "
+                       "upstream; `Cache-Control: no-store`):", False),
     ]
     for variant, title, paced_columns in sections:
         rows = table(r, variant, paced_columns)
@@ -399,6 +487,27 @@ def markdown(r):
         figures = ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in r["scrub_mb_per_s"].items())
         lines += [f"PII scrubber throughput inside the module (scrub alone, wasm in V8, every built-in detector; "
                   f"`plugins/pii-scrubber/examples/scrub_throughput.rs`): {figures}.", ""]
+    outcomes = {v: x["cache_outcomes"] for v, x in r["variants"].items() if "cache_outcomes" in x}
+    if outcomes:
+        lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(
+            f"{v}: " + ", ".join(f"{k} {n}" for k, n in sorted(o.items(), key=lambda kv: -kv[1])) for v, o in outcomes.items())
+            + ".", ""]
+        timings = [f"{v}: lookup {x.get('median_cache_lookup_ms')} ms, of which embedding {x.get('median_cache_embedding_ms')} ms"
+                   for v, x in r["variants"].items() if "cache_outcomes" in x]
+        lines += ["Median timings the module reports over all runs, saturation included (access log, ms "
+                  "resolution): " + "; ".join(timings) + ".", ""]
+        if r.get("embedder_ms"):
+            lines += [f"The reference embedding service alone (numpy, one process), one call at a time: p50 "
+                      f"{r['embedder_ms']['p50']} ms, p99 {r['embedder_ms']['p99']} ms.", ""]
+    if r.get("cache_scan"):
+        lines += ["Semantic cache search in Redis by entries in the scope (`python -m harness.cache_scan`: the "
+                  "module's Lua, real all-MiniLM-L6-v2 vectors of the labelled prompts, default `bucket_capacity` "
+                  "256; Redis time per search):", "",
+                  "| entries in the scope | read | compared in full | Redis time per search | comparing all in full |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {x['entries']} | {x['read']} | {x['compared']} | {x['redis_us_per_search']:.0f} us | "
+                  f"{x['redis_us_without_signatures']:.0f} us |" for x in r["cache_scan"]]
+        lines.append("")
     memory = ", ".join(f"{v} {mb} MB" for v, mb in r["memory_per_vm_mb"].items())
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
     ready = ", ".join(f"{v} {x['ready_seconds']} s" for v, x in r["variants"].items())

@@ -81,13 +81,18 @@ def start_service(module: str, workdir: Path, timeout=60):
     return proc, port
 
 
+# Modules that need Envoy's buffer filter after them: the model rewriter (routes are picked after
+# it read the body) and the semantic cache (a hit must answer before the provider sees anything).
+NEEDS_BUFFER = ("sluice.model_rewriter", "sluice.semantic_cache")
+
+
 def keep_modules(config_text: str, modules) -> str:
     """Drops every Sluice filter not named in `modules` (`[]` gives plain Envoy), and the buffer
-    and header-mutation filters that only re-routing by the model rewriter needs."""
+    and header-mutation filters when no kept module needs them."""
     config = yaml.safe_load(config_text)
     hcm = connection_manager(config)
     dropped = lambda name: (name.startswith("sluice.") and name not in modules) or (  # noqa: E731
-        name in ROUTING_FILTERS and "sluice.model_rewriter" not in modules)
+        name in ROUTING_FILTERS and not any(m in modules for m in NEEDS_BUFFER))
     hcm["http_filters"] = [f for f in hcm["http_filters"] if not dropped(f["name"])]
     # Upstream (per-cluster) modules: the provider adapter.
     for cluster in config["static_resources"]["clusters"]:

@@ -98,7 +98,7 @@ def test_budget_schema_rejects_what_the_plugin_rejects(bad):
 
 SCHEMAS = {name: json.loads((ROOT / f"plugins/{name.split('.')[1].replace('_', '-')}/config.schema.json").read_text())
            for name in ["sluice.token_counter", "sluice.budget_enforcer", "sluice.model_rewriter",
-                        "sluice.provider_adapter", "sluice.pii_scrubber"]}
+                        "sluice.provider_adapter", "sluice.pii_scrubber", "sluice.semantic_cache"]}
 
 
 def wasm_filters(config):
@@ -231,3 +231,35 @@ def test_pii_scrubber_manifest_matches_the_schema():
 def test_pii_schema_rejects_what_the_module_rejects(bad):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMAS["sluice.pii_scrubber"])
+
+
+def test_semantic_cache_manifest_matches_the_schema_and_sits_between_scrubber_and_rewriter(tmp_path):
+    documents = istio_documents("semantic-cache.yaml")
+    plugin = next(d for d in documents if d["kind"] == "WasmPlugin")
+    assert plugin["spec"]["phase"] == "AUTHZ" and plugin["spec"]["failStrategy"] == "FAIL_OPEN"
+    scrubber = istio_documents("pii-scrubber.yaml")[0]
+    rewriter = next(d for d in istio_documents("model-rewriter.yaml") if d["kind"] == "WasmPlugin")
+    # Within a phase, higher priority runs first: scrubbed, then cached, then routed.
+    assert scrubber["spec"]["priority"] > plugin["spec"]["priority"] > rewriter["spec"]["priority"]
+    jsonschema.validate(plugin["spec"]["pluginConfig"], SCHEMAS["sluice.semantic_cache"])
+    from harness.gateway import DEMO_CACHE
+    jsonschema.validate(DEMO_CACHE, SCHEMAS["sluice.semantic_cache"])
+    # The buffer the cache needs is the same object the model rewriter's manifest applies.
+    buffer = [d for d in documents if d["kind"] == "EnvoyFilter"]
+    assert [d["metadata"]["name"] for d in buffer] == ["sluice-request-buffer"]
+    assert buffer[0] in istio_documents("model-rewriter.yaml")
+    config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
+    hcm = connection_manager(config)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.buffer"]
+    hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, patches(documents, "HTTP_FILTER")[0]["patch"]["value"])
+    envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.mark.parametrize("bad", [
+    {"threshold": 0}, {"threshold": 1.2}, {"namespace": "tenant"}, {"mode": "fuzzy"}, {"ttl_seconds": 0},
+    {"lsh_bits": 9}, {"embedding": {"path": "v1/embeddings"}}, {"routes": [{"threshold": 2}]},
+    {"routes": [{"path_prefix": "support"}]}, {"treshold": 0.9},
+])
+def test_cache_schema_rejects_what_the_module_rejects(bad):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, SCHEMAS["sluice.semantic_cache"])

@@ -96,6 +96,8 @@ enum Phase {
     },
     /// Answered from the cache.
     Served,
+    /// The answer was sent to Redis; its reply arrives if the request is still open.
+    Storing,
 }
 
 /// How a miss's answer is being collected for storage.
@@ -109,8 +111,8 @@ struct StorePlan {
     keys: Keys,
     exact: String,
     ttl_seconds: u64,
-    /// The entry for semantic lookups: vector, its length, question, bucket.
-    semantic: Option<(Vec<u8>, f64, String, String)>,
+    /// The entry for semantic lookups: vector, its length, question, bucket, bucket item.
+    semantic: Option<(Vec<u8>, f64, String, String, Vec<u8>)>,
 }
 
 struct Exchange {
@@ -298,6 +300,7 @@ impl Exchange {
             vector::probes(bucket, config.lsh_bits).into_iter().map(|b| keys.bucket(&query.scope, b)).collect();
         let args = scripts::search_args(
             &embedding.quantized(),
+            &embedding.signature(),
             policy.threshold,
             config.bucket_capacity,
             &keys.entry_prefix(),
@@ -364,7 +367,8 @@ impl Exchange {
         let semantic = match (&self.embedding, &request.semantic) {
             (Some(embedding), Some(query)) => {
                 let bucket = keys.bucket(&query.scope, embedding.bucket(self.shared.config.lsh_bits));
-                Some((embedding.quantized(), embedding.quantized_norm(), query.text.clone(), bucket))
+                let item = scripts::bucket_item(&embedding.signature(), &request.exact);
+                Some((embedding.quantized(), embedding.quantized_norm(), query.text.clone(), bucket, item))
             }
             _ => None,
         };
@@ -388,14 +392,14 @@ impl Exchange {
         let text = record.to_text();
         let mut keys = vec![plan.keys.answer(&plan.exact)];
         let mut args = vec![text.into_bytes(), plan.ttl_seconds.to_string().into_bytes()];
-        if let Some((vector, norm, question, bucket)) = plan.semantic {
+        if let Some((vector, norm, question, bucket, item)) = plan.semantic {
             keys.push(plan.keys.entry(&plan.exact));
             keys.push(bucket);
             args.extend([
                 vector,
                 format!("{norm:.6}").into_bytes(),
                 question.into_bytes(),
-                plan.exact.into_bytes(),
+                item,
                 config.bucket_capacity.to_string().into_bytes(),
             ]);
         }
@@ -403,13 +407,24 @@ impl Exchange {
         // must not depend on a retry.
         let command = scripts::call(&shared.scripts.store, false, &keys, args);
         let status = match proxy::dispatch(&config.redis.command(&as_args(&command))) {
-            Ok(_) => "stored",
+            Ok(_) => {
+                self.phase = Phase::Storing;
+                "sent"
+            }
             Err(e) => {
                 proxy::warn(&format!("{NAME}: answer not stored: {e:?}"));
                 "failed"
             }
         };
         report::store(&Host, &mut shared.registry.borrow_mut(), status, "none");
+    }
+
+    /// Redis's reply to a store, when it arrives before the request is closed.
+    fn on_stored(&mut self, response: &CalloutResponse) {
+        if let Err(e) = self.shared.config.redis.reply(response) {
+            proxy::warn(&format!("{NAME}: answer not stored: {e}"));
+            report::store(&Host, &mut self.shared.registry.borrow_mut(), "failed", "redis");
+        }
     }
 }
 
@@ -420,7 +435,7 @@ impl Context for Exchange {
             Phase::ExactLookup => self.on_exact(&response),
             Phase::Embedding => self.on_embedding(&response),
             Phase::Searching { resent } => self.on_search(&response, resent),
-            // A store's reply: nothing to do.
+            Phase::Storing => return self.on_stored(&response),
             Phase::Idle | Phase::ReadingBody | Phase::Served => return,
         };
         self.resume_after(action);

@@ -73,7 +73,7 @@ pub fn lookup<H: Properties + MetricsHost>(
     }
 }
 
-/// An answer offered to the cache: `stored`, `skipped` (with why) or `failed` (Redis).
+/// An answer offered to the cache: `sent` (to Redis), `skipped` (with why) or `failed`.
 pub fn store(host: &dyn MetricsHost, registry: &mut MetricRegistry, status: &str, reason: &str) {
     registry.add(host, metrics::CACHE_STORES_TOTAL, &[("status", status), ("reason", reason)], 1);
 }

@@ -2,8 +2,9 @@
 //! cached prompts, one stores an answer. Arguments are built and replies read here.
 //!
 //! **Cost of a lookup.** The search reads the prompt's LSH bucket and the buckets one bit away
-//! (`lsh_bits + 1` lists) and, in each, at most the `bucket_capacity` newest entries: one
-//! `HMGET` and one 8-bit dot product per entry. So it grows with the number of entries in the
+//! (`lsh_bits + 1` lists) and, in each, at most the `bucket_capacity` newest entries. Each entry
+//! costs 8 byte comparisons of 64-bit signatures; the few whose signature is close enough for the
+//! threshold cost one `HMGET` and a dot product over the 8-bit vector. So it grows with the number of entries in the
 //! scope until the probed buckets are full, then stays at `(lsh_bits + 1) * bucket_capacity`
 //! entries (256 with the defaults) however many are cached; older entries drop out of the
 //! buckets (their answers still serve exact repeats until their TTL). Entries whose TTL ran out
@@ -11,11 +12,16 @@
 
 use sluice_shared::redis::{RedisValue, Script};
 
-/// KEYS: the buckets to read. ARGV: query vector (one byte per component, level + 128), threshold,
-/// most candidates returned, entries read per bucket, prefix of entry keys. Replies
-/// `{scanned, similarity_1, question_1, answer_1, ...}`, best first, similarities as text.
+/// KEYS: the buckets to read. ARGV: query vector (one byte per component, level + 128), its
+/// 8-byte signature, most signature bits an entry may differ in, threshold, most candidates
+/// returned, entries read per bucket, prefix of entry keys. A bucket item is the entry's signature
+/// followed by its id: entries whose signature is too far are skipped after 8 byte comparisons;
+/// the others are compared in full. Replies `{scanned, compared, similarity_1, question_1,
+/// answer_1, ...}`, best first, similarities as text.
 pub const SEARCH: &str = r#"
+local POP = '0112122312232334122323342334344512232334233434452334344534454556122323342334344523343445344545562334344534454556344545564556566712232334233434452334344534454556233434453445455634454556455656672334344534454556344545564556566734454556455656674556566756676778'
 local q = {string.byte(ARGV[1], 1, -1)}
+local qs = {string.byte(ARGV[2], 1, 8)}
 local n, qsum, qn = #q, 0, 0
 for i = 1, n do
   q[i] = q[i] - 128
@@ -23,27 +29,35 @@ for i = 1, n do
   qn = qn + q[i] * q[i]
 end
 qn = math.sqrt(qn)
-local threshold, top, capacity, prefix = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local found, scanned = {}, 0
+local max_bits, threshold, top = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local capacity, prefix = tonumber(ARGV[6]), ARGV[7]
+local found, scanned, compared = {}, 0, 0
 for _, bucket in ipairs(KEYS) do
-  for _, id in ipairs(redis.call('LRANGE', bucket, 0, capacity - 1)) do
-    local entry = redis.call('HMGET', prefix .. id, 'v', 'n')
-    local v, en = entry[1], tonumber(entry[2])
-    if not v then
-      redis.call('LREM', bucket, 0, id)
-    elseif #v == n and en and en > 0 and qn > 0 then
-      scanned = scanned + 1
-      local e = {string.byte(v, 1, -1)}
-      -- Stored bytes are levels + 128: sum((e - 128) * q) = sum(e * q) - 128 * sum(q).
-      local dot = 0
-      for i = 1, n do dot = dot + e[i] * q[i] end
-      local similarity = (dot - 128 * qsum) / (en * qn)
-      if similarity >= threshold then found[#found + 1] = {similarity, id} end
+  for _, item in ipairs(redis.call('LRANGE', bucket, 0, capacity - 1)) do
+    scanned = scanned + 1
+    local s = {string.byte(item, 1, 8)}
+    local bits = 0
+    for k = 1, 8 do bits = bits + string.byte(POP, bit.bxor(s[k] or 0, qs[k] or 0) + 1) - 48 end
+    if bits <= max_bits then
+      local id = string.sub(item, 9)
+      local entry = redis.call('HMGET', prefix .. id, 'v', 'n')
+      local v, en = entry[1], tonumber(entry[2])
+      if not v then
+        redis.call('LREM', bucket, 0, item)
+      elseif #v == n and en and en > 0 and qn > 0 then
+        compared = compared + 1
+        local e = {string.byte(v, 1, -1)}
+        -- Stored bytes are levels + 128: sum((e - 128) * q) = sum(e * q) - 128 * sum(q).
+        local dot = 0
+        for i = 1, n do dot = dot + e[i] * q[i] end
+        local similarity = (dot - 128 * qsum) / (en * qn)
+        if similarity >= threshold then found[#found + 1] = {similarity, id} end
+      end
     end
   end
 end
 table.sort(found, function(a, b) return a[1] > b[1] end)
-local reply = {tostring(scanned)}
+local reply = {tostring(scanned), tostring(compared)}
 for i = 1, math.min(top, #found) do
   local fields = redis.call('HMGET', prefix .. found[i][2], 'q', 'x')
   local answer = fields[2] and redis.call('GET', fields[2])
@@ -57,9 +71,9 @@ return reply
 "#;
 
 /// KEYS: the answer, then (semantic entries) the entry and its bucket. ARGV: the answer record,
-/// TTL in seconds, then the vector, its length, the question, the entry's id and the bucket
-/// capacity. The
-/// bucket keeps its newest `capacity` ids and lives as long as its newest entry.
+/// TTL in seconds, then the vector, its length, the question, the bucket item (signature and
+/// id) and the bucket capacity. The bucket keeps its newest `capacity` items and lives as long as
+/// its newest entry.
 pub const STORE: &str = r#"
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if #KEYS == 3 then
@@ -97,16 +111,19 @@ pub struct Candidate {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
-    /// Entries compared.
+    /// Bucket items read.
     pub scanned: u64,
+    /// Entries whose signature was close enough for a full comparison.
+    pub compared: u64,
     pub candidates: Vec<Candidate>,
 }
 
 /// Reads the search's reply; `None` when it is not one.
 pub fn read_search(reply: &RedisValue) -> Option<Found> {
     let items = reply.as_array()?;
-    let (scanned, rest) = items.split_first()?;
-    let scanned = scanned.as_i64().and_then(|n| u64::try_from(n).ok())?;
+    let count = |value: &RedisValue| value.as_i64().and_then(|n| u64::try_from(n).ok());
+    let [scanned, compared, rest @ ..] = items else { return None };
+    let (scanned, compared) = (count(scanned)?, count(compared)?);
     let mut candidates = Vec::new();
     for triple in rest.chunks(3) {
         if let [similarity, question, record] = triple {
@@ -117,13 +134,26 @@ pub fn read_search(reply: &RedisValue) -> Option<Found> {
             });
         }
     }
-    Some(Found { scanned, candidates })
+    Some(Found { scanned, compared, candidates })
+}
+
+/// A bucket item: the entry's signature, then its id.
+pub fn bucket_item(signature: &[u8; 8], id: &str) -> Vec<u8> {
+    [&signature[..], id.as_bytes()].concat()
 }
 
 /// The arguments of a search: bytes are passed as they are (the bridge percent-encodes them).
-pub fn search_args(vector: &[u8], threshold: f64, capacity: u32, entry_prefix: &str) -> Vec<Vec<u8>> {
+pub fn search_args(
+    vector: &[u8],
+    signature: &[u8; 8],
+    threshold: f64,
+    capacity: u32,
+    entry_prefix: &str,
+) -> Vec<Vec<u8>> {
     vec![
         vector.to_vec(),
+        signature.to_vec(),
+        crate::vector::max_differing_bits(threshold).to_string().into_bytes(),
         threshold.to_string().into_bytes(),
         TOP_CANDIDATES.to_string().into_bytes(),
         capacity.to_string().into_bytes(),
@@ -147,33 +177,40 @@ mod tests {
         let text = |s: &str| RedisValue::Text(s.to_string());
         let reply = RedisValue::Array(vec![
             RedisValue::Int(12),
+            text("2"),
             text("0.9312"),
             text("capital of France?"),
             text("{\"choices\":[]}"),
         ]);
         let found = read_search(&reply).unwrap();
-        assert_eq!(found.scanned, 12);
+        assert_eq!((found.scanned, found.compared), (12, 2));
         assert_eq!(found.candidates.len(), 1);
         assert_eq!(found.candidates[0].similarity, 0.9312);
-        assert_eq!(read_search(&RedisValue::Array(vec![text("0")])).unwrap().candidates, vec![]);
+        assert_eq!(read_search(&RedisValue::Array(vec![text("0"), text("0")])).unwrap().candidates, vec![]);
         for bad in [RedisValue::Nil, RedisValue::Array(vec![]), RedisValue::Array(vec![text("x")])] {
             assert_eq!(read_search(&bad), None, "{bad:?}");
         }
-        let garbled = RedisValue::Array(vec![text("1"), text("high"), text("q"), text("a")]);
+        let garbled = RedisValue::Array(vec![text("1"), text("1"), text("high"), text("q"), text("a")]);
         assert_eq!(read_search(&garbled), None);
     }
 
     #[test]
     fn search_calls_carry_binary_vectors() {
         let scripts = Scripts::default();
-        let command =
-            call(&scripts.search, true, &["b0".to_string()], search_args(&[0x81, 0x7f], 0.85, 64, "sluice:cache:g:e:"));
+        let command = call(
+            &scripts.search,
+            true,
+            &["b0".to_string()],
+            search_args(&[0x81, 0x7f], &[1, 2, 3, 4, 5, 6, 7, 8], 0.85, 64, "sluice:cache:g:e:"),
+        );
         let expected: Vec<&[u8]> = vec![
             b"EVALSHA",
             scripts.search.sha1().as_bytes(),
             b"1",
             b"b0",
             &[0x81, 0x7f],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            b"24",
             b"0.85",
             b"3",
             b"64",

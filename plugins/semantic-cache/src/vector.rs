@@ -18,6 +18,9 @@ use serde_json::json;
 /// the scope (see [`embed_salt`]).
 const HYPERPLANE_SEED: u64 = 0x5eed_5a1c_e0c0_ffee;
 
+/// Signature hyperplanes are numbered after the bucket ones, so the two are independent.
+const SIGNATURE_PLANES: u32 = 32;
+
 /// Longest vector accepted (Lua unpacks a vector's bytes in one call, which allows ~8000).
 const MAX_DIMENSIONS: usize = 4096;
 
@@ -91,9 +94,32 @@ impl Embedding {
         bucket
     }
 
+    /// A 64-bit sign signature (SimHash): the share of bits two vectors differ in estimates the
+    /// angle between them (θ/π), so a search can skip most entries after 8 bytes of work.
+    pub fn signature(&self) -> [u8; 8] {
+        let mut signature = [0u8; 8];
+        for (plane, byte) in (SIGNATURE_PLANES..SIGNATURE_PLANES + 64).zip((0..8).flat_map(|b| [b; 8])) {
+            let dot: f64 = self.0.iter().enumerate().map(|(j, x)| if sign(plane, j) { *x } else { -*x }).sum();
+            if dot >= 0.0 {
+                if let Some(slot) = signature.get_mut(byte) {
+                    *slot |= 1 << ((plane - SIGNATURE_PLANES) % 8);
+                }
+            }
+        }
+        signature
+    }
+
     pub fn cosine(&self, other: &Embedding) -> f64 {
         self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum()
     }
+}
+
+/// Most signature bits two vectors at cosine `threshold` may differ in: the expected count plus
+/// four standard deviations, so a true neighbour is skipped about once in 30,000.
+pub fn max_differing_bits(threshold: f64) -> u32 {
+    let p = threshold.clamp(-1.0, 1.0).acos() / std::f64::consts::PI;
+    let bits = 64.0 * p + 4.0 * (64.0 * p * (1.0 - p)).sqrt();
+    bits.ceil().clamp(0.0, 64.0) as u32
 }
 
 /// The buckets a lookup reads: the prompt's own, then each one bit away.
@@ -156,6 +182,14 @@ mod tests {
             shared += usize::from(probes(a.bucket(4), 4).contains(&b.bucket(4)));
         }
         assert!(shared >= 45, "{shared} of 50 near neighbours probed");
+        // Signatures: near neighbours differ in few bits, unrelated vectors in about half.
+        let differing = |a: &Embedding, b: &Embedding| {
+            a.signature().iter().zip(b.signature()).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>()
+        };
+        let (a, near, far) = (vector(1, 0.0), vector(1, 0.1), vector(2, 0.0));
+        assert!(differing(&a, &near) <= max_differing_bits(a.cosine(&near)));
+        assert!(differing(&a, &far) > 16, "{}", differing(&a, &far));
+        assert_eq!((max_differing_bits(1.0), max_differing_bits(0.85), max_differing_bits(0.0)), (0, 24, 48));
         assert!((0..16).contains(&vector(3, 0.0).bucket(4)));
         assert_eq!(vector(3, 0.0).bucket(0), 0);
         assert_eq!(probes(5, 3), vec![5, 4, 7, 1]);
