@@ -152,7 +152,10 @@ def pii_prompts():
 # (`Cache-Control: no-store`, so it stays a miss). The embedding service is the reference one
 # (all-MiniLM-L6-v2 in numpy, one process), so semantic figures include its ~10-20 ms per call.
 BENCH_CACHE = {"namespace": "global"}
-CACHE_PROMPTS = {"cache-exact": "short", "cache-semantic": "paraphrase", "cache-miss": "short"}
+CACHE_PROMPTS = {"cache-exact": "short", "cache-semantic": "paraphrase", "cache-miss": "short",
+                 "cache-exact-miss": "short"}
+# `cache-exact-miss`: the same miss with `mode: exact` (one Redis `GET`, no embedding).
+CACHE_CONFIGS = {"cache-exact-miss": {**BENCH_CACHE, "mode": "exact"}}
 PARAPHRASE_PROMPT = "Tell me the capital city of France"
 
 # Latency at a fixed rate (open loop, tests/harness/paced.py).
@@ -188,14 +191,15 @@ def wrk(url, body_path, connections, seconds, script_path, cache_control=""):
     return parse_wrk(out)
 
 
-def paced_load(stack, path, body_path, seconds):
+def paced_load(stack, path, body_path, seconds, cache_control=""):
     """Latency at PACED_RATE requests/s, the load generator on the non-gateway cores."""
     os.sched_setaffinity(0, {int(c) for c in range(int(OTHER_CPUS.split("-")[0]), (os.cpu_count() or 1))})
     try:
         answer = "sse" if "/sse/" in path else "json"
-        return paced(("127.0.0.1"), stack.listen_port, path, Path(body_path).read_bytes(),
-                     {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}",
-                      "x-bench-answer": answer},
+        headers = {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}", "x-bench-answer": answer}
+        if cache_control:
+            headers["cache-control"] = cache_control
+        return paced(("127.0.0.1"), stack.listen_port, path, Path(body_path).read_bytes(), headers,
                      rate=PACED_RATE, seconds=seconds)
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
@@ -307,7 +311,7 @@ def main():
     unpaced = {"cache-semantic", "cache-miss"}
     # No answer is stored during the runs: a miss stays a miss, and a paraphrase that missed (the
     # embedding service too slow, say) cannot turn into an exact hit.
-    cache_control = {"cache-miss": "no-store", "cache-semantic": "no-store"}
+    cache_control = {"cache-miss": "no-store", "cache-semantic": "no-store", "cache-exact-miss": "no-store"}
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
                "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
                "variants": {}}
@@ -320,7 +324,7 @@ def main():
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
                           workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
                           budget_config=BENCH_BUDGET, rewriter_config=rewriter,
-                          cache_config=BENCH_CACHE if caching else None,
+                          cache_config=CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None,
                           with_embedder=caching and embedder is None, embedder_from=embedder if caching else None)
             started = time.monotonic()
             stack.start()
@@ -330,7 +334,7 @@ def main():
                 if embedder is None:
                     embedder = stack
                     results["embedder_ms"] = embedder_latency(stack)
-                if variant != "cache-miss":
+                if variant in ("cache-exact", "cache-semantic"):
                     prime_cache(stack, bodies["short"])
         measured = {p for v in variants if v[0] != "plain" for p in v[4]}
         scenarios = [(a, p) for a in ["json", "sse"] for p in bodies
@@ -350,7 +354,8 @@ def main():
                     wrk(url, bodies[prompt], 4, 1, script, control)  # warm-up
                     latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script, control)
                     paced = {"p50_ms": None, "p99_ms": None, "rps": None, "non_2xx": 0} if variant in unpaced else \
-                        paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt], args.seconds)
+                        paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt], args.seconds,
+                                   control)
                     latency.update({"paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
                                     "paced_rps": paced["rps"], "non_2xx": latency["non_2xx"] + paced["non_2xx"]})
                     pid = stacks[variant].procs["envoy"].popen.pid
@@ -401,7 +406,7 @@ def main():
                 results["variants"][variant]["cache_outcomes"] = outcomes
                 # The module's own timings (ms resolution) on the lookups the variant is about:
                 # the whole lookup, and the embedding in it.
-                purpose = {"cache-exact": "exact", "cache-semantic": "semantic", "cache-miss": "none"}[variant]
+                purpose = {"cache-exact": "exact", "cache-semantic": "semantic"}.get(variant, "none")
                 for fact in ["cache_lookup_ms", "cache_embedding_ms"]:
                     results["variants"][variant][f"median_{fact}"] = median(
                         [int(line[fact]) for line in log if line.get(fact) is not None
@@ -478,6 +483,7 @@ def markdown(r):
                            "service, Lua search, guard; answered by the gateway):", False),
         ("cache-miss", "Semantic cache, miss (exact `GET`, embedding, Lua search over an empty scope, then "
                        "upstream; `Cache-Control: no-store`):", False),
+        ("cache-exact-miss", "Semantic cache with `mode: exact`, miss (one `GET`, then upstream):", False),
     ]
     for variant, title, paced_columns in sections:
         rows = table(r, variant, paced_columns)

@@ -111,8 +111,17 @@ struct StorePlan {
     keys: Keys,
     exact: String,
     ttl_seconds: u64,
-    /// The entry for semantic lookups: vector, its length, question, bucket, bucket item.
-    semantic: Option<(Vec<u8>, f64, String, String, Vec<u8>)>,
+    semantic: Option<SemanticEntry>,
+}
+
+/// The entry that lets similar prompts find a stored answer.
+struct SemanticEntry {
+    vector: Vec<u8>,
+    norm: f64,
+    question: String,
+    bucket: String,
+    /// The bucket's list item: signature and id.
+    item: Vec<u8>,
 }
 
 struct Exchange {
@@ -367,8 +376,13 @@ impl Exchange {
         let semantic = match (&self.embedding, &request.semantic) {
             (Some(embedding), Some(query)) => {
                 let bucket = keys.bucket(&query.scope, embedding.bucket(self.shared.config.lsh_bits));
-                let item = scripts::bucket_item(&embedding.signature(), &request.exact);
-                Some((embedding.quantized(), embedding.quantized_norm(), query.text.clone(), bucket, item))
+                Some(SemanticEntry {
+                    vector: embedding.quantized(),
+                    norm: embedding.quantized_norm(),
+                    question: query.text.clone(),
+                    bucket,
+                    item: scripts::bucket_item(&embedding.signature(), &request.exact),
+                })
             }
             _ => None,
         };
@@ -392,14 +406,14 @@ impl Exchange {
         let text = record.to_text();
         let mut keys = vec![plan.keys.answer(&plan.exact)];
         let mut args = vec![text.into_bytes(), plan.ttl_seconds.to_string().into_bytes()];
-        if let Some((vector, norm, question, bucket, item)) = plan.semantic {
+        if let Some(entry) = plan.semantic {
             keys.push(plan.keys.entry(&plan.exact));
-            keys.push(bucket);
+            keys.push(entry.bucket);
             args.extend([
-                vector,
-                format!("{norm:.6}").into_bytes(),
-                question.into_bytes(),
-                item,
+                entry.vector,
+                format!("{:.6}", entry.norm).into_bytes(),
+                entry.question.into_bytes(),
+                entry.item,
                 config.bucket_capacity.to_string().into_bytes(),
             ]);
         }
