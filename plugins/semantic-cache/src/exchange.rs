@@ -358,7 +358,7 @@ impl Exchange {
             ("application/json", record.json(&id, now / 1000))
         };
         let extra = outcome.headers();
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type), ("cache-control", "no-cache")];
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         self.decide(outcome);
         self.store = false;
