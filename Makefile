@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
-        integration-test test run bench clean
+        integration-test test run bench oci push clean
 
 ## Build every module to $(WASM_DIR)/*.wasm.
 build: rust-targets
@@ -33,7 +33,7 @@ rust-targets:
 
 system-packages:
 	@missing=""; \
-	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux; do \
+	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo; do \
 	  command -v "$${cmd%%:*}" >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -85,6 +85,25 @@ run: build venv system-packages
 ## `make bench BENCH_ARGS="--variants pii-scrubber"` measures a subset (see --help).
 bench: build venv system-packages
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
+
+## OCI image layouts of every module in target/oci (no Docker): an image whose single layer holds
+## plugin.wasm, and the Wasm OCI artifact variant; prints digests and each module's sha256.
+oci: build venv
+	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci
+
+## `make push REGISTRY=ghcr.io/you/sluice`: pushes the layouts with skopeo (when installed) as
+## <module>:<version> and <module>:<version>-artifact.
+REGISTRY ?=
+push: oci
+	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY, e.g. make push REGISTRY=ghcr.io/you/sluice"; exit 2; }
+	@command -v skopeo >/dev/null || { echo "skopeo is not installed (apt-get install skopeo)"; exit 2; }
+	@version=$$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml); \
+	for layout in target/oci/*/; do \
+	  name=$$(basename $$layout); module=$${name%-artifact}; module=$${module//_/-}; \
+	  suffix=$$([ "$$name" != "$${name%-artifact}" ] && echo -artifact || true); \
+	  echo "pushing $(REGISTRY)/$$module:$$version$$suffix"; \
+	  skopeo copy --preserve-digests "oci:$$layout:$$version" "docker://$(REGISTRY)/$$module:$$version$$suffix"; \
+	done
 
 clean:
 	cargo clean
