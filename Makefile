@@ -33,7 +33,7 @@ rust-targets:
 
 system-packages:
 	@missing=""; \
-	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo; do \
+	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo promtool:prometheus; do \
 	  command -v "$${cmd%%:*}" >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

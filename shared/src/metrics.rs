@@ -28,6 +28,9 @@ pub const BUDGET_DECISIONS_TOTAL: &str = "sluice_budget_decisions_total";
 pub const BUDGET_REJECTIONS_TOTAL: &str = "sluice_budget_rejections_total";
 /// What a limit has left for the `subject` it was last checked for (gauge, per limit).
 pub const BUDGET_REMAINING: &str = "sluice_budget_remaining";
+/// How much of a limit its `subject` has used, in whole percent (gauge, per limit and subject,
+/// as of that subject's last request; alerts at 70 and 90 read it).
+pub const BUDGET_USED_PERCENT: &str = "sluice_budget_used_percent";
 /// Soft-limit crossings by `limit`.
 pub const BUDGET_ALERTS_TOTAL: &str = "sluice_budget_alerts_total";
 /// Spend charged, in millionths of a USD, by `key`, `team` and `model`.

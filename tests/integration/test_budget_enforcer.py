@@ -205,6 +205,8 @@ def test_requests_per_minute_then_429_with_openai_headers(budget):
         remaining.append(r.headers["x-ratelimit-remaining-requests"])
         assert r.headers["x-ratelimit-limit-requests"] == "3"
     assert remaining == ["2", "1", "0"]
+    # The alerts' gauge: 3 of 3 used (Envoy publishes gauges at its stats flush).
+    wait_until(lambda: budget.metric("sluice_budget_used_percent", limit="rpm") == 100 or None, "used percent", 15)
     r = post(budget, key)
     assert r.status_code == 429
     err = error_of(r)

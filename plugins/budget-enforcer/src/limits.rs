@@ -43,6 +43,15 @@ impl Counter {
         self.capacity.saturating_sub(used).max(0)
     }
 
+    /// How much of the limit `used` is, in whole percent (a spent limit reads 100 or more).
+    pub fn used_percent(&self, used: i64) -> u64 {
+        if self.capacity <= 0 {
+            return 100;
+        }
+        let percent = i128::from(used.max(0)) * 100 / i128::from(self.capacity);
+        u64::try_from(percent).unwrap_or(u64::MAX)
+    }
+
     /// Blocks the request when full (a full `downgrade` limit changes the model instead).
     pub fn blocks(&self) -> bool {
         self.action != Action::Downgrade
@@ -221,6 +230,8 @@ mod tests {
         assert!(c[0].has_room(1) && !c[0].has_room(2));
         assert!(c[1].has_room(1_100_000) && !c[1].has_room(1_100_001));
         assert_eq!(c[1].remaining(2_000_000), 0);
+        assert_eq!((c[1].used_percent(1_050_000), c[1].used_percent(1_500_000), c[1].used_percent(-5)), (70, 100, 0));
+        assert_eq!(Counter { capacity: 0, ..c[1].clone() }.used_percent(0), 100);
         // A zero-cost charge is still refused once the counter is full.
         let free = Counter { cost: 0, ..c[1].clone() };
         assert!(free.has_room(1_499_999) && !free.has_room(1_500_000));

@@ -68,12 +68,9 @@ pub fn standing(
         let after = if counter.has_room(*used) { used.saturating_add(counter.cost) } else { *used };
         let remaining = u64::try_from(counter.remaining(after)).unwrap_or(0);
         let name = names(counter.limit);
-        registry.set_gauge(
-            host,
-            metrics::BUDGET_REMAINING,
-            &[("limit", &name), ("subject", &counter.subject)],
-            remaining,
-        );
+        let labels = [("limit", name.as_str()), ("subject", counter.subject.as_str())];
+        registry.set_gauge(host, metrics::BUDGET_REMAINING, &labels, remaining);
+        registry.set_gauge(host, metrics::BUDGET_USED_PERCENT, &labels, counter.used_percent(after));
     }
     for alert in alerts {
         registry.add(host, metrics::BUDGET_ALERTS_TOTAL, &[("limit", alert)], 1);
