@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
-        integration-test test run bench oci push clean
+        integration-test test run bench oci pin push clean
 
 ## Build every module to $(WASM_DIR)/*.wasm.
 build: rust-targets
@@ -90,6 +90,10 @@ bench: build venv system-packages
 ## plugin.wasm, and the Wasm OCI artifact variant; prints digests and each module's sha256.
 oci: build venv
 	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci
+
+## Pins every WasmPlugin of the istio/ bundle to the digest of the image built from this tree.
+pin: build venv
+	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci --pins $(CURDIR)/istio/pins.yaml
 
 ## `make push REGISTRY=ghcr.io/you/sluice`: pushes the layouts with skopeo (when installed) as
 ## <module>:<version> and <module>:<version>-artifact.

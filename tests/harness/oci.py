@@ -116,14 +116,56 @@ def build_all(wasm_dir: Path, out_dir: Path):
     return rows
 
 
+# Modules deployed as WasmPlugins (the provider adapter is an upstream filter in an EnvoyFilter,
+# pinned by its module sha256 there).
+WASM_PLUGINS = [m for m in MODULES if m != "provider_adapter"]
+
+
+def pins(rows) -> str:
+    """A kustomize patch pinning each WasmPlugin of istio/ to its image digest (`spec.sha256`)."""
+    docs = []
+    for row in rows:
+        if row["module"] not in WASM_PLUGINS:
+            continue
+        name = "sluice-" + row["module"].replace("_", "-")
+        docs.append(f"""apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: {name}
+  namespace: istio-system
+spec:
+  # {row['module']} {row['tag']}: image {row['image']}
+  sha256: {row['image'].split(':')[1]}
+""")
+    head = ("# Written by `make pin` from `make oci`: each WasmPlugin pinned to the digest of the image built\n"
+            "# from this tree (Istio checks it after the pull). Builds are reproducible: the same sources and\n"
+            "# toolchain give the same digests.\n")
+    return head + "---\n".join(docs)
+
+
+def pin_envoy_gateway(path: Path, rows) -> None:
+    """Sets each module's `sha256` in an Envoy Gateway EnvoyExtensionPolicy to its image digest."""
+    digests = {r["module"].replace("_", "-"): r["image"].split(":")[1] for r in rows}
+    pattern = re.compile(r"(image: \{ url: [^}]*/([a-z-]+):[^}]*\}\n\s+sha256: )[0-9a-f]{64}")
+    text = pattern.sub(lambda m: m.group(1) + digests[m.group(2)], path.read_text())
+    path.write_text(text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wasm-dir", default=str(DEFAULT_WASM_DIR))
     parser.add_argument("--out", default=str(ROOT / "target" / "oci"))
+    parser.add_argument("--pins", default=None, help="also write the kustomize pins here (istio/pins.yaml)")
     args = parser.parse_args()
-    for row in build_all(Path(args.wasm_dir), Path(args.out)):
+    rows = build_all(Path(args.wasm_dir), Path(args.out))
+    for row in rows:
         print(f"{row['module']:17} {row['tag']}  image {row['image']}  artifact {row['artifact']}  "
               f"module sha256 {row['module_sha256']}")
+    (Path(args.out) / "pins.yaml").write_text(pins(rows))
+    if args.pins:
+        Path(args.pins).write_text(pins(rows))
+        pin_envoy_gateway(ROOT / "envoy-config" / "envoy-gateway-extension-policy.yaml", rows)
+        print(f"pinned in {args.pins} and envoy-config/envoy-gateway-extension-policy.yaml")
     return 0
 
 

@@ -155,7 +155,7 @@ def patches(documents, apply_to):
 def test_istio_model_rewriter_manifests_are_valid_envoy_config(tmp_path):
     """The EnvoyFilter patches, applied to the gateway bootstrap, pass `envoy --mode validate`,
     and the module configs in them match their schemas and each other."""
-    documents = istio_documents("model-rewriter.yaml")
+    documents = istio_documents("request-buffer.yaml") + istio_documents("model-rewriter.yaml")
     plugin = next(d for d in documents if d["kind"] == "WasmPlugin")
     assert plugin["spec"]["phase"] == "AUTHZ"
     rewriter = plugin["spec"]["pluginConfig"]
@@ -244,14 +244,16 @@ def test_semantic_cache_manifest_matches_the_schema_and_sits_between_scrubber_an
     jsonschema.validate(plugin["spec"]["pluginConfig"], SCHEMAS["sluice.semantic_cache"])
     from harness.gateway import DEMO_CACHE
     jsonschema.validate(DEMO_CACHE, SCHEMAS["sluice.semantic_cache"])
-    # The buffer the cache needs is the same object the model rewriter's manifest applies.
-    buffer = [d for d in documents if d["kind"] == "EnvoyFilter"]
+    # The buffer the cache needs (shared with the model rewriter) puts Envoy's buffer filter before
+    # the router.
+    buffer = istio_documents("request-buffer.yaml")
     assert [d["metadata"]["name"] for d in buffer] == ["sluice-request-buffer"]
-    assert buffer[0] in istio_documents("model-rewriter.yaml")
     config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
     hcm = connection_manager(config)
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.buffer"]
-    hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, patches(documents, "HTTP_FILTER")[0]["patch"]["value"])
+    [patch] = patches(buffer, "HTTP_FILTER")
+    assert patch["patch"]["value"]["name"] == "envoy.filters.http.buffer"
+    hcm["http_filters"].insert(len(hcm["http_filters"]) - 1, patch["patch"]["value"])
     envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
 
 
