@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
-        integration-test test run bench oci pin push clean
+        integration-test test run bench oci pin push docs clean
 
 ## Build every module to $(WASM_DIR)/*.wasm.
 build: rust-targets
@@ -94,6 +94,10 @@ oci: build venv
 ## Pins every WasmPlugin of the istio/ bundle to the digest of the image built from this tree.
 pin: build venv
 	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci --pins $(CURDIR)/istio/pins.yaml
+
+## The README's configuration reference, from the modules' JSON Schemas.
+docs: venv
+	cd tests && $(PY) -m harness.config_reference --write
 
 ## `make push REGISTRY=ghcr.io/you/sluice`: pushes the layouts with skopeo (when installed) as
 ## <module>:<version> and <module>:<version>-artifact.
