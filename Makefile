@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
-        integration-test test run bench oci pin push docs clean
+        integration-test test run bench bench-peers oci pin push docs clean
 
 ## Build every module to $(WASM_DIR)/*.wasm.
 build: rust-targets
@@ -85,6 +85,18 @@ run: build venv system-packages
 ## `make bench BENCH_ARGS="--variants pii-scrubber"` measures a subset (see --help).
 bench: build venv system-packages
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
+
+## Plain Envoy, Envoy with the whole Sluice chain and the LiteLLM proxy on the same workload, in
+## one run (LiteLLM in its own cached venv). Writes bench/results/peers.{json,md}.
+LITELLM_VERSION := 1.100.5
+LITELLM_VENV := $(CACHE)/litellm-$(LITELLM_VERSION)
+bench-peers: build venv system-packages $(LITELLM_VENV)/.installed
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench_peers --out $(CURDIR)/bench/results \
+	  --litellm $(LITELLM_VENV)/bin/litellm $(BENCH_ARGS)
+$(LITELLM_VENV)/.installed:
+	python3 -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install -q --disable-pip-version-check "litellm[proxy]==$(LITELLM_VERSION)"
+	touch $@
 
 ## OCI image layouts of every module in target/oci (no Docker): an image whose single layer holds
 ## plugin.wasm, and the Wasm OCI artifact variant; prints digests and each module's sha256.

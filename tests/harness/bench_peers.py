@@ -1,0 +1,196 @@
+"""`make bench-peers`: the same workload through plain Envoy, Envoy with the whole Sluice chain, and
+the LiteLLM proxy, in one run.
+
+The provider is the `make bench` upstream (a second Envoy answering at once with fixed JSON or SSE
+chat completions), so the proxies are what is measured. Each proxy gets core 0 to itself (Envoy
+with one worker; LiteLLM with one worker); wrk and the upstream share the other core(s).
+
+- plain Envoy: the gateway bootstrap without any module;
+- Sluice: every module on the request path, as `make run` runs them. The budget enforcer checks
+  a key with three limits in Redis (through webdis) and charges spend after; the PII scrubber
+  scans the prompt; the semantic cache (`mode: exact`) looks the request up in Redis and misses
+  (`Cache-Control: no-store`, so every request takes the miss path); the model rewriter routes the
+  logical model; the token counter counts and prices the answer;
+- LiteLLM proxy (`litellm[proxy]`, its own venv): the same model routed to the same upstream.
+
+Per proxy and answer kind: p50/p99 latency at 1 connection, requests/s at 16 connections, and
+requests per CPU-second of the proxy's own processes. Medians of alternating rounds. Results go to
+bench/results/peers.{json,md}.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .bench import (BENCH_BUDGET, BENCH_KEY, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT,
+                    cpu_seconds, median, upstream_config, wrk)
+from .procs import Proc, free_port, http_ok, wait_until
+from .stack import Stack, envoy_binary
+
+LITELLM_VERSION = "1.100.5"  # the newest whose dependencies the package index serves here
+# The cache misses on purpose: the miss path is what every new prompt pays.
+PEERS_CACHE = {"namespace": "team", "mode": "exact"}
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and all its descendants."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+        except OSError:
+            continue
+        children = subprocess.run(["pgrep", "-P", str(current)], capture_output=True, text=True).stdout.split()
+        pending += [int(c) for c in children]
+    return total
+
+
+def start_litellm(litellm_bin: Path, upstream_port: int, work: Path) -> tuple:
+    port = free_port()
+    config = {
+        "model_list": [
+            {"model_name": "gpt-4o", "litellm_params": {
+                "model": "openai/gpt-4o", "api_base": f"http://127.0.0.1:{upstream_port}/json/v1", "api_key": "sk-bench"}},
+            {"model_name": "gpt-4o-stream", "litellm_params": {
+                "model": "openai/gpt-4o", "api_base": f"http://127.0.0.1:{upstream_port}/sse/v1", "api_key": "sk-bench"}},
+        ],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }
+    (work / "litellm.yaml").write_text(yaml.safe_dump(config))
+    # No network: the bundled model price map, no telemetry.
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False")
+    proc = Proc("litellm", ["taskset", "-c", GATEWAY_CPUS, str(litellm_bin), "--config", str(work / "litellm.yaml"),
+                            "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                work / "litellm.log", env=env)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health/liveliness"), "litellm", 180, proc)
+    return proc, port
+
+
+def bodies(work: Path) -> dict:
+    """Request bodies by (target kind, answer): the same prompt everywhere; streams ask for one."""
+    out = {}
+    for answer in ["json", "sse"]:
+        for target in ["envoy", "litellm"]:
+            body = {"model": "gpt-4o" if (target == "envoy" or answer == "json") else "gpt-4o-stream",
+                    "messages": [{"role": "user", "content": SHORT_PROMPT}]}
+            if answer == "sse":
+                body["stream"] = True
+            path = work / f"{target}-{answer}.json"
+            path.write_text(json.dumps(body))
+            out[(target, answer)] = path
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--litellm", required=True, help="the `litellm` executable (from its own venv)")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sluice-peers-"))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    request_bodies = bodies(work)
+
+    upstream_port, upstream_admin = free_port(), free_port()
+    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
+    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
+                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+                    work / "upstream.log")
+    procs, targets = {}, {}
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
+        for name, modules in [("plain", []), ("sluice", None)]:
+            stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+                          workdir=work / name, envoy_cpus=GATEWAY_CPUS, budget_config=BENCH_BUDGET,
+                          rewriter_config=BENCH_REWRITE, cache_config=PEERS_CACHE).start()
+            procs[name] = stack
+            targets[name] = (lambda s: lambda answer: s.url(f"/{answer}/v1/chat/completions"))(stack), \
+                stack.procs["envoy"].popen.pid, "envoy"
+        litellm, litellm_port = start_litellm(Path(args.litellm), upstream_port, work)
+        procs["litellm"] = litellm
+        targets["litellm"] = (lambda answer: f"http://127.0.0.1:{litellm_port}/v1/chat/completions"), \
+            litellm.popen.pid, "litellm"
+
+        results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
+                   "litellm": LITELLM_VERSION, "seconds": args.seconds, "rounds": args.rounds, "answers": {}}
+        for answer in ["json", "sse"]:
+            samples = {name: [] for name in targets}
+            for _ in range(args.rounds):
+                for name, (url_of, pid, kind) in targets.items():
+                    url, body = url_of(answer), request_bodies[(kind, answer)]
+                    wrk(url, body, 4, 1, script, "no-store")  # warm-up
+                    latency = wrk(url, body, 1, args.seconds, script, "no-store")
+                    cpu_before, started = process_tree_cpu(pid), time.monotonic()
+                    load = wrk(url, body, 16, args.seconds, script, "no-store")
+                    cpu = process_tree_cpu(pid) - cpu_before
+                    done = load["rps"] * (time.monotonic() - started)
+                    samples[name].append({"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps": load["rps"],
+                                          "requests_per_cpu_second": done / cpu if cpu > 0 else None,
+                                          "non_2xx": latency["non_2xx"] + load["non_2xx"]})
+            points = {}
+            for name, runs in samples.items():
+                points[name] = {k: median([r[k] for r in runs]) for k in ["p50_ms", "p99_ms", "rps",
+                                                                       "requests_per_cpu_second"]}
+                points[name]["non_2xx"] = sum(r["non_2xx"] for r in runs)
+                print(f"{name:8} {answer}  p50 {points[name]['p50_ms']:.3f} ms  p99 {points[name]['p99_ms']:.3f} ms  "
+                      f"{points[name]['rps']:.0f} req/s  {points[name]['requests_per_cpu_second'] or 0:.0f} req per "
+                      f"CPU-second  non-2xx {points[name]['non_2xx']}", flush=True)
+            for name in ["sluice", "litellm"]:
+                pairs = list(zip(samples["plain"], samples[name]))
+                points[name]["added_p50_ms"] = median([t["p50_ms"] - p["p50_ms"] for p, t in pairs])
+                points[name]["added_p99_ms"] = median([t["p99_ms"] - p["p99_ms"] for p, t in pairs])
+            results["answers"][answer] = points
+        sluice_log = procs["sluice"].access_log()
+        results["sluice_cache_outcomes"] = sorted({f"{l.get('cache')}/{l.get('cache_reason')}" for l in sluice_log})
+        results["sluice_budget_decisions"] = sorted({str(l.get("budget")) for l in sluice_log})
+    finally:
+        for proc in procs.values():
+            proc.stop()
+        upstream.stop()
+    (out_dir / "peers.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "peers.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def markdown(r) -> str:
+    lines = [f"Measured {r['date']} on {r['cpus']} cores (`make bench-peers`): each proxy alone on core 0 (Envoy "
+             f"with one worker, LiteLLM {r['litellm']} with one worker), wrk and the upstream on the other; "
+             f"{r['rounds']} alternating rounds of {r['seconds']} s, medians. Latency at 1 connection, throughput "
+             "at 16.", "",
+             "| answer | proxy | p50 | added p50 | p99 | added p99 | requests/s | requests per CPU-second |",
+             "|---|---|---|---|---|---|---|---|"]
+    for answer, points in r["answers"].items():
+        for name in ["plain", "sluice", "litellm"]:
+            p = points[name]
+            added = lambda k: f"{p[k]:+.3f} ms" if k in p else "—"  # noqa: E731
+            lines.append(f"| {answer} | {name} | {p['p50_ms']:.3f} ms | {added('added_p50_ms')} | {p['p99_ms']:.3f} ms | "
+                         f"{added('added_p99_ms')} | {p['rps']:.0f} | {p['requests_per_cpu_second'] or 0:.0f} |")
+    lines.append("")
+    verdicts = []
+    for answer, points in r["answers"].items():
+        sluice, litellm = points["sluice"]["added_p50_ms"], points["litellm"]["added_p50_ms"]
+        verdicts.append(f"{answer}: Sluice adds {sluice:.3f} ms p50 (target at most 1 ms: "
+                        f"{'met' if sluice <= 1 else 'not met'}), {sluice / litellm * 100:.1f}% of LiteLLM's "
+                        f"{litellm:.3f} ms (target at most 10%: {'met' if sluice <= litellm / 10 else 'not met'})")
+    lines += ["; ".join(verdicts) + ".", "",
+              f"Sluice's chain during the run: cache outcomes {', '.join(r['sluice_cache_outcomes'])}; budget "
+              f"decisions {', '.join(r['sluice_budget_decisions'])}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
