@@ -322,7 +322,8 @@ def main():
         for variant, modules, module_dir, rewriter, _ in variants:
             caching = variant in CACHE_PROMPTS
             stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, wasm_dir=module_dir,
+                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
+                          wasm_dir=module_dir,
                           budget_config=BENCH_BUDGET, rewriter_config=rewriter,
                           cache_config=CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None,
                           with_embedder=caching and embedder is None, embedder_from=embedder if caching else None)

@@ -122,7 +122,7 @@ class Stack:
 
     def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
-                 upstream_port=None, envoy_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
+                 upstream_port=None, envoy_cpus=None, backend_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
                  provider_keys=None, patch=None, pii_config=None, with_embedder=False, cache_config=None,
                  embedder_from=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
@@ -162,6 +162,9 @@ class Stack:
         self.upstream_port = upstream_port
         # Pin the gateway Envoy to these CPUs (benchmarks), e.g. "0".
         self.envoy_cpus = envoy_cpus
+        # Pin Redis and webdis to these CPUs (benchmarks): like the provider, they are services
+        # the gateway calls, not part of it.
+        self.backend_cpus = backend_cpus
         self.procs = {}
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -199,7 +202,7 @@ class Stack:
     def start_redis(self):
         self.redis_port = free_port()
         self.procs["redis"] = redis = Proc(
-            "redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+            "redis", [*self.backend_pin(), "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                       "--appendonly", "no", "--dir", str(self.workdir)],
             self.workdir / "redis.log")
         wait_until(lambda: "Ready to accept connections" in redis.log(), "redis", 20, redis)
@@ -214,8 +217,12 @@ class Stack:
         }
         conf_path = self.workdir / "webdis.json"
         conf_path.write_text(json.dumps(conf))
-        self.procs["webdis"] = webdis = Proc("webdis", ["webdis", str(conf_path)], self.workdir / "webdis.out")
+        self.procs["webdis"] = webdis = Proc("webdis", [*self.backend_pin(), "webdis", str(conf_path)],
+                                             self.workdir / "webdis.out")
         wait_until(lambda: http_ok(f"http://127.0.0.1:{self.webdis_port}/PING"), "webdis", 20, webdis)
+
+    def backend_pin(self) -> list:
+        return ["taskset", "-c", self.backend_cpus] if self.backend_cpus else []
 
     def stop_webdis(self):
         proc = self.procs.pop("webdis", None)
