@@ -33,7 +33,7 @@ rust-targets:
 
 system-packages:
 	@missing=""; \
-	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo promtool:prometheus; do \
+	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo promtool:prometheus docker-registry:docker-registry; do \
 	  command -v "$${cmd%%:*}" >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -112,8 +112,10 @@ docs: venv
 	cd tests && $(PY) -m harness.config_reference --write
 
 ## `make push REGISTRY=ghcr.io/you/sluice`: pushes the layouts with skopeo (when installed) as
-## <module>:<version> and <module>:<version>-artifact.
+## <module>:<version> and <module>:<version>-artifact. SKOPEO_FLAGS is passed to `skopeo copy`
+## (credentials: --dest-creds or `skopeo login`; a plain-HTTP registry: --dest-tls-verify=false).
 REGISTRY ?=
+SKOPEO_FLAGS ?=
 push: oci
 	@[ -n "$(REGISTRY)" ] || { echo "set REGISTRY, e.g. make push REGISTRY=ghcr.io/you/sluice"; exit 2; }
 	@command -v skopeo >/dev/null || { echo "skopeo is not installed (apt-get install skopeo)"; exit 2; }
@@ -122,7 +124,7 @@ push: oci
 	  name=$$(basename $$layout); module=$${name%-artifact}; module=$${module//_/-}; \
 	  suffix=$$([ "$$name" != "$${name%-artifact}" ] && echo -artifact || true); \
 	  echo "pushing $(REGISTRY)/$$module:$$version$$suffix"; \
-	  skopeo copy --preserve-digests "oci:$$layout:$$version" "docker://$(REGISTRY)/$$module:$$version$$suffix"; \
+	  skopeo copy --preserve-digests $(SKOPEO_FLAGS) "oci:$$layout:$$version" "docker://$(REGISTRY)/$$module:$$version$$suffix"; \
 	done
 
 clean:

@@ -99,3 +99,30 @@ def test_skopeo_reads_and_copies_the_layouts(built, tmp_path):
     inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{out / 'semantic_cache'}:{row['tag']}"],
                                           capture_output=True, check=True).stdout)
     assert inspected["Digest"] == row["image"] and inspected["Architecture"] == "wasm"
+
+
+def test_make_push_puts_every_layout_in_a_registry_with_its_digest(tmp_path):
+    """`make push` against a local registry (Docker's distribution, plain HTTP on loopback)."""
+    from harness.procs import Proc, free_port, http_ok, wait_until
+    port = free_port()
+    (tmp_path / "registry.yml").write_text(
+        f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {tmp_path / 'data'}}}}}\n"
+        f"http: {{addr: 127.0.0.1:{port}}}\n")
+    registry = Proc("registry", ["docker-registry", "serve", str(tmp_path / "registry.yml")], tmp_path / "registry.log")
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v2/"), "registry", 20, registry)
+        out = subprocess.run(["make", "-s", "push", f"REGISTRY=127.0.0.1:{port}/sluice",
+                              "SKOPEO_FLAGS=--dest-tls-verify=false"], cwd=oci.ROOT, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        tag = oci.version()
+        for module in oci.MODULES:
+            name = module.replace("_", "-")
+            for suffix, layout in [("", module), ("-artifact", f"{module}-artifact")]:
+                ref = f"docker://127.0.0.1:{port}/sluice/{name}:{tag}{suffix}"
+                raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", ref], capture_output=True,
+                                     check=True).stdout
+                index = json.loads((oci.ROOT / "target/oci" / layout / "index.json").read_text())
+                assert "sha256:" + hashlib.sha256(raw).hexdigest() == index["manifests"][0]["digest"], ref
+    finally:
+        registry.stop()
