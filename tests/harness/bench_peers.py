@@ -21,6 +21,7 @@ bench/results/peers.{json,md}.
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,30 @@ def process_tree_cpu(pid: int) -> float:
         children = subprocess.run(["pgrep", "-P", str(current)], capture_output=True, text=True).stdout.split()
         pending += [int(c) for c in children]
     return total
+
+
+def bridge_round_trips(stack, calls=2000) -> dict:
+    """Median microseconds of one GET: straight to Redis (RESP) and through webdis (HTTP), from a
+    raw keep-alive socket, so the bridge's own share of a module's callout is visible."""
+    def timed(port, request: bytes, done: bytes) -> float:
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for _ in range(calls):
+            started, data = time.perf_counter(), b""
+            sock.sendall(request)
+            while done not in data:
+                data += sock.recv(4096)
+            times.append((time.perf_counter() - started) * 1e6)
+        sock.close()
+        return round(median(times))
+    key = b"sluice:cache:bench"
+    resp = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+    body = b"GET/" + key.replace(b":", b"%3A")
+    http = (b"POST / HTTP/1.1\r\nHost: bridge\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body))
+    return {"redis_us": timed(stack.redis_port, resp, b"$-1\r\n"),
+            "webdis_us": timed(stack.webdis_port, http, b'{"GET":null}')}
 
 
 def start_litellm(litellm_bin: Path, upstream_port: int, work: Path) -> tuple:
@@ -154,6 +179,7 @@ def main():
                 points[name]["added_p50_ms"] = median([t["p50_ms"] - p["p50_ms"] for p, t in pairs])
                 points[name]["added_p99_ms"] = median([t["p99_ms"] - p["p99_ms"] for p, t in pairs])
             results["answers"][answer] = points
+        results["bridge_round_trip"] = bridge_round_trips(procs["sluice"])
         sluice_log = procs["sluice"].access_log()
         # Requests wrk cut at the end of a run never reached the modules: they carry no facts.
         answered = [line for line in sluice_log if line.get("cache")]
@@ -189,7 +215,10 @@ def markdown(r) -> str:
         verdicts.append(f"{answer}: Sluice adds {sluice:.3f} ms p50 (target at most 1 ms: "
                         f"{'met' if sluice <= 1 else 'not met'}), {sluice / litellm * 100:.1f}% of LiteLLM's "
                         f"{litellm:.3f} ms (target at most 10%: {'met' if sluice <= litellm / 10 else 'not met'})")
+    bridge = r["bridge_round_trip"]
     lines += ["; ".join(verdicts) + ".", "",
+              f"One Redis `GET` from a raw keep-alive socket, median: {bridge['redis_us']} µs straight to Redis, "
+              f"{bridge['webdis_us']} µs through webdis (the HTTP bridge the modules call).", "",
               f"Sluice's chain during the run: cache outcomes {', '.join(r['sluice_cache_outcomes'])}; budget "
               f"decisions {', '.join(r['sluice_budget_decisions'])}.", ""]
     return "\n".join(lines)
