@@ -221,8 +221,9 @@ impl Script {
         &self.sha1
     }
 
-    /// `EVALSHA` (`cached`) or `EVAL` arguments for a call with these keys and arguments.
-    pub fn call(&self, cached: bool, keys: &[String], args: &[String]) -> Vec<Vec<u8>> {
+    /// `EVALSHA` (`cached`) or `EVAL` arguments for a call with these keys and arguments (text or
+    /// bytes: arguments may be binary, such as a packed vector).
+    pub fn call<K: AsRef<[u8]>, A: AsRef<[u8]>>(&self, cached: bool, keys: &[K], args: &[A]) -> Vec<Vec<u8>> {
         let mut command: Vec<Vec<u8>> = Vec::with_capacity(3 + keys.len() + args.len());
         if cached {
             command.push(b"EVALSHA".to_vec());
@@ -232,8 +233,8 @@ impl Script {
             command.push(self.source.as_bytes().to_vec());
         }
         command.push(keys.len().to_string().into_bytes());
-        command.extend(keys.iter().map(|k| k.as_bytes().to_vec()));
-        command.extend(args.iter().map(|a| a.as_bytes().to_vec()));
+        command.extend(keys.iter().map(|k| k.as_ref().to_vec()));
+        command.extend(args.iter().map(|a| a.as_ref().to_vec()));
         command
     }
 }

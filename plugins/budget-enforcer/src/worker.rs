@@ -127,7 +127,7 @@ impl Enforcer {
         let config = &self.settings.config;
         let cached = self.state.borrow().charge_cached;
         let args = scripts::charge_args(&config.key_prefix, &batches);
-        let command = self.settings.scripts.charge.call(cached, &[], &args);
+        let command = self.settings.scripts.charge.call(cached, &[] as &[&str], &args);
         let call = config.redis.command(&as_args(&command)).timeout(Duration::from_millis(config.charge_timeout_ms));
         match proxy::dispatch(&call) {
             Ok(token) => self.state.borrow_mut().charge_token = Some(token),

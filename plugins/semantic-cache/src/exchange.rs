@@ -314,7 +314,7 @@ impl Exchange {
             config.bucket_capacity,
             &keys.entry_prefix(),
         );
-        let command = scripts::call(&shared.scripts.search, shared.search_cached.get(), &buckets, args);
+        let command = shared.scripts.search.call(shared.search_cached.get(), &buckets, &args);
         self.send(&config.redis.command(&as_args(&command)), Phase::Searching { resent }, Bypass::RedisDown)
     }
 
@@ -419,7 +419,7 @@ impl Exchange {
         }
         // `EVAL`, not `EVALSHA`: the reply may arrive after this request is gone, so the call
         // must not depend on a retry.
-        let command = scripts::call(&shared.scripts.store, false, &keys, args);
+        let command = shared.scripts.store.call(false, &keys, &args);
         let status = match proxy::dispatch(&config.redis.command(&as_args(&command))) {
             Ok(_) => {
                 self.phase = Phase::Storing;

@@ -161,13 +161,6 @@ pub fn search_args(
     ]
 }
 
-/// `EVALSHA`/`EVAL` with byte-string arguments (the vector is not UTF-8).
-pub fn call(script: &Script, cached: bool, keys: &[String], args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut command = script.call(cached, keys, &[]);
-    command.extend(args);
-    command
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,12 +190,8 @@ mod tests {
     #[test]
     fn search_calls_carry_binary_vectors() {
         let scripts = Scripts::default();
-        let command = call(
-            &scripts.search,
-            true,
-            &["b0".to_string()],
-            search_args(&[0x81, 0x7f], &[1, 2, 3, 4, 5, 6, 7, 8], 0.85, 64, "sluice:cache:g:e:"),
-        );
+        let args = search_args(&[0x81, 0x7f], &[1, 2, 3, 4, 5, 6, 7, 8], 0.85, 64, "sluice:cache:g:e:");
+        let command = scripts.search.call(true, &["b0"], &args);
         let expected: Vec<&[u8]> = vec![
             b"EVALSHA",
             scripts.search.sha1().as_bytes(),
