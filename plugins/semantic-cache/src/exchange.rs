@@ -23,7 +23,7 @@ use crate::lookup::{self, Bypass, CacheControl};
 use crate::record::{Record, Skip, StreamAnswer};
 use crate::report::{self, Outcome, Timings};
 use crate::scripts::{self, Scripts};
-use crate::vector::{self, Embedding};
+use crate::vector::{self, Embedding, Encoded, Planes};
 
 const NAME: &str = "sluice.semantic_cache";
 /// Distinct values kept per metric label.
@@ -39,6 +39,24 @@ struct Shared {
     registry: RefCell<MetricRegistry>,
     /// Redis has the search script (a `NOSCRIPT` reply resets it).
     search_cached: Cell<bool>,
+    /// Hyperplanes for the embedding model's vector length, built on its first vector.
+    planes: RefCell<Option<Rc<Planes>>>,
+}
+
+impl Shared {
+    /// Encodes an embedding for Redis, with the planes of its length (built once per VM).
+    fn encode(&self, embedding: &Embedding) -> Encoded {
+        let mut planes = self.planes.borrow_mut();
+        let current = match planes.as_ref() {
+            Some(built) if built.dimensions() == embedding.dimensions() => Rc::clone(built),
+            _ => {
+                let built = Rc::new(Planes::new(embedding.dimensions()));
+                *planes = Some(Rc::clone(&built));
+                built
+            }
+        };
+        current.encode(embedding, self.config.lsh_bits)
+    }
 }
 
 #[derive(Default)]
@@ -69,6 +87,7 @@ impl RootContext for Root {
             embedding_key,
             registry: RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES)),
             search_cached: Cell::new(false),
+            planes: RefCell::new(None),
         }));
         true
     }
@@ -137,7 +156,8 @@ struct Exchange {
     timings: Timings,
     started_ms: u64,
     embedding_started_ms: u64,
-    embedding: Option<Embedding>,
+    /// The prompt's embedding, encoded for Redis (searched, then stored with the answer).
+    encoded: Option<Encoded>,
     /// Whether a successful answer is to be stored.
     store: bool,
     collecting: Option<Collecting>,
@@ -158,7 +178,7 @@ impl Exchange {
             timings: Timings::default(),
             started_ms: 0,
             embedding_started_ms: 0,
-            embedding: None,
+            encoded: None,
             store: false,
             collecting: None,
         }
@@ -291,25 +311,24 @@ impl Exchange {
             ));
             return self.bypass(Bypass::EmbedderDown);
         };
-        self.embedding = Some(embedding);
+        self.encoded = Some(self.shared.encode(&embedding));
         self.search(false)
     }
 
     fn search(&mut self, resent: bool) -> Action {
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
-        let (Some(embedding), Some(request), Some(keys), Some(policy)) =
-            (&self.embedding, &self.request, &self.keys, self.policy)
+        let (Some(encoded), Some(request), Some(keys), Some(policy)) =
+            (&self.encoded, &self.request, &self.keys, self.policy)
         else {
             return self.miss();
         };
         let Some(query) = &request.semantic else { return self.miss() };
-        let bucket = embedding.bucket(config.lsh_bits);
         let buckets: Vec<String> =
-            vector::probes(bucket, config.lsh_bits).into_iter().map(|b| keys.bucket(&query.scope, b)).collect();
+            vector::probes(encoded.bucket, config.lsh_bits).into_iter().map(|b| keys.bucket(&query.scope, b)).collect();
         let args = scripts::search_args(
-            &embedding.quantized(),
-            &embedding.signature(),
+            &encoded.bytes,
+            &encoded.signature,
             policy.threshold,
             config.bucket_capacity,
             &keys.entry_prefix(),
@@ -369,21 +388,18 @@ impl Exchange {
 
     /// What the answer to this miss is stored under, if it is to be stored.
     fn store_plan(&self) -> Option<StorePlan> {
-        if !self.store || self.phase == Phase::Served {
+        if !self.store {
             return None;
         }
         let (request, keys, policy) = (self.request.as_ref()?, self.keys.as_ref()?, self.policy?);
-        let semantic = match (&self.embedding, &request.semantic) {
-            (Some(embedding), Some(query)) => {
-                let bucket = keys.bucket(&query.scope, embedding.bucket(self.shared.config.lsh_bits));
-                Some(SemanticEntry {
-                    vector: embedding.quantized(),
-                    norm: embedding.quantized_norm(),
-                    question: query.text.clone(),
-                    bucket,
-                    item: scripts::bucket_item(&embedding.signature(), &request.exact),
-                })
-            }
+        let semantic = match (&self.encoded, &request.semantic) {
+            (Some(encoded), Some(query)) => Some(SemanticEntry {
+                vector: encoded.bytes.clone(),
+                norm: encoded.norm,
+                question: query.text.clone(),
+                bucket: keys.bucket(&query.scope, encoded.bucket),
+                item: scripts::bucket_item(&encoded.signature, &request.exact),
+            }),
             _ => None,
         };
         Some(StorePlan { keys: keys.clone(), exact: request.exact.clone(), ttl_seconds: policy.ttl_seconds, semantic })

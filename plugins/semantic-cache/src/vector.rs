@@ -82,35 +82,67 @@ impl Embedding {
         f64::from(self.levels().map(|level| level * level).sum::<i32>()).sqrt()
     }
 
-    /// The LSH bucket (`bits` bits).
-    pub fn bucket(&self, bits: u32) -> u32 {
-        let mut bucket = 0;
-        for plane in 0..bits {
-            let dot: f64 = self.0.iter().enumerate().map(|(j, x)| if sign(plane, j) { *x } else { -*x }).sum();
-            if dot >= 0.0 {
-                bucket |= 1 << plane;
-            }
-        }
-        bucket
+    pub fn cosine(&self, other: &Embedding) -> f64 {
+        self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum()
+    }
+}
+
+/// What Redis needs of an embedding: its bytes and length, its signature and its bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub norm: f64,
+    pub signature: [u8; 8],
+    pub bucket: u32,
+}
+
+/// The hyperplanes for one vector length, as sign rows: built once per VM (they depend only on
+/// the seed and the length), not per request.
+#[derive(Debug)]
+pub struct Planes {
+    dimensions: usize,
+    /// Planes `0..MAX_LSH_BITS`, for buckets.
+    bucket: Vec<Vec<bool>>,
+    /// Planes `SIGNATURE_PLANES..SIGNATURE_PLANES + 64`, for signatures.
+    signature: Vec<Vec<bool>>,
+}
+
+/// Most LSH bits a config may ask for.
+const MAX_LSH_BITS: u32 = 8;
+
+impl Planes {
+    pub fn new(dimensions: usize) -> Planes {
+        let rows = |planes: std::ops::Range<u32>| -> Vec<Vec<bool>> {
+            planes.map(|plane| (0..dimensions).map(|j| sign(plane, j)).collect()).collect()
+        };
+        Planes { dimensions, bucket: rows(0..MAX_LSH_BITS), signature: rows(SIGNATURE_PLANES..SIGNATURE_PLANES + 64) }
     }
 
-    /// A 64-bit sign signature (SimHash): the share of bits two vectors differ in estimates the
-    /// angle between them (θ/π), so a search can skip most entries after 8 bytes of work.
-    pub fn signature(&self) -> [u8; 8] {
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Encodes an embedding of this length, with a bucket of `bits` bits (at most 8).
+    pub fn encode(&self, embedding: &Embedding, bits: u32) -> Encoded {
+        let above = |row: &Vec<bool>| -> bool {
+            embedding.0.iter().zip(row).map(|(x, positive)| if *positive { *x } else { -*x }).sum::<f64>() >= 0.0
+        };
+        let mut bucket = 0;
+        for (bit, row) in self.bucket.iter().take(bits.min(MAX_LSH_BITS) as usize).enumerate() {
+            if above(row) {
+                bucket |= 1 << bit;
+            }
+        }
+        // Bit p of byte p / 8 is the sign of signature plane p: the layout the Lua search reads.
         let mut signature = [0u8; 8];
-        for (plane, byte) in (SIGNATURE_PLANES..SIGNATURE_PLANES + 64).zip((0..8).flat_map(|b| [b; 8])) {
-            let dot: f64 = self.0.iter().enumerate().map(|(j, x)| if sign(plane, j) { *x } else { -*x }).sum();
-            if dot >= 0.0 {
-                if let Some(slot) = signature.get_mut(byte) {
-                    *slot |= 1 << ((plane - SIGNATURE_PLANES) % 8);
+        for (p, row) in self.signature.iter().enumerate() {
+            if above(row) {
+                if let Some(byte) = signature.get_mut(p / 8) {
+                    *byte |= 1 << (p % 8);
                 }
             }
         }
-        signature
-    }
-
-    pub fn cosine(&self, other: &Embedding) -> f64 {
-        self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum()
+        Encoded { bytes: embedding.quantized(), norm: embedding.quantized_norm(), signature, bucket }
     }
 }
 
@@ -175,23 +207,27 @@ mod tests {
                 .collect();
             Embedding::new(v).unwrap()
         };
+        let planes = Planes::new(384);
+        let encode = |e: &Embedding| planes.encode(e, 4);
         let mut shared = 0;
         for seed in 0..50 {
             let (a, b) = (vector(seed, 0.0), vector(seed, 0.1));
             assert!(a.cosine(&b) > 0.9);
-            shared += usize::from(probes(a.bucket(4), 4).contains(&b.bucket(4)));
+            shared += usize::from(probes(encode(&a).bucket, 4).contains(&encode(&b).bucket));
         }
         assert!(shared >= 45, "{shared} of 50 near neighbours probed");
         // Signatures: near neighbours differ in few bits, unrelated vectors in about half.
         let differing = |a: &Embedding, b: &Embedding| {
-            a.signature().iter().zip(b.signature()).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>()
+            encode(a).signature.iter().zip(encode(b).signature).map(|(x, y)| (x ^ y).count_ones()).sum::<u32>()
         };
         let (a, near, far) = (vector(1, 0.0), vector(1, 0.1), vector(2, 0.0));
         assert!(differing(&a, &near) <= max_differing_bits(a.cosine(&near)));
         assert!(differing(&a, &far) > 16, "{}", differing(&a, &far));
+        // The bucket keeps only the bits asked for; the rest of the encoding is the vector's.
+        assert!(encode(&a).bucket < 16 && planes.encode(&a, 0).bucket == 0);
+        assert_eq!((encode(&a).bytes, encode(&a).norm), (a.quantized(), a.quantized_norm()));
+        assert_eq!(planes.dimensions(), 384);
         assert_eq!((max_differing_bits(1.0), max_differing_bits(0.85), max_differing_bits(0.0)), (0, 24, 48));
-        assert!((0..16).contains(&vector(3, 0.0).bucket(4)));
-        assert_eq!(vector(3, 0.0).bucket(0), 0);
         assert_eq!(probes(5, 3), vec![5, 4, 7, 1]);
     }
 }
