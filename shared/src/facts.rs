@@ -113,6 +113,14 @@ pub fn reported_tokens(host: &dyn Properties) -> Option<u64> {
     (prompt.is_some() || completion.is_some()).then(|| prompt.unwrap_or(0).saturating_add(completion.unwrap_or(0)))
 }
 
+/// `sluice.cache.status` of an answer the semantic cache served itself.
+pub const CACHE_HIT: &str = "hit";
+
+/// Whether the semantic cache answered this request (no provider generated or billed it).
+pub fn served_from_cache(host: &dyn Properties) -> bool {
+    read(host, CACHE_STATUS).as_deref() == Some(CACHE_HIT)
+}
+
 pub fn publish(host: &dyn Properties, fact: Fact, value: &str) {
     host.set_property(&[fact.name()], value.as_bytes());
 }
@@ -146,6 +154,11 @@ mod tests {
         publish(&host, PROMPT_TOKENS, "21");
         assert_eq!((reported_tokens(&host), read_u64(&host, PROMPT_TOKENS)), (Some(28), Some(21)));
         assert_eq!(read(&host, IDENTITY_TEAM).as_deref(), Some("blue"));
+        assert!(!served_from_cache(&host));
+        publish(&host, CACHE_STATUS, "miss");
+        assert!(!served_from_cache(&host));
+        publish(&host, CACHE_STATUS, CACHE_HIT);
+        assert!(served_from_cache(&host));
         publish(&host, ROUTE_PROVIDER, "");
         assert_eq!(read(&host, ROUTE_PROVIDER), None);
         host.set_property(&[ROUTE_PROVIDER.name()], b"\xff");

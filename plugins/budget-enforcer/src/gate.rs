@@ -581,7 +581,7 @@ impl Request {
             self.state.borrow_mut().waiters.retain(|w| !std::ptr::eq(Rc::as_ptr(&w.request), me));
         }
         let Some(reservation) = self.reservation.take() else { return };
-        let from_cache = facts::read(&Host, facts::CACHE_STATUS).as_deref() == Some("hit");
+        let from_cache = facts::served_from_cache(&Host);
         let usage = report::reported_usage(&Host).unwrap_or(match self.status {
             // Answered by the semantic cache: no provider was paid.
             _ if from_cache => Usage::default(),

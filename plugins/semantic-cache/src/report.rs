@@ -16,7 +16,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn status(&self) -> &'static str {
         match self {
-            Outcome::Hit { .. } => "hit",
+            Outcome::Hit { .. } => facts::CACHE_HIT,
             Outcome::Miss => "miss",
             Outcome::Bypass(_) => "bypass",
         }

@@ -221,7 +221,7 @@ impl HttpContext for Meter {
         let content_encoding = proxy::response_header_text("content-encoding");
         let response_headers = self.config().response_headers;
         let answered_by = proxy::response_header_text(chain::ANSWERED_BY);
-        if facts::read(&Host, facts::CACHE_STATUS).as_deref() == Some("hit") {
+        if facts::served_from_cache(&Host) {
             // Answered by the semantic cache: no provider generated (or billed) these tokens.
             self.exchange = None;
             return Action::Continue;
