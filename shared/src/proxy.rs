@@ -109,6 +109,13 @@ pub fn request_header_text(name: &str) -> Option<String> {
     request_header(name).and_then(|v| String::from_utf8(v).ok())
 }
 
+/// The names of every request header (lower case, as Envoy keeps them).
+pub fn request_header_names() -> Vec<String> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .map(|headers| headers.into_iter().map(|(name, _)| name).collect())
+        .unwrap_or_default()
+}
+
 pub fn remove_request_header(name: &str) {
     let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
 }

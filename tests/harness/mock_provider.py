@@ -21,7 +21,9 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-content-type: ...    override the content type
 
 Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is sent only when
-asked for. `GET /mock/requests` returns the recent requests (headers and body) for assertions.
+asked for. Any other method and path is recorded and answered 200 with an empty list, as a
+provider's files or batches API would: a request that should never have left the gateway shows.
+`GET /mock/requests` returns the recent requests (method, path, headers, body) for assertions.
 
 Run: python -m harness.mock_provider --port 18080
 """
@@ -250,10 +252,21 @@ async def write_body(request, response, data: bytes):
     await response.write_eof()
 
 
-async def handle(request: web.Request, api: str):
+async def record(request: web.Request) -> bytes:
     raw = await request.read()
-    RECENT.append({"path": request.path, "query": request.query_string, "headers": dict(request.headers), "body": raw.decode("utf-8", "replace"),
-                   "time": time.time()})
+    RECENT.append({"method": request.method, "path": request.path, "raw_path": request.raw_path,
+                   "query": request.query_string, "headers": dict(request.headers),
+                   "body": raw.decode("utf-8", "replace"), "time": time.time()})
+    return raw
+
+
+async def other(request: web.Request):
+    await record(request)
+    return web.json_response({"object": "list", "data": []})
+
+
+async def handle(request: web.Request, api: str):
+    raw = await record(request)
     try:
         req = json.loads(raw or b"{}")
         if not isinstance(req, dict):
@@ -329,6 +342,7 @@ def app():
     application.router.add_get("/mock/requests", recent)
     application.router.add_delete("/mock/requests", clear)
     application.router.add_get("/health", health)
+    application.router.add_route("*", "/{tail:.*}", other)
     return application
 
 

@@ -186,12 +186,15 @@ def test_unreadable_bodies_are_400(budget, raw):
     assert error_of(r)["type"] == "invalid_request_error"
 
 
-def test_other_paths_need_a_key_and_their_bodies_are_not_read(budget):
+def test_the_model_list_needs_a_key_and_other_paths_are_404(budget):
     assert requests.get(budget.url("/v1/models")).status_code == 401
-    # The mock serves no such paths: its 404/405 shows the request went through untouched.
-    assert requests.get(budget.url("/v1/models"), headers=auth(DEMO_KEY)).status_code in (404, 405)
+    # The mock answers any path: a 200 shows the model list went through.
+    assert requests.get(budget.url("/v1/models"), headers=auth(DEMO_KEY)).status_code == 200
+    # Default deny: a path the chain does not read never reaches the provider.
     r = requests.post(budget.url("/v1/files"), data=b"\xff not json" * 1000, headers=auth(DEMO_KEY))
-    assert r.status_code in (404, 405)
+    assert r.status_code == 404 and error_of(r)["code"] == "unknown_url"
+    r = requests.post(budget.url(CHAT), headers=auth(DEMO_KEY))
+    assert r.status_code == 400 and error_of(r)["code"] == "missing_body"
 
 
 # --- limits ------------------------------------------------------------------------------------

@@ -246,9 +246,29 @@ EG_WASM = {"name": str, "rootID": str, "failOpen": bool, "config": ANY,
 EG_POLICY = {"targetRef": TARGET_REF, "targetRefs": [TARGET_REF], "wasm": [EG_WASM], "extProc": ANY}
 
 
+EG_CLIENT_POLICY = {"targetRef": TARGET_REF, "targetRefs": [TARGET_REF],
+                    "path": {"escapedSlashesAction": enum("KeepUnchanged", "RejectRequest", "UnescapeAndRedirect",
+                                                          "UnescapeAndForward"),
+                             "disableMergeSlashes": bool},
+                    "headers": {"earlyRequestHeaders": {"set": ANY, "add": ANY, "remove": [str]},
+                                "withUnderscoresAction": ANY, "preserveXRequestID": bool, "xForwardedClientCert": ANY}}
+
+
+def eg_documents(kind):
+    return [d for d in yaml.safe_load_all((ROOT / "envoy-config/envoy-gateway-extension-policy.yaml").read_text())
+            if d and d["kind"] == kind]
+
+
+def test_envoy_gateway_client_policy_uses_only_fields_of_its_api():
+    [policy] = eg_documents("ClientTrafficPolicy")
+    assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    problems = []
+    check(policy["spec"], EG_CLIENT_POLICY, "spec", problems)
+    assert problems == []
+
+
 def test_envoy_gateway_policy_runs_the_chain_pinned_and_configured():
-    [policy] = [d for d in yaml.safe_load_all((ROOT / "envoy-config/envoy-gateway-extension-policy.yaml").read_text())
-                if d]
+    [policy] = eg_documents("EnvoyExtensionPolicy")
     assert (policy["apiVersion"], policy["kind"]) == ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy")
     problems = []
     check(policy["spec"], EG_POLICY, "spec", problems)

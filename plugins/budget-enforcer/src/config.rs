@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
+use sluice_shared::api::PathRule;
 use sluice_shared::config::{ConfigError, Validate};
 use sluice_shared::digest;
 use sluice_shared::pricing::Price;
@@ -25,6 +26,9 @@ pub struct Config {
     pub redis_keys: RedisKeys,
     /// Request, token and USD limits; every limit that matches a request applies.
     pub limits: Vec<Limit>,
+    /// Paths besides the LLM APIs that keys may reach (files, batches, ...). Every other path
+    /// gets 404: default deny.
+    pub passthrough: Vec<Passthrough>,
     /// How long a request may wait for room when a limit with `action: queue` is spent.
     pub queue: Queue,
     /// What happens when the bridge fails or times out on the request path.
@@ -62,6 +66,7 @@ impl Default for Config {
             keys: Vec::new(),
             redis_keys: RedisKeys::default(),
             limits: Vec::new(),
+            passthrough: Vec::new(),
             queue: Queue::default(),
             on_bridge_failure: FailurePolicy::Open,
             local_limit_share: 1.0,
@@ -95,6 +100,41 @@ pub struct KeyConfig {
     /// Free-form labels limits can match (`{"tier": "quality"}`).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A path outside the LLM APIs that some keys may reach. Counted against request limits; not
+/// read, scrubbed or metered in tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    /// Path prefix, matched on whole segments.
+    pub prefix: String,
+    /// Upper-case methods allowed.
+    #[serde(default = "get_only")]
+    pub methods: Vec<String>,
+    /// Teams whose keys may use it; with `keys`, either list admits. Both empty: every key.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Key aliases that may use it.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+fn get_only() -> Vec<String> {
+    vec!["GET".to_string()]
+}
+
+impl Passthrough {
+    pub fn rule(&self) -> PathRule {
+        PathRule { prefix: self.prefix.clone(), methods: self.methods.clone() }
+    }
+
+    /// Whether a key with this alias and team may use the path.
+    pub fn admits(&self, alias: &str, team: Option<&str>) -> bool {
+        (self.teams.is_empty() && self.keys.is_empty())
+            || self.keys.iter().any(|k| k == alias)
+            || team.is_some_and(|t| self.teams.iter().any(|x| x == t))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -298,6 +338,11 @@ impl Validate for Config {
                     return Err(ConfigError::at(at("downgrade_to"), "only for `action: downgrade`"));
                 }
                 _ => {}
+            }
+        }
+        for (i, passthrough) in self.passthrough.iter().enumerate() {
+            if let Some(problem) = passthrough.rule().problem() {
+                return Err(ConfigError::at(format!(".passthrough[{i}]"), problem));
             }
         }
         sluice_shared::pricing::validate_overrides(&self.prices)?;

@@ -11,7 +11,7 @@ use std::rc::{Rc, Weak};
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as Flow;
-use sluice_shared::api::Api;
+use sluice_shared::api::{clean_path, Api, Class};
 use sluice_shared::callout::{Callout, CalloutResponse};
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
@@ -55,6 +55,8 @@ pub struct Request {
     digest: Option<Digest>,
     identity: Option<Rc<Identity>>,
     api: Option<Api>,
+    /// The `passthrough` entry that admits a path outside the APIs.
+    passthrough: Option<usize>,
     /// The body, kept until admission (prompt estimate, downgrade rewrite).
     body: Option<Vec<u8>>,
     body_size: usize,
@@ -91,6 +93,7 @@ impl Request {
                 digest: None,
                 identity: None,
                 api: None,
+                passthrough: None,
                 body: None,
                 body_size: 0,
                 model: String::new(),
@@ -123,6 +126,24 @@ impl Request {
                 None,
             );
         };
+        let method = proxy::request_header_text(":method").unwrap_or_default();
+        let path = proxy::request_header_text(":path").unwrap_or_default();
+        let class = Class::of(&method, &path);
+        if class == Class::Other {
+            let rules = &self.settings.config.passthrough;
+            self.passthrough = rules.iter().position(|p| p.rule().matches(&method, &path));
+            if self.passthrough.is_none() {
+                return self.refuse_path(&method, &path);
+            }
+        }
+        self.api = class.api();
+        if self.api.is_some() && end_of_stream {
+            return self.refuse(
+                ApiError::bad_request("The request has no body.").with_code("missing_body"),
+                Refusal::BadRequest,
+                None,
+            );
+        }
         let digest = sluice_shared::digest::sha256(&key);
         let lookup = self.state.borrow().keys.lookup(&digest, Host.now_ms());
         match lookup {
@@ -131,7 +152,6 @@ impl Request {
             Lookup::AskRedis => {}
         }
         self.digest = Some(digest);
-        self.api = proxy::request_header_text(":path").as_deref().and_then(Api::from_path);
         // Only LLM API bodies are read (model, prompt size); anything else is checked now and
         // its body streams untouched once admitted.
         if end_of_stream || self.api.is_none() {
@@ -149,6 +169,7 @@ impl Request {
         if self.phase != Phase::ReadingBody {
             return Flow::Continue;
         }
+        self.body_size = body_size;
         if body_size > self.settings.config.max_request_bytes {
             let limit = self.settings.config.max_request_bytes;
             return self.refuse(
@@ -160,7 +181,6 @@ impl Request {
         if !end_of_stream {
             return Flow::Pause; // buffer until the whole body is here
         }
-        self.body_size = body_size;
         let body = proxy::request_body(body_size).unwrap_or_default();
         if self.api.is_some() && body_size > 0 {
             match prompt::summarize(&body) {
@@ -258,6 +278,16 @@ impl Request {
     /// Model check, identity facts, then the limits.
     fn check(&mut self) -> Flow {
         let Some(identity) = self.identity.clone() else { return self.refuse_unknown_key() };
+        let rules = &self.settings.config.passthrough;
+        if let Some(rule) = self.passthrough.and_then(|i| rules.get(i)) {
+            if !rule.admits(&identity.alias, identity.team.as_deref()) {
+                let (method, path) = (
+                    proxy::request_header_text(":method").unwrap_or_default(),
+                    proxy::request_header_text(":path").unwrap_or_default(),
+                );
+                return self.refuse_path(&method, &path);
+            }
+        }
         if self.api.is_some() && !identity.may_use(&self.model) {
             let model = self.model.clone();
             return self.refuse(
@@ -510,6 +540,21 @@ impl Request {
         )
     }
 
+    /// Default deny: a method and path the chain neither reads nor lets through for this key.
+    fn refuse_path(&mut self, method: &str, path: &str) -> Flow {
+        // The query is never echoed: clients put keys there.
+        let shown: String = clean_path(path).unwrap_or("(unnormalised path)").chars().take(200).collect();
+        self.refuse(
+            ApiError::not_found(format!(
+                "Unknown request URL: {} {shown}.",
+                method.chars().take(20).collect::<String>()
+            ))
+            .with_code("unknown_url"),
+            Refusal::UnknownPath,
+            None,
+        )
+    }
+
     fn refuse(&mut self, error: ApiError, refusal: Refusal, limit: Option<&str>) -> Flow {
         report::refused(&Host, &mut self.state.borrow_mut().registry, refusal, limit);
         if self.settings.debug_logging {
@@ -650,6 +695,13 @@ impl HttpContext for Gate {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
         self.request.borrow_mut().on_request_body(body_size, end_of_stream)
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Flow {
+        let mut request = self.request.borrow_mut();
+        let size = request.body_size;
+        request.on_request_body(size, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {

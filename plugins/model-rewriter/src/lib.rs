@@ -108,6 +108,7 @@ impl RootContext for Rewriter {
             rng: Rc::clone(&self.rng),
             api: None,
             headers: Vec::new(),
+            buffered: 0,
         }))
     }
 }
@@ -123,6 +124,8 @@ struct Steer {
     api: Option<Api>,
     /// The routing headers, read with the request headers.
     headers: Vec<(String, String)>,
+    /// Request body bytes buffered so far.
+    buffered: usize,
 }
 
 /// A request counted in its target's shared figures.
@@ -310,6 +313,7 @@ impl HttpContext for Steer {
         if self.api.is_none() || self.config.models.is_empty() {
             return Action::Continue;
         }
+        self.buffered = body_size;
         if body_size > self.config.max_request_bytes {
             self.api = None;
             proxy::send_error(&ApiError::payload_too_large(format!(
@@ -325,6 +329,11 @@ impl HttpContext for Steer {
         let action = self.steer(&body, body_size);
         self.api = None;
         action
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.on_http_request_body(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

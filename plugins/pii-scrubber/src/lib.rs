@@ -102,7 +102,14 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Exchange { shared, api: None, vault: Vault::default(), answer: None, tally: Tally::default() }))
+        Some(Box::new(Exchange {
+            shared,
+            api: None,
+            vault: Vault::default(),
+            answer: None,
+            tally: Tally::default(),
+            buffered: 0,
+        }))
     }
 }
 
@@ -119,6 +126,8 @@ struct Exchange {
     vault: Vault,
     answer: Option<Reading>,
     tally: Tally,
+    /// Request body bytes buffered so far.
+    buffered: usize,
 }
 
 impl Exchange {
@@ -243,6 +252,7 @@ impl HttpContext for Exchange {
         if self.api.is_none() {
             return Action::Continue;
         }
+        self.buffered = body_size;
         if body_size > self.shared.config.max_request_bytes {
             self.api = None;
             proxy::send_error(&ApiError::payload_too_large(format!(
@@ -257,6 +267,11 @@ impl HttpContext for Exchange {
         let body = proxy::request_body(body_size).unwrap_or_default();
         self.api = None;
         self.scan_request(&body, body_size)
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.on_http_request_body(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

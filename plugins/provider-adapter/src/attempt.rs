@@ -9,7 +9,7 @@
 //! other hand, is a fresh copy of the client's for every attempt.
 
 use serde_json::Value;
-use sluice_shared::api::Api;
+use sluice_shared::api::{Api, Class};
 use sluice_shared::chain;
 
 use crate::anthropic;
@@ -17,6 +17,15 @@ use crate::config::{Config, Provider, Schema};
 
 /// Request header marking a chat request whose path an attempt changed.
 pub const API_MARKER: &str = "x-sluice-api";
+/// Request headers with this prefix are the gateway's own: removed before every attempt, so
+/// only the API marker (set again by the plan when the path changes) can reach a provider.
+pub const INTERNAL_PREFIX: &str = "x-sluice-";
+
+/// Whether an attempt may go out: an API request the chain classified (the client's own API,
+/// or a chat request an earlier attempt sent elsewhere), the model list, or a passthrough path.
+pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
+    Class::of(method, path) != Class::Other || config.passthrough.iter().any(|rule| rule.matches(method, path))
+}
 const CHAT_MARK: &str = "chat";
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const ANTHROPIC_PATH: &str = "/v1/messages";

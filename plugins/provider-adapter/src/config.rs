@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use sluice_shared::api::PathRule;
 use sluice_shared::config::{ConfigError, Validate};
 
 const MIB: usize = 1 << 20;
@@ -25,6 +26,9 @@ pub enum Schema {
 pub struct Config {
     /// The providers this cluster reaches, by the name its endpoints carry in their metadata.
     pub providers: BTreeMap<String, Provider>,
+    /// Paths besides the LLM APIs sent to the provider with its credential (files, batches, ...).
+    /// Every other method and path gets 404 and no credential: default deny.
+    pub passthrough: Vec<PathRule>,
     /// Largest request body translated; larger requests get 413.
     pub max_request_bytes: usize,
     /// Largest JSON answer translated; a larger one is passed as it is.
@@ -58,7 +62,12 @@ pub struct Provider {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { providers: BTreeMap::new(), max_request_bytes: 16 * MIB, max_response_bytes: 32 * MIB }
+        Config {
+            providers: BTreeMap::new(),
+            passthrough: Vec::new(),
+            max_request_bytes: 16 * MIB,
+            max_response_bytes: 32 * MIB,
+        }
     }
 }
 
@@ -80,6 +89,11 @@ impl Default for Provider {
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let chain = self.is_chain();
+        for (i, rule) in self.passthrough.iter().enumerate() {
+            if let Some(problem) = rule.problem() {
+                return Err(ConfigError::at(format!(".passthrough[{i}]"), problem));
+            }
+        }
         for (name, provider) in &self.providers {
             let at = |field: &str| format!(".providers.{name}{field}");
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {

@@ -96,6 +96,7 @@ impl RootContext for Adapter {
             translating: false,
             include_usage: false,
             answer: Answer::Untouched,
+            buffered: 0,
         }))
     }
 }
@@ -124,6 +125,8 @@ struct Attempt {
     translating: bool,
     include_usage: bool,
     answer: Answer,
+    /// Request body bytes buffered so far.
+    buffered: usize,
 }
 
 impl Attempt {
@@ -143,6 +146,19 @@ impl Context for Attempt {}
 
 impl HttpContext for Attempt {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // Default deny: a credential goes only with a request the gateway classified.
+        let path = proxy::request_header_text(":path").unwrap_or_default();
+        let method = proxy::request_header_text(":method").unwrap_or_default();
+        if !attempt::admitted(&self.config, &method, &path) {
+            return self.fail(&ApiError::not_found("Unknown request URL.").with_code("unknown_url"));
+        }
+        let marker = proxy::request_header_text(attempt::API_MARKER);
+        // Internal headers never leave the gateway (the API marker is set again below if needed).
+        for name in proxy::request_header_names() {
+            if name.starts_with(attempt::INTERNAL_PREFIX) {
+                proxy::remove_request_header(&name);
+            }
+        }
         if self.config.providers.is_empty() {
             return Action::Continue;
         }
@@ -154,8 +170,6 @@ impl HttpContext for Attempt {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let path = proxy::request_header_text(":path").unwrap_or_default();
-        let marker = proxy::request_header_text(attempt::API_MARKER);
         let seen = Seen { path: &path, marker: marker.as_deref(), has_body: !end_of_stream };
         let credential = self.credentials.get(name).map(String::as_str);
         let plan = attempt::plan(&self.config, provider, credential, &seen);
@@ -178,6 +192,7 @@ impl HttpContext for Attempt {
         if !self.read_body {
             return Action::Continue;
         }
+        self.buffered = body_size;
         if body_size > self.config.max_request_bytes {
             return self.fail(&ApiError::payload_too_large("The request body is too large to adapt for the provider."));
         }
@@ -201,6 +216,11 @@ impl HttpContext for Attempt {
             }
             Err(e) => self.fail(&ApiError::bad_request(format!("The request cannot be sent to `{name}`: {e}"))),
         }
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.on_http_request_body(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

@@ -161,6 +161,8 @@ struct Exchange {
     /// Whether a successful answer is to be stored.
     store: bool,
     collecting: Option<Collecting>,
+    /// Request body bytes buffered so far.
+    buffered: usize,
 }
 
 impl Exchange {
@@ -181,6 +183,7 @@ impl Exchange {
             encoded: None,
             store: false,
             collecting: None,
+            buffered: 0,
         }
     }
 
@@ -493,6 +496,7 @@ impl HttpContext for Exchange {
         if self.phase != Phase::ReadingBody {
             return Action::Continue;
         }
+        self.buffered = body_size;
         if body_size > self.shared.config.max_request_bytes {
             return self.bypass(Bypass::TooLarge);
         }
@@ -501,6 +505,11 @@ impl HttpContext for Exchange {
         }
         let body = proxy::request_body(body_size).unwrap_or_default();
         self.start(&body)
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.on_http_request_body(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {

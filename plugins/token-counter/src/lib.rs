@@ -98,6 +98,7 @@ impl RootContext for TokenCounter {
             registry: Rc::clone(&self.registry),
             exchange: None,
             request_read: false,
+            buffered: 0,
         }))
     }
 }
@@ -121,6 +122,8 @@ struct Meter {
     registry: Rc<RefCell<MetricRegistry>>,
     exchange: Option<Exchange>,
     request_read: bool,
+    /// Request body bytes buffered so far.
+    buffered: usize,
 }
 
 impl Meter {
@@ -193,6 +196,7 @@ impl HttpContext for Meter {
         if exchange.api().is_none() || self.request_read {
             return Action::Continue;
         }
+        self.buffered = body_size;
         if body_size > max_request_bytes {
             exchange.skip_request("too_large_request");
             self.request_read = true;
@@ -213,6 +217,11 @@ impl HttpContext for Meter {
             }
         }
         Action::Continue
+    }
+
+    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.on_http_request_body(self.buffered, true)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
