@@ -37,6 +37,8 @@ pub const USAGE_PROVIDER: Fact = Fact("sluice.usage.provider");
 pub const USAGE_SOURCE: Fact = Fact("sluice.usage.source");
 /// Cost in USD (decimal); absent when the model has no price.
 pub const COST_USD: Fact = Fact("sluice.usage.cost_usd");
+/// `true` when tokens were counted for a model with no known price (no `cost_usd`).
+pub const USAGE_UNPRICED: Fact = Fact("sluice.usage.unpriced");
 /// Why an exchange was not metered (`not_json`, `compressed`, `too_large`, `unparsable`, ...).
 pub const PASSTHROUGH: Fact = Fact("sluice.usage.passthrough");
 
@@ -69,6 +71,9 @@ pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");
 pub const IDENTITY_KEY: Fact = Fact("sluice.identity.key");
 pub const IDENTITY_TEAM: Fact = Fact("sluice.identity.team");
 pub const IDENTITY_USER: Fact = Fact("sluice.identity.user");
+/// The key's model allow-list, globs joined by `,` (absent: any model). The model rewriter
+/// holds every route to it: rules, targets and fallbacks.
+pub const IDENTITY_MODELS: Fact = Fact("sluice.identity.models");
 
 // Budget.
 /// How the budget enforcer admitted the request: `admitted`, `downgraded`, `queued` (admitted

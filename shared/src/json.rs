@@ -1,6 +1,9 @@
 //! Whole-body JSON helpers.
 
-use serde::de::{DeserializeOwned, Error as _};
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
 /// Parses a body that must be a JSON object. Serde would also accept an array for a struct
 /// (`[]` as "all fields default"), which no LLM API sends.
@@ -8,6 +11,66 @@ pub fn from_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Er
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => serde_json::from_slice(body),
         _ => Err(serde_json::Error::custom("expected a JSON object")),
+    }
+}
+
+/// Checks that no object anywhere in the body has the same member name twice. JSON parsers
+/// disagree on duplicates (first wins, last wins, error): a module and a provider reading
+/// different copies would let one guard check what the provider never reads.
+pub fn unique_members(body: &[u8]) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    de::Deserialize::deserialize(&mut deserializer).map(|Unique| ())?;
+    deserializer.end()
+}
+
+/// Any JSON value whose objects have unique member names.
+struct Unique;
+
+impl<'de> de::Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        while seq.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut names = HashSet::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !names.insert(name.to_string()) {
+                return Err(A::Error::custom(format!("duplicate member `{name}`")));
+            }
+            map.next_value::<Unique>()?;
+        }
+        Ok(Unique)
     }
 }
 
@@ -22,6 +85,20 @@ mod tests {
     struct Any {
         #[allow(dead_code)]
         a: u32,
+    }
+
+    #[test]
+    fn duplicate_members_anywhere_are_errors() {
+        assert!(unique_members(br#"{"a": [{"b": 1, "c": {"b": 2}}], "b": "x"}"#).is_ok());
+        for bad in [
+            &br#"{"model": "a", "model": "b"}"#[..],
+            br#"{"messages": [{"role": "user", "content": "x", "content": "y"}]}"#,
+            br#"{"a": {"b": [[{"c": 1, "c": 1}]]}}"#,
+            br#"{"a": 1, "\u0061": 2}"#,
+            br#"{"a": 1} trailing"#,
+        ] {
+            assert!(unique_members(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub const BUDGET_SPEND_MICRO_USD_TOTAL: &str = "sluice_budget_spend_micro_usd_to
 pub const BUDGET_BRIDGE_ERRORS_TOTAL: &str = "sluice_budget_bridge_errors_total";
 /// Charge batches waiting in shared data for the bridge to come back (gauge).
 pub const BUDGET_BACKLOG_BATCHES: &str = "sluice_budget_backlog_batches";
+/// Answers settled without the token counter's price, by how they were charged (`how`).
+pub const BUDGET_UNPRICED_TOTAL: &str = "sluice_budget_unpriced_total";
 /// PII detections by entity type and action (`redact`, `mask`, `hash`, `block`, and for answers
 /// `output_redact`, `output_block`).
 pub const PII_DETECTIONS_TOTAL: &str = "sluice_pii_detections_total";
@@ -75,6 +77,7 @@ pub const LABEL_KEYS: &[&str] = &[
     "entity",
     "action",
     "rule",
+    "how",
 ];
 
 /// Reported instead of a value once a label has too many distinct values.

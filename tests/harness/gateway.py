@@ -22,6 +22,9 @@ DEMO_BUDGET = {
         {"name": "demo-daily-usd", "scope": "key", "kind": "usd", "window": "day", "limit": 1.0, "alert_at": 0.8},
         {"name": "demo-hourly-tokens", "scope": "team", "kind": "tokens", "window": "hour", "limit": 200000},
     ],
+    # The logical models below have no price of their own: the dollar limit counts them at
+    # gpt-4o's, rather than refusing them (no model is free against a USD limit).
+    "unpriced": {"price": {"input": 2.5, "output": 10.0}},
 }
 
 # Logical models `make run` serves (the model rewriter's config); other model names pass as they are.

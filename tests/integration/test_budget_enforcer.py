@@ -450,7 +450,10 @@ def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
         futures = [pool.submit(load) for _ in range(8)]
         time.sleep(1)
         budget.stop_webdis()
-        time.sleep(1.5)
+        waiting = []
+        for _ in range(15):
+            time.sleep(0.1)
+            waiting.append(budget.metric("sluice_budget_backlog_batches"))
         budget.start_webdis()
         for f in futures:
             f.result()
@@ -468,6 +471,10 @@ def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
                              f"{budget.envoy_log()[-3000:]}")
     # Reservation markers live only until their request is settled.
     wait_until(lambda: budget.redis("KEYS", f"{PREFIX}:resv:*") == "", "no reservation marker left", 10)
+    # The backlog gauge showed the outage, and reads zero once every batch is in Redis (an
+    # alert on it resolves).
+    assert max(waiting) > 0, waiting
+    wait_until(lambda: budget.metric("sluice_budget_backlog_batches") == 0, "the backlog gauge back at 0", 15)
 
 
 def test_fail_closed_answers_503_fast():

@@ -329,3 +329,167 @@ def test_the_envoy_gateway_example_sets_the_edge_settings():
     assert policy["spec"]["path"] == {"escapedSlashesAction": "RejectRequest", "disableMergeSlashes": False}
     removed = policy["spec"]["headers"]["earlyRequestHeaders"]["remove"]
     assert {"x-envoy-upstream-rq-timeout-ms", "x-envoy-retry-on", "x-envoy-internal"} <= set(removed)
+
+
+# --- 4. the PII scrubber scans every string, in every schema ----------------------------------
+
+EVERYWHERE = {
+    "chat-tool-description": ("chat", {"model": ALLOWED, "messages": [{"role": "user", "content": "hi"}],
+                                       "tools": [{"type": "function", "function": {
+                                           "name": "mail", "description": f"writes to {EMAIL}",
+                                           "parameters": {"type": "object", "properties": {
+                                               "to": {"type": "string", "description": f"e.g. {EMAIL}"}}}}}]}),
+    "chat-name-user-stop": ("chat", {"model": ALLOWED, "user": EMAIL, "stop": [EMAIL],
+                                     "messages": [{"role": "User", "name": EMAIL, "content": "hi"}]}),
+    "chat-function-role": ("chat", {"model": ALLOWED, "messages": [{"role": "function", "name": "f", "content": EMAIL}]}),
+    "chat-unknown-part-key": ("chat", {"model": ALLOWED, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi", "note": {"deep": [[EMAIL]]}}]}]}),
+    "chat-apostrophe": ("chat", {"model": ALLOWED, "messages": [{"role": "user", "content": "I am o'brien@example.com"}]}),
+    "responses-tool-output": ("responses", {"model": ALLOWED, "input": [
+        {"type": "function_call_output", "call_id": "c1", "output": f"sent to {EMAIL}"}]}),
+    "messages-document-metadata": ("messages", {"model": ALLOWED, "max_tokens": 16, "metadata": {"user_id": EMAIL},
+                                                "messages": [{"role": "user", "content": [
+                                                    {"type": "document", "source": {"type": "text",
+                                                                                    "media_type": "text/plain",
+                                                                                    "data": f"contact {EMAIL}"}}]}]}),
+    "completions-nested-prompt": ("completions", {"model": ALLOWED, "prompt": [[EMAIL]], "suffix": EMAIL}),
+    "embeddings-user": ("embeddings", {"model": ALLOWED, "input": "hi", "user": EMAIL}),
+}
+
+
+@pytest.mark.parametrize("case", EVERYWHERE)
+def test_every_string_is_scanned_in_every_schema(gate, case):
+    api, payload = EVERYWHERE[case]
+    answer, sent = send(gate, "h1", "POST", APIS[api], data=json.dumps(payload).encode())
+    assert answer.status == 200, answer
+    [request] = sent
+    assert EMAIL not in request["body"] and "o'brien@example.com" not in request["body"], request["body"]
+    assert "<EMAIL_1>" in request["body"]
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_duplicate_members_anywhere_are_400(gate, api):
+    text = body(api, ALLOWED, "hi").decode()
+    # A second copy of a nested member: parsers disagree on which one wins.
+    doubled = text.replace('"hi"', f'"hi", "content": "{EMAIL}"', 1) if api in ("chat", "messages") else \
+        text[:-1] + f', "model": "{FORBIDDEN}"}}'
+    answer, sent = send(gate, "h1", "POST", APIS[api], data=doubled.encode())
+    assert answer.status == 400, answer
+    assert sent == []
+
+
+# --- 5. the allow-list holds for the model a request is finally sent to ------------------------
+
+LIMITED = "sk-routed-limited"   # may use `allowed-*`
+OPEN = "sk-routed-open"         # any model
+ROUTED_BUDGET = {
+    "keys": [key_entry(LIMITED, "limited", team="red", models=["allowed-*"]),
+             key_entry(OPEN, "open", team="red")],
+    "limits": [{"name": "cheap-only", "scope": "key", "kind": "usd", "window": "day", "limit": 0,
+                "match": {"metadata": {"case": "downgrade"}}, "action": "downgrade",
+                "downgrade_to": "forbidden-cheap"},
+               {"name": "usd-day", "scope": "key", "kind": "usd", "window": "day", "limit": 100,
+                "match": {"metadata": {"case": "usd"}}}],
+    "redis_keys": {"enabled": True},
+    "unpriced": {"price": {"input": 1.0, "output": 2.0}},
+}
+# `premium` is not in the limited key's allow-list, but one of its targets is: a rule routing
+# there may only use that target, and none of its fallbacks.
+ROUTED_MODELS = {
+    "models": {
+        "premium": {"targets": [
+            {"provider": "openai", "model": "allowed-big", "cluster": "chain_openai_anthropic"},
+            {"provider": "openai", "model": "forbidden-big", "cluster": "chain_openai_anthropic"}],
+            "fallbacks": [{"provider": "anthropic", "model": "forbidden-claude"}]},
+    },
+    "rules": [{"name": "tier", "when": {"header": {"name": "x-model-tier", "values": ["quality"]}},
+               "route_to": "premium"}],
+    "unknown_models": "pass",
+}
+
+
+@pytest.fixture(scope="module")
+def routed():
+    with Stack(budget_config=ROUTED_BUDGET, rewriter_config=ROUTED_MODELS,
+               provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as s:
+        yield s
+        assert not s.vm_failures()
+
+
+def models_sent(sent):
+    return [json.loads(r["body"]).get("model") for r in sent]
+
+
+def test_rules_never_route_outside_the_allow_list(routed):
+    tier = {"x-model-tier": "quality"}
+    limited, unlimited = set(), set()
+    for _ in range(12):
+        answer, sent = send(routed, "h1", "POST", APIS["chat"], key=LIMITED, data=body("chat", ALLOWED, "hi"),
+                            headers=tier)
+        assert answer.status == 200, answer
+        limited.update(models_sent(sent))
+        answer, sent = send(routed, "h1", "POST", APIS["chat"], key=OPEN, data=body("chat", ALLOWED, "hi"),
+                            headers=tier)
+        unlimited.update(models_sent(sent))
+    assert limited == {"allowed-big"}
+    assert unlimited == {"allowed-big", "forbidden-big"}  # the rule and both targets do apply
+
+
+def test_fallbacks_never_reach_a_model_outside_the_allow_list(routed):
+    fail = {"x-model-tier": "quality", "x-mock-fail-model": "allowed-big=503"}
+    answer, sent = send(routed, "h1", "POST", APIS["chat"], key=LIMITED, data=body("chat", ALLOWED, "hi"),
+                        headers=fail)
+    assert answer.status != 200, answer
+    assert "forbidden-claude" not in models_sent(sent)
+    # The same chain falls back for a key that may use every model.
+    for _ in range(20):
+        answer, sent = send(routed, "h1", "POST", APIS["chat"], key=OPEN, data=body("chat", ALLOWED, "hi"),
+                            headers={**fail, "x-mock-fail-model": "forbidden-big=503"})
+        if "forbidden-claude" in models_sent(sent):
+            break
+    else:
+        raise AssertionError("the open key never fell back")
+
+
+def test_a_downgrade_never_leaves_the_allow_list(routed):
+    key = f"sk-routed-{uuid.uuid4().hex}"
+    routed.redis("SET", f"sluice:key:{key_entry(key, 'x')['sha256']}",
+                 json.dumps({"alias": "downgraded", "models": ["allowed-*"], "metadata": {"case": "downgrade"}}))
+    answer, sent = send(routed, "h1", "POST", APIS["chat"], key=key, data=body("chat", ALLOWED, "hi"))
+    assert answer.status == 429, answer
+    assert sent == []
+
+
+# --- 8. no model is free against a USD limit ---------------------------------------------------
+
+def test_an_unpriced_model_is_refused_under_a_usd_limit_without_a_default_price():
+    config = {"keys": [key_entry(OPEN, "open")],
+              "limits": [{"name": "usd", "scope": "key", "kind": "usd", "window": "day", "limit": 1.0}]}
+    with Stack(budget_config=config, concurrency=1, modules=["sluice.budget_enforcer", "sluice.token_counter"]) as s:
+        for api in APIS:
+            answer, sent = send(s, "h1", "POST", APIS[api], key=OPEN, data=body(api, "self-hosted-llama", "hi"))
+            assert answer.status == 403, (api, answer)
+            assert answer.json()["error"]["code"] == "model_unpriced"
+            assert sent == []
+        answer, _ = send(s, "h1", "POST", APIS["chat"], key=OPEN, data=body("chat", "gpt-4o-mini", "hi"))
+        assert answer.status == 200
+        assert not s.vm_failures()
+
+
+def test_an_unpriced_model_is_charged_at_the_default_price(routed):
+    key = f"sk-routed-{uuid.uuid4().hex}"
+    routed.redis("SET", f"sluice:key:{key_entry(key, 'x')['sha256']}", json.dumps({"alias": "unpriced-user", "metadata": {"case": "usd"}}))
+    before = routed.metric("sluice_budget_unpriced_total", how="default_price")
+    spent = routed.metric("sluice_budget_spend_micro_usd_total", key="unpriced-user")
+    answer, _ = send(routed, "h1", "POST", APIS["chat"], key=key, data=body("chat", "self-hosted-llama", "hi"),
+                     headers={"x-mock-prompt-tokens": "1000", "x-mock-completion-tokens": "500"})
+    assert answer.status == 200
+    wait_until(lambda: routed.metric("sluice_budget_unpriced_total", how="default_price") == before + 1,
+               "the unpriced answer counted", 10)
+    # 1000 prompt tokens at $1/M and 500 completion tokens at $2/M: $0.002.
+    assert routed.metric("sluice_budget_spend_micro_usd_total", key="unpriced-user") == spent + 2000
+    charged = lambda: sum(int(routed.redis("GET", k) or 0)  # noqa: E731
+                          for k in routed.redis("KEYS", "sluice:limit:usd-day:key:unpriced-user:*").split())
+    wait_until(lambda: charged() == 2000, "the default price charged in Redis", 10)
+    wait_until(lambda: any(l["key"] == "unpriced-user" and l["unpriced"] == "true"
+                           for l in routed.access_log()), "the unpriced charge in the access log", 10)

@@ -46,6 +46,8 @@ pub struct Config {
     /// Price overrides and additions, USD per million tokens (for the USD estimate before the
     /// answer; the charge after it uses the token counter's cost).
     pub prices: BTreeMap<String, Price>,
+    /// How models without a price count against USD limits.
+    pub unpriced: Unpriced,
     /// Largest request body read for the model and prompt estimate; larger requests get 413.
     pub max_request_bytes: usize,
     /// Bytes of prompt text counted with the tokenizer for token and USD reservations; the rest
@@ -74,6 +76,7 @@ impl Default for Config {
             charge_timeout_ms: 1_000,
             rate_limit_headers: true,
             prices: BTreeMap::new(),
+            unpriced: Unpriced::default(),
             max_request_bytes: 16 * MIB,
             exact_count_bytes: 0,
             preload_encodings: Vec::new(),
@@ -100,6 +103,18 @@ pub struct KeyConfig {
     /// Free-form labels limits can match (`{"tier": "quality"}`).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// Models without a price (self-hosted, new, misspelt but accepted by the provider) must not
+/// be free against USD limits. Without `price`, a request under a USD limit whose model has no
+/// price is refused (403 `model_unpriced`); with it, the model is estimated and charged at it.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Unpriced {
+    /// Default price, USD per million tokens.
+    pub price: Option<Price>,
+    /// Default price per provider (`sluice.usage.provider`), for the charge after the answer.
+    pub providers: BTreeMap<String, Price>,
 }
 
 /// A path outside the LLM APIs that some keys may reach. Counted against request limits; not
@@ -346,6 +361,12 @@ impl Validate for Config {
             }
         }
         sluice_shared::pricing::validate_overrides(&self.prices)?;
+        if let Some(price) = &self.unpriced.price {
+            price.validate().map_err(|m| ConfigError::at(".unpriced.price", m))?;
+        }
+        for (provider, price) in &self.unpriced.providers {
+            price.validate().map_err(|m| ConfigError::at(format!(".unpriced.providers.{provider}"), m))?;
+        }
         let ranges: [(&str, u64, u64, u64); 4] = [
             (".flush_interval_ms", self.flush_interval_ms, 10, 60_000),
             (".charge_timeout_ms", self.charge_timeout_ms, 1, 60_000),

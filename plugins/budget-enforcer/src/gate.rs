@@ -16,13 +16,16 @@ use sluice_shared::callout::{Callout, CalloutResponse};
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::host::Clock;
+use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::pricing::Price;
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::{as_args, RedisError};
 
+use crate::config::Kind;
 use crate::keys::{self, Digest, Identity, Lookup};
 use crate::limits::{self, Counter, Estimate};
-use crate::report::{self, Refusal};
+use crate::report::{self, Refusal, Reported};
 use crate::scripts;
 use crate::verdict::{self, Reservation, Usage, Verdict};
 use crate::worker::{Settings, State, Waiter, NAME};
@@ -183,7 +186,7 @@ impl Request {
         }
         let body = proxy::request_body(body_size).unwrap_or_default();
         if self.api.is_some() && body_size > 0 {
-            match prompt::summarize(&body) {
+            match sluice_shared::json::unique_members(&body).and_then(|()| prompt::summarize(&body)) {
                 Ok(summary) => self.model = summary.model,
                 Err(e) => {
                     // An unreadable body could hide its model from us and not from the
@@ -305,6 +308,20 @@ impl Request {
         let settings = Rc::clone(&self.settings);
         let applicable =
             limits::applicable(&settings.config, limits::Request { identity: &identity, model: &self.model });
+        let usd_limited = applicable.iter().any(|(_, limit, _)| limit.kind == Kind::Usd);
+        if usd_limited && self.api.is_some() && self.price().is_none() {
+            let model = self.model.clone();
+            return self.refuse(
+                ApiError::forbidden(format!(
+                    "The model `{model}` has no price, and the key has a USD limit. The operator can add it to \
+                     `prices` or set `unpriced.price`."
+                ))
+                .with_code("model_unpriced")
+                .with_param("model"),
+                Refusal::Unpriced,
+                None,
+            );
+        }
         if applicable.is_empty() {
             return self.admit("admitted");
         }
@@ -315,6 +332,31 @@ impl Request {
         let request_id = self.state.borrow_mut().next_request_id();
         self.marker = format!("{}:resv:{request_id}", settings.config.key_prefix);
         self.send_check()
+    }
+
+    /// The request model's price, or the configured default for unpriced models.
+    fn price(&self) -> Option<&Price> {
+        self.settings.prices.lookup(&self.model).or(self.settings.config.unpriced.price.as_ref())
+    }
+
+    /// What a finished answer is charged: the token counter's cost, or for a model it could
+    /// not price the provider's default, the default, or the request model's price.
+    fn charge(&self, reported: Reported, registry: &mut MetricRegistry) -> Usage {
+        if reported.cost_usd.is_some() || reported.prompt.saturating_add(reported.completion) == 0 {
+            return report::charged(reported, None);
+        }
+        let unpriced = &self.settings.config.unpriced;
+        let provider = facts::read(&Host, facts::USAGE_PROVIDER);
+        let (price, how) = match provider.as_deref().and_then(|p| unpriced.providers.get(p)) {
+            Some(price) => (Some(price), "provider_price"),
+            None => match (&unpriced.price, self.settings.prices.lookup(&self.model)) {
+                (Some(price), _) => (Some(price), "default_price"),
+                (None, Some(price)) => (Some(price), "request_model_price"),
+                (None, None) => (None, "free"),
+            },
+        };
+        report::unpriced(&Host, registry, how);
+        report::charged(reported, price)
     }
 
     fn estimate_prompt(&self) -> Estimate {
@@ -331,7 +373,7 @@ impl Request {
                 // Not an API body we can read: about four bytes per token.
                 _ => (body.len() as u64).div_ceil(4),
             };
-        let input_price = self.settings.prices.lookup(&self.model).map_or(0.0, |p| p.input);
+        let input_price = self.price().map_or(0.0, |p| p.input);
         Estimate { tokens, micro_usd: (tokens as f64 * input_price).round() as u64 }
     }
 
@@ -435,6 +477,17 @@ impl Request {
                 self.refuse_limit(limit, retry_after_ms, headers, Refusal::Limit)
             }
             Verdict::Queue { limit, retry_after_ms } => self.queue(limit, retry_after_ms, headers, now),
+            Verdict::Admit { downgrade_to: Some(model), .. }
+                if self.identity.as_ref().is_some_and(|identity| !identity.may_use(&model)) =>
+            {
+                // The cheaper model is outside the key's allow-list: the spent limit refuses.
+                let spent = self.counters.iter().find(|c| {
+                    config.limits.get(c.limit).and_then(|l| l.downgrade_to.as_deref()) == Some(model.as_str())
+                });
+                let name = spent.and_then(|c| config.limits.get(c.limit)).map(|l| l.name.clone()).unwrap_or_default();
+                let retry_after_ms = spent.map_or(0, |c| c.span.remaining_ms(now));
+                self.refuse_limit(name, retry_after_ms, headers, Refusal::Limit)
+            }
             Verdict::Admit { downgrade_to, alerts } => {
                 let estimate = self.estimate;
                 let counters = std::mem::take(&mut self.counters);
@@ -627,7 +680,9 @@ impl Request {
         }
         let Some(reservation) = self.reservation.take() else { return };
         let from_cache = facts::served_from_cache(&Host);
-        let usage = report::reported_usage(&Host).unwrap_or(match self.status {
+        let reported = report::reported(&Host);
+        let charged = reported.map(|r| self.charge(r, &mut self.state.borrow_mut().registry));
+        let usage = charged.unwrap_or(match self.status {
             // Answered by the semantic cache: no provider was paid.
             _ if from_cache => Usage::default(),
             // Served, but no module measured it: the prompt estimate stands.

@@ -4,6 +4,8 @@ use sluice_shared::facts;
 use sluice_shared::host::{MetricsHost, Properties};
 use sluice_shared::metrics::{self, MetricRegistry};
 
+use sluice_shared::pricing::Price;
+
 use crate::keys::Identity;
 use crate::limits::Counter;
 use crate::verdict::Usage;
@@ -17,6 +19,9 @@ pub fn publish_identity(host: &dyn Properties, identity: &Identity) {
     if let Some(user) = &identity.user {
         facts::publish(host, facts::IDENTITY_USER, user);
     }
+    if !identity.models.is_empty() {
+        facts::publish(host, facts::IDENTITY_MODELS, &identity.models.join(","));
+    }
 }
 
 /// Why a request was refused.
@@ -26,6 +31,7 @@ pub enum Refusal {
     UnknownKey,
     ModelNotAllowed,
     UnknownPath,
+    Unpriced,
     Limit,
     QueueTimeout,
     BridgeDown,
@@ -39,6 +45,7 @@ impl Refusal {
             Refusal::UnknownKey => "unknown_key",
             Refusal::ModelNotAllowed => "model_not_allowed",
             Refusal::UnknownPath => "unknown_path",
+            Refusal::Unpriced => "unpriced",
             Refusal::Limit => "limit",
             Refusal::QueueTimeout => "queue_timeout",
             Refusal::BridgeDown => "bridge_down",
@@ -95,11 +102,41 @@ pub fn bridge_error(host: &dyn MetricsHost, registry: &mut MetricRegistry, op: &
     registry.add(host, metrics::BUDGET_BRIDGE_ERRORS_TOTAL, &[("op", op)], 1);
 }
 
-/// Usage a finished request reports through the token counter's facts, if it ran.
-pub fn reported_usage(host: &dyn Properties) -> Option<Usage> {
-    let tokens = facts::reported_tokens(host)?;
-    let cost = facts::read(host, facts::COST_USD).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Some(Usage { tokens, micro_usd: (cost * crate::limits::MICRO_USD).round().max(0.0) as u64 })
+/// What a finished request reports through the token counter's facts, if it ran.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reported {
+    pub prompt: u64,
+    pub completion: u64,
+    /// `None`: the token counter knew no price for the model.
+    pub cost_usd: Option<f64>,
+}
+
+pub fn reported(host: &dyn Properties) -> Option<Reported> {
+    facts::reported_tokens(host)?;
+    Some(Reported {
+        prompt: facts::read_u64(host, facts::PROMPT_TOKENS).unwrap_or(0),
+        completion: facts::read_u64(host, facts::COMPLETION_TOKENS).unwrap_or(0),
+        cost_usd: facts::read(host, facts::COST_USD).and_then(|v| v.parse::<f64>().ok()),
+    })
+}
+
+/// The usage a reported answer is charged: its cost, or for an unpriced model the tokens at
+/// `price` (USD per million tokens, so micro-USD per token). `None` price: charged nothing.
+pub fn charged(reported: Reported, price: Option<&Price>) -> Usage {
+    let tokens = reported.prompt.saturating_add(reported.completion);
+    let micro_usd = match (reported.cost_usd, price) {
+        (Some(cost), _) => cost * crate::limits::MICRO_USD,
+        (None, Some(p)) => reported.prompt as f64 * p.input + reported.completion as f64 * p.output,
+        (None, None) => 0.0,
+    };
+    Usage { tokens, micro_usd: micro_usd.round().max(0.0) as u64 }
+}
+
+/// An answer settled without the token counter's price: how it was charged (`provider_price`,
+/// `default_price`, `request_model_price`, or `free` when nothing applied). The access log
+/// shows `sluice.usage.unpriced` (settling runs after logging).
+pub fn unpriced(host: &dyn MetricsHost, registry: &mut MetricRegistry, how: &str) {
+    registry.add(host, metrics::BUDGET_UNPRICED_TOTAL, &[("how", how)], 1);
 }
 
 #[cfg(test)]
@@ -110,11 +147,17 @@ mod tests {
     #[test]
     fn usage_from_the_token_counter() {
         let host = FakeHost::default();
-        assert_eq!(reported_usage(&host), None);
+        assert_eq!(reported(&host), None);
         facts::publish(&host, facts::PROMPT_TOKENS, "120");
         facts::publish(&host, facts::COMPLETION_TOKENS, "30");
         facts::publish(&host, facts::COST_USD, "0.00045");
-        assert_eq!(reported_usage(&host), Some(Usage { tokens: 150, micro_usd: 450 }));
+        let r = reported(&host).unwrap();
+        assert_eq!(charged(r, None), Usage { tokens: 150, micro_usd: 450 });
+        // No cost: the tokens at the fallback price (USD per million tokens).
+        let unpriced = Reported { cost_usd: None, ..r };
+        let price = Price { input: 2.0, output: 10.0, cached: None, cache_write: None };
+        assert_eq!(charged(unpriced, Some(&price)).micro_usd, r.prompt * 2 + r.completion * 10);
+        assert_eq!(charged(unpriced, None).micro_usd, 0);
     }
 
     #[test]

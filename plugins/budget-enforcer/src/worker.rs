@@ -142,6 +142,10 @@ impl Enforcer {
                 let mut state = self.state.borrow_mut();
                 state.charge_cached = true;
                 state.ledger.sent();
+                // The backlog shrank (to zero once drained): the gauge follows, so an alert on
+                // it resolves.
+                let waiting = sluice_shared::backlog::len(&Host, crate::ledger::BACKLOG_KEY);
+                state.registry.set_gauge(&Host, metrics::BUDGET_BACKLOG_BATCHES, &[], waiting as u64);
             }
             Err(e) if e.is_noscript() => {
                 // Not applied: send the same batches again with the script's source.

@@ -14,6 +14,9 @@ pub struct Config {
     pub models: BTreeMap<String, LogicalModel>,
     /// Rules evaluated in order; the first that matches picks the logical model.
     pub rules: Vec<Rule>,
+    /// A rule whose logical model the key's allow-list does not admit: `skip` it (the next rule
+    /// or the client's own model applies) or `refuse` the request (403).
+    pub disallowed_rules: DisallowedRules,
     /// What happens to a model that is neither logical nor matched by a rule: `reject` (404) or
     /// `pass` (sent on unchanged, routed by Envoy's own table).
     pub unknown_models: UnknownModels,
@@ -34,6 +37,7 @@ impl Default for Config {
         Config {
             models: BTreeMap::new(),
             rules: Vec::new(),
+            disallowed_rules: DisallowedRules::Skip,
             unknown_models: UnknownModels::Reject,
             task_header: "x-sluice-task".to_string(),
             complexity: ComplexityWeights::default(),
@@ -42,6 +46,13 @@ impl Default for Config {
             max_request_bytes: 16 * MIB,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisallowedRules {
+    Skip,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

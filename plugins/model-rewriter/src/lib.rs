@@ -171,6 +171,9 @@ impl Steer {
         let headers = std::mem::take(&mut self.headers);
         let key = facts::read(&Host, facts::IDENTITY_KEY);
         let team = facts::read(&Host, facts::IDENTITY_TEAM);
+        let allowed = facts::read(&Host, facts::IDENTITY_MODELS)
+            .map(|globs| globs.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
         let prompt_tokens = facts::read_u64(&Host, facts::PROMPT_ESTIMATE)
             .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
             .unwrap_or(0);
@@ -187,6 +190,7 @@ impl Steer {
             team: team.as_deref(),
             prompt_tokens,
             complexity,
+            allowed,
         };
         let now_ms = Host.now_ms();
         let signals = Signals {
@@ -199,6 +203,15 @@ impl Steer {
         let decision = routing::route(config, &request, &config.task_header, &signals);
         match decision {
             Routing::Pass => Action::Continue,
+            Routing::NotAllowed { logical } => {
+                let alias = key.as_deref().unwrap_or("presented");
+                proxy::send_error(
+                    &ApiError::forbidden(format!("The key `{alias}` may not use the model `{logical}`."))
+                        .with_code("model_not_allowed")
+                        .with_param("model"),
+                );
+                Action::Pause
+            }
             Routing::UnknownModel => {
                 proxy::send_error(
                     &ApiError::not_found(format!("The model `{}` does not exist.", summary.model))
@@ -231,8 +244,10 @@ impl Steer {
                 let logical = config.models.get(route.logical);
                 let chain: Vec<(&str, &str)> = match logical {
                     Some(m) if !m.fallbacks.is_empty() => {
+                        // Every fallback too must be one the key may use.
+                        let fallbacks = m.fallbacks.iter().filter(|f| request.may_reach(route.logical, &f.model));
                         std::iter::once((target.provider.as_str(), target.model.as_str()))
-                            .chain(m.fallbacks.iter().map(|f| (f.provider.as_str(), f.model.as_str())))
+                            .chain(fallbacks.map(|f| (f.provider.as_str(), f.model.as_str())))
                             .collect()
                     }
                     _ => Vec::new(),

@@ -4,7 +4,7 @@
 
 use sluice_shared::digest;
 
-use crate::config::{Condition, Config, LogicalModel, Sticky, Strategy, Target, UnknownModels};
+use crate::config::{Condition, Config, DisallowedRules, LogicalModel, Sticky, Strategy, Target, UnknownModels};
 use crate::stats::TargetStats;
 
 /// What the strategies see of the targets at decision time.
@@ -37,9 +37,26 @@ pub struct RequestFacts<'a> {
     pub prompt_tokens: u64,
     /// Only computed when a rule needs it.
     pub complexity: Option<f64>,
+    /// The key's model allow-list (globs, from the budget enforcer); empty: any model.
+    pub allowed: Vec<String>,
 }
 
 impl RequestFacts<'_> {
+    /// Whether the key may use a model (logical or upstream) by name.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.allowed.is_empty() || sluice_shared::glob::any(&self.allowed, model)
+    }
+
+    /// Whether the key may reach this target of `logical`: every target when it may use the
+    /// logical name, otherwise only targets whose upstream model it may use.
+    pub fn may_reach(&self, logical: &str, model: &str) -> bool {
+        self.may_use(logical) || self.may_use(model)
+    }
+
+    fn permits(&self, logical: &str, model: &LogicalModel) -> bool {
+        self.may_use(logical) || model.targets.iter().any(|t| self.may_use(&t.model))
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
@@ -57,6 +74,10 @@ pub enum Routing<'c> {
     },
     /// Left to Envoy's own routes (no model configured, or `unknown_models: pass`).
     Pass,
+    /// The key's allow-list admits neither the logical model nor any of its targets.
+    NotAllowed {
+        logical: &'c str,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +102,15 @@ pub fn route<'c>(
     if config.models.is_empty() {
         return Routing::Pass;
     }
-    let ruled = config.rules.iter().find(|rule| holds(&rule.when, request, task_header));
+    let permitted = |logical: &str| config.models.get(logical).is_none_or(|m| request.permits(logical, m));
+    let mut holding = config.rules.iter().filter(|rule| holds(&rule.when, request, task_header));
+    let ruled = match config.disallowed_rules {
+        DisallowedRules::Skip => holding.find(|rule| permitted(&rule.route_to)),
+        DisallowedRules::Refuse => match holding.next() {
+            Some(rule) if !permitted(&rule.route_to) => return Routing::NotAllowed { logical: rule.route_to.as_str() },
+            found => found,
+        },
+    };
     let (logical, rule) = match ruled {
         Some(rule) => (rule.route_to.as_str(), Some(rule.name.as_str())),
         None => match config.models.get_key_value(request.model) {
@@ -91,7 +120,10 @@ pub fn route<'c>(
         },
     };
     let Some(model) = config.models.get(logical) else { return Routing::UnknownModel };
-    match pick(model, request, signals) {
+    if !request.permits(logical, model) {
+        return Routing::NotAllowed { logical };
+    }
+    match pick(logical, model, request, signals) {
         Some(target) => Routing::Route(Route { logical, rule, target }),
         None => Routing::TooLong {
             logical,
@@ -111,11 +143,17 @@ fn holds(when: &Condition, request: &RequestFacts<'_>, task_header: &str) -> boo
 }
 
 /// Chooses among the targets whose window fits the prompt, by the model's strategy.
-fn pick<'c>(model: &'c LogicalModel, request: &RequestFacts<'_>, signals: &Signals<'_>) -> Option<&'c Target> {
+fn pick<'c>(
+    logical: &str,
+    model: &'c LogicalModel,
+    request: &RequestFacts<'_>,
+    signals: &Signals<'_>,
+) -> Option<&'c Target> {
     let fits: Vec<&Target> = model
         .targets
         .iter()
         .filter(|t| t.weight > 0 && t.context_window.is_none_or(|w| request.prompt_tokens <= w))
+        .filter(|t| request.may_reach(logical, &t.model))
         .collect();
     let now = signals.now_ms;
     match model.strategy {
@@ -281,6 +319,33 @@ mod tests {
             chosen(&route(&config, &request, "x-task", &Signals::roll(0))).1,
             None,
             "the rule is scoped to `chat`"
+        );
+    }
+
+    #[test]
+    fn the_allow_list_holds_for_rules_and_targets() {
+        let mut config = config();
+        let tiered = |allowed: &[&str]| {
+            let mut request = facts("chat");
+            request.headers.push(("x-model-tier".into(), "quality".into()));
+            request.allowed = allowed.iter().map(|s| s.to_string()).collect();
+            request
+        };
+        // A key allowed only `chat` is not routed to `chat-quality` by the tier header.
+        assert_eq!(chosen(&route(&config, &tiered(&["chat"]), "x-task", &Signals::roll(0))).0, "chat");
+        // Allowed by the upstream model's name instead of the logical one.
+        assert_eq!(chosen(&route(&config, &tiered(&["chat", "quality"]), "x-task", &Signals::roll(0))).1, Some("tier"));
+        // Only the targets the key may use are drawn.
+        for roll in 0..50 {
+            let request = RequestFacts { allowed: vec!["canary".into()], ..facts("chat") };
+            assert_eq!(chosen(&route(&config, &request, "x-task", &Signals::roll(roll))).2, "canary");
+        }
+        let request = RequestFacts { allowed: vec!["other".into()], ..facts("chat") };
+        assert_eq!(route(&config, &request, "x-task", &Signals::roll(0)), Routing::NotAllowed { logical: "chat" });
+        config.disallowed_rules = DisallowedRules::Refuse;
+        assert_eq!(
+            route(&config, &tiered(&["chat"]), "x-task", &Signals::roll(0)),
+            Routing::NotAllowed { logical: "chat-quality" }
         );
     }
 

@@ -109,7 +109,14 @@ impl Detector {
                 .take(EMAIL_SPAN.1)
                 .map(char::len_utf8)
                 .sum();
-            let from = at - left;
+            let mut from = at - left;
+            from += text
+                .get(from..at)
+                .unwrap_or_default()
+                .chars()
+                .take_while(|&c| is_quote(c))
+                .map(char::len_utf8)
+                .sum::<usize>();
             let Some(window) = text.get(from..at + 1 + right) else { continue };
             for m in self.regex.find_iter(window) {
                 let (start, end) = (from + m.start(), from + m.end());
@@ -122,8 +129,14 @@ impl Detector {
     }
 }
 
+/// RFC 5322 `atext` and `.` (plus non-ASCII letters, RFC 6531): `o'brien@`, `a{b}@`, `x/y@`.
 fn is_local_char(c: Option<char>) -> bool {
-    c.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '%' | '+' | '-'))
+    c.is_some_and(|c| c.is_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c))
+}
+
+/// Punctuation that quotes an address rather than starting it (`'jane@x.com'`).
+fn is_quote(c: char) -> bool {
+    "'`{|/=?#!".contains(c)
 }
 
 /// A set of detectors, compiled once per configuration.
@@ -420,6 +433,13 @@ mod tests {
     fn finds_each_builtin_entity() {
         let cases = [
             ("mail jane.doe+x@example.co.uk now", "EMAIL", "jane.doe+x@example.co.uk"),
+            ("from o'brien@example.com today", "EMAIL", "o'brien@example.com"),
+            ("quoted 'ann@example.com' here", "EMAIL", "ann@example.com"),
+            (
+                "odd but valid: a!b#c$d&e*f/g=h?i^j`k{l|m}n~o@example.org",
+                "EMAIL",
+                "a!b#c$d&e*f/g=h?i^j`k{l|m}n~o@example.org",
+            ),
             ("card 4111 1111 1111 1111.", "CREDIT_CARD", "4111 1111 1111 1111"),
             ("amex 3782-822463-10005", "CREDIT_CARD", "3782-822463-10005"),
             ("ssn 123-45-6789", "US_SSN", "123-45-6789"),

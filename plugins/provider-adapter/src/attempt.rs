@@ -150,6 +150,10 @@ pub fn prepare_body(
     };
     let had_chain = value.get(chain::MODELS_MEMBER).is_some();
     let chain_model = chain::take_model_for(&mut value, provider_name);
+    if in_chain && had_chain && chain_model.is_none() {
+        // The rewriter left this provider out of the chain (the key may not use its model).
+        return Err(format!("the route has no model for provider `{provider_name}`"));
+    }
     // Only the rewriter's chain picks the model: a chain cluster's body has it rewritten.
     if let (Some(model), true, Some(object)) = (chain_model, in_chain, value.as_object_mut()) {
         object.insert("model".into(), Value::String(model));
@@ -269,5 +273,25 @@ mod tests {
         let value: Value = serde_json::from_slice(&single.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
         assert!(prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, true).is_err());
+        // A chain that leaves a provider out (not allowed for the key) is never sent to it.
+        let partial = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o"},"messages":[]}"#;
+        let refused = prepare_body(partial, "anthropic", &c.providers["anthropic"], true, true);
+        assert!(refused.unwrap_err().contains("no model for provider `anthropic`"));
+    }
+
+    #[test]
+    fn only_classified_requests_are_admitted() {
+        let mut c = config(CHAIN);
+        assert!(admitted(&c, "POST", "/v1/chat/completions"));
+        assert!(admitted(&c, "POST", "/v1/messages"));
+        assert!(admitted(&c, "GET", "/v1/models"));
+        for (method, path) in
+            [("GET", "/v1/files"), ("PUT", "/v1/chat/completions"), ("POST", "/v1/chat/%63ompletions")]
+        {
+            assert!(!admitted(&c, method, path), "{method} {path}");
+        }
+        c.passthrough = vec![sluice_shared::api::PathRule { prefix: "/v1/files".into(), methods: vec!["GET".into()] }];
+        assert!(admitted(&c, "GET", "/v1/files/f-1"));
+        assert!(!admitted(&c, "POST", "/v1/files"));
     }
 }

@@ -93,8 +93,11 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     if let Some(reason) = outcome.passthrough {
         facts::publish(host, facts::PASSTHROUGH, reason);
     }
-    if let Some(cost) = cost {
-        facts::publish(host, facts::COST_USD, &cost.to_string());
+    match cost {
+        Some(cost) => facts::publish(host, facts::COST_USD, &cost.to_string()),
+        // Visible in the access log: USD limits charge it at a default price, or not at all.
+        None if usage.prompt > 0 || usage.completion > 0 => facts::publish(host, facts::USAGE_UNPRICED, "true"),
+        None => {}
     }
 
     let base = [("model", who.model.as_str()), ("provider", who.provider.as_str()), ("team", who.team.as_str())];
