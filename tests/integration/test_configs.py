@@ -197,6 +197,26 @@ def test_istio_model_rewriter_manifests_are_valid_envoy_config(tmp_path):
     envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
 
 
+def test_istio_edge_settings_are_valid_envoy_config(tmp_path):
+    """The edge settings (docs/threat-model.md), patched into a gateway bootstrap that lacks
+    them, pass `envoy --mode validate`."""
+    documents = istio_documents("edge-settings.yaml")
+    config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
+    hcm = connection_manager(config)
+    for name in ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action"):
+        hcm.pop(name)
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "edge_header_sanitizer"]
+    [merge] = patches(documents, "NETWORK_FILTER")
+    assert merge["patch"]["operation"] == "MERGE"
+    settings = {k: v for k, v in merge["patch"]["value"]["typed_config"].items() if k != "@type"}
+    assert set(settings) == {"normalize_path", "merge_slashes", "path_with_escaped_slashes_action"}
+    hcm.update(settings)
+    [first] = patches(documents, "HTTP_FILTER")
+    assert first["patch"]["operation"] == "INSERT_FIRST"
+    hcm["http_filters"].insert(0, first["patch"]["value"])
+    envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
+
+
 def test_gateway_api_example_routes_on_the_rewriter_header():
     documents = istio_documents("gateway-api-httproute.yaml")
     route = next(d for d in documents if d["kind"] == "HTTPRoute")

@@ -357,23 +357,25 @@ EVERYWHERE = {
 }
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("case", EVERYWHERE)
-def test_every_string_is_scanned_in_every_schema(gate, case):
+def test_every_string_is_scanned_in_every_schema(gate, case, protocol):
     api, payload = EVERYWHERE[case]
-    answer, sent = send(gate, "h1", "POST", APIS[api], data=json.dumps(payload).encode())
+    answer, sent = send(gate, protocol, "POST", APIS[api], data=json.dumps(payload).encode())
     assert answer.status == 200, answer
     [request] = sent
     assert EMAIL not in request["body"] and "o'brien@example.com" not in request["body"], request["body"]
     assert "<EMAIL_1>" in request["body"]
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("api", APIS)
-def test_duplicate_members_anywhere_are_400(gate, api):
+def test_duplicate_members_anywhere_are_400(gate, api, protocol):
     text = body(api, ALLOWED, "hi").decode()
     # A second copy of a nested member: parsers disagree on which one wins.
     doubled = text.replace('"hi"', f'"hi", "content": "{EMAIL}"', 1) if api in ("chat", "messages") else \
         text[:-1] + f', "model": "{FORBIDDEN}"}}'
-    answer, sent = send(gate, "h1", "POST", APIS[api], data=doubled.encode())
+    answer, sent = send(gate, protocol, "POST", APIS[api], data=doubled.encode())
     assert answer.status == 400, answer
     assert sent == []
 

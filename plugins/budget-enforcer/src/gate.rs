@@ -1,5 +1,6 @@
 //! One request's path through the enforcer (proxy-wasm glue over the plain-Rust modules):
-//! key → identity → model check → limits checked in Redis → admit, queue, downgrade or refuse;
+//! key → path class (default deny: unknown paths 404 unless `passthrough`) → identity → model
+//! check → limits checked in Redis → admit, queue, downgrade or refuse;
 //! after the answer, the reservation is settled against the actual usage.
 //!
 //! A request's state lives in an `Rc<RefCell<Request>>` so that the worker's root context can

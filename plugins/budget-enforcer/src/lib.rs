@@ -5,7 +5,12 @@
 //! - **Identity** ([`keys`]): the key comes from `Authorization: Bearer` or `x-api-key`, is
 //!   hashed (SHA-256) and found among the configured keys or in Redis; it never goes upstream.
 //!   No key or an unknown one: 401; a model the key may not use: 403. The key's alias, team and
-//!   user are published as facts (`sluice.identity.*`).
+//!   user (and its allow-list, for the model rewriter) are published as facts
+//!   (`sluice.identity.*`).
+//! - **Default deny**: only the LLM APIs and the model list are admitted; any other method or
+//!   path gets 404 unless `passthrough` lets the key's team or alias use it. A body with a
+//!   duplicate member name, or none on an API path, gets 400. Under a USD limit a model without
+//!   a price is refused, or estimated and charged at `unpriced.price`.
 //! - **Limits** ([`limits`], [`verdict`]): requests, tokens and USD per key, team, user, model
 //!   or globally, per second, minute, hour, day or calendar month. One atomic Lua call in Redis
 //!   ([`scripts`]) checks every counter and reserves the request's share (one request, the

@@ -50,7 +50,8 @@ fn builtin_pattern(entity: &str) -> Option<(&'static str, Check)> {
         // Run only on the address characters around an `@` (`Detector::candidates`), so the
         // classes can be loose and small: Unicode word classes compile to megabytes.
         "EMAIL" => (r"[^\s@]+@[^\s@.]+(?:\.[^\s@.]+)*\.[A-Za-z]{2,24}", Check::Email),
-        "IBAN" => (r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,32}", Check::Iban),
+        // Any case: people write IBANs as they like; mod-97 keeps look-alikes out.
+        "IBAN" => (r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,32}", Check::Iban),
         "CREDIT_CARD" => (r"[0-9](?:[ -]?[0-9]){12,18}", Check::Card),
         "US_SSN" => (r"[0-9]{3}([- ])[0-9]{2}[- ][0-9]{4}", Check::Ssn),
         "IP_ADDRESS" => (
@@ -369,7 +370,7 @@ fn iban(text: &str, start: usize) -> Option<usize> {
         return None;
     }
     let rest = text.get(start..)?;
-    let length = iban_length(rest.get(..2)?)?;
+    let length = iban_length(&rest.get(..2)?.to_ascii_uppercase())?;
     let mut compact = String::with_capacity(length);
     let mut end = start;
     let mut previous_space = false;
@@ -434,6 +435,7 @@ mod tests {
         let cases = [
             ("mail jane.doe+x@example.co.uk now", "EMAIL", "jane.doe+x@example.co.uk"),
             ("from o'brien@example.com today", "EMAIL", "o'brien@example.com"),
+            ("iban gb82west12345698765432 ok", "IBAN", "gb82west12345698765432"),
             ("quoted 'ann@example.com' here", "EMAIL", "ann@example.com"),
             (
                 "odd but valid: a!b#c$d&e*f/g=h?i^j`k{l|m}n~o@example.org",

@@ -6,9 +6,11 @@
 //!   (mod-97), IP addresses, secrets (AWS keys, OpenAI and Anthropic keys, GitHub tokens, JWTs,
 //!   private keys), plus custom patterns and word lists.
 //! - **Act** ([`scrub`]), per entity type: redact to a placeholder (`<EMAIL_1>`), mask, hash, or
-//!   block the request (400 naming the entity types, never the values). Every API's text is
-//!   scanned ([`request`]): message contents and parts, system prompts, tool calls and results,
-//!   the legacy `prompt`, `input`; the roles scanned are configurable.
+//!   block the request (400 naming the entity types, never the values). Every string value
+//!   anywhere in the body is scanned ([`request`]), structural members (`model`, `role`, ids)
+//!   and the messages of roles left out of `roles` aside; base64 text payloads are decoded and
+//!   scanned; a body with a duplicate member name is refused. The whole body is decided on,
+//!   also when the request ends in trailers.
 //! - **Restore** ([`answer`], [`text_stream`]): placeholders in the answer get their values back,
 //!   in JSON answers and SSE streams, even split across events.
 //! - **Output scanning**: sensitive data in an answer that the prompt did not hold is redacted or

@@ -3,6 +3,9 @@
 //! An upstream (cluster-level) filter, so it runs once per attempt: a retry or a fallback is
 //! adapted for the provider that attempt reaches.
 //!
+//! - **Default deny** ([`attempt::admitted`]): only a request the gateway classified (an LLM API
+//!   call, the model list) or a configured `passthrough` path goes out, with a credential;
+//!   anything else gets 404. Every internal `x-sluice-*` header is removed first.
 //! - **Provider** ([`attempt::provider`]): the only one configured, or in a fallback chain (an
 //!   aggregate cluster, where each attempt may reach another provider) the one the chosen
 //!   endpoint names in its metadata (`filter_metadata.sluice.provider`).
