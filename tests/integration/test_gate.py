@@ -4,6 +4,7 @@ secrets in logs. Each case runs on every API path the modules handle, over HTTP/
 (h2c), JSON and streaming; the mock provider records everything that reaches it, so "refused"
 also means "never sent"."""
 
+import copy
 import json
 import re
 import uuid
@@ -14,7 +15,7 @@ import yaml
 
 from harness import wire
 from harness.procs import wait_until
-from harness.stack import ROOT, Stack, key_entry
+from harness.stack import DEMO_KEY, ROOT, Stack, connection_manager, key_entry
 
 GOOD = "sk-gate-good"      # team red, may use `allowed-*` models
 OTHER = "sk-gate-other"    # team blue, same models
@@ -262,6 +263,23 @@ def test_internal_and_envoy_headers_never_reach_the_provider(gate, protocol):
     assert not [name for name in names if name.startswith("x-sluice-")]
 
 
+def test_no_internal_header_reaches_any_attempt_of_a_fallback(routed):
+    """A chain request whose first attempt fails is translated for Anthropic on the retry: no
+    attempt carries an internal header, a client's imitation included."""
+    fail = {"x-model-tier": "quality", "x-mock-fail-model": "allowed-big=503", "x-sluice-api": "chat",
+            "x-sluice-cluster": "provider_openai"}
+    for _ in range(30):
+        answer, sent = send(routed, "h1", "POST", APIS["chat"], key=OPEN, data=body("chat", ALLOWED, "hi"),
+                            headers=fail)
+        if [r["path"] for r in sent] == ["/v1/chat/completions", "/v1/messages"]:
+            break
+    else:
+        raise AssertionError("never fell back to Anthropic")
+    assert answer.status == 200, answer
+    for request in sent:
+        assert not [name for name in request["headers"] if name.lower().startswith("x-sluice-")], request["headers"]
+
+
 def test_query_strings_never_reach_the_access_log(gate):
     secret = f"sk-secret-{uuid.uuid4().hex}"
     before = len(gate.access_log())
@@ -495,3 +513,35 @@ def test_an_unpriced_model_is_charged_at_the_default_price(routed):
     wait_until(lambda: charged() == 2000, "the default price charged in Redis", 10)
     wait_until(lambda: any(l["key"] == "unpriced-user" and l["unpriced"] == "true"
                            for l in routed.access_log()), "the unpriced charge in the access log", 10)
+
+
+def reversed_chain(config):
+    """Adds `chain_anthropic_openai` (Anthropic first, then OpenAI) and its route."""
+    clusters = config["static_resources"]["clusters"]
+    chain = copy.deepcopy(next(c for c in clusters if c["name"] == "chain_openai_anthropic"))
+    chain["name"] = "chain_anthropic_openai"
+    chain["cluster_type"]["typed_config"]["clusters"] = ["provider_anthropic", "provider_openai"]
+    clusters.append(chain)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    route = copy.deepcopy(routes[0])
+    route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = "chain_anthropic_openai"
+    routes.insert(0, route)
+
+
+def test_a_retry_after_a_translated_attempt_is_still_chat_and_carries_no_internal_header():
+    """Anthropic first (the chat request goes out as Messages, its path changed), then OpenAI:
+    the retry knows it is a chat request from filter state, not from a header it would carry."""
+    models = {"models": {"rev": {"targets": [{"provider": "anthropic", "model": "claude-x",
+                                              "cluster": "chain_anthropic_openai"}],
+                                 "fallbacks": [{"provider": "openai", "model": "gpt-x"}]}}}
+    with Stack(concurrency=1, rewriter_config=models, patch=reversed_chain,
+               provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as s:
+        answer, sent = send(s, "h1", "POST", APIS["chat"], key=DEMO_KEY, data=body("chat", "rev", "hi"),
+                            headers={"x-mock-fail-model": "claude-x=503"})
+        assert answer.status == 200, answer
+        assert answer.json()["object"] == "chat.completion"
+        assert [r["path"] for r in sent] == ["/v1/messages", "/v1/chat/completions"]
+        assert models_sent(sent) == ["claude-x", "gpt-x"]
+        for request in sent:
+            assert not [n for n in request["headers"] if n.lower().startswith("x-sluice-")], request["headers"]
+        assert not s.vm_failures()

@@ -54,8 +54,8 @@ use crate::routing::{RequestFacts, Routing, Signals};
 const NAME: &str = "sluice.model_rewriter";
 /// Request headers only the gateway sets: the one its routes match (set from
 /// `sluice.route.cluster` by Envoy's header-mutation filter once the body was read, see
-/// `envoy-config/gateway.yaml`), and the provider adapter's mark of a translated chat request.
-const GATEWAY_HEADERS: [&str; 2] = ["x-sluice-cluster", "x-sluice-api"];
+/// `envoy-config/gateway.yaml`).
+const GATEWAY_HEADERS: [&str; 1] = ["x-sluice-cluster"];
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

@@ -59,7 +59,7 @@ fn builtin_pattern(entity: &str) -> Option<(&'static str, Check)> {
             Check::Ipv4,
         ),
         "PHONE" => (
-            r"(?:(?:\+|00)[1-9][0-9]{0,2}[ .-]?(?:\(0\)[ .-]?)?(?:\([0-9]{1,4}\)|[0-9]{1,5})(?:[ .-]?[0-9]{2,5}){1,5}|\(?[2-9][0-9]{2}\)?[ .-]?[2-9][0-9]{2}[ .-][0-9]{4})",
+            r"(?:(?:\+|00)[1-9][0-9]{0,2}[ .-]?(?:\(0\)[ .-]?)?(?:\([0-9]{1,4}\)|[0-9]{1,5})(?:[ .-]?[0-9]{2,8}){1,5}|\(?[2-9][0-9]{2}\)?[ .-]?[2-9][0-9]{2}[ .-][0-9]{4})",
             Check::Phone,
         ),
         _ => return None,
@@ -436,6 +436,9 @@ mod tests {
             ("mail jane.doe+x@example.co.uk now", "EMAIL", "jane.doe+x@example.co.uk"),
             ("from o'brien@example.com today", "EMAIL", "o'brien@example.com"),
             ("iban gb82west12345698765432 ok", "IBAN", "gb82west12345698765432"),
+            // E.164 subscriber numbers come in blocks of up to 8 digits (Berlin: 6).
+            ("call +49 30 123456 now", "PHONE", "+49 30 123456"),
+            ("call +49 (0)30 12345678 now", "PHONE", "+49 (0)30 12345678"),
             ("quoted 'ann@example.com' here", "EMAIL", "ann@example.com"),
             (
                 "odd but valid: a!b#c$d&e*f/g=h?i^j`k{l|m}n~o@example.org",

@@ -4,9 +4,10 @@
 //! Envoy hands every attempt of a request the same header map, so what one attempt changed is
 //! what the next one starts from (a retry to another provider after an Anthropic attempt sees
 //! `/v1/messages`). Each plan therefore sets every header it depends on, removes the other
-//! providers' credentials, and marks a chat request whose path it changed
-//! ([`API_MARKER`]), so later attempts still know what the client asked for. The body, on the
-//! other hand, is a fresh copy of the client's for every attempt.
+//! providers' credentials, and marks a chat request whose path it changed ([`Plan::mark_chat`],
+//! kept as the fact `sluice.attempt.chat`, which every attempt of the request sees), so later
+//! attempts still know what the client asked for. The body, on the other hand, is a fresh copy
+//! of the client's for every attempt.
 
 use serde_json::Value;
 use sluice_shared::api::{Api, Class};
@@ -15,10 +16,8 @@ use sluice_shared::chain;
 use crate::anthropic;
 use crate::config::{Config, Provider, Schema};
 
-/// Request header marking a chat request whose path an attempt changed.
-pub const API_MARKER: &str = "x-sluice-api";
-/// Request headers with this prefix are the gateway's own: removed before every attempt, so
-/// only the API marker (set again by the plan when the path changes) can reach a provider.
+/// Request headers with this prefix are the gateway's own (or a client's imitation): removed
+/// before every attempt, so none reaches a provider.
 pub const INTERNAL_PREFIX: &str = "x-sluice-";
 
 /// Whether an attempt may go out: an API request the chain classified (the client's own API,
@@ -26,7 +25,6 @@ pub const INTERNAL_PREFIX: &str = "x-sluice-";
 pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
     Class::of(method, path) != Class::Other || config.passthrough.iter().any(|rule| rule.matches(method, path))
 }
-const CHAT_MARK: &str = "chat";
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const ANTHROPIC_PATH: &str = "/v1/messages";
 
@@ -54,6 +52,8 @@ pub struct Plan {
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
     pub path: Option<String>,
+    /// A chat request whose path this attempt changes: later attempts must know it was chat.
+    pub mark_chat: bool,
     /// The body is an OpenAI chat request to translate for Anthropic.
     pub translate: bool,
     /// The body must be read: to translate it, or to take the chain's model out of it.
@@ -63,7 +63,8 @@ pub struct Plan {
 /// What an attempt sees of its request.
 pub struct Seen<'a> {
     pub path: &'a str,
-    pub marker: Option<&'a str>,
+    /// An earlier attempt changed this chat request's path.
+    pub marked_chat: bool,
     pub has_body: bool,
 }
 
@@ -71,7 +72,7 @@ pub struct Seen<'a> {
 pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen: &Seen<'_>) -> Plan {
     let mut plan = Plan::default();
     let chain = config.is_chain();
-    let chat = seen.marker == Some(CHAT_MARK) || Api::from_path(seen.path) == Some(Api::ChatCompletions);
+    let chat = seen.marked_chat || Api::from_path(seen.path) == Some(Api::ChatCompletions);
 
     // Credentials: never another provider's, and this provider's own when it has one.
     let own = provider.credential_header();
@@ -108,14 +109,14 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
                 plan.remove.push("anthropic-version".into());
             }
             if chat {
-                let marked = seen.marker == Some(CHAT_MARK);
+                let marked = seen.marked_chat;
                 let wanted = provider.chat_path.as_deref().or(marked.then_some(OPENAI_CHAT_PATH));
                 plan.path = wanted.filter(|w| *w != seen.path).map(str::to_string);
             }
         }
     }
     if plan.path.is_some() && chat {
-        plan.set.push((API_MARKER.into(), CHAT_MARK.into()));
+        plan.mark_chat = true;
     }
     plan.read_body = seen.has_body && (plan.translate || (chain && (chat || Api::from_path(seen.path).is_some())));
     if plan.read_body {
@@ -182,8 +183,8 @@ mod tests {
         "openai": {"api_key": "sk-o"},
         "anthropic": {"schema": "anthropic", "api_key": "sk-a"}}}"#;
 
-    fn seen<'a>(path: &'a str, marker: Option<&'a str>) -> Seen<'a> {
-        Seen { path, marker, has_body: true }
+    fn seen(path: &str, marked_chat: bool) -> Seen<'_> {
+        Seen { path, marked_chat, has_body: true }
     }
 
     #[test]
@@ -205,15 +206,16 @@ mod tests {
             "openai": {"api_key": "sk-o", "authority": "api.openai.com"},
             "anthropic": {"schema": "anthropic", "api_key": "sk-a", "authority": "api.anthropic.com"}}}"#,
         );
-        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", None));
+        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", false));
         assert!(first.translate && first.read_body);
         assert_eq!(first.path.as_deref(), Some("/v1/messages"));
         assert!(first.set.contains(&("x-api-key".into(), "sk-a".into())));
-        assert!(first.set.contains(&(API_MARKER.into(), "chat".into())));
+        assert!(first.mark_chat);
+        assert!(first.set.iter().all(|(name, _)| !name.starts_with(INTERNAL_PREFIX)));
         assert!(first.remove.contains(&"authorization".to_string()));
         assert!(first.set.contains(&(":authority".into(), "api.anthropic.com".into())));
         // The retry starts from the headers the first attempt left.
-        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", Some("chat")));
+        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", true));
         assert!(!retry.translate && retry.read_body);
         assert_eq!(retry.path.as_deref(), Some("/v1/chat/completions"));
         assert!(retry.set.contains(&("authorization".into(), "Bearer sk-o".into())));
@@ -225,7 +227,7 @@ mod tests {
     #[test]
     fn chain_attempt_without_its_key_carries_no_credential() {
         let c = config(r#"{"providers": {"openai": {"api_key_env": "SLUICE_TEST_UNSET"}, "b": {"api_key": "k"}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", false));
         assert!(p.set.iter().all(|(h, _)| h != "authorization"));
         assert!(p.remove.contains(&"authorization".to_string()));
     }
@@ -233,17 +235,17 @@ mod tests {
     #[test]
     fn single_provider_passes_what_it_need_not_touch() {
         let c = config(r#"{"providers": {"openai": {}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", false));
         assert_eq!(p, Plan::default());
         let native = config(r#"{"providers": {"a": {"schema": "anthropic"}}}"#);
-        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", None));
+        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", false));
         assert!(!p.translate && !p.read_body && p.path.is_none());
         // Azure: the chat path and the `api-key` header.
         let azure = config(
             r#"{"providers": {"azure": {"api_key": "k", "auth_header": "api-key",
                 "chat_path": "/openai/deployments/d/chat/completions?api-version=2024-10-21"}}}"#,
         );
-        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", None));
+        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", false));
         assert_eq!(p.path.as_deref(), Some("/openai/deployments/d/chat/completions?api-version=2024-10-21"));
         assert!(p.set.contains(&("api-key".into(), "k".into())));
         assert!(p.remove.contains(&"authorization".to_string()));

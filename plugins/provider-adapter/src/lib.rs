@@ -31,6 +31,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
+use sluice_shared::facts;
 use sluice_shared::host::{Clock, Properties};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::SseParser;
@@ -155,8 +156,8 @@ impl HttpContext for Attempt {
         if !attempt::admitted(&self.config, &method, &path) {
             return self.fail(&ApiError::not_found("Unknown request URL.").with_code("unknown_url"));
         }
-        let marker = proxy::request_header_text(attempt::API_MARKER);
-        // Internal headers never leave the gateway (the API marker is set again below if needed).
+        let marked_chat = facts::read(&Host, facts::ATTEMPT_CHAT).is_some();
+        // Internal headers never leave the gateway.
         for name in proxy::request_header_names() {
             if name.starts_with(attempt::INTERNAL_PREFIX) {
                 proxy::remove_request_header(&name);
@@ -173,7 +174,7 @@ impl HttpContext for Attempt {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let seen = Seen { path: &path, marker: marker.as_deref(), has_body: !end_of_stream };
+        let seen = Seen { path: &path, marked_chat, has_body: !end_of_stream };
         let credential = self.credentials.get(name).map(String::as_str);
         let plan = attempt::plan(&self.config, provider, credential, &seen);
         for header in &plan.remove {
@@ -184,6 +185,9 @@ impl HttpContext for Attempt {
         }
         if let Some(path) = &plan.path {
             proxy::set_request_path(path);
+        }
+        if plan.mark_chat {
+            facts::publish(&Host, facts::ATTEMPT_CHAT, "true");
         }
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
