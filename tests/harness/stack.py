@@ -107,6 +107,25 @@ def keep_modules(config_text: str, modules) -> str:
 
 DEMO_KEY = "sk-sluice-demo"
 
+# Callout timeouts (ms) for tests, where a loaded machine must not turn a slow answer into a
+# bypass or a fail-open: `Stack(patient=True)` fills them in wherever a config leaves them
+# unset. A test about a timeout sets its own. `make run` and the benchmarks keep the defaults.
+PATIENT = {"budget": {"redis": {"timeout_ms": 5_000}},
+           "cache": {"redis": {"timeout_ms": 5_000}, "embedding": {"timeout_ms": 15_000}}}
+# Whether a Stack is patient when not told (tests/integration/conftest.py turns it on).
+PATIENT_BY_DEFAULT = False
+
+
+def fill_in(config: dict, defaults: dict) -> dict:
+    """`config` with `defaults` wherever it has no value of its own (nested objects merged)."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if isinstance(value, dict) and isinstance(out.get(key, {}), dict):
+            out[key] = fill_in(out.get(key, {}), value)
+        else:
+            out.setdefault(key, value)
+    return out
+
 
 def key_entry(key, alias, **fields) -> dict:
     """A `keys` entry of the budget enforcer's config for a plain-text key."""
@@ -124,7 +143,7 @@ class Stack:
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
                  upstream_port=None, envoy_cpus=None, backend_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
                  provider_keys=None, patch=None, pii_config=None, with_embedder=False, cache_config=None,
-                 embedder_from=None):
+                 embedder_from=None, patient=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         self.token_counter_config = token_counter_config if token_counter_config is not None else {}
         # The budget enforcer's config (default: the demo key, no limits).
@@ -166,6 +185,9 @@ class Stack:
         # the gateway calls, not part of it.
         self.backend_cpus = backend_cpus
         self.procs = {}
+        if PATIENT_BY_DEFAULT if patient is None else patient:
+            self.budget_config = fill_in(self.budget_config, PATIENT["budget"])
+            self.cache_config = fill_in(self.cache_config, PATIENT["cache"])
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self):

@@ -6,7 +6,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import stack as stack_module  # noqa: E402
 from harness.stack import Stack  # noqa: E402
+
+# No test may depend on the machine's speed: callouts get generous timeouts unless a test sets
+# its own (harness/stack.py, PATIENT).
+stack_module.PATIENT_BY_DEFAULT = True
 
 
 def running(config):
