@@ -17,7 +17,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
-        integration-test test run bench bench-peers oci pin push docs clean
+        integration-test test test-unit test-integration test-deploy run bench bench-peers oci pin push \
+        docs clean
 
 ## Build every module to $(WASM_DIR)/*.wasm.
 build: rust-targets
@@ -70,11 +71,37 @@ wasm-test: rust-targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test -p sluice-shared --target wasm32-unknown-unknown
 
+PYTEST = cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider
+
 integration-test: build venv system-packages
-	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider integration
+	$(PYTEST) integration
 
 ## Everything CI runs.
 test: deps build lint unit-test wasm-test integration-test
+
+## Smaller tiers (`make test` runs them all). Unit tests, native and as wasm under Node:
+test-unit: rust-targets wasm-bindgen unit-test wasm-test
+
+# The integration tests of one module: `make test-integration MODULE=budget-enforcer`; without
+# MODULE, every test in real Envoy except the deploy tier.
+TESTS_budget-enforcer := test_budget_enforcer.py
+TESTS_pii-scrubber := test_pii_scrubber.py
+TESTS_semantic-cache := test_semantic_cache.py test_cache_quality.py test_embedder.py
+TESTS_model-rewriter := test_model_rewriter.py test_fallback.py
+TESTS_provider-adapter := test_fallback.py
+TESTS_token-counter := test_token_counter.py
+TESTS_gate := test_gate.py
+TESTS_run := test_gateway.py
+DEPLOY_TESTS := test_configs.py test_istio_bundle.py test_oci.py test_monitoring.py
+ALL_INTEGRATION := $(sort $(foreach m,budget-enforcer pii-scrubber semantic-cache model-rewriter token-counter gate run,$(TESTS_$(m))))
+test-integration: build venv system-packages
+	@[ -z "$(MODULE)" ] || [ -n "$(TESTS_$(MODULE))" ] || { echo "unknown MODULE=$(MODULE)"; exit 2; }
+	$(PYTEST) $(addprefix integration/,$(if $(MODULE),$(TESTS_$(MODULE)),$(ALL_INTEGRATION)))
+
+## Bundles, images, dashboards and shipped configs: the Istio and Envoy Gateway manifests, OCI
+## layouts, alert rules and dashboard queries, `envoy --mode validate` of every bootstrap.
+test-deploy: build venv system-packages
+	$(PYTEST) $(addprefix integration/,$(DEPLOY_TESTS))
 
 ## The gateway with every module on 127.0.0.1:10000 (admin 9901), Redis, webdis and the mock
 ## provider (or the real APIs when OPENAI_API_KEY / ANTHROPIC_API_KEY are set). Ctrl-C stops it.

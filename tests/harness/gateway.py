@@ -17,6 +17,8 @@ ADMIN_PORT = int(os.environ.get("SLUICE_ADMIN_PORT", "9901"))
 # The demo key and the limits `make run` enforces on it (the budget enforcer's config).
 DEMO_BUDGET = {
     "keys": [key_entry(DEMO_KEY, "demo", team="demo", user="you")],
+    # Keys can also be added to Redis and revoked there (the banner shows how).
+    "redis_keys": {"enabled": True},
     "limits": [
         {"name": "demo-rpm", "scope": "key", "kind": "requests", "window": "minute", "limit": 60},
         {"name": "demo-daily-usd", "scope": "key", "kind": "usd", "window": "day", "limit": 1.0, "alert_at": 0.8},
@@ -27,9 +29,13 @@ DEMO_BUDGET = {
     "unpriced": {"price": {"input": 2.5, "output": 10.0}},
 }
 
-# Logical models `make run` serves (the model rewriter's config); other model names pass as they are.
+# Logical models `make run` serves (the model rewriter's config); any other model name gets 404.
 DEMO_MODELS = {
     "models": {
+        "gpt-4o": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "provider_openai"}]},
+        "gpt-4o-mini": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
+        "claude-3-5-haiku-latest": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
+                                                 "cluster": "provider_anthropic"}]},
         "chat-fast": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
         "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
                                      "cluster": "provider_anthropic"}]},
@@ -37,7 +43,6 @@ DEMO_MODELS = {
         "chat-quality": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_openai_anthropic"}],
                          "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]},
     },
-    "unknown_models": "pass",
 }
 
 # The semantic cache with its defaults (per-team entries, threshold 0.85, one hour).
@@ -79,6 +84,15 @@ Try:
   curl -s {base}/v1/models -H 'authorization: Bearer {DEMO_KEY}'   # the logical models
 
   curl -s {base}/v1/chat/completions -d '{{}}'     # no key: 401
+
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
+    -d '{{"model":"gpt-4o-minii","messages":[{{"role":"user","content":"Hi"}}]}}'   # a typo'd model: 404
+
+A key of your own, kept in Redis (no config push), then revoked:
+  redis-cli -p {stack.redis_port} SET sluice:key:$(printf %s sk-mine | sha256sum | cut -c1-64) '{{"alias":"mine","team":"demo"}}'
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer sk-mine' -H 'content-type: application/json' \
+    -d '{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}'
+  redis-cli -p {stack.redis_port} DEL sluice:key:$(printf %s sk-mine | sha256sum | cut -c1-64)   # 401 again within 10 s
 
 Semantic cache: ask, then paraphrase; the second answer comes from Redis (x-sluice-cache: hit):
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \

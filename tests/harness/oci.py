@@ -144,11 +144,20 @@ spec:
 
 
 def pin_envoy_gateway(path: Path, rows) -> None:
-    """Sets each module's `sha256` in an Envoy Gateway EnvoyExtensionPolicy to its image digest."""
+    """Sets each module's `image.sha256` in an Envoy Gateway EnvoyExtensionPolicy to its image
+    digest (inside `image`: Envoy Gateway's API has no `code.sha256`)."""
     digests = {r["module"].replace("_", "-"): r["image"].split(":")[1] for r in rows}
-    pattern = re.compile(r"(image: \{ url: [^}]*/([a-z-]+):[^}]*\}\n\s+sha256: )[0-9a-f]{64}")
+    pattern = re.compile(r"(image:\n\s+url: [^\n]*/([a-z-]+):[^\n]*\n\s+sha256: )[0-9a-f]{64}")
     text = pattern.sub(lambda m: m.group(1) + digests[m.group(2)], path.read_text())
     path.write_text(text)
+
+
+def pin_remote_modules(path: Path, rows) -> None:
+    """Sets the `sha256` of each module an EnvoyFilter fetches over HTTP (`remote.http_uri` naming
+    `sluice_<module>.wasm`) to that module's sha256."""
+    digests = {r["module"]: r["module_sha256"] for r in rows}
+    pattern = re.compile(r'(uri: "[^"]*/sluice_([a-z_]+)\.wasm"[^\n]*\n\s+sha256: ")[0-9a-f]{64}(")')
+    path.write_text(pattern.sub(lambda m: m.group(1) + digests[m.group(2)] + m.group(3), path.read_text()))
 
 
 def main():
@@ -165,7 +174,9 @@ def main():
     if args.pins:
         Path(args.pins).write_text(pins(rows))
         pin_envoy_gateway(ROOT / "envoy-config" / "envoy-gateway-extension-policy.yaml", rows)
-        print(f"pinned in {args.pins} and envoy-config/envoy-gateway-extension-policy.yaml")
+        pin_remote_modules(Path(args.pins).parent / "model-rewriter.yaml", rows)
+        print(f"pinned in {args.pins}, {Path(args.pins).parent / 'model-rewriter.yaml'} and "
+              "envoy-config/envoy-gateway-extension-policy.yaml")
     return 0
 
 

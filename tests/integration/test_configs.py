@@ -285,3 +285,12 @@ def test_semantic_cache_manifest_matches_the_schema_and_sits_between_scrubber_an
 def test_cache_schema_rejects_what_the_module_rejects(bad):
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMAS["sluice.semantic_cache"])
+
+
+def test_every_integration_test_file_belongs_to_a_make_tier():
+    """`make test-integration [MODULE=...]` and `make test-deploy` together run every file."""
+    makefile = (ROOT / "Makefile").read_text()
+    listed = {f for line in re.findall(r"^(?:TESTS_[a-z-]+|DEPLOY_TESTS) := (.*)$", makefile, re.M)
+              for f in line.split()}
+    files = {p.name for p in (ROOT / "tests" / "integration").glob("test_*.py")}
+    assert files == listed, f"not in a tier: {sorted(files - listed)}; gone: {sorted(listed - files)}"

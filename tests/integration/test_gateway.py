@@ -1,5 +1,6 @@
 """`make run`'s launcher: starts everything, serves a counted chat completion, stops on Ctrl-C."""
 
+import hashlib
 import os
 import re
 import signal
@@ -46,6 +47,21 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},
                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write to jane@example.com"}]})
         assert pii.json()["choices"][0]["message"]["content"] == "I will write to jane@example.com."
+        # The banner's typo line: an unknown model is 404, never sent on.
+        assert "gpt-4o-minii" in banner
+        typo = requests.post(url, headers={"authorization": f"Bearer {key}"},
+                             json={"model": "gpt-4o-minii", "messages": [{"role": "user", "content": "Hi"}]})
+        assert typo.status_code == 404 and typo.json()["error"]["code"] == "model_not_found"
+        # The banner's Redis key lines: add a key, use it, revoke it.
+        redis_port = re.search(r"redis-cli -p (\d+) SET", banner).group(1)
+        digest = hashlib.sha256(b"sk-mine").hexdigest()
+        redis = ["redis-cli", "-p", redis_port]
+        subprocess.run([*redis, "SET", f"sluice:key:{digest}", '{"alias":"mine","team":"demo"}'], check=True,
+                       capture_output=True)
+        mine = {"authorization": "Bearer sk-mine"}
+        assert requests.post(url, json=chat, headers=mine).status_code == 200
+        subprocess.run([*redis, "DEL", f"sluice:key:{digest}"], check=True, capture_output=True)
+        wait_until(lambda: requests.post(url, json=chat, headers=mine).status_code == 401, "the revoked key refused", 30)
         # The banner's embedding line: a real 384-dimension embedding.
         embed_url = re.search(r"curl -s (http://127.0.0.1:\d+/v1/embeddings)", banner).group(1)
         vector = requests.post(embed_url, json={"input": "Hi"}).json()["data"][0]["embedding"]

@@ -211,6 +211,36 @@ def test_every_wasm_plugin_is_pinned_to_the_image_built_from_this_tree(tmp_path)
     assert not stale, f"istio/pins.yaml is stale for {sorted(stale)}: run `make pin`"
 
 
+def remote_codes(value):
+    """Every `vm_config.code.remote` below a value."""
+    if isinstance(value, dict):
+        if isinstance(value.get("remote"), dict) and "http_uri" in value["remote"]:
+            yield value["remote"]
+        for v in value.values():
+            yield from remote_codes(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from remote_codes(v)
+
+
+def test_every_module_an_envoy_filter_fetches_is_pinned_and_its_cluster_defined(tmp_path):
+    """The provider adapter (an EnvoyFilter, fetched over HTTP): its sha256 is the module built
+    from this tree (a placeholder fails), and the cluster it is fetched from exists."""
+    _, docs = bundle()
+    filters = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    remotes = [r for d in filters for r in remote_codes(d["spec"])]
+    assert remotes, "the provider adapter is fetched by an EnvoyFilter"
+    built = {f"sluice_{r['module']}.wasm": r["module_sha256"]
+             for r in oci.build_all(Stack(workdir=tmp_path).wasm_dir, tmp_path / "oci")}
+    clusters = {p["patch"]["value"]["name"] for d in filters for p in d["spec"]["configPatches"]
+                if p["applyTo"] == "CLUSTER" and p["patch"]["operation"] == "ADD"}
+    for remote in remotes:
+        module = remote["http_uri"]["uri"].rsplit("/", 1)[-1]
+        assert remote["sha256"] == built[module], f"{module}: stale or placeholder sha256, run `make pin`"
+        assert remote["http_uri"]["cluster"] in clusters, remote["http_uri"]
+        assert "example.com" not in remote["http_uri"]["uri"]
+
+
 def test_every_backend_a_plugin_calls_is_declared_with_a_traffic_policy():
     _, docs = bundle()
     entries = {h: {p["number"] for p in d["spec"]["ports"]} for d in docs if d["kind"] == "ServiceEntry"
@@ -239,10 +269,12 @@ def test_the_waypoint_example_targets_its_gateway():
 
 # --- Envoy Gateway -------------------------------------------------------------------------------
 
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+# Envoy Gateway's WasmCodeSource: the checksum sits inside `http` or `image`, never beside them.
 EG_WASM = {"name": str, "rootID": str, "failOpen": bool, "config": ANY,
-           "code": {"type": enum("HTTP", "Image", "ConfigMap"), "http": {"url": str},
-                    "image": {"url": str, "pullSecretRef": ANY}, "sha256": re.compile(r"^[0-9a-f]{64}$"),
-                    "pullPolicy": enum("IfNotPresent", "Always")}}
+           "code": {"type": enum("HTTP", "Image", "ConfigMap"), "http": {"url": str, "sha256": DIGEST},
+                    "image": {"url": str, "pullSecretRef": ANY, "sha256": DIGEST},
+                    "configMap": ANY, "pullPolicy": enum("IfNotPresent", "Always")}}
 EG_POLICY = {"targetRef": TARGET_REF, "targetRefs": [TARGET_REF], "wasm": [EG_WASM], "extProc": ANY}
 
 
@@ -279,7 +311,7 @@ def test_envoy_gateway_policy_runs_the_chain_pinned_and_configured():
     for entry in wasm:
         name = entry["name"].replace("sluice.", "sluice-").replace("_", "-")
         assert entry["failOpen"] == (FAIL[name] == "FAIL_OPEN"), name
-        assert entry["code"]["sha256"] == pins[name], f"{name}: run `make pin`"
+        assert entry["code"]["image"]["sha256"] == pins[name], f"{name}: run `make pin`"
         assert entry["code"]["image"]["url"].split("/")[-1].startswith(name.removeprefix("sluice-") + ":")
         schema = json.loads((ROOT / "plugins" / SCHEMA_OF[name] / "config.schema.json").read_text())
         jsonschema.validate(entry["config"], schema)

@@ -78,7 +78,12 @@ def test_exact_repeat_is_served_from_redis(gateway):
     assert reordered.headers["x-sluice-cache"] == "hit"
     assert reordered.headers["x-sluice-cache-similarity"] == "1.0000"
     assert text(reordered) == "answer to What is the boiling point of water at sea level?"
-    assert reordered.json()["object"] == "chat.completion" and reordered.json()["usage"]["total_tokens"] == 28
+    assert reordered.json()["object"] == "chat.completion"
+    # Nothing was generated or billed: zero usage; what the stored answer cost is in headers.
+    usage = reordered.json()["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (0, 0, 0)
+    assert (reordered.headers["x-sluice-cache-prompt-tokens"], reordered.headers["x-sluice-cache-completion-tokens"]) \
+        == ("21", "7")
     assert again.headers["x-sluice-cache"] == "miss"  # `temperature: null` is another request
     assert provider_calls(gateway) == calls + 1
 
@@ -134,7 +139,8 @@ def test_a_hit_replays_as_a_stream_the_openai_sdk_reads(gateway):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
         "answer to Name the largest planet in the solar system."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].usage.total_tokens == 28 and chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == 0 and chunks[-1].choices == []
+    assert raw.headers["x-sluice-cache-prompt-tokens"] == "21"
     # And a paraphrase, without usage asked for.
     plain = list(client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "name the largest planet in our solar system"}],

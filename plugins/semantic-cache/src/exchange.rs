@@ -28,6 +28,9 @@ use crate::vector::{self, Embedding, Encoded, Planes};
 const NAME: &str = "sluice.semantic_cache";
 /// Distinct values kept per metric label.
 const MAX_LABEL_VALUES: usize = 50;
+/// Headers of a hit: what the stored answer cost when the provider generated it.
+const CACHED_PROMPT_TOKENS: &str = "x-sluice-cache-prompt-tokens";
+const CACHED_COMPLETION_TOKENS: &str = "x-sluice-cache-completion-tokens";
 
 /// What every request of a configuration shares.
 struct Shared {
@@ -368,7 +371,8 @@ impl Exchange {
         }
     }
 
-    /// Answers from the cache, in the shape the client asked for.
+    /// Answers from the cache, in the shape the client asked for: zero usage in the body, the
+    /// stored answer's token counts in headers.
     fn serve(&mut self, record: &Record, outcome: Outcome) -> Action {
         let (stream, include_usage, exact) =
             self.request.as_ref().map(|r| (r.stream, r.include_usage, r.exact.clone())).unwrap_or_default();
@@ -379,7 +383,11 @@ impl Exchange {
         } else {
             ("application/json", record.json(&id, now / 1000))
         };
-        let extra = outcome.headers();
+        let mut extra = outcome.headers();
+        if let Some((prompt, completion)) = record.original_tokens() {
+            extra.push((CACHED_PROMPT_TOKENS, prompt.to_string()));
+            extra.push((CACHED_COMPLETION_TOKENS, completion.to_string()));
+        }
         let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         self.decide(outcome);

@@ -117,9 +117,30 @@ impl Record {
         answer.to_string().into_bytes()
     }
 
+    /// The usage a hit reports: the stored answer's members, every count zero. Nothing was
+    /// generated or billed, so a client that bills from `usage` does not bill twice; what the
+    /// original answer cost is in [`Record::original_tokens`] (headers of the hit).
+    pub fn served_usage(&self) -> Option<Value> {
+        fn zeroed(value: &Value) -> Value {
+            match value {
+                Value::Number(_) => Value::from(0),
+                Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), zeroed(v))).collect()),
+                other => other.clone(),
+            }
+        }
+        self.usage.as_ref().map(zeroed)
+    }
+
+    /// The stored answer's prompt and completion tokens (OpenAI or Anthropic names).
+    pub fn original_tokens(&self) -> Option<(u64, u64)> {
+        let usage = self.usage.as_ref()?;
+        let count = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n).and_then(Value::as_u64)).unwrap_or(0);
+        Some((count(["prompt_tokens", "input_tokens"]), count(["completion_tokens", "output_tokens"])))
+    }
+
     fn add_optional(&self, map: &mut Map<String, Value>) {
-        if let Some(usage) = &self.usage {
-            map.insert("usage".to_string(), usage.clone());
+        if let Some(usage) = self.served_usage() {
+            map.insert("usage".to_string(), usage);
         }
         if let Some(fingerprint) = &self.system_fingerprint {
             map.insert("system_fingerprint".to_string(), Value::String(fingerprint.clone()));
@@ -174,8 +195,8 @@ impl Record {
             emit(delta(json!({}), finish), None);
         }
         if include_usage {
-            if let Some(usage) = &self.usage {
-                emit(json!([]), Some(usage));
+            if let Some(usage) = self.served_usage() {
+                emit(json!([]), Some(&usage));
             }
         }
         out.push_str("data: [DONE]\n\n");
@@ -350,12 +371,14 @@ mod tests {
         let served: Value = serde_json::from_slice(&record.json("chatcmpl-cache", 7)).unwrap();
         assert_eq!(served["choices"][0]["message"]["content"], "Paris.");
         assert_eq!((served["id"].as_str(), served["created"].as_u64()), (Some("chatcmpl-cache"), Some(7)));
-        assert_eq!(served["usage"]["total_tokens"], 14);
+        // A hit reports zero usage; the original counts go to headers.
+        assert_eq!(served["usage"], json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
+        assert_eq!(record.original_tokens(), Some((12, 2)));
         assert_eq!(served["system_fingerprint"], "fp_1");
         assert_eq!(Record::from_text(&record.to_text()), Some(record.clone()));
-        // The replayed stream reassembles into the same answer.
+        // The replayed stream reassembles into the same answer, with zero usage.
         let streamed = replay(&record, true).finish(false).unwrap();
-        assert_eq!(streamed, record);
+        assert_eq!(streamed, Record { usage: record.served_usage(), ..record.clone() });
         let text = String::from_utf8(record.sse("c", 7, false)).unwrap();
         assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("usage"), "{text}");
     }
