@@ -134,7 +134,7 @@ oci: build venv
 pin: build venv
 	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci --pins $(CURDIR)/istio/pins.yaml
 
-## The README's configuration reference, from the modules' JSON Schemas.
+## docs/configuration.md, the configuration reference, from the modules' JSON Schemas.
 docs: venv
 	cd tests && $(PY) -m harness.config_reference --write
 

@@ -139,6 +139,22 @@ impl SseParser {
     }
 }
 
+/// Appends one event to `out`: its `event:` line when named, one `data:` line per line of
+/// `data` (a newline in the payload stays a newline to the reader), then the blank line.
+pub fn write_event(out: &mut String, name: Option<&str>, data: &str) {
+    if let Some(name) = name {
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push('\n');
+    }
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +195,16 @@ mod tests {
         for cut in 0..=bytes.len() {
             assert_eq!(parse_in_pieces(bytes, &[cut]), expected(), "split at {cut}");
         }
+    }
+
+    #[test]
+    fn written_events_parse_back() {
+        let mut out = String::new();
+        for event in expected() {
+            write_event(&mut out, event.event.as_deref(), &event.data);
+        }
+        assert_eq!(out, "event: message_start\ndata: {\"a\":1}\n\ndata: first\ndata: second\n\ndata: [DONE]\n\n");
+        assert_eq!(parse_in_pieces(out.as_bytes(), &[]), expected());
     }
 
     #[test]

@@ -40,7 +40,7 @@ use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::metrics::{self, MetricRegistry};
 use sluice_shared::proxy::{self, Host};
-use sluice_shared::sse::SseParser;
+use sluice_shared::sse::{self, SseParser};
 
 use crate::answer::Answer;
 use crate::config::{Config, FormatAction, GuardAction, OutputAction};
@@ -343,17 +343,7 @@ impl HttpContext for Exchange {
                     emitted.extend(answer.finish(&a, &mut tally));
                 }
                 for (name, data) in emitted {
-                    if let Some(name) = name {
-                        out.push_str("event: ");
-                        out.push_str(&name);
-                        out.push('\n');
-                    }
-                    for line in data.split('\n') {
-                        out.push_str("data: ");
-                        out.push_str(line);
-                        out.push('\n');
-                    }
-                    out.push('\n');
+                    sse::write_event(&mut out, name.as_deref(), &data);
                 }
                 if !proxy::replace_response_body(body_size, out.as_bytes()) {
                     proxy::warn(&format!("{NAME}: could not replace a stream chunk"));

@@ -34,7 +34,7 @@ use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::host::{Clock, Properties};
 use sluice_shared::proxy::{self, Host};
-use sluice_shared::sse::SseParser;
+use sluice_shared::sse::{self, SseParser};
 
 use crate::anthropic::StreamTranslator;
 use crate::attempt::Seen;
@@ -284,9 +284,7 @@ impl HttpContext for Attempt {
                     payloads.extend(translator.finish());
                 }
                 for payload in payloads {
-                    out.push_str("data: ");
-                    out.push_str(&payload);
-                    out.push_str("\n\n");
+                    sse::write_event(&mut out, None, &payload);
                 }
                 if !proxy::replace_response_body(body_size, out.as_bytes()) {
                     proxy::warn(&format!("{NAME}: could not replace a stream chunk"));

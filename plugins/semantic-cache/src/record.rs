@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sluice_shared::sse;
 
 /// Why an answer is not stored (also a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,9 +164,7 @@ impl Record {
                     map.insert("usage".to_string(), usage.clone());
                 }
             }
-            out.push_str("data: ");
-            out.push_str(&chunk.to_string());
-            out.push_str("\n\n");
+            sse::write_event(&mut out, None, &chunk.to_string());
         };
         for choice in &self.choices {
             let index = choice.get("index").cloned().unwrap_or(json!(0));
@@ -199,7 +198,7 @@ impl Record {
                 emit(json!([]), Some(&usage));
             }
         }
-        out.push_str("data: [DONE]\n\n");
+        sse::write_event(&mut out, None, "[DONE]");
         out.into_bytes()
     }
 }
