@@ -100,6 +100,7 @@ impl Ledger {
         !self.pending.is_empty() || !self.forget.is_empty() || !self.conditional.is_empty()
     }
 
+    #[cfg(test)]
     pub fn is_sending(&self) -> bool {
         self.in_flight.is_some()
     }

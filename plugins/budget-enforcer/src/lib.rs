@@ -26,16 +26,16 @@
 //! The logic is plain Rust in the modules above; [`gate`] (per request) and [`worker`] (per
 //! worker) are the proxy-wasm glue.
 
-pub mod config;
-pub mod gate;
-pub mod keys;
-pub mod ledger;
-pub mod limits;
-pub mod local;
-pub mod report;
-pub mod scripts;
-pub mod verdict;
-pub mod worker;
+mod config;
+mod gate;
+mod keys;
+mod ledger;
+mod limits;
+mod local;
+mod report;
+mod scripts;
+mod verdict;
+mod worker;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

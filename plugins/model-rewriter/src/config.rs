@@ -220,11 +220,6 @@ impl Default for ComplexityWeights {
 }
 
 impl Config {
-    /// Whether any model's strategy needs the shared per-target figures.
-    pub fn tracks_targets(&self) -> bool {
-        self.models.values().any(|m| m.strategy != Strategy::Weighted)
-    }
-
     /// Every request header a routing decision may read (rules, task hint, sticky headers):
     /// request headers can only be read before the body arrives, so these are kept then.
     pub fn routing_headers(&self) -> Vec<String> {

@@ -23,11 +23,11 @@
 //!
 //! Logic is plain Rust in the modules above; this file is the proxy-wasm glue.
 
-pub mod catalog;
-pub mod complexity;
-pub mod config;
-pub mod routing;
-pub mod stats;
+mod catalog;
+mod complexity;
+mod config;
+mod routing;
+mod stats;
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;

@@ -19,6 +19,7 @@ pub struct Signals<'a> {
 }
 
 impl Signals<'_> {
+    #[cfg(test)]
     /// Signals for weighted draws only.
     pub fn roll(roll: u64) -> Signals<'static> {
         Signals { roll, now_ms: 0, stats: &|_| TargetStats::default(), price: &|_| None, health_window_ms: 0 }

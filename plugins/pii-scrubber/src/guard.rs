@@ -63,6 +63,7 @@ impl Guard {
         self.rules.iter().filter(|(_, r)| texts.iter().any(|t| r.is_match(t))).map(|(n, _)| n.clone()).collect()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -22,13 +22,13 @@
 //! `sluice_guard_total{rule,action}`; facts: `sluice.pii.detections`, `sluice.pii.entities`,
 //! `sluice.guard.flagged`.
 
-pub mod answer;
+mod answer;
 pub mod config;
 pub mod detect;
-pub mod guard;
-pub mod request;
+mod guard;
+mod request;
 pub mod scrub;
-pub mod text_stream;
+mod text_stream;
 
 use std::cell::RefCell;
 use std::rc::Rc;

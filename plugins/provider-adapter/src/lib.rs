@@ -20,9 +20,9 @@
 //!
 //! Logic is plain Rust in [`attempt`], [`anthropic`] and [`config`]; this file is the glue.
 
-pub mod anthropic;
-pub mod attempt;
-pub mod config;
+mod anthropic;
+mod attempt;
+mod config;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;

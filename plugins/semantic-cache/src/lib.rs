@@ -27,15 +27,15 @@
 //! Facts `sluice.cache.*` and metrics `sluice_cache_*` ([`report`]) give the hit rate and the
 //! lookup and embedding latencies. [`exchange`] is the proxy-wasm glue.
 
-pub mod config;
-pub mod exchange;
-pub mod keys;
-pub mod lookup;
-pub mod record;
-pub mod report;
+mod config;
+mod exchange;
+mod keys;
+mod lookup;
+mod record;
+mod report;
 pub mod same_question;
-pub mod scripts;
-pub mod vector;
+mod scripts;
+mod vector;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

@@ -82,6 +82,7 @@ impl Embedding {
         f64::from(self.levels().map(|level| level * level).sum::<i32>()).sqrt()
     }
 
+    #[cfg(test)]
     pub fn cosine(&self, other: &Embedding) -> f64 {
         self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum()
     }

@@ -14,10 +14,10 @@
 //!
 //! Logic lives in [`exchange`] (plain Rust); this file is only the proxy-wasm glue.
 
-pub mod config;
-pub mod exchange;
-pub mod report;
-pub mod stream_usage;
+mod config;
+mod exchange;
+mod report;
+mod stream_usage;
 
 use std::cell::RefCell;
 use std::rc::Rc;
