@@ -495,13 +495,8 @@ def test_fail_closed_answers_503_fast():
 
 # --- configuration ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config,path", [
-    ({"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]},
-     ".limits[0].window"),
-    ({"keys": [{"sha256": "abc", "alias": "a"}]}, ".keys[0].sha256"),
-    ({"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "action": "downgrade"}]},
-     ".limits[0].downgrade_to"),
-    ({"redis": {"timeout_ms": 0}}, ".redis.timeout_ms"),
-])
-def test_bad_config_is_rejected_with_the_field_named(config, path):
-    assert_config_rejected("sluice.budget_enforcer", path, budget_config=config)
+# One case per module proves Envoy refuses the config and logs the field; every field's message
+# is unit-tested in Rust (src/config.rs).
+def test_bad_config_is_rejected_with_the_field_named():
+    config = {"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]}
+    assert_config_rejected("sluice.budget_enforcer", ".limits[0].window", budget_config=config)

@@ -241,13 +241,11 @@ def test_unreadable_bodies_pass_to_the_budget_enforcer_verdict(gateway, raw):
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("config,path", [
-    ({"models": {"m": {"targets": []}}}, ".models.m.targets"),
-    ({"models": {"m": {"targets": [target("x")]}}, "rules": [{"name": "r", "when": {}, "route_to": "nope"}]},
-     ".rules[0].route_to"),
-])
-def test_bad_config_is_rejected_with_the_field_named(config, path):
-    assert_config_rejected("sluice.model_rewriter", path, rewriter_config=config)
+# One case per module proves Envoy refuses the config and logs the field; every field's message
+# is unit-tested in Rust (src/config.rs).
+def test_bad_config_is_rejected_with_the_field_named():
+    config = {"models": {"m": {"targets": [target("x")]}}, "rules": [{"name": "r", "when": {}, "route_to": "nope"}]}
+    assert_config_rejected("sluice.model_rewriter", ".rules[0].route_to", rewriter_config=config)
 
 
 # --- provider translation (the provider adapter, an upstream filter in provider_anthropic) -------

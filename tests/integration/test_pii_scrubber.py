@@ -236,10 +236,8 @@ def test_output_block_and_format_reject(strict):
     assert r.json()["choices"][0]["message"]["content"] == '{"a": 1}'
 
 
-@pytest.mark.parametrize("config,path", [
-    ({"entities": {"EMAILS": "redact"}}, ".entities.EMAILS"),
-    ({"patterns": [{"entity": "ID", "pattern": "("}]}, ".patterns[0].pattern"),
-    ({"roles": ["admin"]}, ".roles"),
-])
-def test_bad_config_is_rejected_with_the_field_named(config, path):
-    assert_config_rejected("sluice.pii_scrubber", path, pii_config=config)
+# One case per module proves Envoy refuses the config and logs the field; every field's message
+# is unit-tested in Rust (src/config.rs).
+def test_bad_config_is_rejected_with_the_field_named():
+    assert_config_rejected("sluice.pii_scrubber", ".patterns[0].pattern",
+                           pii_config={"patterns": [{"entity": "ID", "pattern": "("}]})

@@ -322,8 +322,8 @@ def test_embedder_down_means_bypass_and_exact_repeats_still_hit(gateway):
         assert s.vm_failures() == []
 
 
+# One case proves Envoy refuses the config and logs the field; every field's message is
+# unit-tested in Rust (src/config.rs).
 def test_bad_configs_are_rejected():
-    assert_config_rejected("sluice.semantic_cache", ".threshold", cache_config={"threshold": 1.5})
-    assert_config_rejected("sluice.semantic_cache", ".namespace", cache_config={"namespace": "tenant"})
     assert_config_rejected("sluice.semantic_cache", ".routes[0].ttl_seconds",
                            cache_config={"routes": [{"ttl_seconds": 0}]})

@@ -365,10 +365,7 @@ def test_no_count_headers_by_default(stack):
 
 # --- configuration --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("config,path", [
-    ({"max_request_bytes": 0}, ".max_request_bytes"),
-    ({"prices": {"m": {"input": -1, "output": 1}}}, ".prices.m"),
-    ({"respons_headers": True}, ".respons_headers"),
-])
-def test_bad_config_is_rejected_with_the_field_named(config, path):
-    assert_config_rejected("sluice.token_counter", path, token_counter_config=config)
+# One case per module proves Envoy refuses the config and logs the field; every field's message
+# is unit-tested in Rust (src/config.rs).
+def test_bad_config_is_rejected_with_the_field_named():
+    assert_config_rejected("sluice.token_counter", ".respons_headers", token_counter_config={"respons_headers": True})

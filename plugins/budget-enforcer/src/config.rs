@@ -473,6 +473,12 @@ mod tests {
                 r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "alert_at": 1.5}]}"#,
                 ".limits[0].alert_at",
             ),
+            (r#"{"passthrough": [{"prefix": "/v1/%66iles"}]}"#, ".passthrough[0]"),
+            (r#"{"passthrough": [{"prefix": "/"}]}"#, ".passthrough[0]"),
+            (r#"{"passthrough": [{"prefix": "/v1/files", "methods": ["get"]}]}"#, ".passthrough[0]"),
+            (r#"{"passthrough": [{"prefix": "/v1/files", "team": ["a"]}]}"#, ".passthrough[0].team"),
+            (r#"{"unpriced": {"price": {"input": -1, "output": 1}}}"#, ".unpriced.price"),
+            (r#"{"unpriced": {"providers": {"vllm": {"input": 1}}}}"#, ".unpriced.providers.vllm"),
             (
                 r#"{"limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "action": "downgrade"}]}"#,
                 ".limits[0].downgrade_to",

@@ -354,6 +354,7 @@ mod tests {
             (format!(r#"{{{MODELS}, "rules": [{{"name": "r", "when": {{"complexity_over": 2}}, "route_to": "chat-fast"}}]}}"#), ".rules[0].when.complexity_over"),
             (format!(r#"{{{MODELS}, "rules": [{{"name": "r", "when": {{"size": 2}}, "route_to": "chat-fast"}}]}}"#), ".rules[0].when.size"),
             (r#"{"unknown_models": "maybe"}"#.into(), ".unknown_models"),
+            (r#"{"disallowed_rules": "ignore"}"#.into(), ".disallowed_rules"),
             (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "p", "model": "y"}]}}}"#.into(), ".models.m.fallbacks[0].provider"),
             (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q", "model": "y"}, {"provider": "q", "model": "z"}]}}}"#.into(), ".models.m.fallbacks[1].provider"),
             (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q", "model": ""}]}}}"#.into(), ".models.m.fallbacks[0].model"),

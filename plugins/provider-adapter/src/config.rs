@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 12] = [
+            (br#"{"passthrough": [{"prefix": "/v1/../x"}]}"#, ".passthrough[0]"),
+            (br#"{"passthrough": [{"prefix": "/v1/files", "methods": []}]}"#, ".passthrough[0]"),
             (br#"{"providers": {"a": {"authority": "https://api.openai.com"}}}"#, ".providers.a.authority"),
             (br#"{"providers": {"a": {"api_key": "k", "api_key_env": "K"}}}"#, ".providers.a.api_key_env"),
             (br#"{"providers": {"a": {"schema": "gemini"}}}"#, ".providers.a.schema"),

@@ -264,6 +264,7 @@ mod tests {
             (r#"{"embedding": {"timeout_ms": 0}}"#, ".embedding.timeout_ms"),
             (r#"{"routes": [{"threshold": 2}]}"#, ".routes[0].threshold"),
             (r#"{"routes": [{"path_prefix": "v1"}]}"#, ".routes[0].path_prefix"),
+            (r#"{"routes": [{"ttl_seconds": 0}]}"#, ".routes[0].ttl_seconds"),
             (r#"{"treshold": 0.9}"#, "."),
             (r#"{"redis": {"timeout_ms": 0}}"#, ".redis.timeout_ms"),
         ] {
