@@ -1,33 +1,9 @@
 //! Glob patterns for model names and other identifiers: `*` matches any run of characters,
 //! `?` one character; everything else matches itself.
 
-/// Whether `text` matches `pattern` (iterative, linear in practice, no recursion).
+/// Whether `text` matches `pattern`.
 pub fn matches(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == '?' || Some(&c) == text.get(t) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((star, from)) => {
-                    p = star + 1;
-                    t = from + 1;
-                    backtrack = Some((star, from + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern.get(p..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    wildmatch::WildMatch::new(pattern).matches(text)
 }
 
 /// Whether `text` matches any of `patterns`.

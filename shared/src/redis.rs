@@ -137,15 +137,13 @@ fn webdis_value(reply: Value) -> Result<RedisValue, RedisError> {
     })
 }
 
-/// Unreserved characters pass; every other byte becomes `%XX`.
+/// RFC 3986 unreserved characters pass; every other byte becomes `%XX`.
+const ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 fn percent_encode_into(bytes: &[u8], out: &mut Vec<u8>) {
-    let hex = |nibble: u8| if nibble < 10 { b'0' + nibble } else { b'A' + nibble - 10 };
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend([b'%', hex(b >> 4), hex(b & 15)]);
-        }
+    for piece in percent_encoding::percent_encode(bytes, ESCAPED) {
+        out.extend_from_slice(piece.as_bytes());
     }
 }
 

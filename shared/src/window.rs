@@ -58,41 +58,35 @@ impl Window {
             Window::Hour => fixed(3_600_000),
             Window::Day => fixed(DAY_MS),
             Window::Month => {
-                let (year, month, _) = civil_from_days(now_ms / DAY_MS);
-                let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                let (year, month) = year_month(now_ms);
+                let next = if month == time::Month::December {
+                    (year + 1, time::Month::January)
+                } else {
+                    (year, month.next())
+                };
                 Span {
-                    id: format!("{year:04}-{month:02}"),
-                    start_ms: days_from_civil(year, month, 1) * DAY_MS,
-                    end_ms: days_from_civil(next_year, next_month, 1) * DAY_MS,
+                    id: format!("{year:04}-{:02}", u8::from(month)),
+                    start_ms: first_of_month_ms(year, month),
+                    end_ms: first_of_month_ms(next.0, next.1),
                 }
             }
         }
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), for dates from 1970 on (H. Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+/// The UTC calendar year and month of an epoch time in milliseconds.
+fn year_month(now_ms: u64) -> (i32, time::Month) {
+    let seconds = i64::try_from(now_ms / 1_000).unwrap_or(i64::MAX);
+    let date = time::OffsetDateTime::from_unix_timestamp(seconds).map_or(time::Date::MIN, |t| t.date());
+    (date.year(), date.month())
 }
 
-/// (year, month, day) to days since 1970-01-01, for dates from 1970 on.
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+/// Epoch milliseconds of the 1st of a month, 00:00 UTC (0 before 1970).
+fn first_of_month_ms(year: i32, month: time::Month) -> u64 {
+    let first = time::Date::from_calendar_date(year, month, 1).unwrap_or(time::Date::MIN);
+    let days = first.to_julian_day()
+        - time::Date::from_calendar_date(1970, time::Month::January, 1).map_or(0, time::Date::to_julian_day);
+    u64::try_from(days).unwrap_or(0) * DAY_MS
 }
 
 #[cfg(test)]
@@ -134,10 +128,16 @@ mod tests {
     }
 
     #[test]
-    fn civil_round_trip() {
-        for days in (0..40_000).step_by(97) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+    fn months_tile_the_calendar() {
+        for days in (0..40_000u64).step_by(97) {
+            let now = days * DAY_MS + 43_200_000;
+            let month = Window::Month.span(now);
+            assert!(month.start_ms <= now && now < month.end_ms, "{month:?}");
+            assert_eq!(Window::Month.span(month.end_ms).start_ms, month.end_ms);
+            if month.start_ms > 0 {
+                assert_ne!(Window::Month.span(month.start_ms - 1).id, month.id);
+            }
+            assert!((28..=31).contains(&((month.end_ms - month.start_ms) / DAY_MS)));
         }
     }
 }
