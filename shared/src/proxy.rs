@@ -20,7 +20,7 @@ impl Properties for Host {
     }
     fn set_property(&self, path: &[&str], value: &[u8]) {
         if hostcalls::set_property(path.to_vec(), Some(value)).is_err() {
-            warn(&format!("could not set property {}", path.join(".")));
+            log::warn!("could not set property {}", path.join("."));
         }
     }
 }
@@ -61,22 +61,61 @@ impl Clock for Host {
     }
 }
 
-pub fn info(message: &str) {
-    let _ = hostcalls::log(LogLevel::Info, message);
-}
-pub fn warn(message: &str) {
-    let _ = hostcalls::log(LogLevel::Warn, message);
-}
-pub fn error(message: &str) {
-    let _ = hostcalls::log(LogLevel::Error, message);
-}
-/// Whether the host logs debug lines for this plugin.
-pub fn debug_enabled() -> bool {
-    matches!(hostcalls::get_log_level(), Ok(LogLevel::Debug | LogLevel::Trace))
+/// Sends the `log` crate's records to the host's log. Unlike the SDK's logger (whose `log`
+/// unwraps the hostcall, so a refused call would trap the VM), a refused call is dropped.
+struct HostLogger;
+
+static LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Error => LogLevel::Error,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Trace => LogLevel::Trace,
+        };
+        let _ = hostcalls::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
 }
 
-pub fn debug(message: &str) {
-    let _ = hostcalls::log(LogLevel::Debug, message);
+/// Routes `log::info!` and friends to the host (at info until the host's level is known, see
+/// [`follow_host_log_level`]) and logs a panic as a critical line before the VM traps.
+pub fn init_logging() {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+    std::panic::set_hook(Box::new(|panic| {
+        let _ = hostcalls::log(LogLevel::Critical, &panic.to_string());
+    }));
+}
+
+/// Filters records at the host's current log level for this plugin (read at configure time),
+/// so a debug line costs nothing unless Envoy logs `wasm` at debug.
+pub fn follow_host_log_level() {
+    let filter = match hostcalls::get_log_level() {
+        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
+        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
+        Ok(LogLevel::Info) | Err(_) => log::LevelFilter::Info,
+        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
+        Ok(LogLevel::Error) => log::LevelFilter::Error,
+        Ok(LogLevel::Critical) => log::LevelFilter::Off,
+    };
+    log::set_max_level(filter);
+}
+
+/// Whether debug lines are logged for this plugin.
+pub fn debug_enabled() -> bool {
+    log::log_enabled!(log::Level::Debug)
 }
 
 /// Reads and checks the plugin's configuration; on error logs `<plugin>: invalid configuration
@@ -85,10 +124,11 @@ pub fn load_config<T>(plugin: &str) -> Option<T>
 where
     T: serde::de::DeserializeOwned + Default + crate::config::Validate,
 {
+    follow_host_log_level();
     match crate::config::parse_config(plugin_configuration().as_deref()) {
         Ok(config) => Some(config),
         Err(e) => {
-            error(&format!("{plugin}: {e}"));
+            log::error!("{plugin}: {e}");
             None
         }
     }
@@ -169,14 +209,14 @@ pub fn response_body(size: usize) -> Option<Vec<u8>> {
 pub fn send_json(status: u16, body: &[u8]) {
     if hostcalls::send_http_response(u32::from(status), vec![("content-type", "application/json")], Some(body)).is_err()
     {
-        error("could not send local reply");
+        log::error!("could not send local reply");
     }
 }
 
 /// Answers the client locally.
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
     if hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).is_err() {
-        error("could not send local reply");
+        log::error!("could not send local reply");
     }
 }
 
@@ -184,7 +224,7 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
 pub fn send_error(error: &ApiError) {
     let body = error.body();
     if hostcalls::send_http_response(u32::from(error.status), error.headers(), Some(&body)).is_err() {
-        self::error("could not send local reply");
+        log::error!("could not send local reply");
     }
 }
 
@@ -220,7 +260,7 @@ pub fn callout_response(num_headers: usize, body_size: usize) -> CalloutResponse
 /// Lets a paused request continue upstream.
 pub fn resume_request() {
     if hostcalls::resume_http_request().is_err() {
-        warn("could not resume the request");
+        log::warn!("could not resume the request");
     }
 }
 

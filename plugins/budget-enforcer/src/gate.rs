@@ -442,14 +442,14 @@ impl Request {
         }
         let settings = Rc::clone(&self.settings);
         report::bridge_error(&Host, &mut self.state.borrow_mut().registry, "check");
-        proxy::warn(&format!("{NAME}: {why}; admitting on this worker's limits (on_bridge_failure: open)"));
+        log::warn!("{NAME}: {why}; admitting on this worker's limits (on_bridge_failure: open)");
         let (_, used) =
             self.state.borrow_mut().local.check(&self.counters, settings.config.local_limit_share, Host.now_ms());
         self.decide(&used, true)
     }
 
     fn bridge_down(&mut self, why: &str, op: &str) -> Flow {
-        proxy::warn(&format!("{NAME}: {why}"));
+        log::warn!("{NAME}: {why}");
         report::bridge_error(&Host, &mut self.state.borrow_mut().registry, op);
         self.refuse(
             ApiError::unavailable("The budget service is unavailable; try again shortly.")
@@ -524,9 +524,9 @@ impl Request {
         // Also drops a client's own chain member, as every model rewrite does.
         match sluice_shared::chain::with_route(body, model, &[]) {
             Some(new_body) if proxy::replace_request_body(self.body_size, &new_body) => {
-                proxy::info(&format!("{NAME}: downgraded `{}` to `{model}`", self.model));
+                log::info!("{NAME}: downgraded `{}` to `{model}`", self.model);
             }
-            _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{model}`")),
+            _ => log::warn!("{NAME}: could not rewrite the model to `{model}`"),
         }
     }
 
@@ -536,7 +536,7 @@ impl Request {
         report::decided(&Host, &mut self.state.borrow_mut().registry, decision);
         if self.settings.debug_logging {
             let alias = self.identity.as_ref().map_or("-", |i| i.alias.as_str());
-            proxy::debug(&format!("{NAME}: {decision} key={alias} model={}", self.model));
+            log::debug!("{NAME}: {decision} key={alias} model={}", self.model);
         }
         self.phase = Phase::Admitted;
         Flow::Continue
@@ -612,7 +612,7 @@ impl Request {
     fn refuse(&mut self, error: ApiError, refusal: Refusal, limit: Option<&str>) -> Flow {
         report::refused(&Host, &mut self.state.borrow_mut().registry, refusal, limit);
         if self.settings.debug_logging {
-            proxy::debug(&format!("{NAME}: refused ({}) with {}", refusal.name(), error.status));
+            log::debug!("{NAME}: refused ({}) with {}", refusal.name(), error.status);
         }
         self.phase = Phase::Done;
         self.body = None;

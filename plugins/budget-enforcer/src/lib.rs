@@ -38,10 +38,9 @@ mod verdict;
 mod worker;
 
 use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         Box::new(worker::Enforcer::new(context_id))
     });

@@ -120,7 +120,7 @@ impl Enforcer {
             Ok(Some(batches)) => batches,
             Ok(None) => return,
             Err(e) => {
-                proxy::warn(&format!("{NAME}: charge backlog unavailable: {e:?}"));
+                log::warn!("{NAME}: charge backlog unavailable: {e:?}");
                 return;
             }
         };
@@ -165,9 +165,9 @@ impl Enforcer {
         match ledger.failed(&Host, Host.now_ms(), interval) {
             Ok(waiting) => {
                 registry.set_gauge(&Host, metrics::BUDGET_BACKLOG_BATCHES, &[], waiting as u64);
-                proxy::warn(&format!("{NAME}: {why}; {waiting} charge batches wait for the bridge"));
+                log::warn!("{NAME}: {why}; {waiting} charge batches wait for the bridge");
             }
-            Err(e) => proxy::warn(&format!("{NAME}: {why}; charges kept on this worker ({e:?})")),
+            Err(e) => log::warn!("{NAME}: {why}; charges kept on this worker ({e:?})"),
         }
     }
 
@@ -240,7 +240,7 @@ impl Context for Enforcer {
     fn on_done(&mut self) -> bool {
         // The worker is stopping: what is not in Redis yet waits in shared data.
         if let Err(e) = self.state.borrow_mut().ledger.park_all(&Host) {
-            proxy::error(&format!("{NAME}: charges could not be saved at shutdown: {e:?}"));
+            log::error!("{NAME}: charges could not be saved at shutdown: {e:?}");
         }
         true
     }
@@ -254,13 +254,13 @@ impl RootContext for Enforcer {
         }
         let tick = config.flush_interval_ms.min(config.queue.poll_interval_ms);
         self.set_tick_period(Duration::from_millis(tick));
-        proxy::info(&format!(
+        log::info!(
             "{NAME}: configured; {} keys, {} limits, bridge `{}`, failure policy {:?}",
             config.keys.len(),
             config.limits.len(),
             config.redis.cluster,
             config.on_bridge_failure
-        ));
+        );
         // The state stays the same object (requests in flight hold it; pending spend is kept).
         {
             let mut state = self.state.borrow_mut();

@@ -35,7 +35,7 @@ use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use sluice_shared::api::Api;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
@@ -58,7 +58,7 @@ const NAME: &str = "sluice.model_rewriter";
 const GATEWAY_HEADERS: [&str; 1] = ["x-sluice-cluster"];
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Rewriter::default()) });
 }}
 
@@ -88,7 +88,7 @@ impl Context for Rewriter {}
 impl RootContext for Rewriter {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
-        proxy::info(&format!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len()));
+        log::info!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len());
         self.header_names = Rc::new(config.routing_headers());
         self.prices = Rc::new(PriceTable::with_overrides(&config.prices));
         self.config = Rc::new(config);
@@ -258,7 +258,7 @@ impl Steer {
                 if target.model != summary.model || !chain.is_empty() || clients_chain {
                     match chain::with_route(body, &target.model, &chain) {
                         Some(new_body) if proxy::replace_request_body(body_size, &new_body) => {}
-                        _ => proxy::warn(&format!("{NAME}: could not rewrite the model to `{}`", target.model)),
+                        _ => log::warn!("{NAME}: could not rewrite the model to `{}`", target.model),
                     }
                 }
                 let strategy = logical.map(|m| m.strategy);
@@ -268,10 +268,7 @@ impl Steer {
                     self.tracked = Some(Tracked { key, started_ms: now_ms, answered: false });
                 }
                 if !proxy::clear_route_cache() {
-                    proxy::warn(&format!(
-                        "{NAME}: the host cannot re-route; `{}` keeps its first route",
-                        route.logical
-                    ));
+                    log::warn!("{NAME}: the host cannot re-route; `{}` keeps its first route", route.logical);
                 }
                 Action::Continue
             }

@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use sluice_shared::api::Api;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
@@ -55,7 +55,7 @@ const MAX_SSE_LINE: usize = 4 << 20;
 const MAX_LABEL_VALUES: usize = 100;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
@@ -82,17 +82,20 @@ impl RootContext for Root {
         let (scrubber, guard) = match built {
             Ok(built) => built,
             Err(e) => {
-                proxy::error(&format!("{NAME}: invalid configuration: {e}"));
+                log::error!("{NAME}: invalid configuration: {e}");
                 return false;
             }
         };
         if config.hash_salt_env.is_some() && config.salt().is_empty() {
-            proxy::warn(&format!("{NAME}: `hash_salt_env` is set but the variable is empty or not passed to the VM"));
+            log::warn!("{NAME}: `hash_salt_env` is set but the variable is empty or not passed to the VM");
         }
-        proxy::info(&format!(
+        log::info!(
             "{NAME}: configured; restore {}, output {:?}, injection {:?}, response_format {:?}",
-            config.restore, config.output, config.injection.action, config.response_format
-        ));
+            config.restore,
+            config.output,
+            config.injection.action,
+            config.response_format
+        );
         let registry = RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES));
         self.shared = Some(Rc::new(Shared { config, scrubber, guard, registry }));
         true
@@ -282,7 +285,7 @@ impl HttpContext for Exchange {
         let encoded =
             proxy::response_header_text("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
         if encoded {
-            proxy::warn(&format!("{NAME}: a compressed answer cannot be restored or scanned; passed as it is"));
+            log::warn!("{NAME}: a compressed answer cannot be restored or scanned; passed as it is");
             return Action::Continue;
         }
         if content_type.starts_with("text/event-stream") {
@@ -306,7 +309,7 @@ impl HttpContext for Exchange {
         let next = match reading {
             Reading::Json(mut answer) => {
                 if body_size > config.max_response_bytes {
-                    proxy::warn(&format!("{NAME}: answer larger than `max_response_bytes`; passed as it is"));
+                    log::warn!("{NAME}: answer larger than `max_response_bytes`; passed as it is");
                     self.vault = vault;
                     return Action::Continue;
                 }
@@ -319,7 +322,7 @@ impl HttpContext for Exchange {
                 let body = proxy::response_body(body_size).unwrap_or_default();
                 if let Some(new_body) = answer.json(&body, &a, &mut tally) {
                     if !proxy::replace_response_body(body_size, &new_body) {
-                        proxy::warn(&format!("{NAME}: could not replace the answer"));
+                        log::warn!("{NAME}: could not replace the answer");
                     }
                 }
                 self.tally = tally;
@@ -346,7 +349,7 @@ impl HttpContext for Exchange {
                     sse::write_event(&mut out, name.as_deref(), &data);
                 }
                 if !proxy::replace_response_body(body_size, out.as_bytes()) {
-                    proxy::warn(&format!("{NAME}: could not replace a stream chunk"));
+                    log::warn!("{NAME}: could not replace a stream chunk");
                 }
                 self.tally = tally;
                 if end_of_stream {

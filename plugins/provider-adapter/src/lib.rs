@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
@@ -47,7 +47,7 @@ const MAX_SSE_LINE: usize = 4 << 20;
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "sluice", "provider"];
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Adapter::default()) });
 }}
 
@@ -68,9 +68,9 @@ impl RootContext for Adapter {
         for (name, provider) in &config.providers {
             let credential = provider.credential();
             if provider.api_key_env.is_some() && credential.is_none() {
-                proxy::warn(&format!(
+                log::warn!(
                     "{NAME}: provider `{name}`: `api_key_env` is set but the variable is empty or not passed to the VM"
-                ));
+                );
             }
             let source = if credential.is_some() { "credential set" } else { "credential from the request" };
             described.push(format!("{name} ({:?}, {source})", provider.schema));
@@ -79,9 +79,9 @@ impl RootContext for Adapter {
             }
         }
         if config.providers.is_empty() {
-            proxy::warn(&format!("{NAME}: no providers configured; requests pass unchanged"));
+            log::warn!("{NAME}: no providers configured; requests pass unchanged");
         }
-        proxy::info(&format!("{NAME}: configured: {}", described.join(", ")));
+        log::info!("{NAME}: configured: {}", described.join(", "));
         self.credentials = Rc::new(credentials);
         self.config = Rc::new(config);
         true
@@ -170,7 +170,7 @@ impl HttpContext for Attempt {
         let (name, provider) = match attempt::provider(&self.config, endpoint_provider.as_deref()) {
             Ok(found) => found,
             Err(reason) => {
-                proxy::error(&format!("{NAME}: {reason}"));
+                log::error!("{NAME}: {reason}");
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
@@ -216,7 +216,7 @@ impl HttpContext for Attempt {
                 self.include_usage = prepared.include_usage;
                 if let Some(bytes) = prepared.body {
                     if !proxy::replace_request_body(body_size, &bytes) {
-                        proxy::warn(&format!("{NAME}: could not replace the request body"));
+                        log::warn!("{NAME}: could not replace the request body");
                     }
                 }
                 Action::Continue
@@ -257,7 +257,7 @@ impl HttpContext for Attempt {
             Answer::Json => {
                 if body_size > self.config.max_response_bytes {
                     self.answer = Answer::Untouched;
-                    proxy::warn(&format!("{NAME}: answer too large to translate; passed as is"));
+                    log::warn!("{NAME}: answer too large to translate; passed as is");
                     return Action::Continue;
                 }
                 if !end_of_stream {
@@ -267,7 +267,7 @@ impl HttpContext for Attempt {
                 let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let translated = serde_json::to_vec(&anthropic::response(&value, Self::created())).unwrap_or_default();
                 if !proxy::replace_response_body(body_size, &translated) {
-                    proxy::warn(&format!("{NAME}: could not replace the answer body"));
+                    log::warn!("{NAME}: could not replace the answer body");
                 }
                 Action::Continue
             }
@@ -287,7 +287,7 @@ impl HttpContext for Attempt {
                     sse::write_event(&mut out, None, &payload);
                 }
                 if !proxy::replace_response_body(body_size, out.as_bytes()) {
-                    proxy::warn(&format!("{NAME}: could not replace a stream chunk"));
+                    log::warn!("{NAME}: could not replace a stream chunk");
                 }
                 Action::Continue
             }

@@ -73,14 +73,16 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         if config.embedding.api_key_env.is_some() && config.embedding_key().is_none() {
-            proxy::warn(&format!(
-                "{NAME}: `embedding.api_key_env` is set but the variable is empty or not passed to the VM"
-            ));
+            log::warn!("{NAME}: `embedding.api_key_env` is set but the variable is empty or not passed to the VM");
         }
-        proxy::info(&format!(
+        log::info!(
             "{NAME}: configured; mode {:?}, threshold {}, namespace {:?}, ttl {}s, embedding cluster `{}`",
-            config.mode, config.threshold, config.namespace, config.ttl_seconds, config.embedding.cluster
-        ));
+            config.mode,
+            config.threshold,
+            config.namespace,
+            config.ttl_seconds,
+            config.embedding.cluster
+        );
         let salt = vector::embed_salt(&config.embedding.model, config.lsh_bits);
         let embedding_key = config.embedding_key();
         self.shared = Some(Rc::new(Shared {
@@ -249,7 +251,7 @@ impl Exchange {
                 Action::Pause
             }
             Err(e) => {
-                proxy::warn(&format!("{NAME}: callout to `{}` not sent: {e:?}", call.cluster));
+                log::warn!("{NAME}: callout to `{}` not sent: {e:?}", call.cluster);
                 self.bypass(on_failure)
             }
         }
@@ -277,7 +279,7 @@ impl Exchange {
             },
             Ok(_) => self.semantic_or_miss(),
             Err(e) => {
-                proxy::warn(&format!("{NAME}: exact lookup failed: {e}"));
+                log::warn!("{NAME}: exact lookup failed: {e}");
                 self.bypass(Bypass::RedisDown)
             }
         }
@@ -311,10 +313,7 @@ impl Exchange {
         self.timings.embedding_ms = Some(Host.now_ms().saturating_sub(self.embedding_started_ms));
         let embedding = if response.is_success() { Embedding::from_answer(&response.body) } else { None };
         let Some(embedding) = embedding else {
-            proxy::warn(&format!(
-                "{NAME}: embedding service answered HTTP {} without a usable vector",
-                response.status
-            ));
+            log::warn!("{NAME}: embedding service answered HTTP {} without a usable vector", response.status);
             return self.bypass(Bypass::EmbedderDown);
         };
         self.encoded = Some(self.shared.encode(&embedding));
@@ -355,12 +354,12 @@ impl Exchange {
                 return self.search(true);
             }
             Err(e) => {
-                proxy::warn(&format!("{NAME}: semantic lookup failed: {e}"));
+                log::warn!("{NAME}: semantic lookup failed: {e}");
                 return self.bypass(Bypass::RedisDown);
             }
         };
         let Some(found) = found else {
-            proxy::warn(&format!("{NAME}: unreadable reply from the search script"));
+            log::warn!("{NAME}: unreadable reply from the search script");
             return self.bypass(Bypass::RedisDown);
         };
         let question =
@@ -453,7 +452,7 @@ impl Exchange {
                 "sent"
             }
             Err(e) => {
-                proxy::warn(&format!("{NAME}: answer not stored: {e:?}"));
+                log::warn!("{NAME}: answer not stored: {e:?}");
                 "failed"
             }
         };
@@ -463,7 +462,7 @@ impl Exchange {
     /// Redis's reply to a store, when it arrives before the request is closed.
     fn on_stored(&mut self, response: &CalloutResponse) {
         if let Err(e) = self.shared.config.redis.reply(response) {
-            proxy::warn(&format!("{NAME}: answer not stored: {e}"));
+            log::warn!("{NAME}: answer not stored: {e}");
             report::store(&Host, &mut self.shared.registry.borrow_mut(), "failed", "redis");
         }
     }

@@ -38,9 +38,8 @@ mod scripts;
 mod vector;
 
 use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::<exchange::Root>::default() });
 }}

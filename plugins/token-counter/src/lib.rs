@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType};
 use sluice_shared::chain;
 use sluice_shared::facts;
 use sluice_shared::host::Clock;
@@ -37,7 +37,7 @@ use crate::exchange::Exchange;
 const NAME: &str = "sluice.token_counter";
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
+    sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TokenCounter::default()) });
 }}
 
@@ -77,11 +77,11 @@ impl RootContext for TokenCounter {
         for encoding in &config.preload_encodings {
             encoding.preload();
         }
-        proxy::info(&format!(
+        log::info!(
             "{NAME}: configured; preloaded {:?} in {} ms",
             config.preload_encodings.iter().map(|e| e.name()).collect::<Vec<_>>(),
             Host.now_ms().saturating_sub(started)
-        ));
+        );
         self.registry = Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values)));
         let debug_logging = proxy::debug_enabled();
         self.settings = Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config, debug_logging });
@@ -143,7 +143,7 @@ impl Meter {
             &outcome,
         );
         if outcome.api.is_some() && self.settings.debug_logging {
-            proxy::debug(&format!(
+            log::debug!(
                 "{NAME}: model={} prompt={} completion={} cached={} source={} cost_usd={} status={}",
                 outcome.request_model.as_deref().unwrap_or("-"),
                 outcome.usage.prompt,
@@ -152,7 +152,7 @@ impl Meter {
                 outcome.source.name(),
                 cost.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
                 outcome.status,
-            ));
+            );
         }
         // Envoy has a trailer map only while the body or trailers pass (the SDK traps otherwise).
         let trailers_possible = matches!(end, End::Body | End::Trailers);
@@ -213,7 +213,7 @@ impl HttpContext for Meter {
         }
         if let Some(new_body) = decision.new_body {
             if !proxy::replace_request_body(body_size, &new_body) {
-                proxy::warn(&format!("{NAME}: could not rewrite the request body; usage may be counted"));
+                log::warn!("{NAME}: could not rewrite the request body; usage may be counted");
             }
         }
         Action::Continue
