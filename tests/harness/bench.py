@@ -321,12 +321,13 @@ def main():
         embedder = None
         for variant, modules, module_dir, rewriter, _ in variants:
             caching = variant in CACHE_PROMPTS
-            stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+            configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": rewriter,
+                       "sluice.semantic_cache": CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None}
+            stack = Stack(configs=configs,
+                          modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
                           workdir=work / variant, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
-                          wasm_dir=module_dir,
-                          budget_config=BENCH_BUDGET, rewriter_config=rewriter,
-                          cache_config=CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None,
-                          with_embedder=caching and embedder is None, embedder_from=embedder if caching else None)
+                          wasm_dir=module_dir, with_embedder=caching and embedder is None,
+                          embedder_from=embedder if caching else None)
             started = time.monotonic()
             stack.start()
             stacks[variant] = stack

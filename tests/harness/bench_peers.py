@@ -138,10 +138,11 @@ def main():
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
         for name, modules in [("plain", []), ("sluice", None)]:
-            stack = Stack(modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / name, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
-                          budget_config=BENCH_BUDGET,
-                          rewriter_config=BENCH_REWRITE, cache_config=PEERS_CACHE).start()
+            configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": BENCH_REWRITE,
+                       "sluice.semantic_cache": PEERS_CACHE}
+            stack = Stack(configs=configs,
+                          modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+                          workdir=work / name, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS).start()
             procs[name] = stack
             targets[name] = (lambda s: lambda answer: s.url(f"/{answer}/v1/chat/completions"))(stack), \
                 stack.procs["envoy"].popen.pid, "envoy"

@@ -113,8 +113,10 @@ Ctrl-C stops everything.
 def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY")}.items() if v}
-    stack = Stack(listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, budget_config=DEMO_BUDGET,
-                  rewriter_config=DEMO_MODELS, with_embedder=True, cache_config=DEMO_CACHE)
+    configs = {"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS,
+               "sluice.semantic_cache": DEMO_CACHE}
+    stack = Stack(configs=configs,
+                  listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, with_embedder=True)
     stop = {"now": False}
 
     def on_signal(*_):

@@ -110,8 +110,8 @@ DEMO_KEY = "sk-sluice-demo"
 # Callout timeouts (ms) for tests, where a loaded machine must not turn a slow answer into a
 # bypass or a fail-open: `Stack(patient=True)` fills them in wherever a config leaves them
 # unset. A test about a timeout sets its own. `make run` and the benchmarks keep the defaults.
-PATIENT = {"budget": {"redis": {"timeout_ms": 5_000}},
-           "cache": {"redis": {"timeout_ms": 5_000}, "embedding": {"timeout_ms": 15_000}}}
+PATIENT = {"sluice.budget_enforcer": {"redis": {"timeout_ms": 5_000}},
+           "sluice.semantic_cache": {"redis": {"timeout_ms": 5_000}, "embedding": {"timeout_ms": 15_000}}}
 # Whether a Stack is patient when not told (tests/integration/conftest.py turns it on).
 PATIENT_BY_DEFAULT = False
 
@@ -136,25 +136,36 @@ def default_budget_config() -> dict:
     return {"keys": [key_entry(DEMO_KEY, "demo", team="demo")]}
 
 
+# Each module's config when a Stack is not given one (a function: every Stack gets its own copy).
+DEFAULT_CONFIGS = {
+    "sluice.token_counter": dict,
+    # The demo key, no limits.
+    "sluice.budget_enforcer": default_budget_config,
+    # No models: every request passes unchanged.
+    "sluice.model_rewriter": dict,
+    # Every built-in entity redacted and restored.
+    "sluice.pii_scrubber": dict,
+    # Off unless a test turns it on: the other modules' tests repeat requests and count what
+    # reaches the provider.
+    "sluice.semantic_cache": lambda: {"mode": "off"},
+}
+
+
 class Stack:
     """Starts the topology in `workdir` (a temp dir by default)."""
 
-    def __init__(self, wasm_dir=None, token_counter_config=None, concurrency=2, workdir=None,
+    def __init__(self, configs=None, wasm_dir=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
-                 upstream_port=None, envoy_cpus=None, backend_cpus=None, budget_config=None, redis_from=None, rewriter_config=None,
-                 provider_keys=None, patch=None, pii_config=None, with_embedder=False, cache_config=None,
-                 embedder_from=None, patient=None):
+                 upstream_port=None, envoy_cpus=None, backend_cpus=None, redis_from=None,
+                 provider_keys=None, patch=None, with_embedder=False, embedder_from=None, patient=None):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
-        self.token_counter_config = token_counter_config if token_counter_config is not None else {}
-        # The budget enforcer's config (default: the demo key, no limits).
-        self.budget_config = budget_config if budget_config is not None else default_budget_config()
-        # The model rewriter's config (default: no models, every request passes unchanged).
-        self.rewriter_config = rewriter_config if rewriter_config is not None else {}
-        # The PII scrubber's config (default: every built-in entity redacted and restored).
-        self.pii_config = pii_config if pii_config is not None else {}
-        # The semantic cache's config. Off unless a test turns it on: the other modules' tests
-        # repeat requests and count what reaches the provider.
-        self.cache_config = cache_config if cache_config is not None else {"mode": "off"}
+        # Each module's config by filter name (`sluice.budget_enforcer`: ...); the others get
+        # DEFAULT_CONFIGS. A module added to the chain needs a line there, not a new argument.
+        unknown = set(configs or {}) - set(DEFAULT_CONFIGS)
+        if unknown:
+            raise ValueError(f"no such module: {sorted(unknown)}")
+        given = {name: config for name, config in (configs or {}).items() if config is not None}
+        self.configs = {name: given[name] if name in given else default() for name, default in DEFAULT_CONFIGS.items()}
         # Another Stack whose embedding service this one uses (it loads in ~2 s).
         self.embedder_from = embedder_from
         # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
@@ -186,8 +197,8 @@ class Stack:
         self.backend_cpus = backend_cpus
         self.procs = {}
         if PATIENT_BY_DEFAULT if patient is None else patient:
-            self.budget_config = fill_in(self.budget_config, PATIENT["budget"])
-            self.cache_config = fill_in(self.cache_config, PATIENT["cache"])
+            for name, timeouts in PATIENT.items():
+                self.configs[name] = fill_in(self.configs[name], timeouts)
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self):
@@ -264,11 +275,8 @@ class Stack:
             "LISTEN_PORT": self.listen_port,
             "ACCESS_LOG": self.workdir / "access.log",
             "WASM_DIR": self.wasm_dir,
-            "TOKEN_COUNTER_CONFIG": json.dumps(self.token_counter_config),
-            "BUDGET_ENFORCER_CONFIG": json.dumps(self.budget_config),
-            "MODEL_REWRITER_CONFIG": json.dumps(self.rewriter_config),
-            "PII_SCRUBBER_CONFIG": json.dumps(self.pii_config),
-            "SEMANTIC_CACHE_CONFIG": json.dumps(self.cache_config),
+            # `sluice.budget_enforcer` fills ${BUDGET_ENFORCER_CONFIG}, and so on.
+            **{name.split(".", 1)[1].upper() + "_CONFIG": json.dumps(config) for name, config in self.configs.items()},
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
@@ -357,9 +365,9 @@ _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+([-+0-9.eE]+|NaN
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-def assert_config_rejected(module: str, path: str, **stack_args):
-    """Envoy refuses to start `module` with this config and its log names the bad field."""
-    stack = Stack(concurrency=1, modules=[module], **stack_args)
+def assert_config_rejected(module: str, path: str, config: dict, **stack_args):
+    """Envoy refuses to start `module` with `config` and its log names the bad field."""
+    stack = Stack(configs={module: config}, concurrency=1, modules=[module], **stack_args)
     try:
         stack.start()
     except Exception:  # noqa: BLE001 - Envoy not becoming ready is the expected outcome

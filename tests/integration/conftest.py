@@ -16,7 +16,7 @@ stack_module.PATIENT_BY_DEFAULT = True
 
 def running(config):
     # The token counter alone: its tests send no virtual keys (the budget tests run both).
-    with Stack(token_counter_config=config, modules=["sluice.token_counter"]) as s:
+    with Stack(configs={"sluice.token_counter": config}, modules=["sluice.token_counter"]) as s:
         yield s
         failures = s.vm_failures()
         assert not failures, f"a wasm VM failed: {failures}"

@@ -100,7 +100,7 @@ def error_of(response):
 
 @pytest.fixture(scope="module")
 def budget():
-    with Stack(budget_config=CONFIG) as s:
+    with Stack(configs={"sluice.budget_enforcer": CONFIG}) as s:
         # The first call to a fresh bridge opens its connection; keep that out of the tests.
         requests.post(s.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
         yield s
@@ -417,7 +417,7 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
 def test_two_gateways_share_one_budget(budget):
     # A global limit of 50 requests, hit by two keys through two gateways on one Redis.
     keys = [new_key(budget, "global")[0] for _ in range(2)]
-    with Stack(budget_config=CONFIG, redis_from=budget) as other:
+    with Stack(configs={"sluice.budget_enforcer": CONFIG}, redis_from=budget) as other:
         requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
 
         def send(i):
@@ -479,7 +479,7 @@ def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
 
 def test_fail_closed_answers_503_fast():
     config = {**CONFIG, "on_bridge_failure": "closed"}
-    with Stack(budget_config=config, concurrency=1) as s:
+    with Stack(configs={"sluice.budget_enforcer": config}, concurrency=1) as s:
         key = "sk-closed"
         s.redis("SET", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}", json.dumps({"alias": "closed",
                                                                                    "metadata": {"case": "rpm"}}))
@@ -499,4 +499,4 @@ def test_fail_closed_answers_503_fast():
 # is unit-tested in Rust (src/config.rs).
 def test_bad_config_is_rejected_with_the_field_named():
     config = {"limits": [{"name": "x", "scope": "key", "kind": "requests", "window": "week", "limit": 1}]}
-    assert_config_rejected("sluice.budget_enforcer", ".limits[0].window", budget_config=config)
+    assert_config_rejected("sluice.budget_enforcer", ".limits[0].window", config)

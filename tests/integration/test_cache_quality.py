@@ -56,7 +56,8 @@ def measure(stack):
 
 @pytest.fixture(scope="module")
 def embedder_stack():
-    with Stack(modules=["sluice.semantic_cache"], with_embedder=True, cache_config={"namespace": "global"}) as s:
+    with Stack(configs={"sluice.semantic_cache": {"namespace": "global"}}, modules=["sluice.semantic_cache"],
+               with_embedder=True) as s:
         yield s
 
 
@@ -70,8 +71,8 @@ def test_default_threshold_with_the_guard_reaches_the_precision_target(embedder_
 
 
 def test_without_the_guard_precision_falls_short(embedder_stack):
-    with Stack(modules=["sluice.semantic_cache"], embedder_from=embedder_stack,
-               cache_config={"namespace": "global", "guard": False}) as s:
+    with Stack(configs={"sluice.semantic_cache": {"namespace": "global", "guard": False}},
+               modules=["sluice.semantic_cache"], embedder_from=embedder_stack) as s:
         result = measure(s)
     print(f"\nsemantic cache, threshold 0.85, guard off: {result | {'wrong_examples': len(result['wrong_examples'])}}")
     assert result["precision"] < 0.98 and result["recall"] > 0.5, result

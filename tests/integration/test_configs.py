@@ -76,7 +76,7 @@ def test_budget_enforcer_manifests_match_the_schema():
                   if d["kind"] == "WasmPlugin")
     assert plugin["spec"]["phase"] == "AUTHN" and plugin["spec"]["failStrategy"] == "FAIL_CLOSE"
     jsonschema.validate(plugin["spec"]["pluginConfig"], BUDGET_SCHEMA)
-    jsonschema.validate(Stack(workdir="/tmp", listen_port=1, admin_port=2).budget_config, BUDGET_SCHEMA)
+    jsonschema.validate(Stack(workdir="/tmp", listen_port=1, admin_port=2).configs["sluice.budget_enforcer"], BUDGET_SCHEMA)
     from harness.gateway import DEMO_BUDGET
     jsonschema.validate(DEMO_BUDGET, BUDGET_SCHEMA)
     jsonschema.validate({}, BUDGET_SCHEMA)
@@ -117,8 +117,8 @@ def test_every_shipped_module_config_matches_its_schema(tmp_path):
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     stacks = [Stack(workdir=tmp_path, listen_port=1, admin_port=2),
-              Stack(workdir=tmp_path, listen_port=1, admin_port=2, budget_config=DEMO_BUDGET,
-                    rewriter_config=DEMO_MODELS)]
+              Stack(configs={"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS},
+                    workdir=tmp_path, listen_port=1, admin_port=2)]
     for stack in stacks:
         found = wasm_filters(yaml.safe_load(stack.envoy_config()))
         assert sorted(set(name for name, _ in found)) == sorted(SCHEMAS)

@@ -49,7 +49,7 @@ def no_ejection(config):
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(rewriter_config=CONFIG, provider_keys=KEYS, patch=no_ejection) as s:
+    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=no_ejection) as s:
         yield s
         assert s.vm_failures() == []
 
@@ -172,7 +172,7 @@ def test_unreachable_primary_falls_back(tmp_path):
                 address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 address["socket_address"]["port_value"] = closed
 
-    with Stack(rewriter_config=CONFIG, provider_keys=KEYS, patch=primary_down, workdir=tmp_path) as s:
+    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=primary_down, workdir=tmp_path) as s:
         r = post(s, ask())
         assert r.status_code == 200, r.text
         assert r.headers["x-sluice-provider"] == "anthropic"
@@ -193,7 +193,7 @@ def test_every_provider_failing_gives_the_last_error_openai_style(gateway):
 
 def test_primary_ejected_after_3_consecutive_failures(tmp_path):
     # The shipped outlier detection: 3 consecutive failures.
-    with Stack(rewriter_config=CONFIG, provider_keys=KEYS, workdir=tmp_path) as s:
+    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, workdir=tmp_path) as s:
         failing = {"x-mock-fail-model": f"{PRIMARY}=503"}
         for _ in range(3):
             r = post(s, ask(), headers=failing)
@@ -247,7 +247,8 @@ def test_azure_openai_deployment_path_and_api_key_header(tmp_path):
                 [adapter] = [f for o in options.values() for f in o["http_filters"] if f["name"] == "sluice.provider_adapter"]
                 adapter["typed_config"]["config"]["configuration"]["value"] = json.dumps(azure)
 
-    with Stack(rewriter_config=CONFIG, provider_keys=KEYS, patch=openai_is_azure, workdir=tmp_path) as s:
+    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=openai_is_azure,
+               workdir=tmp_path) as s:
         since = time.time()
         r = post(s, ask("chat-direct"))
         assert r.status_code == 200, r.text

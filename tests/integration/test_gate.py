@@ -71,9 +71,8 @@ def adapter_passthrough(config):
 
 @pytest.fixture(scope="module")
 def gate():
-    with Stack(budget_config=BUDGET, provider_keys={"OPENAI_API_KEY": PROVIDER_KEY,
-                                                    "ANTHROPIC_API_KEY": ANTHROPIC_KEY},
-               patch=adapter_passthrough) as s:
+    with Stack(configs={"sluice.budget_enforcer": BUDGET}, provider_keys={"OPENAI_API_KEY": PROVIDER_KEY,
+                                                    "ANTHROPIC_API_KEY": ANTHROPIC_KEY}, patch=adapter_passthrough) as s:
         yield s
         assert not s.vm_failures()
 
@@ -430,7 +429,7 @@ ROUTED_MODELS = {
 
 @pytest.fixture(scope="module")
 def routed():
-    with Stack(budget_config=ROUTED_BUDGET, rewriter_config=ROUTED_MODELS,
+    with Stack(configs={"sluice.budget_enforcer": ROUTED_BUDGET, "sluice.model_rewriter": ROUTED_MODELS},
                provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as s:
         yield s
         assert not s.vm_failures()
@@ -485,7 +484,8 @@ def test_a_downgrade_never_leaves_the_allow_list(routed):
 def test_an_unpriced_model_is_refused_under_a_usd_limit_without_a_default_price():
     config = {"keys": [key_entry(OPEN, "open")],
               "limits": [{"name": "usd", "scope": "key", "kind": "usd", "window": "day", "limit": 1.0}]}
-    with Stack(budget_config=config, concurrency=1, modules=["sluice.budget_enforcer", "sluice.token_counter"]) as s:
+    with Stack(configs={"sluice.budget_enforcer": config}, concurrency=1,
+               modules=["sluice.budget_enforcer", "sluice.token_counter"]) as s:
         for api in APIS:
             answer, sent = send(s, "h1", "POST", APIS[api], key=OPEN, data=body(api, "self-hosted-llama", "hi"))
             assert answer.status == 403, (api, answer)
@@ -534,7 +534,7 @@ def test_a_retry_after_a_translated_attempt_is_still_chat_and_carries_no_interna
     models = {"models": {"rev": {"targets": [{"provider": "anthropic", "model": "claude-x",
                                               "cluster": "chain_anthropic_openai"}],
                                  "fallbacks": [{"provider": "openai", "model": "gpt-x"}]}}}
-    with Stack(concurrency=1, rewriter_config=models, patch=reversed_chain,
+    with Stack(configs={"sluice.model_rewriter": models}, concurrency=1, patch=reversed_chain,
                provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as s:
         answer, sent = send(s, "h1", "POST", APIS["chat"], key=DEMO_KEY, data=body("chat", "rev", "hi"),
                             headers={"x-mock-fail-model": "claude-x=503"})

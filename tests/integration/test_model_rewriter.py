@@ -60,7 +60,7 @@ def body(model, content="What is the capital of France?", **extra):
 @pytest.fixture(scope="module")
 def gateway():
     budget = {"keys": [key_entry(DEMO_KEY, "demo", team="demo"), key_entry("sk-research", "r", team="research")]}
-    with Stack(rewriter_config=CONFIG, budget_config=budget) as s:
+    with Stack(configs={"sluice.model_rewriter": CONFIG, "sluice.budget_enforcer": budget}) as s:
         yield s
         assert s.vm_failures() == []
 
@@ -245,7 +245,7 @@ def test_unreadable_bodies_pass_to_the_budget_enforcer_verdict(gateway, raw):
 # is unit-tested in Rust (src/config.rs).
 def test_bad_config_is_rejected_with_the_field_named():
     config = {"models": {"m": {"targets": [target("x")]}}, "rules": [{"name": "r", "when": {}, "route_to": "nope"}]}
-    assert_config_rejected("sluice.model_rewriter", ".rules[0].route_to", rewriter_config=config)
+    assert_config_rejected("sluice.model_rewriter", ".rules[0].route_to", config)
 
 
 # --- provider translation (the provider adapter, an upstream filter in provider_anthropic) -------

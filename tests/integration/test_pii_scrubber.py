@@ -29,14 +29,14 @@ STRICT = {
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(pii_config={"output": "redact"}) as s:
+    with Stack(configs={"sluice.pii_scrubber": {"output": "redact"}}) as s:
         yield s
         assert s.vm_failures() == []
 
 
 @pytest.fixture(scope="module")
 def strict():
-    with Stack(pii_config=STRICT) as s:
+    with Stack(configs={"sluice.pii_scrubber": STRICT}) as s:
         yield s
         assert s.vm_failures() == []
 
@@ -240,4 +240,4 @@ def test_output_block_and_format_reject(strict):
 # is unit-tested in Rust (src/config.rs).
 def test_bad_config_is_rejected_with_the_field_named():
     assert_config_rejected("sluice.pii_scrubber", ".patterns[0].pattern",
-                           pii_config={"patterns": [{"entity": "ID", "pattern": "("}]})
+                           {"patterns": [{"entity": "ID", "pattern": "("}]})

@@ -29,7 +29,7 @@ CACHE = {
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(with_embedder=True, budget_config=KEYS, cache_config=CACHE) as s:
+    with Stack(configs={"sluice.budget_enforcer": KEYS, "sluice.semantic_cache": CACHE}, with_embedder=True) as s:
         yield s
         assert s.vm_failures() == []
 
@@ -261,8 +261,8 @@ def test_other_apis_pass_with_a_bypass(gateway):
 
 @pytest.fixture(scope="module")
 def alone(gateway):
-    with Stack(modules=["sluice.semantic_cache"], embedder_from=gateway,
-               cache_config={"namespace": "global", "max_request_bytes": 100_000}) as s:
+    with Stack(configs={"sluice.semantic_cache": {"namespace": "global", "max_request_bytes": 100_000}},
+               modules=["sluice.semantic_cache"], embedder_from=gateway) as s:
         yield s
         assert s.vm_failures() == []
 
@@ -313,7 +313,7 @@ def test_redis_down_means_bypass(alone):
 
 
 def test_embedder_down_means_bypass_and_exact_repeats_still_hit(gateway):
-    with Stack(modules=["sluice.semantic_cache"], cache_config={"namespace": "global"}) as s:  # embedder: a dead port
+    with Stack(configs={"sluice.semantic_cache": {"namespace": "global"}}, modules=["sluice.semantic_cache"]) as s:  # embedder: a dead port
         body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Capital of Peru?"}]})
         first = post(s, body)
         assert first.status_code == 200
@@ -325,5 +325,4 @@ def test_embedder_down_means_bypass_and_exact_repeats_still_hit(gateway):
 # One case proves Envoy refuses the config and logs the field; every field's message is
 # unit-tested in Rust (src/config.rs).
 def test_bad_configs_are_rejected():
-    assert_config_rejected("sluice.semantic_cache", ".routes[0].ttl_seconds",
-                           cache_config={"routes": [{"ttl_seconds": 0}]})
+    assert_config_rejected("sluice.semantic_cache", ".routes[0].ttl_seconds", {"routes": [{"ttl_seconds": 0}]})

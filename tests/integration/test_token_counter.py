@@ -368,4 +368,4 @@ def test_no_count_headers_by_default(stack):
 # One case per module proves Envoy refuses the config and logs the field; every field's message
 # is unit-tested in Rust (src/config.rs).
 def test_bad_config_is_rejected_with_the_field_named():
-    assert_config_rejected("sluice.token_counter", ".respons_headers", token_counter_config={"respons_headers": True})
+    assert_config_rejected("sluice.token_counter", ".respons_headers", {"respons_headers": True})
