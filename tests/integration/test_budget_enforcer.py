@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
+from harness.client import post
 from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
 
 CHAT = "/v1/chat/completions"
@@ -79,10 +80,6 @@ def auth(key):
     return {"authorization": f"Bearer {key}"}
 
 
-def post(stack, key, payload=None, headers=None, **kwargs):
-    return requests.post(stack.url(CHAT), json=payload or body(), headers={**auth(key), **(headers or {})},
-                         timeout=30, **kwargs)
-
 
 def counter(stack, limit, scope, subject):
     """The value of a limit's counters (summed over windows present)."""
@@ -131,7 +128,7 @@ def test_unknown_or_malformed_key_is_401(budget, headers):
 
 def test_configured_key_by_either_header_and_never_forwarded(budget):
     requests.delete(budget.mock("/mock/requests"))
-    assert post(budget, DEMO_KEY).status_code == 200
+    assert post(budget, body(), key=DEMO_KEY).status_code == 200
     r = requests.post(budget.url(CHAT), json=body(), headers={"x-api-key": DEMO_KEY})
     assert r.status_code == 200
     seen = requests.get(budget.mock("/mock/requests")).json()
@@ -143,7 +140,7 @@ def test_configured_key_by_either_header_and_never_forwarded(budget):
 
 
 def test_model_not_allowed_is_403(budget):
-    r = post(budget, DEMO_KEY, body(model="claude-3-5-sonnet"))
+    r = post(budget, body(model="claude-3-5-sonnet"), key=DEMO_KEY)
     assert r.status_code == 403
     assert error_of(r)["type"] == "permission_error"
     assert error_of(r)["code"] == "model_not_allowed"
@@ -153,7 +150,7 @@ def test_model_not_allowed_is_403(budget):
 def test_identity_facts_reach_the_access_log_and_the_token_counter(budget):
     key, alias = new_key(budget, team="facts-team", user="fiona")
     model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
-    assert post(budget, key, body(model=model)).status_code == 200
+    assert post(budget, body(model=model), key=key).status_code == 200
     line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
     assert (line["key"], line["team"], line["user"], line["budget"]) == (alias, "facts-team", "fiona", "admitted")
     assert wait_until(lambda: budget.metric("sluice_tokens_total", model=model, direction="input",
@@ -162,16 +159,16 @@ def test_identity_facts_reach_the_access_log_and_the_token_counter(budget):
 
 def test_redis_keys_can_be_revoked(budget):
     key, _ = new_key(budget)
-    assert post(budget, key).status_code == 200
+    assert post(budget, body(), key=key).status_code == 200
     budget.redis("DEL", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}")
     # Workers trust a key for `cache_ttl_ms` (500 ms here).
-    wait_until(lambda: post(budget, key).status_code == 401, "revocation", 5)
+    wait_until(lambda: post(budget, body(), key=key).status_code == 401, "revocation", 5)
 
 
 def test_unreadable_key_record_is_503_not_a_crash(budget):
     key = f"sk-test-{uuid.uuid4().hex}"
     budget.redis("SET", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}", "{not json")
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     assert r.status_code == 503
     assert error_of(r)["code"] == "budget_unavailable"
 
@@ -203,14 +200,14 @@ def test_requests_per_minute_then_429_with_openai_headers(budget):
     key, alias = new_key(budget, "rpm")
     remaining = []
     for _ in range(3):
-        r = post(budget, key)
+        r = post(budget, body(), key=key)
         assert r.status_code == 200
         remaining.append(r.headers["x-ratelimit-remaining-requests"])
         assert r.headers["x-ratelimit-limit-requests"] == "3"
     assert remaining == ["2", "1", "0"]
     # The alerts' gauge: 3 of 3 used (Envoy publishes gauges at its stats flush).
     wait_until(lambda: budget.metric("sluice_budget_used_percent", limit="rpm") == 100 or None, "used percent", 15)
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     assert r.status_code == 429
     err = error_of(r)
     assert (err["type"], err["code"]) == ("rate_limit_error", "rate_limit_exceeded")
@@ -227,10 +224,10 @@ def test_requests_per_second_window_resets(budget):
     key, _ = new_key(budget, "rps")
     # Start at the beginning of a second so the three requests share it.
     time.sleep(1 - time.time() % 1 + 0.02)
-    codes = [post(budget, key).status_code for _ in range(3)]
+    codes = [post(budget, body(), key=key).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     time.sleep(1 - time.time() % 1 + 0.02)
-    assert post(budget, key).status_code == 200
+    assert post(budget, body(), key=key).status_code == 200
 
 
 @pytest.mark.parametrize("scope,case,shared_field,limit_name,allowed", [
@@ -240,7 +237,7 @@ def test_requests_per_second_window_resets(budget):
 def test_user_and_team_limits_are_shared_by_their_keys(budget, scope, case, shared_field, limit_name, allowed):
     subject = f"{scope}-{uuid.uuid4().hex[:6]}"
     keys = [new_key(budget, case, **{shared_field: subject})[0] for _ in range(2)]
-    codes = [post(budget, keys[i % 2]).status_code for i in range(allowed + 1)]
+    codes = [post(budget, body(), key=keys[i % 2]).status_code for i in range(allowed + 1)]
     assert codes == [200] * allowed + [429]
     assert counter(budget, limit_name, scope, subject) == allowed
 
@@ -248,34 +245,34 @@ def test_user_and_team_limits_are_shared_by_their_keys(budget, scope, case, shar
 def test_model_scope_counts_each_model_apart(budget):
     key, _ = new_key(budget, "model")
     a, b = f"gpt-4o-{uuid.uuid4().hex[:6]}", f"gpt-4o-{uuid.uuid4().hex[:6]}"
-    assert post(budget, key, body(model=a)).status_code == 200
-    assert post(budget, key, body(model=b)).status_code == 200
-    assert post(budget, key, body(model=a)).status_code == 429
+    assert post(budget, body(model=a), key=key).status_code == 200
+    assert post(budget, body(model=b), key=key).status_code == 200
+    assert post(budget, body(model=a), key=key).status_code == 429
 
 
 def test_quality_tier_limit_applies_only_to_its_models(budget):
     key, _ = new_key(budget, "tier")
-    assert [post(budget, key, body(model="quality-large")).status_code for _ in range(3)] == [200, 200, 429]
-    assert post(budget, key, body(model="gpt-4o-mini")).status_code == 200
+    assert [post(budget, body(model="quality-large"), key=key).status_code for _ in range(3)] == [200, 200, 429]
+    assert post(budget, body(model="gpt-4o-mini"), key=key).status_code == 200
 
 
 def test_token_limit_checks_the_estimate_and_charges_actual_usage(budget):
     key, alias = new_key(budget, "tokens")
     usage = {"x-mock-prompt-tokens": "40", "x-mock-completion-tokens": "20"}
-    r = post(budget, key, headers=usage)
+    r = post(budget, body(), key=key, headers=usage)
     assert r.status_code == 200
     assert settled(budget, "tokens", "key", alias, 60)
     # 40 of 100 left: a prompt estimated past that is refused before it is sent...
-    r = post(budget, key, body(content="word " * 60), headers=usage)
+    r = post(budget, body(content="word " * 60), key=key, headers=usage)
     assert r.status_code == 429
     assert r.headers["x-ratelimit-remaining-tokens"] == "40"
     # ...a short one fits, past the 50% alert share.
-    r = post(budget, key, headers=usage)
+    r = post(budget, body(), key=key, headers=usage)
     assert r.status_code == 200
     assert r.headers["x-sluice-budget-alert"] == "tokens"
     assert budget.metric("sluice_budget_alerts_total", limit="tokens") >= 1
     assert settled(budget, "tokens", "key", alias, 120)
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     assert r.status_code == 429
     assert r.headers["x-ratelimit-limit-tokens"] == "100"
     assert r.headers["x-ratelimit-remaining-tokens"] == "0"
@@ -284,13 +281,13 @@ def test_token_limit_checks_the_estimate_and_charges_actual_usage(budget):
 def test_usd_limit_per_month(budget):
     key, alias = new_key(budget, "usd")
     # gpt-4o: 21 prompt tokens at $2.5/M + 7 completion at $10/M = $0.0001225 per request.
-    assert post(budget, key).status_code == 200
+    assert post(budget, body(), key=key).status_code == 200
     assert settled(budget, "monthly-usd", "key", alias, 123)
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     assert r.status_code == 200
     assert r.headers["x-ratelimit-limit-usd"] == "0.0002"
     assert settled(budget, "monthly-usd", "key", alias, 246)
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     assert r.status_code == 429
     assert r.headers["x-ratelimit-remaining-usd"] == "0"
     month = time.strftime("%Y-%m", time.gmtime())
@@ -303,9 +300,9 @@ def test_downgrade_to_a_cheaper_model_when_the_budget_is_spent(budget):
     key, alias = new_key(budget, "downgrade")
     requests.delete(budget.mock("/mock/requests"))
     for _ in range(2):
-        assert post(budget, key).status_code == 200
+        assert post(budget, body(), key=key).status_code == 200
     wait_until(lambda: counter(budget, "gpt4o-usd", "key", alias) >= 200, "spend in Redis", 10)
-    r = post(budget, key, body(content=f"downgrade me {alias}"))
+    r = post(budget, body(content=f"downgrade me {alias}"), key=key)
     assert r.status_code == 200
     sent = [json.loads(x["body"]) for x in requests.get(budget.mock("/mock/requests")).json()]
     assert [b["model"] for b in sent] == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]
@@ -318,9 +315,9 @@ def test_downgrade_to_a_cheaper_model_when_the_budget_is_spent(budget):
 def test_queue_holds_the_request_until_the_window_has_room(budget):
     key, _ = new_key(budget, "queue")
     time.sleep(1 - time.time() % 1 + 0.02)
-    assert post(budget, key).status_code == 200
+    assert post(budget, body(), key=key).status_code == 200
     started = time.time()
-    r = post(budget, key)
+    r = post(budget, body(), key=key)
     waited = time.time() - started
     assert r.status_code == 200
     assert 0.3 < waited < 1.5, waited
@@ -332,7 +329,7 @@ def test_queue_gives_up_at_its_deadline(budget):
     key, _ = new_key(budget, "queue")
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         started = time.time()
-        codes = list(pool.map(lambda _: post(budget, key).status_code, range(8)))
+        codes = list(pool.map(lambda _: post(budget, body(), key=key).status_code, range(8)))
         elapsed = time.time() - started
     # One per second is admitted; the wait is at most 1.5 s.
     assert 2 <= codes.count(200) <= 3, codes
@@ -343,8 +340,7 @@ def test_queue_gives_up_at_its_deadline(budget):
 
 def test_streams_are_charged_from_their_final_usage(budget):
     key, alias = new_key(budget, "spend")
-    r = post(budget, key, body(stream=True), headers={"x-mock-prompt-tokens": "30", "x-mock-completion-tokens": "12"},
-             stream=True)
+    r = post(budget, body(stream=True), key=key, headers={"x-mock-prompt-tokens": "30", "x-mock-completion-tokens": "12"}, stream=True)
     assert r.status_code == 200
     _ = r.content
     assert settled(budget, "spend", "key", alias, 42)
@@ -354,8 +350,7 @@ def test_cut_streams_are_charged_for_what_streamed(budget):
     key, alias = new_key(budget, "spend")
     text = "one two three four five six seven eight nine ten " * 20
     try:
-        r = post(budget, key, body(stream=True), stream=True,
-                 headers={"x-mock-text": text, "x-mock-reset-after": "900", "x-mock-usage": "off"})
+        r = post(budget, body(stream=True), key=key, stream=True, headers={"x-mock-text": text, "x-mock-reset-after": "900", "x-mock-usage": "off"})
         _ = r.content
     except requests.exceptions.RequestException:
         pass
@@ -368,7 +363,7 @@ def test_cut_streams_are_charged_for_what_streamed(budget):
 
 def test_failed_upstream_is_not_charged_tokens(budget):
     key, alias = new_key(budget, "spend")
-    assert post(budget, key, headers={"x-mock-status": "500"}).status_code == 500
+    assert post(budget, body(), key=key, headers={"x-mock-status": "500"}).status_code == 500
     # The prompt estimate was reserved before the request went upstream, then refunded.
     line = wait_until(lambda: next((l for l in budget.access_log() if l.get("key") == alias), None), "log line")
     assert line["status"] == 500
@@ -381,7 +376,7 @@ def test_failed_upstream_is_not_charged_tokens(budget):
 def test_200_concurrent_requests_against_a_limit_of_50_admit_exactly_50(budget):
     key, alias = new_key(budget, "burst")
     with concurrent.futures.ThreadPoolExecutor(200) as pool:
-        codes = list(pool.map(lambda _: post(budget, key).status_code, range(200)))
+        codes = list(pool.map(lambda _: post(budget, body(), key=key).status_code, range(200)))
     assert codes.count(200) == 50, codes
     assert codes.count(429) == 150
     assert counter(budget, "burst", "key", alias) == 50
@@ -393,13 +388,13 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
     usage = {"x-mock-prompt-tokens": str(prompt), "x-mock-completion-tokens": str(completion),
              "x-mock-latency-ms": "50"}
     with concurrent.futures.ThreadPoolExecutor(100) as pool:
-        codes = list(pool.map(lambda _: post(budget, key, headers=usage).status_code, range(sent)))
+        codes = list(pool.map(lambda _: post(budget, body(), key=key, headers=usage).status_code, range(sent)))
     admitted = codes.count(200)
     assert codes.count(429) == sent - admitted
     assert settled(budget, "token-burst", "key", alias, admitted * (prompt + completion))
     # What one such request reserves: what a fresh key's counter has left after it.
     probe, _ = new_key(budget, "token-burst")
-    estimate = 1000 - int(post(budget, probe, headers=usage).headers["x-ratelimit-remaining-tokens"])
+    estimate = 1000 - int(post(budget, body(), key=probe, headers=usage).headers["x-ratelimit-remaining-tokens"])
     assert 0 < estimate < prompt + completion
     spent = admitted * (prompt + completion)
     overspend = max(0, spent - 1000)
@@ -411,7 +406,7 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
           f"(bound {bound}: {admitted} in flight x ({prompt + completion} used - {estimate} reserved))")
     assert overspend <= bound
     # Once spend is known, nothing more is admitted.
-    assert post(budget, key, headers=usage).status_code == 429
+    assert post(budget, body(), key=key, headers=usage).status_code == 429
 
 
 def test_two_gateways_share_one_budget(budget):
@@ -422,7 +417,7 @@ def test_two_gateways_share_one_budget(budget):
 
         def send(i):
             gateway = budget if i % 2 else other
-            return post(gateway, keys[i // 2 % 2]).status_code
+            return post(gateway, body(), key=keys[i // 2 % 2]).status_code
 
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
             codes = list(pool.map(send, range(120)))
@@ -442,7 +437,7 @@ def test_bridge_down_under_load_fails_open_and_loses_no_spend(budget):
     def load():
         while time.time() < stop:
             started = time.time()
-            r = post(budget, key, headers=usage)
+            r = post(budget, body(), key=key, headers=usage)
             latencies.append(time.time() - started)
             served.append(r.status_code)
 
@@ -483,10 +478,10 @@ def test_fail_closed_answers_503_fast():
         key = "sk-closed"
         s.redis("SET", f"{PREFIX}:key:{key_entry(key, 'x')['sha256']}", json.dumps({"alias": "closed",
                                                                                    "metadata": {"case": "rpm"}}))
-        assert post(s, key).status_code == 200
+        assert post(s, body(), key=key).status_code == 200
         s.stop_webdis()
         started = time.time()
-        r = post(s, key)
+        r = post(s, body(), key=key)
         assert time.time() - started < 1.0
         assert r.status_code == 503
         assert error_of(r)["code"] == "budget_unavailable"

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from harness.procs import free_port
+from harness.client import post
 from harness.stack import DEMO_KEY, Stack
 
 CHAT = "/v1/chat/completions"
@@ -53,10 +54,6 @@ def gateway():
         yield s
         assert s.vm_failures() == []
 
-
-def post(stack, payload, headers=None, stream=False):
-    return requests.post(stack.url(CHAT), json=payload, timeout=30, stream=stream,
-                         headers={"authorization": f"Bearer {DEMO_KEY}", **(headers or {})})
 
 
 def ask(model="chat-quality", **extra):
@@ -209,8 +206,7 @@ def test_primary_ejected_after_3_consecutive_failures(tmp_path):
 def test_clients_cannot_steer_the_route_or_the_chain(gateway):
     since = time.time()
     # A routing header from the client is dropped: unknown models pass to the path's default.
-    r = post(gateway, ask("my-own-model", sluice_models={"openai": "gpt-expensive"}),
-             headers={"x-sluice-cluster": "provider_anthropic", "x-sluice-api": "chat"})
+    r = post(gateway, ask("my-own-model", sluice_models={"openai": "gpt-expensive"}), headers={"x-sluice-cluster": "provider_anthropic", "x-sluice-api": "chat"})
     assert r.status_code == 200 and r.headers["x-sluice-provider"] == "openai"
     # A chain member from the client never picks a model.
     r = post(gateway, ask("chat-direct", sluice_models={"openai": "gpt-expensive"}))

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
+from harness.client import post
 from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
 
 CHAT = "/v1/chat/completions"
@@ -64,10 +65,6 @@ def gateway():
         yield s
         assert s.vm_failures() == []
 
-
-def post(stack, payload, key=DEMO_KEY, headers=None):
-    return requests.post(stack.url(CHAT), json=payload, timeout=30,
-                         headers={"authorization": f"Bearer {key}", **(headers or {})})
 
 
 def routed(stack, marker):

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
+from harness.client import post
 from harness.stack import DEMO_KEY, Stack, assert_config_rejected
 
 CHAT = "/v1/chat/completions"
@@ -41,10 +42,6 @@ def strict():
         assert s.vm_failures() == []
 
 
-def post(stack, payload, headers=None, path=CHAT, stream=False, data=None):
-    return requests.post(stack.url(path), json=payload if data is None else None, data=data, stream=stream, timeout=30,
-                         headers={"authorization": f"Bearer {DEMO_KEY}", **(headers or {})})
-
 
 def chat(content, **extra):
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}
@@ -73,8 +70,7 @@ def stream_text(response):
 
 
 def test_prompt_is_redacted_and_the_answer_restored(gateway):
-    r = post(gateway, chat(f"Email {EMAIL} or call {PHONE}."),
-             headers={"x-mock-text": "I will email <EMAIL_1> and call <PHONE_1>."})
+    r = post(gateway, chat(f"Email {EMAIL} or call {PHONE}."), headers={"x-mock-text": "I will email <EMAIL_1> and call <PHONE_1>."})
     assert r.status_code == 200, r.text
     sent = json.loads(last_sent(gateway)["body"])
     assert sent["messages"][0]["content"] == "Email <EMAIL_1> or call <PHONE_1>."
@@ -88,8 +84,7 @@ def test_prompt_is_redacted_and_the_answer_restored(gateway):
 @pytest.mark.parametrize("chunk_bytes", [1, 9, 64])
 def test_stream_restores_placeholders_split_anywhere(gateway, piece_chars, chunk_bytes):
     answer = "Sure: <EMAIL_1>, <PHONE_1> — grüße, 日本."
-    r = post(gateway, chat(f"I am {EMAIL}, phone {PHONE}", stream=True), stream=True,
-             headers={"x-mock-text": urllib.parse.quote(answer), "x-mock-piece-chars": str(piece_chars), "x-mock-chunk-bytes": str(chunk_bytes)})
+    r = post(gateway, chat(f"I am {EMAIL}, phone {PHONE}", stream=True), stream=True, headers={"x-mock-text": urllib.parse.quote(answer), "x-mock-piece-chars": str(piece_chars), "x-mock-chunk-bytes": str(chunk_bytes)})
     assert r.status_code == 200
     assert stream_text(r) == f"Sure: {EMAIL}, {PHONE} — grüße, 日本."
 
@@ -97,16 +92,14 @@ def test_stream_restores_placeholders_split_anywhere(gateway, piece_chars, chunk
 def test_anthropic_messages_are_scrubbed_and_streams_restored(gateway):
     payload = {"model": "claude-3-5-haiku-latest", "max_tokens": 50, "stream": True,
                "system": f"The operator is {EMAIL}.", "messages": [{"role": "user", "content": f"Call {PHONE}"}]}
-    r = post(gateway, payload, path="/v1/messages", stream=True,
-             headers={"x-mock-text": "Calling <PHONE_1> for <EMAIL_1>", "x-mock-piece-chars": "4"})
+    r = post(gateway, payload, path="/v1/messages", stream=True, headers={"x-mock-text": "Calling <PHONE_1> for <EMAIL_1>", "x-mock-piece-chars": "4"})
     assert stream_text(r) == f"Calling {PHONE} for {EMAIL}"
     sent = json.loads(last_sent(gateway)["body"])
     assert sent["system"] == "The operator is <EMAIL_1>." and sent["messages"][0]["content"] == "Call <PHONE_1>"
 
 
 def test_responses_api_stream_restores_split_placeholders(gateway):
-    r = post(gateway, {"model": "gpt-4o-mini", "input": f"Mail {EMAIL}", "stream": True}, path="/v1/responses",
-             stream=True, headers={"x-mock-text": "Mailing <EMAIL_1> now", "x-mock-piece-chars": "3"})
+    r = post(gateway, {"model": "gpt-4o-mini", "input": f"Mail {EMAIL}", "stream": True}, path="/v1/responses", stream=True, headers={"x-mock-text": "Mailing <EMAIL_1> now", "x-mock-piece-chars": "3"})
     text = ""
     for line in r.iter_lines():
         if line.startswith(b"data: "):
@@ -129,8 +122,7 @@ def test_openai_sdk_sees_restored_text(gateway):
 def test_answer_pii_not_from_the_prompt_is_redacted(gateway):
     r = post(gateway, chat(f"Contact {EMAIL}"), headers={"x-mock-text": "Ask <EMAIL_1> or bob@corp.example.org."})
     assert r.json()["choices"][0]["message"]["content"] == f"Ask {EMAIL} or <EMAIL>."
-    r = post(gateway, chat("hi", stream=True), stream=True,
-             headers={"x-mock-text": "Mail bob@corp.example.org now", "x-mock-piece-chars": "3"})
+    r = post(gateway, chat("hi", stream=True), stream=True, headers={"x-mock-text": "Mail bob@corp.example.org now", "x-mock-piece-chars": "3"})
     assert stream_text(r) == "Mail <EMAIL> now"
 
 
@@ -226,8 +218,7 @@ def test_output_block_and_format_reject(strict):
     r = post(strict, chat("hi"), headers={"x-mock-text": "Write to bob@corp.example.org"})
     choice = r.json()["choices"][0]
     assert (choice["message"]["content"], choice["finish_reason"]) == ("", "content_filter")
-    r = post(strict, chat("hi", stream=True), stream=True,
-             headers={"x-mock-text": "Write to bob@corp.example.org please", "x-mock-piece-chars": "3"})
+    r = post(strict, chat("hi", stream=True), stream=True, headers={"x-mock-text": "Write to bob@corp.example.org please", "x-mock-piece-chars": "3"})
     body = r.text
     assert "bob@" not in body and "content_filter" in body
     r = post(strict, chat("json please", response_format={"type": "json_object"}), headers={"x-mock-text": "no json"})

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
+from harness.client import post
 from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
 
 CHAT = "/v1/chat/completions"
@@ -266,10 +267,6 @@ def alone(gateway):
         yield s
         assert s.vm_failures() == []
 
-
-def post(stack, data, path=CHAT, headers=None):
-    return requests.post(stack.url(path), data=data, timeout=30, headers={"content-type": "application/json",
-                                                                          **(headers or {})})
 
 
 def test_bad_requests_pass_upstream_uncached(alone):
