@@ -23,6 +23,77 @@ pub fn unique_members(body: &[u8]) -> Result<(), serde_json::Error> {
     deserializer.end()
 }
 
+/// Parses a body that must be a JSON object whose objects all have unique member names, in one
+/// pass (a module that needs the whole value checks and parses at once).
+pub fn from_unique_object(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        _ => return Err(serde_json::Error::custom("expected a JSON object")),
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let UniqueValue(value) = de::Deserialize::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// A JSON value built while checking that member names are unique.
+struct UniqueValue(serde_json::Value);
+
+impl<'de> de::Deserialize<'de> for UniqueValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueValueVisitor)
+    }
+}
+
+struct UniqueValueVisitor;
+
+impl<'de> Visitor<'de> for UniqueValueVisitor {
+    type Value = UniqueValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(v.into()))
+    }
+    fn visit_unit<E>(self) -> Result<UniqueValue, E> {
+        Ok(UniqueValue(serde_json::Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(UniqueValue(serde_json::Value::Array(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueValue, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if members.contains_key(&name) {
+                return Err(A::Error::custom(format!("duplicate member `{name}`")));
+            }
+            let UniqueValue(value) = map.next_value()?;
+            members.insert(name, value);
+        }
+        Ok(UniqueValue(serde_json::Value::Object(members)))
+    }
+}
+
 /// Any JSON value whose objects have unique member names.
 struct Unique;
 
@@ -98,6 +169,16 @@ mod tests {
             br#"{"a": 1} trailing"#,
         ] {
             assert!(unique_members(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn one_pass_parse_refuses_what_the_check_refuses() {
+        let good = br#"{"a": [{"b": 1.5, "c": {"b": null}}], "b": "x", "d": [true, -3]}"#;
+        let parsed = from_unique_object(good).unwrap();
+        assert_eq!(parsed, serde_json::from_slice::<serde_json::Value>(good).unwrap());
+        for bad in [&br#"{"a": 1, "a": 2}"#[..], br#"{"a": [{"b": 1, "b": 1}]}"#, b"[1]", b"{} x", b""] {
+            assert!(from_unique_object(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 

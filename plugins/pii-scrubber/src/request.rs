@@ -175,11 +175,10 @@ pub fn is_media(bytes: &[u8]) -> bool {
     riff || iso || MAGIC.iter().any(|m| bytes.starts_with(m))
 }
 
-/// Scans and scrubs a request body. Not a JSON object, or a duplicate member name anywhere: an
-/// error (the caller decides).
+/// Scans and scrubs a request body, parsed once. Not a JSON object, or a duplicate member name
+/// anywhere: an error (the caller decides).
 pub fn scan(body: &[u8], scrubber: &Scrubber, roles: &[String]) -> Result<Scanned, String> {
-    sluice_shared::json::unique_members(body).map_err(|e| e.to_string())?;
-    let mut value: Value = sluice_shared::json::from_object(body).map_err(|e| e.to_string())?;
+    let mut value = sluice_shared::json::from_unique_object(body).map_err(|e| e.to_string())?;
     let mut walk = Walk { scrubber, roles, scanned: Scanned::default(), changed: false };
     if let Some(object) = value.as_object_mut() {
         let format = object.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
