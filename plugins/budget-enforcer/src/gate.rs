@@ -719,11 +719,11 @@ impl Request {
 }
 
 /// The proxy-wasm HTTP context: hands each event to the shared request state.
-pub struct Gate {
+pub struct Filter {
     pub request: Rc<RefCell<Request>>,
 }
 
-impl Context for Gate {
+impl Context for Filter {
     fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         let response = proxy::callout_response(num_headers, body_size);
         let mut request = self.request.borrow_mut();
@@ -744,7 +744,7 @@ impl Context for Gate {
     }
 }
 
-impl HttpContext for Gate {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Flow {
         self.request.borrow_mut().on_request_headers(end_of_stream)
     }

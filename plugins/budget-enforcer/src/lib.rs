@@ -42,6 +42,6 @@ use proxy_wasm::traits::RootContext;
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(worker::Enforcer::new(context_id))
+        Box::new(worker::Root::new(context_id))
     });
 }}

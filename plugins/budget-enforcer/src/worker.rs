@@ -17,7 +17,7 @@ use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::as_args;
 
 use crate::config::Config;
-use crate::gate::{self, Gate, Request};
+use crate::gate::{self, Filter, Request};
 use crate::keys::KeyRing;
 use crate::ledger::Ledger;
 use crate::local::LocalLimiter;
@@ -96,16 +96,16 @@ impl State {
     }
 }
 
-pub struct Enforcer {
+pub struct Root {
     context_id: u32,
     settings: Rc<Settings>,
     state: Rc<RefCell<State>>,
 }
 
-impl Enforcer {
+impl Root {
     pub fn new(context_id: u32) -> Self {
         let config = Config::default();
-        Enforcer {
+        Root {
             context_id,
             state: Rc::new(RefCell::new(State::new(&config))),
             settings: Rc::new(Settings::new(config, false)),
@@ -224,7 +224,7 @@ impl Enforcer {
     }
 }
 
-impl Context for Enforcer {
+impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         let response = proxy::callout_response(num_headers, body_size);
         if self.state.borrow().charge_token == Some(token) {
@@ -246,7 +246,7 @@ impl Context for Enforcer {
     }
 }
 
-impl RootContext for Enforcer {
+impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         for encoding in &config.preload_encodings {
@@ -287,6 +287,6 @@ impl RootContext for Enforcer {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let request = Request::new(context_id, Rc::clone(&self.settings), Rc::clone(&self.state));
-        Some(Box::new(Gate { request }))
+        Some(Box::new(Filter { request }))
     }
 }

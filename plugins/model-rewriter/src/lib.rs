@@ -59,10 +59,10 @@ const GATEWAY_HEADERS: [&str; 1] = ["x-sluice-cluster"];
 
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Rewriter::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-struct Rewriter {
+struct Root {
     config: Rc<Config>,
     prices: Rc<PriceTable>,
     /// Request headers routing reads (`Config::routing_headers`).
@@ -71,10 +71,10 @@ struct Rewriter {
     rng: Rc<Cell<u64>>,
 }
 
-impl Default for Rewriter {
+impl Default for Root {
     fn default() -> Self {
         let seed = RandomState::new().hash_one(0u8) | 1;
-        Rewriter {
+        Root {
             config: Rc::new(Config::default()),
             prices: Rc::new(PriceTable::with_overrides(&Default::default())),
             header_names: Rc::default(),
@@ -83,9 +83,9 @@ impl Default for Rewriter {
     }
 }
 
-impl Context for Rewriter {}
+impl Context for Root {}
 
-impl RootContext for Rewriter {
+impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         log::info!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len());
@@ -100,7 +100,7 @@ impl RootContext for Rewriter {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Steer {
+        Some(Box::new(Filter {
             config: Rc::clone(&self.config),
             prices: Rc::clone(&self.prices),
             tracked: None,
@@ -114,7 +114,7 @@ impl RootContext for Rewriter {
 }
 
 /// One request's glue.
-struct Steer {
+struct Filter {
     config: Rc<Config>,
     prices: Rc<PriceTable>,
     /// The chosen target's shared figures, when its model's strategy uses them.
@@ -135,7 +135,7 @@ struct Tracked {
     answered: bool,
 }
 
-impl Steer {
+impl Filter {
     fn price(&self, target: &Target) -> Option<f64> {
         self.prices.lookup(&target.model).map(|p| p.input + p.output)
     }
@@ -276,7 +276,7 @@ impl Steer {
     }
 }
 
-impl Context for Steer {
+impl Context for Filter {
     fn on_done(&mut self) -> bool {
         // After every module's log: the token counter's counts are known.
         if let Some(tracked) = self.tracked.take() {
@@ -293,7 +293,7 @@ impl Context for Steer {
     }
 }
 
-impl HttpContext for Steer {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         // Only the gateway sets its own headers: a client's are dropped, and the route Envoy
         // already matched with them forgotten.

@@ -107,7 +107,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Exchange {
+        Some(Box::new(Filter {
             shared,
             api: None,
             vault: Vault::default(),
@@ -125,7 +125,7 @@ enum Reading {
 }
 
 /// One request's glue.
-struct Exchange {
+struct Filter {
     shared: Rc<Shared>,
     api: Option<Api>,
     vault: Vault,
@@ -135,7 +135,7 @@ struct Exchange {
     buffered: usize,
 }
 
-impl Exchange {
+impl Filter {
     fn count(&self, tally: &Tally) {
         let mut registry = self.shared.registry.borrow_mut();
         for ((entity, action), n) in &tally.counts {
@@ -238,9 +238,9 @@ impl Exchange {
     }
 }
 
-impl Context for Exchange {}
+impl Context for Filter {}
 
-impl HttpContext for Exchange {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method").unwrap_or_default();
         let path = proxy::request_header_text(":path").unwrap_or_default();

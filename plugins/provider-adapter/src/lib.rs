@@ -48,19 +48,19 @@ const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_m
 
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Adapter::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
 #[derive(Default)]
-struct Adapter {
+struct Root {
     config: Rc<Config>,
     /// Each provider's credential, read once from config or environment.
     credentials: Rc<BTreeMap<String, String>>,
 }
 
-impl Context for Adapter {}
+impl Context for Root {}
 
-impl RootContext for Adapter {
+impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         let mut credentials = BTreeMap::new();
@@ -92,7 +92,7 @@ impl RootContext for Adapter {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Attempt {
+        Some(Box::new(Filter {
             config: Rc::clone(&self.config),
             credentials: Rc::clone(&self.credentials),
             provider: None,
@@ -118,7 +118,7 @@ struct StreamState {
 }
 
 /// One attempt's glue.
-struct Attempt {
+struct Filter {
     config: Rc<Config>,
     credentials: Rc<BTreeMap<String, String>>,
     /// The provider this attempt reaches.
@@ -133,7 +133,7 @@ struct Attempt {
     buffered: usize,
 }
 
-impl Attempt {
+impl Filter {
     fn created() -> u64 {
         Host.now_ms() / 1000
     }
@@ -146,9 +146,9 @@ impl Attempt {
     }
 }
 
-impl Context for Attempt {}
+impl Context for Filter {}
 
-impl HttpContext for Attempt {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         // Default deny: a credential goes only with a request the gateway classified.
         let path = proxy::request_header_text(":path").unwrap_or_default();

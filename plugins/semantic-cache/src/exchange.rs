@@ -103,7 +103,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let shared = self.shared.clone()?;
-        Some(Box::new(Exchange::new(shared)))
+        Some(Box::new(Filter::new(shared)))
     }
 }
 
@@ -148,7 +148,7 @@ struct SemanticEntry {
     item: Vec<u8>,
 }
 
-struct Exchange {
+struct Filter {
     shared: Rc<Shared>,
     phase: Phase,
     control: CacheControl,
@@ -170,9 +170,9 @@ struct Exchange {
     buffered: usize,
 }
 
-impl Exchange {
+impl Filter {
     fn new(shared: Rc<Shared>) -> Self {
-        Exchange {
+        Filter {
             shared,
             phase: Phase::Idle,
             control: CacheControl::default(),
@@ -468,7 +468,7 @@ impl Exchange {
     }
 }
 
-impl Context for Exchange {
+impl Context for Filter {
     fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         let response = proxy::callout_response(num_headers, body_size);
         let action = match self.phase {
@@ -482,7 +482,7 @@ impl Context for Exchange {
     }
 }
 
-impl HttpContext for Exchange {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method").unwrap_or_default();
         self.path = proxy::request_header_text(":path").unwrap_or_default();

@@ -38,7 +38,7 @@ const NAME: &str = "sluice.token_counter";
 
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TokenCounter::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
 /// Per-VM state: the configuration and the metric ids, shared by every request of this worker.
@@ -49,15 +49,15 @@ struct Settings {
     debug_logging: bool,
 }
 
-struct TokenCounter {
+struct Root {
     settings: Rc<Settings>,
     registry: Rc<RefCell<MetricRegistry>>,
 }
 
-impl Default for TokenCounter {
+impl Default for Root {
     fn default() -> Self {
         let config = Config::default();
-        TokenCounter {
+        Root {
             registry: Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values))),
             settings: Rc::new(Settings {
                 prices: PriceTable::with_overrides(&config.prices),
@@ -68,9 +68,9 @@ impl Default for TokenCounter {
     }
 }
 
-impl Context for TokenCounter {}
+impl Context for Root {}
 
-impl RootContext for TokenCounter {
+impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
         let started = Host.now_ms();
@@ -93,7 +93,7 @@ impl RootContext for TokenCounter {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Meter {
+        Some(Box::new(Filter {
             settings: Rc::clone(&self.settings),
             registry: Rc::clone(&self.registry),
             exchange: None,
@@ -117,7 +117,7 @@ enum End {
 }
 
 /// One request's glue: hands host events to its [`Exchange`] and publishes the outcome.
-struct Meter {
+struct Filter {
     settings: Rc<Settings>,
     registry: Rc<RefCell<MetricRegistry>>,
     exchange: Option<Exchange>,
@@ -126,7 +126,7 @@ struct Meter {
     buffered: usize,
 }
 
-impl Meter {
+impl Filter {
     fn config(&self) -> &Config {
         &self.settings.config
     }
@@ -168,9 +168,9 @@ impl Meter {
     }
 }
 
-impl Context for Meter {}
+impl Context for Filter {}
 
-impl HttpContext for Meter {
+impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method");
         let path = proxy::request_header_text(":path");
