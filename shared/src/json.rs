@@ -1,9 +1,11 @@
 //! Whole-body JSON helpers.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 /// Parses a body that must be a JSON object. Serde would also accept an array for a struct
 /// (`[]` as "all fields default"), which no LLM API sends.
@@ -16,132 +18,101 @@ pub fn from_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Er
 
 /// Checks that no object anywhere in the body has the same member name twice. JSON parsers
 /// disagree on duplicates (first wins, last wins, error): a module and a provider reading
-/// different copies would let one guard check what the provider never reads.
+/// different copies would let one guard check what the provider never reads. Builds nothing.
 pub fn unique_members(body: &[u8]) -> Result<(), serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    de::Deserialize::deserialize(&mut deserializer).map(|Unique| ())?;
-    deserializer.end()
+    checked(body, false).map(|_| ())
 }
 
 /// Parses a body that must be a JSON object whose objects all have unique member names, in one
 /// pass (a module that needs the whole value checks and parses at once).
-pub fn from_unique_object(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+pub fn from_unique_object(body: &[u8]) -> Result<Value, serde_json::Error> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        _ => return Err(serde_json::Error::custom("expected a JSON object")),
+        Some(b'{') => checked(body, true),
+        _ => Err(serde_json::Error::custom("expected a JSON object")),
     }
+}
+
+fn checked(body: &[u8], keep: bool) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let UniqueValue(value) = de::Deserialize::deserialize(&mut deserializer)?;
+    let value = Checked { keep }.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
 }
 
-/// A JSON value built while checking that member names are unique.
-struct UniqueValue(serde_json::Value);
+/// Reads any JSON value, refusing an object with a repeated member name; builds the value only
+/// when `keep` (otherwise every value reads as `null`, and nothing but member names is kept).
+#[derive(Clone, Copy)]
+struct Checked {
+    keep: bool,
+}
 
-impl<'de> de::Deserialize<'de> for UniqueValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueValueVisitor)
+impl Checked {
+    fn value(self, value: impl Into<Value>) -> Value {
+        if self.keep {
+            value.into()
+        } else {
+            Value::Null
+        }
     }
 }
 
-struct UniqueValueVisitor;
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = Value;
 
-impl<'de> Visitor<'de> for UniqueValueVisitor {
-    type Value = UniqueValue;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(self.value(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(self.value(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(self.value(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)))
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, |n| self.value(n)))
     }
-    fn visit_str<E>(self, v: &str) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(if self.keep { Value::String(v.to_string()) } else { Value::Null })
     }
-    fn visit_string<E>(self, v: String) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(v.into()))
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(self.value(v))
     }
-    fn visit_unit<E>(self) -> Result<UniqueValue, E> {
-        Ok(UniqueValue(serde_json::Value::Null))
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueValue, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(UniqueValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(UniqueValue(serde_json::Value::Array(items)))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueValue, A::Error> {
-        let mut members = serde_json::Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if members.contains_key(&name) {
-                return Err(A::Error::custom(format!("duplicate member `{name}`")));
+        while let Some(item) = seq.next_element_seed(self)? {
+            if self.keep {
+                items.push(item);
             }
-            let UniqueValue(value) = map.next_value()?;
-            members.insert(name, value);
         }
-        Ok(UniqueValue(serde_json::Value::Object(members)))
+        Ok(self.value(items))
     }
-}
-
-/// Any JSON value whose objects have unique member names.
-struct Unique;
-
-impl<'de> de::Deserialize<'de> for Unique {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UniqueVisitor)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
-    type Value = Unique;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_unit<E>(self) -> Result<Unique, E> {
-        Ok(Unique)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
-        while seq.next_element::<Unique>()?.is_some() {}
-        Ok(Unique)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut names = HashSet::new();
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
             if !names.insert(name.to_string()) {
                 return Err(A::Error::custom(format!("duplicate member `{name}`")));
             }
-            map.next_value::<Unique>()?;
+            let value = map.next_value_seed(self)?;
+            if self.keep {
+                members.insert(name.into_owned(), value);
+            }
         }
-        Ok(Unique)
+        Ok(self.value(members))
     }
 }
 

@@ -120,30 +120,44 @@ pub struct Unpriced {
 /// A path outside the LLM APIs that some keys may reach. Counted against request limits; not
 /// read, scrubbed or metered in tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "PassthroughEntry")]
 pub struct Passthrough {
-    /// Path prefix, matched on whole segments.
-    pub prefix: String,
-    /// Upper-case methods allowed.
-    #[serde(default = "get_only")]
-    pub methods: Vec<String>,
+    /// The path prefix and methods.
+    pub rule: PathRule,
     /// Teams whose keys may use it; with `keys`, either list admits. Both empty: every key.
-    #[serde(default)]
     pub teams: Vec<String>,
     /// Key aliases that may use it.
-    #[serde(default)]
     pub keys: Vec<String>,
+}
+
+/// A `passthrough` entry as configured.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PassthroughEntry {
+    prefix: String,
+    #[serde(default = "get_only")]
+    methods: Vec<String>,
+    #[serde(default)]
+    teams: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 fn get_only() -> Vec<String> {
     vec!["GET".to_string()]
 }
 
-impl Passthrough {
-    pub fn rule(&self) -> PathRule {
-        PathRule { prefix: self.prefix.clone(), methods: self.methods.clone() }
+impl From<PassthroughEntry> for Passthrough {
+    fn from(entry: PassthroughEntry) -> Self {
+        Passthrough {
+            rule: PathRule { prefix: entry.prefix, methods: entry.methods },
+            teams: entry.teams,
+            keys: entry.keys,
+        }
     }
+}
 
+impl Passthrough {
     /// Whether a key with this alias and team may use the path.
     pub fn admits(&self, alias: &str, team: Option<&str>) -> bool {
         (self.teams.is_empty() && self.keys.is_empty())
@@ -356,7 +370,7 @@ impl Validate for Config {
             }
         }
         for (i, passthrough) in self.passthrough.iter().enumerate() {
-            if let Some(problem) = passthrough.rule().problem() {
+            if let Some(problem) = passthrough.rule.problem() {
                 return Err(ConfigError::at(format!(".passthrough[{i}]"), problem));
             }
         }

@@ -135,7 +135,7 @@ impl Request {
         let class = Class::of(&method, &path);
         if class == Class::Other {
             let rules = &self.settings.config.passthrough;
-            self.passthrough = rules.iter().position(|p| p.rule().matches(&method, &path));
+            self.passthrough = rules.iter().position(|p| p.rule.matches(&method, &path));
             if self.passthrough.is_none() {
                 return self.refuse_path(&method, &path);
             }
