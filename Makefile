@@ -16,7 +16,7 @@ WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version =
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: build deps rust-targets system-packages venv wasm-bindgen lint unit-test wasm-test \
+.PHONY: build deps rust-targets system-packages venv wasm-bindgen embedder lint unit-test wasm-test \
         integration-test test test-unit test-integration test-deploy run bench bench-peers oci pin push \
         docs clean
 
@@ -24,7 +24,17 @@ export PATH := $(TOOLS)/bin:$(PATH)
 build: rust-targets
 	cargo build --release --target wasm32-wasip1 --workspace
 
-deps: rust-targets system-packages venv wasm-bindgen
+deps: rust-targets system-packages venv wasm-bindgen embedder
+
+# The reference embedding service (tests/embedder, all-MiniLM-L6-v2 in Rust) for the tests,
+# `make run` and the benchmarks: a release build for this machine's CPU, kept in $(CACHE) (about
+# two minutes the first time, a no-op after).
+EMBEDDER_CARGO = RUSTFLAGS="-C target-cpu=native" cargo --quiet
+EMBEDDER_FLAGS = --release --manifest-path tests/embedder/Cargo.toml --target-dir $(CACHE)/embedder
+EMBEDDER := $(CACHE)/embedder/release/sluice-embedder
+export SLUICE_EMBEDDER := $(EMBEDDER)
+embedder:
+	$(EMBEDDER_CARGO) build $(EMBEDDER_FLAGS)
 
 rust-targets:
 	@installed="$$(rustup target list --installed)"; \
@@ -60,11 +70,14 @@ wasm-bindgen:
 
 lint: rust-targets
 	cargo fmt --all --check
+	cargo fmt --manifest-path tests/embedder/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-wasip1 -- -D warnings
+	$(EMBEDDER_CARGO) clippy $(EMBEDDER_FLAGS) --all-targets -- -D warnings
 
 unit-test:
 	cargo test --workspace
+	$(EMBEDDER_CARGO) test $(EMBEDDER_FLAGS)
 
 # The shared crate's tests, compiled to wasm and run under Node.
 wasm-test: rust-targets wasm-bindgen
@@ -73,14 +86,14 @@ wasm-test: rust-targets wasm-bindgen
 
 PYTEST = cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider
 
-integration-test: build venv system-packages
+integration-test: build venv system-packages embedder
 	$(PYTEST) integration
 
 ## Everything CI runs.
 test: deps build lint unit-test wasm-test integration-test
 
 ## Smaller tiers (`make test` runs them all). Unit tests, native and as wasm under Node:
-test-unit: rust-targets wasm-bindgen unit-test wasm-test
+test-unit: rust-targets wasm-bindgen embedder unit-test wasm-test
 
 # The integration tests of one module: `make test-integration MODULE=budget-enforcer`; without
 # MODULE, every test in real Envoy except the deploy tier.
@@ -94,7 +107,7 @@ TESTS_gate := test_gate.py
 TESTS_run := test_gateway.py
 DEPLOY_TESTS := test_configs.py test_istio_bundle.py test_oci.py test_monitoring.py
 ALL_INTEGRATION := $(sort $(foreach m,budget-enforcer pii-scrubber semantic-cache model-rewriter token-counter gate run,$(TESTS_$(m))))
-test-integration: build venv system-packages
+test-integration: build venv system-packages embedder
 	@[ -z "$(MODULE)" ] || [ -n "$(TESTS_$(MODULE))" ] || { echo "unknown MODULE=$(MODULE)"; exit 2; }
 	$(PYTEST) $(addprefix integration/,$(if $(MODULE),$(TESTS_$(MODULE)),$(ALL_INTEGRATION)))
 
@@ -105,19 +118,19 @@ test-deploy: build venv system-packages
 
 ## The gateway with every module on 127.0.0.1:10000 (admin 9901), Redis, webdis and the mock
 ## provider (or the real APIs when OPENAI_API_KEY / ANTHROPIC_API_KEY are set). Ctrl-C stops it.
-run: build venv system-packages
+run: build venv system-packages embedder
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.gateway
 
 ## wrk on loopback: plain Envoy against Envoy with the modules, in one run.
 ## `make bench BENCH_ARGS="--variants pii-scrubber"` measures a subset (see --help).
-bench: build venv system-packages
+bench: build venv system-packages embedder
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
 
 ## Plain Envoy, Envoy with the whole Sluice chain and the LiteLLM proxy on the same workload, in
 ## one run (LiteLLM in its own cached venv). Writes bench/results/peers.{json,md}.
 LITELLM_VERSION := 1.100.5
 LITELLM_VENV := $(CACHE)/litellm-$(LITELLM_VERSION)
-bench-peers: build venv system-packages $(LITELLM_VENV)/.installed
+bench-peers: build venv system-packages embedder $(LITELLM_VENV)/.installed
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench_peers --out $(CURDIR)/bench/results \
 	  --litellm $(LITELLM_VENV)/bin/litellm $(BENCH_ARGS)
 $(LITELLM_VENV)/.installed:

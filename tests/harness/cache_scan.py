@@ -92,7 +92,7 @@ def signature(vector):
 
 
 def labelled_vectors():
-    from .embedder import MiniLM, model_dir
+    from .minilm import MiniLM, model_dir
     model = MiniLM(model_dir())
     groups = json.loads((ROOT / "tests/data/semantic_pairs.json").read_text())
     texts = [t for g in groups for t in [g["question"], *g["paraphrases"], *(m["text"] for m in g["near_misses"])]]

@@ -1,7 +1,7 @@
 """Hit quality of cosine similarity, alone and with a lexical guard, on the labelled pairs in tests/data/semantic_pairs.json
 (40 questions, each with 5 paraphrases that should hit and 5 near misses that must not).
 
-Each pair counts at a threshold when its cosine (all-MiniLM-L6-v2, tests/harness/embedder.py) is
+Each pair counts at a threshold when its cosine (all-MiniLM-L6-v2, tests/harness/minilm.py) is
 at or above it: recall over the paraphrases, precision over everything that would hit.
 
 Run: python -m harness.pair_quality
@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from .embedder import MiniLM, model_dir
+from .minilm import MiniLM, model_dir
 
 PAIRS = Path(__file__).resolve().parents[1] / "data" / "semantic_pairs.json"
 

