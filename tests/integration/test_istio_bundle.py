@@ -1,5 +1,6 @@
-"""The Istio bundle (`kubectl apply -k istio/`): every manifest uses only fields and values of the
-Istio / Kubernetes / Gateway APIs it declares, the WasmPlugins run in the chain order of
+"""The Istio bundle (`kubectl apply -k istio/`) and the Envoy Gateway policies: every manifest
+conforms to the upstream schema of its API with unknown fields refused, as `kubectl apply
+--validate=strict` does (tests/data/crds, harness/crds.py); the WasmPlugins run in the chain order of
 architecture.md, each is pinned to the digest of the image built from this tree, their configs
 match the modules' schemas, and every backend they call is declared with a traffic policy."""
 
@@ -10,119 +11,14 @@ import jsonschema
 import pytest
 import yaml
 
-from harness import oci
+from harness import crds, oci
 from harness.stack import ROOT, Stack
 
 ISTIO = ROOT / "istio"
-ANY = None  # any value below this field (free-form: plugin configs, Envoy config in patches)
-
-
-def enum(*values):
-    return set(values)
-
-
-DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|m|h)$")
-OUTLIER = {"consecutive5xxErrors": int, "consecutiveGatewayErrors": int, "consecutiveLocalOriginFailures": int,
-           "interval": DURATION, "baseEjectionTime": DURATION, "maxEjectionPercent": int, "minHealthPercent": int,
-           "splitExternalLocalOriginErrors": bool}
-TARGET_REF = {"group": str, "kind": str, "name": str, "namespace": str}
-# The fields of each API this project uses, as the APIs define them (names, nesting, enums).
-API = {
-    ("extensions.istio.io/v1alpha1", "WasmPlugin"): {
-        "selector": {"matchLabels": ANY}, "targetRef": TARGET_REF, "targetRefs": [TARGET_REF],
-        "url": re.compile(r"^(oci|https?|file)://"), "sha256": re.compile(r"^[0-9a-f]{64}$"),
-        "imagePullPolicy": enum("UNSPECIFIED_POLICY", "IfNotPresent", "Always"), "imagePullSecret": str,
-        "pluginConfig": ANY, "pluginName": str, "phase": enum("UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"),
-        "priority": int, "failStrategy": enum("FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"),
-        "vmConfig": {"env": [{"name": str, "valueFrom": enum("INLINE", "HOST"), "value": str}]},
-        "match": ANY, "type": enum("UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"),
-    },
-    ("networking.istio.io/v1alpha3", "EnvoyFilter"): {
-        "workloadSelector": {"labels": ANY}, "targetRefs": [TARGET_REF], "priority": int,
-        "configPatches": [{
-            "applyTo": enum("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION",
-                            "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER", "EXTENSION_CONFIG", "BOOTSTRAP",
-                            "LISTENER_FILTER"),
-            "match": {"context": enum("ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"), "proxy": ANY,
-                      "listener": ANY, "routeConfiguration": ANY, "cluster": ANY},
-            "patch": {"operation": enum("MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST",
-                                        "REPLACE"),
-                      "value": ANY, "filterClass": enum("UNSPECIFIED", "AUTHN", "AUTHZ", "STATS")},
-        }],
-    },
-    ("networking.istio.io/v1", "ServiceEntry"): {
-        "hosts": [str], "addresses": [str], "exportTo": [str], "subjectAltNames": [str],
-        "ports": [{"number": int, "protocol": enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO"),
-                   "name": str, "targetPort": int}],
-        "location": enum("MESH_EXTERNAL", "MESH_INTERNAL"),
-        "resolution": enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
-        "endpoints": [{"address": str, "ports": ANY, "labels": ANY, "network": str, "locality": str, "weight": int}],
-        "workloadSelector": {"labels": ANY},
-    },
-    ("networking.istio.io/v1", "DestinationRule"): {
-        "host": str, "exportTo": [str], "subsets": ANY, "workloadSelector": {"labels": ANY},
-        "trafficPolicy": {
-            "loadBalancer": ANY, "tls": ANY, "portLevelSettings": ANY,
-            "connectionPool": {
-                "tcp": {"maxConnections": int, "connectTimeout": DURATION, "tcpKeepalive": ANY,
-                        "maxConnectionDuration": DURATION, "idleTimeout": DURATION},
-                "http": {"http1MaxPendingRequests": int, "http2MaxRequests": int, "maxRequestsPerConnection": int,
-                         "maxRetries": int, "idleTimeout": DURATION, "h2UpgradePolicy": str,
-                         "useClientProtocol": bool, "maxConcurrentStreams": int}},
-            "outlierDetection": OUTLIER,
-        },
-    },
-    ("v1", "ConfigMap"): None,  # checked as a whole below (`data` only)
-    ("gateway.networking.k8s.io/v1", "Gateway"): {
-        "gatewayClassName": str, "addresses": ANY, "infrastructure": ANY,
-        "listeners": [{"name": str, "port": int, "protocol": enum("HTTP", "HTTPS", "TLS", "TCP", "UDP", "HBONE"),
-                       "hostname": str, "tls": ANY, "allowedRoutes": ANY}],
-    },
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): {
-        "parentRefs": [{"group": str, "kind": str, "name": str, "namespace": str, "sectionName": str, "port": int}],
-        "hostnames": [str],
-        "rules": [{"name": str, "matches": ANY, "filters": ANY,
-                   "backendRefs": [{"group": str, "kind": str, "name": str, "namespace": str, "port": int,
-                                    "weight": int, "filters": ANY}],
-                   "timeouts": {"request": DURATION, "backendRequest": DURATION},
-                   "retry": {"codes": [int], "attempts": int, "backoff": DURATION},
-                   "sessionPersistence": ANY}],
-    },
-}
-# Old API versions of the same kinds are accepted with the same fields.
-API[("networking.istio.io/v1beta1", "DestinationRule")] = API[("networking.istio.io/v1", "DestinationRule")]
-API[("networking.istio.io/v1beta1", "ServiceEntry")] = API[("networking.istio.io/v1", "ServiceEntry")]
-
-
-def check(value, spec, path, problems):
-    if spec is ANY:
-        return
-    if isinstance(spec, dict):
-        if not isinstance(value, dict):
-            problems.append(f"{path}: expected an object")
-            return
-        for key, sub in value.items():
-            if key not in spec:
-                problems.append(f"{path}.{key}: not a field of this API")
-            else:
-                check(sub, spec[key], f"{path}.{key}", problems)
-    elif isinstance(spec, list):
-        if not isinstance(value, list):
-            problems.append(f"{path}: expected a list")
-            return
-        for i, item in enumerate(value):
-            check(item, spec[0], f"{path}[{i}]", problems)
-    elif isinstance(spec, set):
-        if value not in spec:
-            problems.append(f"{path}: {value!r} is not one of {sorted(spec)}")
-    elif isinstance(spec, re.Pattern):
-        if not (isinstance(value, str) and spec.match(value)):
-            problems.append(f"{path}: {value!r} does not match {spec.pattern}")
-    elif spec is int:
-        if not (isinstance(value, int) and not isinstance(value, bool)):
-            problems.append(f"{path}: expected an integer")
-    elif not isinstance(value, spec):
-        problems.append(f"{path}: expected {spec.__name__}")
+# Every manifest we ship for a Kubernetes API server: the Istio bundle and its examples, and the
+# Envoy Gateway policies. (Envoy bootstraps are checked by `envoy --mode validate`, test_configs.)
+SHIPPED = [*sorted(f"istio/{p.name}" for p in ISTIO.glob("*.yaml") if p.name not in ("kustomization.yaml", "pins.yaml")),
+           "envoy-config/envoy-gateway-extension-policy.yaml"]
 
 
 def manifests(name):
@@ -134,30 +30,76 @@ def bundle():
     return kustomization, [d for r in kustomization["resources"] for d in manifests(r)]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in ISTIO.glob("*.yaml") if p.name != "kustomization.yaml"))
-def test_every_manifest_uses_only_fields_of_its_api(name):
-    problems = []
-    for doc in manifests(name):
-        key = (doc.get("apiVersion"), doc.get("kind"))
-        assert key in API, f"{name}: {key} is not an API this project knows"
-        assert set(doc) <= {"apiVersion", "kind", "metadata", "spec", "data"}, sorted(doc)
-        assert doc["metadata"].get("name") and set(doc["metadata"]) <= {"name", "namespace", "labels", "annotations"}
-        if key == ("v1", "ConfigMap"):
-            assert set(doc) == {"apiVersion", "kind", "metadata", "data"}
-            continue
-        check(doc["spec"], API[key], f"{name}:{doc['kind']}/{doc['metadata']['name']}.spec", problems)
-    assert problems == []
+def identity(doc):
+    return doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"]
 
 
-def test_the_checker_catches_what_istio_would_refuse():
-    problems = []
-    wasm = API[("extensions.istio.io/v1alpha1", "WasmPlugin")]
-    check({"phase": "EARLY", "priorty": 1, "failStrategy": "FAIL_CLOSE", "sha256": "abc",
-           "vmConfig": {"env": [{"name": "X", "valueFrom": "SECRET"}]}}, wasm, "spec", problems)
-    assert sorted(problems) == ["spec.phase: 'EARLY' is not one of ['AUTHN', 'AUTHZ', 'STATS', 'UNSPECIFIED_PHASE']",
-                                "spec.priorty: not a field of this API",
-                                "spec.sha256: 'abc' does not match ^[0-9a-f]{64}$",
-                                "spec.vmConfig.env[0].valueFrom: 'SECRET' is not one of ['HOST', 'INLINE']"]
+def merged(base, patch):
+    """A strategic-merge patch as the bundle uses them: objects merged field by field."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: merged(base.get(k), v) for k, v in patch.items()}}
+    return patch
+
+
+def built():
+    """What `kubectl apply -k istio/` sends: the resources with the patches applied (a patch that
+    matches no resource fails, as kustomize does)."""
+    kustomization, docs = bundle()
+    by_id = {identity(d): d for d in docs}
+    for entry in kustomization["patches"]:
+        for patch in manifests(entry["path"]):
+            assert identity(patch) in by_id, f"{entry['path']}: {identity(patch)} patches nothing"
+            by_id[identity(patch)] = merged(by_id[identity(patch)], patch)
+    return list(by_id.values())
+
+
+def conforms(doc):
+    if doc["kind"] == "ConfigMap":
+        return [] if set(doc) == {"apiVersion", "kind", "metadata", "data"} else [f"ConfigMap fields {sorted(doc)}"]
+    return crds.problems(doc)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_manifest_conforms_strictly_to_its_upstream_schema(name):
+    in_bundle = {identity(d): d for d in built()}
+    for doc in yaml.safe_load_all((ROOT / name).read_text()):
+        if doc:
+            # Bundle resources are checked as applied, with their pins.
+            doc = in_bundle.get(identity(doc), doc)
+            assert conforms(doc) == [], f"{name}: {identity(doc)}"
+
+
+def test_the_applied_bundle_conforms_and_every_plugin_is_pinned():
+    docs = built()
+    assert [conforms(d) for d in docs] == [[] for _ in docs]
+    assert all(re.fullmatch(r"[0-9a-f]{64}", d["spec"]["sha256"]) for d in docs if d["kind"] == "WasmPlugin")
+
+
+def test_every_schema_is_the_upstream_one_for_an_api_we_ship():
+    shipped = {(d["apiVersion"], d["kind"]) for name in SHIPPED for d in yaml.safe_load_all((ROOT / name).read_text())
+               if d and d["kind"] != "ConfigMap"}
+    assert shipped == crds.known(), "tests/data/crds: add or drop a schema (python -m harness.crds --update)"
+    for path in crds.DIRECTORY.glob("*.json"):
+        source = json.loads(path.read_text())["source"]
+        assert any(source == f"https://github.com/{r}/blob/{c}/{f}" for r, c, f, _ in crds.SOURCES), path.name
+
+
+def test_the_checker_refuses_what_the_api_server_would():
+    """Unknown fields anywhere, values outside an enum, wrong types, and a digest beside the image
+    instead of inside it (where Envoy Gateway would drop it)."""
+    [plugin] = [d for d in built() if identity(d)[2] == "sluice-token-counter"]
+    bad = merged(plugin, {"spec": {"priorty": 1, "phase": "EARLY", "vmConfig": {"env": [{"name": "X", "valueFrom": "SECRET"}]}},
+                          "metadata": {"owner": "me"}})
+    found = "\n".join(crds.problems(bad))
+    for expected in ["'priorty' was unexpected", "'EARLY' is not one of", "'SECRET' is not one of", "'owner' was unexpected"]:
+        assert expected in found, found
+    assert crds.problems(merged(plugin, {"spec": {"priority": "high"}})) != []
+    [policy] = eg_documents("EnvoyExtensionPolicy")
+    code = policy["spec"]["wasm"][0]["code"]
+    beside = {**code, "image": {k: v for k, v in code["image"].items() if k != "sha256"}, "sha256": code["image"]["sha256"]}
+    wrong = merged(policy, {"spec": {"wasm": [{**policy["spec"]["wasm"][0], "code": beside}]}})
+    assert any("'sha256' was unexpected" in p for p in crds.problems(wrong)), crds.problems(wrong)
+    assert crds.problems({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"}}) != []
 
 
 def test_the_bundle_is_complete_and_has_no_duplicates():
@@ -269,42 +211,14 @@ def test_the_waypoint_example_targets_its_gateway():
 
 # --- Envoy Gateway -------------------------------------------------------------------------------
 
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
-# Envoy Gateway's WasmCodeSource: the checksum sits inside `http` or `image`, never beside them.
-EG_WASM = {"name": str, "rootID": str, "failOpen": bool, "config": ANY,
-           "code": {"type": enum("HTTP", "Image", "ConfigMap"), "http": {"url": str, "sha256": DIGEST},
-                    "image": {"url": str, "pullSecretRef": ANY, "sha256": DIGEST},
-                    "configMap": ANY, "pullPolicy": enum("IfNotPresent", "Always")}}
-EG_POLICY = {"targetRef": TARGET_REF, "targetRefs": [TARGET_REF], "wasm": [EG_WASM], "extProc": ANY}
-
-
-EG_CLIENT_POLICY = {"targetRef": TARGET_REF, "targetRefs": [TARGET_REF],
-                    "path": {"escapedSlashesAction": enum("KeepUnchanged", "RejectRequest", "UnescapeAndRedirect",
-                                                          "UnescapeAndForward"),
-                             "disableMergeSlashes": bool},
-                    "headers": {"earlyRequestHeaders": {"set": ANY, "add": ANY, "remove": [str]},
-                                "withUnderscoresAction": ANY, "preserveXRequestID": bool, "xForwardedClientCert": ANY}}
-
-
 def eg_documents(kind):
     return [d for d in yaml.safe_load_all((ROOT / "envoy-config/envoy-gateway-extension-policy.yaml").read_text())
             if d and d["kind"] == kind]
 
 
-def test_envoy_gateway_client_policy_uses_only_fields_of_its_api():
-    [policy] = eg_documents("ClientTrafficPolicy")
-    assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
-    problems = []
-    check(policy["spec"], EG_CLIENT_POLICY, "spec", problems)
-    assert problems == []
-
-
 def test_envoy_gateway_policy_runs_the_chain_pinned_and_configured():
     [policy] = eg_documents("EnvoyExtensionPolicy")
     assert (policy["apiVersion"], policy["kind"]) == ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy")
-    problems = []
-    check(policy["spec"], EG_POLICY, "spec", problems)
-    assert problems == []
     wasm = policy["spec"]["wasm"]
     assert [w["name"].replace("sluice.", "sluice-").replace("_", "-") for w in wasm] == CHAIN
     pins = {d["metadata"]["name"]: d["spec"]["sha256"] for d in manifests("pins.yaml")}
