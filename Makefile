@@ -147,9 +147,10 @@ oci: build venv
 pin: build venv
 	cd tests && $(PY) -m harness.oci --wasm-dir $(CURDIR)/$(WASM_DIR) --out $(CURDIR)/target/oci --pins $(CURDIR)/istio/pins.yaml
 
-## docs/configuration.md, the configuration reference, from the modules' JSON Schemas.
+## The generated docs: docs/configuration.md from the modules' JSON Schemas, and
+## docs/benchmark-results.md from bench/results (the benchmarks also rewrite it).
 docs: venv
-	cd tests && $(PY) -m harness.config_reference --write
+	cd tests && $(PY) -m harness.config_reference --write && $(PY) -m harness.bench_report --write
 
 ## `make push REGISTRY=ghcr.io/you/sluice`: pushes the layouts with skopeo (when installed) as
 ## <module>:<version> and <module>:<version>-artifact. SKOPEO_FLAGS is passed to `skopeo copy`

@@ -4,7 +4,8 @@ The provider is a second Envoy answering with fixed bodies (`direct_response`), 
 never the bottleneck. Each scenario (JSON or SSE answer, short or ~8k-token prompt) is measured on
 plain Envoy and on each module chain, one after the other: requests/s at saturation and p50/p99
 latency at low load, reported as ratios to plain Envoy. Also: module size, VM start time and memory.
-Results go to bench/results/latest.{json,md}.
+Results go to bench/results/latest.json (each variant keeps its last figures) and, through
+harness/bench_report.py, to docs/benchmark-results.md.
 """
 
 import argparse
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from . import cache_scan
+from . import bench_report, cache_scan
 from .paced import paced
 from .procs import Proc, free_port, http_ok, wait_until
 from .stack import DEFAULT_WASM_DIR, ROOT, Stack, envoy_binary, key_entry
@@ -150,8 +151,11 @@ def pii_prompts():
 # an exact entry; `cache-semantic` answers a paraphrase of it (exact miss, embedding, Lua search,
 # guard); `cache-miss` looks up (exact, embedding, search), finds nothing and goes upstream
 # (`Cache-Control: no-store`, so it stays a miss). The embedding service is the reference one
-# (tests/embedder: all-MiniLM-L6-v2 in Rust on one core beside Redis), about 5 ms per call,
-# measured alone in `embedder_ms`.
+# (tests/embedder: all-MiniLM-L6-v2 in Rust on one core beside Redis) remembering the texts it
+# has embedded (`--memo`): after the first call, an embedding costs the module its callout but no
+# model time, so the figures are the module's. The model's own time per call is measured alone
+# (`embedder_ms`); a deployment adds its embedding server's latency to each semantic lookup.
+EMBEDDER = {"memo": 10_000}
 BENCH_CACHE = {"namespace": "global"}
 CACHE_PROMPTS = {"cache-exact": "short", "cache-semantic": "paraphrase", "cache-miss": "short",
                  "cache-exact-miss": "short"}
@@ -218,11 +222,12 @@ def scrub_throughput():
 
 
 def embedder_latency(stack, calls=40):
-    """The reference embedding service alone, one call at a time: p50 and p99 in ms."""
+    """The reference embedding service alone, one call at a time, each a text it has not seen
+    (so the model runs): p50 and p99 in ms."""
     url = f"http://127.0.0.1:{stack.embedder_port}/v1/embeddings"
-    body = json.dumps({"model": "all-MiniLM-L6-v2", "input": PARAPHRASE_PROMPT}).encode()
     times = []
-    for _ in range(calls):
+    for call in range(calls):
+        body = json.dumps({"model": "all-MiniLM-L6-v2", "input": f"{PARAPHRASE_PROMPT} {call}"}).encode()
         started = time.perf_counter()
         with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:
             response.read()
@@ -263,7 +268,7 @@ def rss_kb(pid):
     return total
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--seconds", type=int, default=4)
@@ -271,258 +276,235 @@ def main():
     parser.add_argument("--throughput-connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per point; medians are reported")
     parser.add_argument("--only", default=None, help="one scenario, e.g. json/short")
-    parser.add_argument("--variants", default=None, help="comma-separated variants to compare with plain Envoy")
-    args = parser.parse_args()
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    parser.add_argument("--variants", default=None, help="comma-separated variants to compare with plain Envoy "
+                        "(the others keep their last figures in the results)")
+    return parser.parse_args()
 
-    upstream_port, upstream_admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
-    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"), "--concurrency", "1",
-                                 "--disable-hot-restart", "--log-level", "warn"], work / "upstream.log")
-    script = work / "post.lua"
-    script.write_text(WRK_SCRIPT)
+
+def write_bodies(work: Path) -> dict:
+    """Each prompt's request body, by prompt name."""
     bodies = {}
     for name, prompt in [("short", SHORT_PROMPT), ("8k", LONG_PROMPT), ("paraphrase", PARAPHRASE_PROMPT),
                          *pii_prompts()]:
         path = work / f"{name}.json"
         path.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]}))
         bodies[name] = path
+    return bodies
 
-    wasm_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
+
+def all_variants(wasm_dir: Path, work: Path) -> list:
+    """(name, modules kept, module dir, rewriter config, prompts it is measured on)."""
     # The floor: a wasm filter that does nothing, in the token counter's slot.
     floor_dir = work / "floor-wasm"
     floor_dir.mkdir()
     (floor_dir / "sluice_token_counter.wasm").symlink_to(wasm_dir / "sluice_wasm_floor.wasm")
     base = ["short", "8k"]
-    # (name, modules kept, module dir, rewriter config, prompts it is measured on)
-    variants = [("plain", [], None, {}, [*base, "paraphrase", *PII_PROMPTS]),
-                ("wasm-floor", ["sluice.token_counter"], floor_dir, {}, base),
-                ("token-counter", ["sluice.token_counter"], wasm_dir, {}, base),
-                ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}, base),
-                ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE, base),
-                ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE, base),
-                ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS),
-                *[(name, ["sluice.semantic_cache"], wasm_dir, {}, [prompt]) for name, prompt in CACHE_PROMPTS.items()]]
+    return [("plain", [], None, {}, [*base, "paraphrase", *PII_PROMPTS]),
+            ("wasm-floor", ["sluice.token_counter"], floor_dir, {}, base),
+            ("token-counter", ["sluice.token_counter"], wasm_dir, {}, base),
+            ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}, base),
+            ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE, base),
+            ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE, base),
+            ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS),
+            *[(name, ["sluice.semantic_cache"], wasm_dir, {}, [prompt]) for name, prompt in CACHE_PROMPTS.items()]]
+
+
+# Cache lookups that call the embedding service are bounded by its capacity, not the gateway's:
+# no fixed-rate run for those.
+UNPACED = {"cache-semantic", "cache-miss"}
+# No answer is stored during the runs: a miss stays a miss, and a paraphrase that missed (the
+# embedding service too slow, say) cannot turn into an exact hit.
+CACHE_CONTROL = {"cache-miss": "no-store", "cache-semantic": "no-store", "cache-exact-miss": "no-store"}
+
+
+def start_variants(variants, work, upstream_port, bodies, stacks, extras):
+    """One gateway per variant into `stacks`, all running at once; the cache variants share one
+    embedding service (measured alone into `extras`) and have their entries primed."""
+    embedder = None
+    for variant, modules, module_dir, rewriter, _ in variants:
+        caching = variant in CACHE_PROMPTS
+        configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": rewriter,
+                   "sluice.semantic_cache": CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None}
+        stack = Stack(configs=configs, modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+                      workdir=work / variant, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
+                      wasm_dir=module_dir, with_embedder=EMBEDDER if caching and embedder is None else False,
+                      embedder_from=embedder if caching else None)
+        started = time.monotonic()
+        stack.start()
+        stacks[variant] = stack
+        stack.ready_seconds = round(time.monotonic() - started, 2)
+        if caching:
+            if embedder is None:
+                embedder = stack
+                extras["embedder_ms"] = embedder_latency(stack)
+            if variant in ("cache-exact", "cache-semantic"):
+                prime_cache(stack, bodies["short"])
+
+
+def sample(stack, variant, answer, body, args, script):
+    """One round of one variant: latency (1 connection, and paced), throughput and CPU."""
+    path = f"/{answer}/v1/chat/completions"
+    url = stack.url(path)
+    control = CACHE_CONTROL.get(variant, "")
+    wrk(url, body, 4, 1, script, control)  # warm-up
+    latency = wrk(url, body, args.latency_connections, args.seconds, script, control)
+    paced = {"p50_ms": None, "p99_ms": None, "rps": None, "non_2xx": 0} if variant in UNPACED else \
+        paced_load(stack, path, body, args.seconds, control)
+    latency.update({"paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
+                    "paced_rps": paced["rps"], "non_2xx": latency["non_2xx"] + paced["non_2xx"]})
+    pid = stack.procs["envoy"].popen.pid
+    cpu_before = cpu_seconds(pid)
+    throughput = wrk(url, body, args.throughput_connections, args.seconds, script, control)
+    throughput["cpu_us"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(throughput["rps"] * args.seconds, 1)
+    return latency, throughput
+
+
+def point(runs) -> dict:
+    """Medians over rounds."""
+    return {
+        "p50_ms": median([l["p50_ms"] for l, _ in runs]),
+        "p99_ms": median([l["p99_ms"] for l, _ in runs]),
+        "paced_p50_ms": median([l["paced_p50_ms"] for l, _ in runs]),
+        "paced_p99_ms": median([l["paced_p99_ms"] for l, _ in runs]),
+        "paced_rps": median([l["paced_rps"] for l, _ in runs]),
+        "rps": median([t["rps"] for _, t in runs]),
+        "cpu_us_per_request": median([t["cpu_us"] for _, t in runs]),
+        "non_2xx": sum(l["non_2xx"] + t["non_2xx"] for l, t in runs),
+    }
+
+
+def versus(plain_runs, runs) -> dict:
+    """Each variant run is paired with the plain run just before it: the machine's drift cancels
+    in the pair, so the figures are medians of per-pair comparisons."""
+    pairs = list(zip(plain_runs, runs))
+
+    def added(field):
+        return median([t[0][field] - p[0][field] for p, t in pairs
+                       if t[0][field] is not None and p[0][field] is not None])
+
+    return {"added_p50_ms": added("p50_ms"), "added_p99_ms": added("p99_ms"),
+            "added_paced_p50_ms": added("paced_p50_ms"), "added_paced_p99_ms": added("paced_p99_ms"),
+            "throughput_ratio": median([t[1]["rps"] / p[1]["rps"] for p, t in pairs if p[1]["rps"]]),
+            "added_cpu_us": median([t[1]["cpu_us"] - p[1]["cpu_us"] for p, t in pairs])}
+
+
+def measure_scenario(stacks, here, answer, body, args, script) -> dict:
+    """Plain Envoy and each variant on one scenario, rounds alternating so drift on a shared
+    machine hits all alike: {variant: {"point", "plain", "versus"}}."""
+    samples = {v: [] for v in here}
+    for _ in range(args.rounds):
+        for variant in here:
+            samples[variant].append(sample(stacks[variant], variant, answer, body, args, script))
+    plain = point(samples["plain"])
+    figures = {}
+    for variant in here:
+        figures[variant] = {"point": point(samples[variant]), "plain": plain,
+                            "versus": None if variant == "plain" else versus(samples["plain"], samples[variant])}
+        p = figures[variant]["point"]
+        print(f"{variant:16} {answer}/{body.stem:9} p50 {p['p50_ms']:.3f} ms  p99 {p['p99_ms']:.3f} ms  "
+              f"{p['rps']:.0f} req/s  {p['cpu_us_per_request']:.1f} us CPU/request", flush=True)
+    return figures
+
+
+def cache_facts(stack, variant) -> dict:
+    """What the cache did during the runs (a semantic run must be semantic hits) and the module's
+    own timings (ms resolution) on the lookups the variant is about."""
+    log = stack.access_log()
+    outcomes = {}
+    for line in log:
+        key = f"{line.get('cache')}/{line.get('cache_reason')}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    facts = {"cache_outcomes": outcomes}
+    purpose = {"cache-exact": "exact", "cache-semantic": "semantic"}.get(variant, "none")
+    for fact in ["cache_lookup_ms", "cache_embedding_ms"]:
+        facts[f"median_{fact}"] = median([int(line[fact]) for line in log if line.get(fact) is not None
+                                          and line.get("cache_reason") == purpose])
+    return facts
+
+
+def variant_facts(stacks) -> dict:
+    """Start time, memory against plain Envoy, tokenizer preload, and the cache's own facts."""
+    facts = {}
+    for variant, stack in stacks.items():
+        facts[variant] = {"ready_seconds": stack.ready_seconds, "rss_kb_after_load": rss_kb(stack.procs["envoy"].popen.pid),
+                          "tokenizer_preload_ms": [int(x) for x in re.findall(r"preloaded .* in (\d+) ms", stack.envoy_log())]}
+        if variant in CACHE_PROMPTS:
+            facts[variant].update(cache_facts(stack, variant))
+    plain = facts.get("plain", {}).get("rss_kb_after_load", 0)
+    for variant, fact in facts.items():
+        # One VM per worker plus one on the main thread: concurrency 1 gives two per module.
+        if variant != "plain":
+            fact["memory_per_vm_mb"] = round((fact["rss_kb_after_load"] - plain) / 1024 / 2, 1)
+    return facts
+
+
+def merge(path: Path, run: dict, figures: dict, facts: dict, extras: dict) -> dict:
+    """The results file keeps each variant's figures from the run that last measured it:
+    `--variants` re-measures some without losing the others."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        results = {}
+    if results.get("format") != 2:
+        results = {"format": 2, "variants": {}}
+    for variant, fact in facts.items():
+        results["variants"][variant] = {**run, **fact, "scenarios": figures.get(variant, {})}
+    results.update(extras)
+    return results
+
+
+def main():
+    args = parse_args()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    wasm_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
+    bodies = write_bodies(work)
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    variants = all_variants(wasm_dir, work)
     if args.variants:
         variants = [v for v in variants if v[0] in ["plain", *args.variants.split(",")]]
-    # Cache lookups that call the embedding service are bounded by its capacity, not the
-    # gateway's: no fixed-rate run for those.
-    unpaced = {"cache-semantic", "cache-miss"}
-    # No answer is stored during the runs: a miss stays a miss, and a paraphrase that missed (the
-    # embedding service too slow, say) cannot turn into an exact hit.
-    cache_control = {"cache-miss": "no-store", "cache-semantic": "no-store", "cache-exact-miss": "no-store"}
-    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
-               "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "scenarios": {},
-               "variants": {}}
-    stacks = {}
+    run = {"measured": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
+           "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds}
+    stacks, figures, extras = {}, {}, {}
+
+    upstream_port, upstream_admin = free_port(), free_port()
+    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
+    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
+                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+                    work / "upstream.log")
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
-        embedder = None
-        for variant, modules, module_dir, rewriter, _ in variants:
-            caching = variant in CACHE_PROMPTS
-            configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": rewriter,
-                       "sluice.semantic_cache": CACHE_CONFIGS.get(variant, BENCH_CACHE) if caching else None}
-            stack = Stack(configs=configs,
-                          modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / variant, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
-                          wasm_dir=module_dir, with_embedder=caching and embedder is None,
-                          embedder_from=embedder if caching else None)
-            started = time.monotonic()
-            stack.start()
-            stacks[variant] = stack
-            results["variants"][variant] = {"ready_seconds": round(time.monotonic() - started, 2)}
-            if caching:
-                if embedder is None:
-                    embedder = stack
-                    results["embedder_ms"] = embedder_latency(stack)
-                if variant in ("cache-exact", "cache-semantic"):
-                    prime_cache(stack, bodies["short"])
+        start_variants(variants, work, upstream_port, bodies, stacks, extras)
         measured = {p for v in variants if v[0] != "plain" for p in v[4]}
-        scenarios = [(a, p) for a in ["json", "sse"] for p in bodies
-                     if p in measured and args.only in (None, f"{a}/{p}")]
-        for answer, prompt in scenarios:
-            # A cache hit is answered by the gateway, whatever the upstream would have sent: the
-            # cache variants run once, on JSON answers.
-            here = [v for v in variants if prompt in v[4] and (answer == "json" or v[0] not in CACHE_PROMPTS)]
-            if len(here) < 2:
-                continue
-            samples = {v[0]: [] for v in here}
-            for _ in range(args.rounds):
-                # Alternate variants so drift on a shared machine hits both alike.
-                for variant, *_ in here:
-                    url = stacks[variant].url(f"/{answer}/v1/chat/completions")
-                    control = cache_control.get(variant, "")
-                    wrk(url, bodies[prompt], 4, 1, script, control)  # warm-up
-                    latency = wrk(url, bodies[prompt], args.latency_connections, args.seconds, script, control)
-                    paced = {"p50_ms": None, "p99_ms": None, "rps": None, "non_2xx": 0} if variant in unpaced else \
-                        paced_load(stacks[variant], f"/{answer}/v1/chat/completions", bodies[prompt], args.seconds,
-                                   control)
-                    latency.update({"paced_p50_ms": paced["p50_ms"], "paced_p99_ms": paced["p99_ms"],
-                                    "paced_rps": paced["rps"], "non_2xx": latency["non_2xx"] + paced["non_2xx"]})
-                    pid = stacks[variant].procs["envoy"].popen.pid
-                    cpu_before = cpu_seconds(pid)
-                    throughput = wrk(url, bodies[prompt], args.throughput_connections, args.seconds, script, control)
-                    requests_done = throughput["rps"] * args.seconds
-                    throughput["cpu_us"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(requests_done, 1)
-                    samples[variant].append((latency, throughput))
-            for variant, runs in samples.items():
-                point = {
-                    "p50_ms": median([l["p50_ms"] for l, _ in runs]),
-                    "p99_ms": median([l["p99_ms"] for l, _ in runs]),
-                    "paced_p50_ms": median([l["paced_p50_ms"] for l, _ in runs]),
-                    "paced_p99_ms": median([l["paced_p99_ms"] for l, _ in runs]),
-                    "paced_rps": median([l["paced_rps"] for l, _ in runs]),
-                    "rps": median([t["rps"] for _, t in runs]),
-                    "cpu_us_per_request": median([t["cpu_us"] for _, t in runs]),
-                    "non_2xx": sum(l["non_2xx"] + t["non_2xx"] for l, t in runs),
-                }
-                results["scenarios"].setdefault(f"{answer}/{prompt}", {})[variant] = point
-                print(f"{variant:14} {answer}/{prompt:5}  p50 {point['p50_ms']:.3f} ms  p99 {point['p99_ms']:.3f} ms  "
-                      f"{point['rps']:.0f} req/s  {point['cpu_us_per_request']:.1f} us CPU/request", flush=True)
-            # Each counter run is paired with the plain run just before it: the machine's drift
-            # cancels in the pair, so the reported figures are medians of per-pair comparisons.
-            def added(pairs, field):
-                return median([t[0][field] - p[0][field] for p, t in pairs
-                               if t[0][field] is not None and p[0][field] is not None])
-
-            for variant in [v[0] for v in here if v[0] != "plain"]:
-                pairs = list(zip(samples["plain"], samples[variant]))
-                results["scenarios"][f"{answer}/{prompt}"][f"{variant}-vs-plain"] = {
-                    "added_p50_ms": added(pairs, "p50_ms"),
-                    "added_p99_ms": added(pairs, "p99_ms"),
-                    "added_paced_p50_ms": added(pairs, "paced_p50_ms"),
-                    "added_paced_p99_ms": added(pairs, "paced_p99_ms"),
-                    "throughput_ratio": median([t[1]["rps"] / p[1]["rps"] for p, t in pairs if p[1]["rps"]]),
-                    "added_cpu_us": median([t[1]["cpu_us"] - p[1]["cpu_us"] for p, t in pairs]),
-                }
-        for variant, stack in stacks.items():
-            preload = re.findall(r"preloaded .* in (\d+) ms", stack.envoy_log())
-            if variant in CACHE_PROMPTS:
-                # What the cache actually did during the runs (a semantic run must be semantic hits).
-                outcomes = {}
-                log = stack.access_log()
-                for line in log:
-                    key = f"{line.get('cache')}/{line.get('cache_reason')}"
-                    outcomes[key] = outcomes.get(key, 0) + 1
-                results["variants"][variant]["cache_outcomes"] = outcomes
-                # The module's own timings (ms resolution) on the lookups the variant is about:
-                # the whole lookup, and the embedding in it.
-                purpose = {"cache-exact": "exact", "cache-semantic": "semantic"}.get(variant, "none")
-                for fact in ["cache_lookup_ms", "cache_embedding_ms"]:
-                    results["variants"][variant][f"median_{fact}"] = median(
-                        [int(line[fact]) for line in log if line.get(fact) is not None
-                         and line.get("cache_reason") == purpose])
-            results["variants"][variant].update({"rss_kb_after_load": rss_kb(stack.procs["envoy"].popen.pid),
-                                                 "tokenizer_preload_ms": [int(x) for x in preload]})
+        for answer in ["json", "sse"]:
+            for prompt, body in bodies.items():
+                if prompt not in measured or args.only not in (None, f"{answer}/{prompt}"):
+                    continue
+                # A cache hit is answered by the gateway, whatever the upstream would have sent:
+                # the cache variants run once, on JSON answers.
+                here = [v[0] for v in variants if prompt in v[4] and (answer == "json" or v[0] not in CACHE_PROMPTS)]
+                if len(here) < 2:
+                    continue
+                for variant, figure in measure_scenario(stacks, here, answer, body, args, script).items():
+                    figures.setdefault(variant, {})[f"{answer}/{prompt}"] = figure
+        facts = variant_facts(stacks)
     finally:
         for stack in stacks.values():
             stack.stop()
         upstream.stop()
 
-    if "pii-scrubber" in results["variants"]:
-        results["scrub_mb_per_s"] = scrub_throughput()
-    if any(v in results["variants"] for v in CACHE_PROMPTS):
-        results["cache_scan"] = cache_scan.measure()
-    module_dir = Path(os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
-    results["module_bytes"] = {path.name: path.stat().st_size for path in sorted(module_dir.glob("sluice_*.wasm"))}
-    rss = {v: results["variants"][v]["rss_kb_after_load"] for v in results["variants"]}
-    # One VM per worker plus one on the main thread: concurrency 1 gives two per module.
-    results["memory_per_vm_mb"] = {v: round((kb - rss["plain"]) / 1024 / 2, 1) for v, kb in rss.items() if v != "plain"}
-    (out_dir / "latest.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "latest.md").write_text(markdown(results))
-    print(markdown(results))
+    if "pii-scrubber" in facts:
+        extras["scrub_mb_per_s"] = scrub_throughput()
+    if any(v in facts for v in CACHE_PROMPTS):
+        extras["cache_scan"] = cache_scan.measure()
+    extras["module_bytes"] = {path.name: path.stat().st_size for path in sorted(wasm_dir.glob("sluice_*.wasm"))}
+    results = merge(out_dir / "latest.json", run, figures, facts, extras)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    bench_report.write()
+    print(bench_report.bench_section(results))
     return 0
-
-
-def table(r, variant, paced_columns):
-    """One variant's figures against plain Envoy, a row per scenario it was measured on."""
-    if not any(f"{variant}-vs-plain" in v for v in r["scenarios"].values()):
-        return []
-    if paced_columns:
-        head = [f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
-                f"{PACED_RATE}/s | achieved rate | throughput vs plain | added CPU per request |", "|---|---|---|---|---|---|---|"]
-    else:
-        head = ["| answer / prompt | plain p50 | added p50 | added p99 | throughput vs plain | added CPU per request |",
-                "|---|---|---|---|---|---|"]
-    rows = []
-    for name, v in r["scenarios"].items():
-        if f"{variant}-vs-plain" not in v:
-            continue
-        p, d, x = v["plain"], v[f"{variant}-vs-plain"], v[variant]
-        if paced_columns:
-            rows.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {d['added_paced_p50_ms']:+.3f} ms | "
-                        f"{d['added_paced_p99_ms']:+.3f} ms | {x['paced_rps']:.0f}/s | {d['throughput_ratio'] * 100:.1f}% | "
-                        f"{d['added_cpu_us']:+.0f} us |")
-        else:
-            rows.append(f"| {name} | {p['p50_ms']:.3f} ms | {d['added_p50_ms']:+.3f} ms | {d['added_p99_ms']:+.3f} ms | "
-                        f"{d['throughput_ratio'] * 100:.1f}% | {d['added_cpu_us']:+.0f} us (plain {p['cpu_us_per_request']:.0f}) |")
-    return head + rows
-
-
-def markdown(r):
-    names = ", ".join(v for v in r["variants"] if v != "plain")
-    lines = [f"Measured {r['date']} on {r['cpus']} cores: gateway Envoy (1 worker) pinned to core 0, wrk and the "
-             f"upstream Envoy on the other. {r['rounds']} rounds of {r['seconds']} s, each running plain Envoy and "
-             f"Envoy with each of: {names}; figures are medians of per-round differences and ratios against plain "
-             "Envoy. Latency at 1 connection (or at a fixed rate where said); throughput and gateway CPU at 16 "
-             "connections.", ""]
-    sections = [
-        ("wasm-floor", "A do-nothing wasm filter (the floor any wasm filter pays):", False),
-        ("token-counter", "Token counter:", False),
-        ("budget-enforcer", f"Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per "
-                            f"request, spend charged after). Latency at a fixed {PACED_RATE} requests/s (open loop):", True),
-        ("model-rewriter", "Model rewriter, rewrite only (logical `gpt-4o` to an OpenAI target: body rewritten, "
-                           "route picked from the `x-sluice-cluster` header after Envoy's buffer filter):", False),
-        ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: "
-                        "translated to Messages, the answer translated back, JSON or SSE):", False),
-        ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; "
-                         "prompts of ~2 KB and ~100 KB holding an email, a phone number and an IP address per "
-                         "~330 bytes):", False),
-        ("cache-exact", "Semantic cache, exact hit (one Redis `GET` through webdis, answered by the gateway; "
-                        "plain Envoy asks the upstream):", False),
-        ("cache-semantic", "Semantic cache, semantic hit (a paraphrase: exact miss, embedding by the reference "
-                           "service, Lua search, guard; answered by the gateway):", False),
-        ("cache-miss", "Semantic cache, miss (exact `GET`, embedding, Lua search over an empty scope, then "
-                       "upstream; `Cache-Control: no-store`):", False),
-        ("cache-exact-miss", "Semantic cache with `mode: exact`, miss (one `GET`, then upstream):", False),
-    ]
-    for variant, title, paced_columns in sections:
-        rows = table(r, variant, paced_columns)
-        if rows:
-            lines += [title, "", *rows, ""]
-    if r.get("scrub_mb_per_s"):
-        figures = ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in r["scrub_mb_per_s"].items())
-        lines += [f"PII scrubber throughput inside the module (scrub alone, wasm in V8, every built-in detector; "
-                  f"`plugins/pii-scrubber/examples/scrub_throughput.rs`): {figures}.", ""]
-    outcomes = {v: x["cache_outcomes"] for v, x in r["variants"].items() if "cache_outcomes" in x}
-    if outcomes:
-        lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(
-            f"{v}: " + ", ".join(f"{k} {n}" for k, n in sorted(o.items(), key=lambda kv: -kv[1])) for v, o in outcomes.items())
-            + ".", ""]
-        timings = [f"{v}: lookup {x.get('median_cache_lookup_ms')} ms, of which embedding {x.get('median_cache_embedding_ms')} ms"
-                   for v, x in r["variants"].items() if "cache_outcomes" in x]
-        lines += ["Median timings the module reports over all runs, saturation included (access log, ms "
-                  "resolution): " + "; ".join(timings) + ".", ""]
-        if r.get("embedder_ms"):
-            lines += [f"The reference embedding service alone (numpy, one process), one call at a time: p50 "
-                      f"{r['embedder_ms']['p50']} ms, p99 {r['embedder_ms']['p99']} ms.", ""]
-    if r.get("cache_scan"):
-        lines += ["Semantic cache search in Redis by entries in the scope (`python -m harness.cache_scan`: the "
-                  "module's Lua, real all-MiniLM-L6-v2 vectors of the labelled prompts, default `bucket_capacity` "
-                  "256; Redis time per search):", "",
-                  "| entries in the scope | read | compared in full | Redis time per search | comparing all in full |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {x['entries']} | {x['read']} | {x['compared']} | {x['redis_us_per_search']:.0f} us | "
-                  f"{x['redis_us_without_signatures']:.0f} us |" for x in r["cache_scan"]]
-        lines.append("")
-    memory = ", ".join(f"{v} {mb} MB" for v, mb in r["memory_per_vm_mb"].items())
-    sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
-    ready = ", ".join(f"{v} {x['ready_seconds']} s" for v, x in r["variants"].items())
-    lines += [f"Memory per VM (after the load, against plain Envoy): {memory}. Modules: {sizes}. "
-              f"Gateway ready in: {ready}."]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

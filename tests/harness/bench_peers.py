@@ -32,6 +32,7 @@ import yaml
 
 from .bench import (BENCH_BUDGET, BENCH_KEY, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT,
                     cpu_seconds, median, upstream_config, wrk)
+from . import bench_report
 from .procs import Proc, free_port, http_ok, wait_until
 from .stack import Stack, envoy_binary
 
@@ -190,39 +191,10 @@ def main():
         for proc in procs.values():
             proc.stop()
         upstream.stop()
-    (out_dir / "peers.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "peers.md").write_text(markdown(results))
-    print(markdown(results))
+    (out_dir / "peers.json").write_text(json.dumps(results, indent=2) + "\n")
+    bench_report.write()
+    print(bench_report.peers_section(results))
     return 0
-
-
-def markdown(r) -> str:
-    lines = [f"Measured {r['date']} on {r['cpus']} cores (`make bench-peers`): each proxy alone on core 0 (Envoy "
-             f"with one worker, LiteLLM {r['litellm']} with one worker), wrk and the upstream on the other; "
-             f"{r['rounds']} alternating rounds of {r['seconds']} s, medians. Latency at 1 connection, throughput "
-             "at 16.", "",
-             "| answer | proxy | p50 | added p50 | p99 | added p99 | requests/s | requests per CPU-second |",
-             "|---|---|---|---|---|---|---|---|"]
-    for answer, points in r["answers"].items():
-        for name in ["plain", "sluice", "litellm"]:
-            p = points[name]
-            added = lambda k: f"{p[k]:+.3f} ms" if k in p else "—"  # noqa: E731
-            lines.append(f"| {answer} | {name} | {p['p50_ms']:.3f} ms | {added('added_p50_ms')} | {p['p99_ms']:.3f} ms | "
-                         f"{added('added_p99_ms')} | {p['rps']:.0f} | {p['requests_per_cpu_second'] or 0:.0f} |")
-    lines.append("")
-    verdicts = []
-    for answer, points in r["answers"].items():
-        sluice, litellm = points["sluice"]["added_p50_ms"], points["litellm"]["added_p50_ms"]
-        verdicts.append(f"{answer}: Sluice adds {sluice:.3f} ms p50 (target at most 1 ms: "
-                        f"{'met' if sluice <= 1 else 'not met'}), {sluice / litellm * 100:.1f}% of LiteLLM's "
-                        f"{litellm:.3f} ms (target at most 10%: {'met' if sluice <= litellm / 10 else 'not met'})")
-    bridge = r["bridge_round_trip"]
-    lines += ["; ".join(verdicts) + ".", "",
-              f"One Redis `GET` from a raw keep-alive socket, median: {bridge['redis_us']} µs straight to Redis, "
-              f"{bridge['webdis_us']} µs through webdis (the HTTP bridge the modules call).", "",
-              f"Sluice's chain during the run: cache outcomes {', '.join(r['sluice_cache_outcomes'])}; budget "
-              f"decisions {', '.join(r['sluice_budget_decisions'])}.", ""]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -89,13 +89,15 @@ def embedder_binary() -> str:
     return path
 
 
-def start_embedder(workdir: Path, pin=(), timeout=60):
+def start_embedder(workdir: Path, pin=(), options=None, timeout=60):
     """Starts the embedding service on a free port, one core per forward pass (a benchmark's
-    figures then hold on any machine), and waits for its `/health`."""
+    figures then hold on any machine), and waits for its `/health`. `options` are its flags
+    (`{"memo": 10000}`: `--memo 10000`)."""
     from .minilm import model_dir
 
     port = free_port()
-    proc = Proc("embedder", [*pin, embedder_binary(), "--model-dir", str(model_dir()), "--port", str(port)],
+    flags = [f for name, value in (options or {}).items() for f in (f"--{name.replace('_', '-')}", str(value))]
+    proc = Proc("embedder", [*pin, embedder_binary(), "--model-dir", str(model_dir()), "--port", str(port), *flags],
                 Path(workdir) / "embedder.log", env={**os.environ, "RAYON_NUM_THREADS": "1"})
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "embedder", timeout, proc)
     return proc, port
@@ -134,6 +136,15 @@ PATIENT = {"sluice.budget_enforcer": {"redis": {"timeout_ms": 5_000}},
            "sluice.semantic_cache": {"redis": {"timeout_ms": 5_000}, "embedding": {"timeout_ms": 15_000}}}
 # Whether a Stack is patient when not told (tests/integration/conftest.py turns it on).
 PATIENT_BY_DEFAULT = False
+
+
+def running(**arguments):
+    """The body of a test fixture: a Stack started with `arguments`, yielded, and checked when the
+    tests are done: no wasm VM failed (a trap would have turned later requests into 500s)."""
+    with Stack(**arguments) as stack:
+        yield stack
+        failures = stack.vm_failures()
+        assert not failures, f"a wasm VM failed: {failures}"
 
 
 def fill_in(config: dict, defaults: dict) -> dict:
@@ -196,7 +207,8 @@ class Stack:
         self.listen_port = listen_port or free_port()
         self.admin_port = admin_port or free_port()
         self.with_mock = with_mock
-        # The reference embedding service (all-MiniLM-L6-v2), for the semantic cache.
+        # The reference embedding service (all-MiniLM-L6-v2), for the semantic cache: True, or
+        # a dict of its options (harness/stack.py, start_embedder).
         self.with_embedder = with_embedder
         # Real provider keys by provider (`openai`, `anthropic`): those clusters go to the real APIs.
         self.real_providers = real_providers or {}
@@ -286,7 +298,8 @@ class Stack:
         self.procs["mock"], self.mock_port = start_service("mock_provider", self.workdir)
 
     def start_embedder(self):
-        self.procs["embedder"], self.embedder_port = start_embedder(self.workdir, self.backend_pin())
+        self.procs["embedder"], self.embedder_port = start_embedder(
+            self.workdir, self.backend_pin(), self.with_embedder if isinstance(self.with_embedder, dict) else None)
 
     def envoy_config(self) -> str:
         mock_port = self.upstream_port or getattr(self, "mock_port", 9)

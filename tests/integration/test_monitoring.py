@@ -96,3 +96,18 @@ def test_the_configuration_reference_is_current():
         schema = json.loads((ROOT / "plugins" / module / "config.schema.json").read_text())
         for field in schema["properties"]:
             assert f"| `{field}` |" in reference, (module, field)
+
+
+def test_the_benchmark_results_page_is_current_and_covers_every_variant(tmp_path):
+    from harness import bench, bench_report
+    assert bench_report.PAGE.read_text() == bench_report.page(), "run `make docs`"
+    results = json.loads((bench_report.RESULTS / "latest.json").read_text())
+    # Every variant `make bench` measures has figures on record, and a section on the page.
+    variants = {v[0] for v in bench.all_variants(tmp_path, tmp_path)} - {"plain"}
+    assert {v for v, _, _ in bench_report.SECTIONS} == variants
+    measured = set(results["variants"])
+    sections = {variant for variant, _, _ in bench_report.SECTIONS}
+    assert sections <= measured, f"no figures for {sorted(sections - measured)}: run `make bench`"
+    for variant in sections:
+        assert results["variants"][variant]["scenarios"], variant
+    assert (bench_report.RESULTS / "peers.json").exists(), "run `make bench-peers`"

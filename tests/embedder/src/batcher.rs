@@ -1,6 +1,10 @@
 //! One model thread. Requests that arrive while it is busy wait in the queue and go through
 //! together in the next forward pass, so concurrent callers share the cost of a batch.
+//!
+//! With `memo` set, texts seen before are answered from memory (the benchmarks use it to measure
+//! the semantic cache without the model's time; production embedding servers do not do this).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread;
 
@@ -12,14 +16,15 @@ pub struct Job {
 }
 
 /// Starts the model thread; at most `max_batch` texts go through one pass (one request's own
-/// texts are never split).
-pub fn spawn(model: MiniLm, max_batch: usize) -> Sender<Job> {
+/// texts are never split); up to `memo` texts are remembered (0: none).
+pub fn spawn(model: MiniLm, max_batch: usize, memo: usize) -> Sender<Job> {
     let (queue, jobs) = channel::<Job>();
-    thread::spawn(move || run(&model, &jobs, max_batch));
+    thread::spawn(move || run(&model, &jobs, max_batch, memo));
     queue
 }
 
-fn run(model: &MiniLm, jobs: &Receiver<Job>, max_batch: usize) {
+fn run(model: &MiniLm, jobs: &Receiver<Job>, max_batch: usize, memo: usize) {
+    let mut remembered: HashMap<String, Embedding> = HashMap::new();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         let mut count = batch.iter().map(|j| j.texts.len()).sum::<usize>();
@@ -33,12 +38,20 @@ fn run(model: &MiniLm, jobs: &Receiver<Job>, max_batch: usize) {
             }
         }
         let texts: Vec<String> = batch.iter().flat_map(|j| j.texts.iter().cloned()).collect();
-        match model.embed(&texts) {
-            Ok(embeddings) => {
-                let mut embeddings = embeddings.into_iter();
+        let unknown: Vec<String> = texts.iter().filter(|t| !remembered.contains_key(*t)).cloned().collect();
+        match model.embed(&unknown) {
+            Ok(fresh) => {
+                let mut fresh: HashMap<String, Embedding> = unknown.into_iter().zip(fresh).collect();
                 for job in batch {
-                    let own: Vec<Embedding> = embeddings.by_ref().take(job.texts.len()).collect();
+                    let own: Vec<Embedding> =
+                        job.texts.iter().filter_map(|t| fresh.get(t).or_else(|| remembered.get(t)).cloned()).collect();
                     let _ = job.reply.send(Ok(own));
+                }
+                if memo > 0 {
+                    if remembered.len() + fresh.len() > memo {
+                        remembered.clear();
+                    }
+                    remembered.extend(fresh.drain().take(memo));
                 }
             }
             Err(e) => {

@@ -3,8 +3,8 @@
 //! deployments point the semantic cache at a real server with the same API (see
 //! plugins/semantic-cache/README.md).
 //!
-//! `sluice-embedder --model-dir DIR --port N [--host 127.0.0.1] [--max-batch 64] [--workers 8]`;
-//! `RAYON_NUM_THREADS` sets the cores one forward pass may use.
+//! `sluice-embedder --model-dir DIR --port N [--host 127.0.0.1] [--max-batch 64] [--workers 8]
+//! [--memo 0]`; `RAYON_NUM_THREADS` sets the cores one forward pass may use.
 
 mod api;
 mod batcher;
@@ -30,10 +30,12 @@ struct Args {
     model_dir: PathBuf,
     max_batch: usize,
     workers: usize,
+    memo: usize,
 }
 
 fn args() -> Result<Args, String> {
-    let mut args = Args { host: "127.0.0.1".into(), port: 0, model_dir: PathBuf::new(), max_batch: 64, workers: 8 };
+    let mut args =
+        Args { host: "127.0.0.1".into(), port: 0, model_dir: PathBuf::new(), max_batch: 64, workers: 8, memo: 0 };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -44,11 +46,15 @@ fn args() -> Result<Args, String> {
             "--model-dir" => args.model_dir = PathBuf::from(&value),
             "--max-batch" => args.max_batch = number()?.max(1),
             "--workers" => args.workers = number()?.max(1),
+            "--memo" => args.memo = number()?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if args.port == 0 || args.model_dir.as_os_str().is_empty() {
-        return Err("usage: sluice-embedder --model-dir DIR --port N [--host H] [--max-batch N] [--workers N]".into());
+        return Err(
+            "usage: sluice-embedder --model-dir DIR --port N [--host H] [--max-batch N] [--workers N] [--memo N]"
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -65,7 +71,7 @@ fn serve() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let model = model::MiniLm::load(&args.model_dir)?;
     // One warm-up pass, so the first request is not the one that pays for first-touch memory.
     model.embed(&["warm up".to_string()])?;
-    let queue = batcher::spawn(model, args.max_batch);
+    let queue = batcher::spawn(model, args.max_batch, args.memo);
     let server = Arc::new(Server::from_listener(listener(&args.host, args.port)?, None)?);
     eprintln!("sluice-embedder: {} on {}:{}", api::MODEL, args.host, args.port);
     let workers: Vec<_> = (0..args.workers)

@@ -21,6 +21,7 @@ pub struct MiniLm {
 }
 
 /// One text's vector and how many tokens it took (with `[CLS]` and `[SEP]`).
+#[derive(Clone)]
 pub struct Embedding {
     pub vector: Vec<f32>,
     pub tokens: usize,

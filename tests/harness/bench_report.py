@@ -1,0 +1,179 @@
+"""docs/benchmark-results.md, generated whole from bench/results/latest.json (`make bench`) and
+bench/results/peers.json (`make bench-peers`).
+
+`make docs` rewrites it, and so does each benchmark run; a test fails when it is out of date.
+How to read the figures, and what they mean, is in the hand-written docs/benchmarks.md.
+
+Run: python -m harness.bench_report [--write]
+"""
+
+import argparse
+import json
+import sys
+
+from .stack import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+PAGE = ROOT / "docs" / "benchmark-results.md"
+PACED_RATE = 1000  # harness/bench.py's fixed rate
+
+HEADER = ("# Benchmark results\n\nGenerated from `bench/results/*.json` by `make bench`, `make bench-peers` and "
+          "`make docs`; do not edit. What is measured and how to read it: [benchmarks.md](benchmarks.md).\n")
+
+# (variant, title, latency at a fixed rate instead of at one connection)
+SECTIONS = [
+    ("wasm-floor", "A do-nothing wasm filter (the floor any wasm filter pays)", False),
+    ("token-counter", "Token counter", False),
+    ("budget-enforcer", "Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per "
+                        f"request, spend charged after); latency at a fixed {PACED_RATE} requests/s (open loop)", True),
+    ("model-rewriter", "Model rewriter, rewrite only (logical `gpt-4o` to an OpenAI target: body rewritten, route "
+                       "picked from the `x-sluice-cluster` header after Envoy's buffer filter)", False),
+    ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: translated "
+                    "to Messages, the answer translated back, JSON or SSE)", False),
+    ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; prompts "
+                     "of ~2 KB and ~100 KB holding an email, a phone number and an IP address per ~330 bytes)", False),
+    ("cache-exact", "Semantic cache, exact hit (one Redis `GET` through webdis, answered by the gateway; plain "
+                    "Envoy asks the upstream)", False),
+    ("cache-semantic", "Semantic cache, semantic hit (a paraphrase: exact miss, embedding callout, Lua search, "
+                       "guard; answered by the gateway). The embedding service answers from memory, so this is "
+                       "the module's cost: add your embedding server's latency", False),
+    ("cache-miss", "Semantic cache, miss (exact `GET`, embedding callout, Lua search over an empty scope, then "
+                   "upstream; `Cache-Control: no-store`). As above, without the model's time", False),
+    ("cache-exact-miss", "Semantic cache with `mode: exact`, miss (one `GET`, then upstream)", False),
+]
+
+
+def load(name):
+    try:
+        return json.loads((RESULTS / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def table(scenarios, paced):
+    if paced:
+        head = [f"| answer / prompt | plain p50 at {PACED_RATE}/s | added p50 at {PACED_RATE}/s | added p99 at "
+                f"{PACED_RATE}/s | achieved rate | throughput vs plain | added CPU per request |",
+                "|---|---|---|---|---|---|---|"]
+    else:
+        head = ["| answer / prompt | plain p50 | added p50 | added p99 | throughput vs plain | added CPU per request |",
+                "|---|---|---|---|---|---|"]
+    rows = []
+    for name, figure in scenarios.items():
+        p, d, x = figure["plain"], figure["versus"], figure["point"]
+        if paced:
+            rows.append(f"| {name} | {p['paced_p50_ms']:.3f} ms | {d['added_paced_p50_ms']:+.3f} ms | "
+                        f"{d['added_paced_p99_ms']:+.3f} ms | {x['paced_rps']:.0f}/s | "
+                        f"{d['throughput_ratio'] * 100:.1f}% | {d['added_cpu_us']:+.0f} us |")
+        else:
+            rows.append(f"| {name} | {p['p50_ms']:.3f} ms | {d['added_p50_ms']:+.3f} ms | {d['added_p99_ms']:+.3f} ms | "
+                        f"{d['throughput_ratio'] * 100:.1f}% | {d['added_cpu_us']:+.0f} us (plain "
+                        f"{p['cpu_us_per_request']:.0f}) |")
+    return head + rows
+
+
+def bench_section(r) -> str:
+    variants = r["variants"]
+    lines = ["## Each module against plain Envoy (`make bench`)", "",
+             "Gateway Envoy (1 worker) pinned to core 0; wrk, the upstream Envoy, Redis, webdis and the embedding "
+             "service on the other. Each table comes from one run: rounds alternate plain Envoy and the module, and "
+             "figures are medians of per-round differences and ratios. Latency at 1 connection (or at a fixed rate "
+             "where said); throughput and gateway CPU at 16 connections.", ""]
+    for variant, title, paced in SECTIONS:
+        v = variants.get(variant)
+        if not v or not v.get("scenarios"):
+            continue
+        lines += [f"{title}. Measured {v['measured']}, {v['rounds']} rounds of {v['seconds']} s on {v['cpus']} cores:",
+                  "", *table(v["scenarios"], paced), ""]
+    if r.get("scrub_mb_per_s"):
+        figures = ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in r["scrub_mb_per_s"].items())
+        lines += [f"PII scrubber throughput inside the module (scrub alone, wasm in V8, every built-in detector; "
+                  f"`plugins/pii-scrubber/examples/scrub_throughput.rs`): {figures}.", ""]
+    cached = {name: v for name, v in variants.items() if "cache_outcomes" in v}
+    if cached:
+        lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(
+            f"{name}: " + ", ".join(f"{k} {n}" for k, n in sorted(v["cache_outcomes"].items(), key=lambda kv: -kv[1]))
+            for name, v in cached.items()) + ".", ""]
+        lines += ["Median timings the module reports over all runs, saturation included (access log, ms "
+                  "resolution): " + "; ".join(
+                      f"{name}: lookup {v.get('median_cache_lookup_ms')} ms, of which embedding "
+                      f"{v.get('median_cache_embedding_ms')} ms" for name, v in cached.items()) + ".", ""]
+    if r.get("embedder_ms"):
+        lines += [f"The reference embedding service's model time (tests/embedder, one core; a new short text per "
+                  f"call, one at a time, over HTTP): p50 {r['embedder_ms']['p50']} ms, p99 {r['embedder_ms']['p99']} ms.",
+                  ""]
+    if r.get("cache_scan"):
+        lines += ["Semantic cache search in Redis by entries in the scope (`python -m harness.cache_scan`: the "
+                  "module's Lua, real all-MiniLM-L6-v2 vectors of the labelled prompts, default `bucket_capacity` "
+                  "256; Redis time per search):", "",
+                  "| entries in the scope | read | compared in full | Redis time per search | comparing all in full |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {x['entries']} | {x['read']} | {x['compared']} | {x['redis_us_per_search']:.0f} us | "
+                  f"{x['redis_us_without_signatures']:.0f} us |" for x in r["cache_scan"]]
+        lines.append("")
+    lines += ["| variant | memory per VM against plain Envoy | gateway ready in | measured |", "|---|---|---|---|"]
+    lines += [f"| {name} | {v['memory_per_vm_mb']} MB | {v['ready_seconds']} s | {v['measured']} |"
+              for name, v in variants.items() if "memory_per_vm_mb" in v]
+    lines.append("")
+    if r.get("module_bytes"):
+        lines += ["Module sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
+                  + ".", ""]
+    return "\n".join(lines)
+
+
+def peers_section(r) -> str:
+    lines = [f"Measured {r['date']} on {r['cpus']} cores (`make bench-peers`): each proxy alone on core 0 (Envoy "
+             f"with one worker, LiteLLM {r['litellm']} with one worker), wrk and the upstream on the other; "
+             f"{r['rounds']} alternating rounds of {r['seconds']} s, medians. Latency at 1 connection, throughput "
+             "at 16.", "",
+             "| answer | proxy | p50 | added p50 | p99 | added p99 | requests/s | requests per CPU-second |",
+             "|---|---|---|---|---|---|---|---|"]
+    for answer, points in r["answers"].items():
+        for name in ["plain", "sluice", "litellm"]:
+            p = points[name]
+            added = lambda k: f"{p[k]:+.3f} ms" if k in p else "—"  # noqa: E731
+            lines.append(f"| {answer} | {name} | {p['p50_ms']:.3f} ms | {added('added_p50_ms')} | {p['p99_ms']:.3f} ms | "
+                         f"{added('added_p99_ms')} | {p['rps']:.0f} | {p['requests_per_cpu_second'] or 0:.0f} |")
+    lines.append("")
+    verdicts = []
+    for answer, points in r["answers"].items():
+        sluice, litellm = points["sluice"]["added_p50_ms"], points["litellm"]["added_p50_ms"]
+        verdicts.append(f"{answer}: Sluice adds {sluice:.3f} ms p50 (target at most 1 ms: "
+                        f"{'met' if sluice <= 1 else 'not met'}), {sluice / litellm * 100:.1f}% of LiteLLM's "
+                        f"{litellm:.3f} ms (target at most 10%: {'met' if sluice <= litellm / 10 else 'not met'})")
+    bridge = r["bridge_round_trip"]
+    lines += ["; ".join(verdicts) + ".", "",
+              f"One Redis `GET` from a raw keep-alive socket, median: {bridge['redis_us']} µs straight to Redis, "
+              f"{bridge['webdis_us']} µs through webdis (the HTTP bridge the modules call).", "",
+              f"Sluice's chain during the run: cache outcomes {', '.join(r['sluice_cache_outcomes'])}; budget "
+              f"decisions {', '.join(r['sluice_budget_decisions'])}.", ""]
+    return "\n".join(lines)
+
+
+def page() -> str:
+    parts = [HEADER]
+    results = load("latest.json")
+    if results and results.get("format") == 2:
+        parts.append(bench_section(results))
+    peers = load("peers.json")
+    if peers:
+        parts.append("## Side by side with LiteLLM (`make bench-peers`)\n\n" + peers_section(peers))
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def write():
+    PAGE.write_text(page())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"write {PAGE.relative_to(ROOT)}")
+    if parser.parse_args().write:
+        write()
+    else:
+        sys.stdout.write(page())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
