@@ -7,31 +7,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import stack as stack_module  # noqa: E402
-from harness.stack import Stack  # noqa: E402
+from harness.stack import running  # noqa: E402
 
 # No test may depend on the machine's speed: callouts get generous timeouts unless a test sets
 # its own (harness/stack.py, PATIENT).
 stack_module.PATIENT_BY_DEFAULT = True
 
 
-def running(config):
+def token_counter(config):
     # The token counter alone: its tests send no virtual keys (the budget tests run both).
-    with Stack(configs={"sluice.token_counter": config}, modules=["sluice.token_counter"]) as s:
-        yield s
-        failures = s.vm_failures()
-        assert not failures, f"a wasm VM failed: {failures}"
+    yield from running(configs={"sluice.token_counter": config}, modules=["sluice.token_counter"])
 
 
 @pytest.fixture(scope="module")
 def stack():
     """Envoy with the token counter (default config), the mock provider, Redis and webdis."""
-    yield from running({})
+    yield from token_counter({})
 
 
 @pytest.fixture(scope="module")
 def stack_with_headers():
     """The same with count headers and trailers on."""
-    yield from running({"response_headers": True})
+    yield from token_counter({"response_headers": True})
 
 
 def pytest_report_header():

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
-from harness.stack import Stack
+from harness.stack import Stack, running
 
 PAIRS = Path(__file__).resolve().parents[1] / "data" / "semantic_pairs.json"
 
@@ -56,9 +56,8 @@ def measure(stack):
 
 @pytest.fixture(scope="module")
 def embedder_stack():
-    with Stack(configs={"sluice.semantic_cache": {"namespace": "global"}}, modules=["sluice.semantic_cache"],
-               with_embedder=True) as s:
-        yield s
+    yield from running(configs={"sluice.semantic_cache": {"namespace": "global"}}, modules=["sluice.semantic_cache"],
+                       with_embedder=True)
 
 
 def test_default_threshold_with_the_guard_reaches_the_precision_target(embedder_stack):

@@ -11,7 +11,7 @@ import requests
 
 from harness.procs import free_port
 from harness.client import post
-from harness.stack import DEMO_KEY, Stack
+from harness.stack import DEMO_KEY, Stack, running
 
 CHAT = "/v1/chat/completions"
 # Made-up provider keys, given to Envoy's environment: they must reach their own provider only,
@@ -50,10 +50,7 @@ def no_ejection(config):
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=no_ejection) as s:
-        yield s
-        assert s.vm_failures() == []
-
+    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=no_ejection)
 
 
 def ask(model="chat-quality", **extra):

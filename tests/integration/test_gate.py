@@ -15,7 +15,7 @@ import yaml
 
 from harness import wire
 from harness.procs import wait_until
-from harness.stack import DEMO_KEY, ROOT, Stack, connection_manager, key_entry
+from harness.stack import DEMO_KEY, ROOT, Stack, connection_manager, key_entry, running
 
 GOOD = "sk-gate-good"      # team red, may use `allowed-*` models
 OTHER = "sk-gate-other"    # team blue, same models
@@ -71,10 +71,9 @@ def adapter_passthrough(config):
 
 @pytest.fixture(scope="module")
 def gate():
-    with Stack(configs={"sluice.budget_enforcer": BUDGET}, provider_keys={"OPENAI_API_KEY": PROVIDER_KEY,
-                                                    "ANTHROPIC_API_KEY": ANTHROPIC_KEY}, patch=adapter_passthrough) as s:
-        yield s
-        assert not s.vm_failures()
+    yield from running(configs={"sluice.budget_enforcer": BUDGET},
+                       provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY},
+                       patch=adapter_passthrough)
 
 
 def send(stack, protocol, method, path, key=GOOD, data=b"", trailers=None, headers=None):
@@ -429,10 +428,8 @@ ROUTED_MODELS = {
 
 @pytest.fixture(scope="module")
 def routed():
-    with Stack(configs={"sluice.budget_enforcer": ROUTED_BUDGET, "sluice.model_rewriter": ROUTED_MODELS},
-               provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}) as s:
-        yield s
-        assert not s.vm_failures()
+    yield from running(configs={"sluice.budget_enforcer": ROUTED_BUDGET, "sluice.model_rewriter": ROUTED_MODELS},
+                       provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY})
 
 
 def models_sent(sent):

@@ -12,7 +12,7 @@ import requests
 
 from harness.procs import wait_until
 from harness.client import post
-from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
+from harness.stack import DEMO_KEY, assert_config_rejected, key_entry, running
 
 CHAT = "/v1/chat/completions"
 
@@ -61,10 +61,7 @@ def body(model, content="What is the capital of France?", **extra):
 @pytest.fixture(scope="module")
 def gateway():
     budget = {"keys": [key_entry(DEMO_KEY, "demo", team="demo"), key_entry("sk-research", "r", team="research")]}
-    with Stack(configs={"sluice.model_rewriter": CONFIG, "sluice.budget_enforcer": budget}) as s:
-        yield s
-        assert s.vm_failures() == []
-
+    yield from running(configs={"sluice.model_rewriter": CONFIG, "sluice.budget_enforcer": budget})
 
 
 def routed(stack, marker):

@@ -11,7 +11,7 @@ import requests
 
 from harness.procs import wait_until
 from harness.client import post
-from harness.stack import DEMO_KEY, Stack, assert_config_rejected
+from harness.stack import DEMO_KEY, assert_config_rejected, running
 
 CHAT = "/v1/chat/completions"
 EMAIL, PHONE = "jane.doe@example.com", "+44 20 7946 0958"
@@ -30,17 +30,12 @@ STRICT = {
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(configs={"sluice.pii_scrubber": {"output": "redact"}}) as s:
-        yield s
-        assert s.vm_failures() == []
+    yield from running(configs={"sluice.pii_scrubber": {"output": "redact"}})
 
 
 @pytest.fixture(scope="module")
 def strict():
-    with Stack(configs={"sluice.pii_scrubber": STRICT}) as s:
-        yield s
-        assert s.vm_failures() == []
-
+    yield from running(configs={"sluice.pii_scrubber": STRICT})
 
 
 def chat(content, **extra):

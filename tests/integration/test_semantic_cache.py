@@ -12,7 +12,7 @@ import requests
 
 from harness.procs import wait_until
 from harness.client import post
-from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry
+from harness.stack import DEMO_KEY, Stack, assert_config_rejected, key_entry, running
 
 CHAT = "/v1/chat/completions"
 OTHER_TEAM_KEY, NO_TEAM_KEY, SAME_TEAM_KEY = "sk-other-team", "sk-no-team", "sk-demo-teammate"
@@ -30,9 +30,7 @@ CACHE = {
 
 @pytest.fixture(scope="module")
 def gateway():
-    with Stack(configs={"sluice.budget_enforcer": KEYS, "sluice.semantic_cache": CACHE}, with_embedder=True) as s:
-        yield s
-        assert s.vm_failures() == []
+    yield from running(configs={"sluice.budget_enforcer": KEYS, "sluice.semantic_cache": CACHE}, with_embedder=True)
 
 
 @pytest.fixture(autouse=True)
@@ -262,11 +260,8 @@ def test_other_apis_pass_with_a_bypass(gateway):
 
 @pytest.fixture(scope="module")
 def alone(gateway):
-    with Stack(configs={"sluice.semantic_cache": {"namespace": "global", "max_request_bytes": 100_000}},
-               modules=["sluice.semantic_cache"], embedder_from=gateway) as s:
-        yield s
-        assert s.vm_failures() == []
-
+    yield from running(configs={"sluice.semantic_cache": {"namespace": "global", "max_request_bytes": 100_000}},
+                       modules=["sluice.semantic_cache"], embedder_from=gateway)
 
 
 def test_bad_requests_pass_upstream_uncached(alone):
