@@ -104,7 +104,7 @@ pub struct Usage {
 /// A Messages answer: the fields Sluice reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct MessagesResponse {
+pub struct MessagesAnswer {
     pub id: Option<String>,
     pub model: Option<String>,
     pub content: Vec<Block>,
@@ -118,7 +118,7 @@ pub struct MessagesResponse {
 pub struct StreamEvent {
     #[serde(rename = "type")]
     pub kind: String,
-    pub message: Option<MessagesResponse>,
+    pub message: Option<MessagesAnswer>,
     pub delta: Option<StreamDelta>,
     pub usage: Option<Usage>,
 }

@@ -3,6 +3,17 @@
 //! Everything here is host-independent and unit-tested natively and compiled to wasm. The one
 //! exception is [`proxy`] (feature `proxy`), the thin glue that implements the [`host`] traits on
 //! top of proxy-wasm hostcalls.
+//!
+//! Words, one per concept, in every crate:
+//! - **request**: what the client sent (or what we send a provider in its place);
+//! - **answer**: the provider's (or the cache's) reply to a request, its headers, body and stream
+//!   (`MessagesAnswer`, `on_answer_chunk`);
+//! - **response**: only where Envoy or proxy-wasm name an HTTP-level thing (`on_http_response_*`,
+//!   [`callout::CalloutResponse`], response headers) or an API does (the Responses API,
+//!   `response_format`);
+//! - **reply**: what Redis returns to a command ([`redis`]);
+//! - **fact**: a value published for the access log and the next module ([`facts`]). Public
+//!   names (facts, metrics, config fields) keep the names operators already use.
 
 pub mod anthropic;
 pub mod api;

@@ -179,7 +179,7 @@ pub struct ResponsesUsage {
 /// A chat completion, completion or embeddings answer: the fields Sluice reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct CompletionResponse {
+pub struct CompletionAnswer {
     pub id: Option<String>,
     pub model: Option<String>,
     pub choices: Vec<Choice>,
@@ -228,7 +228,7 @@ pub struct Delta {
 /// A Responses API answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ResponsesResponse {
+pub struct ResponsesAnswer {
     pub model: Option<String>,
     pub usage: Option<ResponsesUsage>,
 }
@@ -240,7 +240,7 @@ pub struct ResponsesEvent {
     #[serde(rename = "type")]
     pub kind: String,
     pub delta: Option<String>,
-    pub response: Option<ResponsesResponse>,
+    pub response: Option<ResponsesAnswer>,
 }
 
 /// Token counts arrive as integers, but some servers send floats or numeric strings; a count

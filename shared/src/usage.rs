@@ -94,7 +94,7 @@ pub struct Answer {
 pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> {
     match (api, api.schema()) {
         (Api::Responses, _) => {
-            let r: openai::ResponsesResponse = from_object(body)?;
+            let r: openai::ResponsesAnswer = from_object(body)?;
             Ok(Answer {
                 model: r.model,
                 usage: r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default(),
@@ -102,7 +102,7 @@ pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> 
             })
         }
         (_, Schema::Anthropic) => {
-            let r: anthropic::MessagesResponse = from_object(body)?;
+            let r: anthropic::MessagesAnswer = from_object(body)?;
             let usage = r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default();
             let output_texts = if usage.output.is_some() {
                 Vec::new()
@@ -114,7 +114,7 @@ pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> 
             Ok(Answer { model: r.model, usage, output_texts })
         }
         (_, Schema::OpenAi) => {
-            let r: openai::CompletionResponse = from_object(body)?;
+            let r: openai::CompletionAnswer = from_object(body)?;
             let usage = r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default();
             let output_texts =
                 if usage.output.is_some() { Vec::new() } else { r.choices.iter().map(choice_text).collect() };

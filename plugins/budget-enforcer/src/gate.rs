@@ -665,7 +665,7 @@ impl Request {
         }
     }
 
-    fn on_response_headers(&mut self) {
+    fn on_answer_headers(&mut self) {
         self.status = proxy::response_status();
         for (name, value) in &self.answer_headers {
             proxy::set_response_header(name, value);
@@ -761,7 +761,7 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {
-        self.request.borrow_mut().on_response_headers();
+        self.request.borrow_mut().on_answer_headers();
         Flow::Continue
     }
 }

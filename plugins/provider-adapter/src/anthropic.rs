@@ -174,7 +174,7 @@ fn usage(anthropic: Option<&Value>) -> Value {
 }
 
 /// An Anthropic JSON answer (or error) as OpenAI's.
-pub fn response(anthropic: &Value, created: u64) -> Value {
+pub fn answer(anthropic: &Value, created: u64) -> Value {
     if anthropic.get("type").and_then(Value::as_str) == Some("error") {
         let error = anthropic.get("error").cloned().unwrap_or_default();
         return json!({"error": {
@@ -405,7 +405,7 @@ mod tests {
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 20, "output_tokens": 7, "cache_read_input_tokens": 5}
         });
-        let out = response(&anthropic, 9);
+        let out = answer(&anthropic, 9);
         assert_eq!(out["object"], "chat.completion");
         assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(out["choices"][0]["message"]["content"], "Calling.");
@@ -416,7 +416,7 @@ mod tests {
                                         "prompt_tokens_details": {"cached_tokens": 5}})
         );
         let error =
-            response(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), 0);
+            answer(&json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), 0);
         assert_eq!(error["error"]["type"], "overloaded_error");
         assert_eq!(error["error"]["message"], "Overloaded");
     }

@@ -265,7 +265,7 @@ impl HttpContext for Filter {
                 }
                 let body = proxy::response_body(body_size).unwrap_or_default();
                 let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let translated = serde_json::to_vec(&anthropic::response(&value, Self::created())).unwrap_or_default();
+                let translated = serde_json::to_vec(&anthropic::answer(&value, Self::created())).unwrap_or_default();
                 if !proxy::replace_response_body(body_size, &translated) {
                     log::warn!("{NAME}: could not replace the answer body");
                 }

@@ -52,7 +52,7 @@ pub struct Outcome {
     pub request_model: Option<String>,
     /// A prompt estimate made only now, after the answer (it still needs publishing).
     pub late_estimate: Option<u64>,
-    pub response_model: Option<String>,
+    pub answer_model: Option<String>,
     pub streamed: bool,
     /// `2xx`, `4xx`, `5xx`, or `reset` when the answer never completed.
     pub status: &'static str,
@@ -71,7 +71,7 @@ pub struct Outcome {
 impl Outcome {
     /// The model whose price applies: the provider's exact name when it gave one.
     pub fn priced_model(&self) -> Option<&str> {
-        self.response_model.as_deref().or(self.request_model.as_deref())
+        self.answer_model.as_deref().or(self.request_model.as_deref())
     }
 }
 
@@ -193,7 +193,7 @@ impl Exchange {
 
     /// The answer's status and content headers decide how its body is read. Streamed text is
     /// kept only up to the exact-count budget; beyond it only its size matters.
-    pub fn on_response_headers(
+    pub fn on_answer_headers(
         &mut self,
         status: Option<u16>,
         content_type: Option<&str>,
@@ -218,7 +218,7 @@ impl Exchange {
     /// One chunk of `chunk_size` bytes of the answer body as it passes; `chunk` holds its bytes
     /// when [`Exchange::reads_answer`] asked for them. The clock is read for the first byte only:
     /// a stream has hundreds of chunks and each read is a host call.
-    pub fn on_response_chunk(&mut self, chunk: &[u8], chunk_size: usize, clock: &dyn Clock, config: &Config) {
+    pub fn on_answer_chunk(&mut self, chunk: &[u8], chunk_size: usize, clock: &dyn Clock, config: &Config) {
         if chunk_size > 0 && self.first_byte_ms.is_none() {
             self.first_byte_ms = Some(clock.now_ms());
         }
@@ -250,7 +250,7 @@ impl Exchange {
         let answer = std::mem::replace(&mut self.answer, AnswerBody::Passthrough("finished"));
         let mut skipped = None;
         let mut streamed = false;
-        let (reported, output_texts, dropped_bytes, response_model) = match answer {
+        let (reported, output_texts, dropped_bytes, answer_model) = match answer {
             AnswerBody::Pending => {
                 skipped = Some("no_answer");
                 (ReportedUsage::default(), Vec::new(), 0, None)
@@ -283,7 +283,7 @@ impl Exchange {
         let was_deferred = matches!(self.estimate, Estimate::Deferred(_));
         // Providers charge nothing for error answers.
         let (usage, source) = if skipped.is_none() && status != "4xx" && status != "5xx" {
-            self.combine(reported, &output_texts, dropped_bytes, response_model.as_deref(), config)
+            self.combine(reported, &output_texts, dropped_bytes, answer_model.as_deref(), config)
         } else {
             (TokenUsage::default(), Source::None)
         };
@@ -291,7 +291,7 @@ impl Exchange {
             api: self.api,
             request_model: self.request.as_ref().map(|r| r.model.clone()).filter(|m| !m.is_empty()),
             late_estimate: if was_deferred { self.prompt_estimate() } else { None },
-            response_model,
+            answer_model,
             streamed,
             status,
             usage,
@@ -311,7 +311,7 @@ impl Exchange {
         reported: ReportedUsage,
         output_texts: &[String],
         dropped_bytes: u64,
-        response_model: Option<&str>,
+        answer_model: Option<&str>,
         config: &Config,
     ) -> (TokenUsage, Source) {
         let mut counted = false;
@@ -329,7 +329,7 @@ impl Exchange {
             Some(output) => (output.completion, output.reasoning),
             None => {
                 counted = true;
-                let model = response_model.or(self.request.as_ref().map(|r| r.model.as_str())).unwrap_or_default();
+                let model = answer_model.or(self.request.as_ref().map(|r| r.model.as_str())).unwrap_or_default();
                 // Each choice counted on its own; text beyond the budget at the measured ratio.
                 let mut tally = TokenTally::new(Encoding::for_model(model), config.exact_count_bytes);
                 for text in output_texts {
@@ -378,7 +378,7 @@ mod tests {
     }
 
     fn feed(ex: &mut Exchange, chunk: &[u8], now_ms: u64) {
-        ex.on_response_chunk(chunk, chunk.len(), &At(now_ms), &config());
+        ex.on_answer_chunk(chunk, chunk.len(), &At(now_ms), &config());
     }
 
     const CHAT_BODY_STREAM: &str =
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn json_answer_uses_provider_usage() {
         let mut ex = chat(false);
-        ex.on_response_headers(Some(200), Some("application/json; charset=utf-8"), None, &config());
+        ex.on_answer_headers(Some(200), Some("application/json; charset=utf-8"), None, &config());
         let body = br#"{"model":"gpt-4o-2024-08-06","choices":[{"message":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#;
         feed(&mut ex, &body[..10], 1_040);
         feed(&mut ex, &body[10..], 1_050);
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn stream_without_usage_is_counted_with_the_tokenizer() {
         let mut ex = chat(true);
-        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &Config::default());
+        ex.on_answer_headers(Some(200), Some("text/event-stream"), None, &Config::default());
         feed(&mut ex, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"The capital of \"}}]}\n\n", 1_010);
         feed(
             &mut ex,
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn cut_stream_is_charged_for_what_streamed() {
         let mut ex = chat(true);
-        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &Config::default());
+        ex.on_answer_headers(Some(200), Some("text/event-stream"), None, &Config::default());
         feed(
             &mut ex,
             b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial answer\"}}]}\n\ndata: {\"cho",
@@ -483,7 +483,7 @@ mod tests {
         ];
         for (method, path, ct, ce, body, reason) in cases {
             let mut ex = Exchange::start(Some(method), Some(path), 0);
-            ex.on_response_headers(Some(200), ct, ce, &Config::default());
+            ex.on_answer_headers(Some(200), ct, ce, &Config::default());
             feed(&mut ex, body, 1);
             let out = ex.finish(2, true, &config()).unwrap();
             assert_eq!(out.passthrough, Some(reason), "{path} {ct:?} {ce:?}");
@@ -498,10 +498,10 @@ mod tests {
         let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
         ex.on_request_body(br#"{"model":"gpt-4o","stream":true}"#.to_vec(), None, &budget);
-        ex.on_response_headers(Some(200), Some("text/event-stream"), None, &budget);
+        ex.on_answer_headers(Some(200), Some("text/event-stream"), None, &budget);
         for word in text.split_inclusive(' ') {
             let event = format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{word:?}}}}}]}}\n\n");
-            ex.on_response_chunk(event.as_bytes(), event.len(), &At(1), &budget);
+            ex.on_answer_chunk(event.as_bytes(), event.len(), &At(1), &budget);
         }
         let out = ex.finish(2, true, &budget).unwrap();
         let exact = Encoding::O200kBase.count(&text) as f64;
@@ -512,8 +512,8 @@ mod tests {
     fn oversized_json_answer_is_not_buffered() {
         let small = Config { max_response_bytes: 8, ..Config::default() };
         let mut ex = chat(false);
-        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
-        ex.on_response_chunk(b"{\"usage\":", 9, &At(1), &small);
+        ex.on_answer_headers(Some(200), Some("application/json"), None, &Config::default());
+        ex.on_answer_chunk(b"{\"usage\":", 9, &At(1), &small);
         assert!(!ex.reads_answer());
         assert_eq!(ex.finish(2, true, &small).unwrap().passthrough, Some("too_large"));
     }
@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn error_answers_count_no_tokens() {
         let mut ex = chat(false);
-        ex.on_response_headers(Some(500), Some("application/json"), None, &Config::default());
+        ex.on_answer_headers(Some(500), Some("application/json"), None, &Config::default());
         feed(&mut ex, br#"{"error":{"message":"boom"}}"#, 1);
         let out = ex.finish(2, true, &config()).unwrap();
         assert_eq!(out.status, "5xx");
@@ -532,7 +532,7 @@ mod tests {
     fn unparsable_request_still_meters_the_answer() {
         let mut ex = Exchange::start(Some("POST"), Some("/v1/chat/completions"), 0);
         ex.on_request_body(b"{not json".to_vec(), None, &config());
-        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
+        ex.on_answer_headers(Some(200), Some("application/json"), None, &Config::default());
         feed(&mut ex, br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, 1);
         let out = ex.finish(2, true, &config()).unwrap();
         assert_eq!(out.usage.prompt, 3);
@@ -550,9 +550,9 @@ mod estimate_tests {
     const BODY: &[u8] = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello world"}]}"#;
 
     fn answer_with_prompt_usage(ex: &mut Exchange) -> Outcome {
-        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
+        ex.on_answer_headers(Some(200), Some("application/json"), None, &Config::default());
         let body = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
-        ex.on_response_chunk(body, body.len(), &At(1), &Config::default());
+        ex.on_answer_chunk(body, body.len(), &At(1), &Config::default());
         ex.finish(2, true, &Config::default()).unwrap()
     }
 
@@ -584,8 +584,8 @@ mod estimate_tests {
         let decision = ex.on_request_body(BODY.to_vec(), Some(999), &config);
         assert_eq!(decision.estimate, None);
         assert_eq!(ex.prompt_estimate(), Some(999));
-        ex.on_response_headers(Some(200), Some("application/json"), None, &Config::default());
-        ex.on_response_chunk(br#"{"choices":[]}"#, 14, &At(1), &config);
+        ex.on_answer_headers(Some(200), Some("application/json"), None, &Config::default());
+        ex.on_answer_chunk(br#"{"choices":[]}"#, 14, &At(1), &config);
         let out = ex.finish(2, true, &config).unwrap();
         assert_eq!(out.usage.prompt, 999);
         assert_eq!(out.late_estimate, None);

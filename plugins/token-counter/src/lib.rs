@@ -237,12 +237,7 @@ impl HttpContext for Filter {
         }
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         exchange.answered_by = answered_by;
-        exchange.on_response_headers(
-            status,
-            content_type.as_deref(),
-            content_encoding.as_deref(),
-            &self.settings.config,
-        );
+        exchange.on_answer_headers(status, content_type.as_deref(), content_encoding.as_deref(), &self.settings.config);
         if let (true, Some(estimate)) = (response_headers, exchange.prompt_estimate()) {
             proxy::set_response_header("x-sluice-prompt-tokens-estimate", &estimate.to_string());
             // The counts follow as trailers, which a body of fixed length cannot carry.
@@ -257,7 +252,7 @@ impl HttpContext for Filter {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         let chunk = if exchange.reads_answer() && body_size > 0 { proxy::response_body(body_size) } else { None };
-        exchange.on_response_chunk(chunk.as_deref().unwrap_or_default(), body_size, &Host, &self.settings.config);
+        exchange.on_answer_chunk(chunk.as_deref().unwrap_or_default(), body_size, &Host, &self.settings.config);
         if end_of_stream {
             self.finish(End::Body);
         }

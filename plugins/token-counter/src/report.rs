@@ -51,8 +51,8 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     // A fallback answered: its tokens belong to the model and provider that produced them.
     let fell_back = matches!((&outcome.answered_by, &routed), (Some(a), Some(r)) if a != r);
     let (first, second) = match fell_back {
-        true => (&outcome.response_model, &outcome.request_model),
-        false => (&outcome.request_model, &outcome.response_model),
+        true => (&outcome.answer_model, &outcome.request_model),
+        false => (&outcome.request_model, &outcome.answer_model),
     };
     let who = Attribution {
         model: first.clone().or_else(|| second.clone()).unwrap_or_else(|| metrics::UNKNOWN.to_string()),
@@ -87,7 +87,7 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     if outcome.streamed {
         facts::publish(host, facts::RESPONSE_STREAMED, "true");
     }
-    if let Some(model) = outcome.response_model.as_ref().filter(|m| outcome.request_model.as_ref() != Some(*m)) {
+    if let Some(model) = outcome.answer_model.as_ref().filter(|m| outcome.request_model.as_ref() != Some(*m)) {
         facts::publish(host, facts::RESPONSE_MODEL, model);
     }
     if let Some(reason) = outcome.passthrough {
@@ -141,7 +141,7 @@ mod tests {
             api: Some(Api::ChatCompletions),
             request_model: Some("gpt-4o".into()),
             late_estimate: None,
-            response_model: Some("gpt-4o-2024-08-06".into()),
+            answer_model: Some("gpt-4o-2024-08-06".into()),
             streamed: true,
             status: "2xx",
             usage: TokenUsage { prompt: 1000, completion: 200, cached: 400, cache_write: 0, reasoning: 0 },
@@ -202,7 +202,7 @@ mod tests {
         let mut registry = MetricRegistry::new(10);
         facts::publish(&host, facts::ROUTE_PROVIDER, "openai");
         let fallback = Outcome {
-            response_model: Some("claude-sonnet-4-5".into()),
+            answer_model: Some("claude-sonnet-4-5".into()),
             answered_by: Some("anthropic".into()),
             ..outcome()
         };
@@ -229,7 +229,7 @@ mod tests {
     fn unpriced_model_has_no_cost() {
         let host = FakeHost::default();
         let mut registry = MetricRegistry::new(10);
-        let o = Outcome { request_model: Some("my-llama".into()), response_model: None, ..outcome() };
+        let o = Outcome { request_model: Some("my-llama".into()), answer_model: None, ..outcome() };
         assert_eq!(publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &o), None);
         assert_eq!(host.property("sluice.usage.cost_usd"), None);
     }
