@@ -466,7 +466,7 @@ def main():
     if args.variants:
         variants = [v for v in variants if v[0] in ["plain", *args.variants.split(",")]]
     run = {"measured": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
-           "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds}
+           "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "paced_rate": PACED_RATE}
     stacks, figures, extras = {}, {}, {}
 
     upstream_port, upstream_admin = free_port(), free_port()

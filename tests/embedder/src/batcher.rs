@@ -43,9 +43,9 @@ fn run(model: &MiniLm, jobs: &Receiver<Job>, max_batch: usize, memo: usize) {
             Ok(fresh) => {
                 let mut fresh: HashMap<String, Embedding> = unknown.into_iter().zip(fresh).collect();
                 for job in batch {
-                    let own: Vec<Embedding> =
-                        job.texts.iter().filter_map(|t| fresh.get(t).or_else(|| remembered.get(t)).cloned()).collect();
-                    let _ = job.reply.send(Ok(own));
+                    let own: Option<Vec<Embedding>> =
+                        job.texts.iter().map(|t| fresh.get(t).or_else(|| remembered.get(t)).cloned()).collect();
+                    let _ = job.reply.send(own.ok_or_else(|| "a text went missing from its batch".to_string()));
                 }
                 if memo > 0 {
                     if remembered.len() + fresh.len() > memo {

@@ -72,7 +72,8 @@ impl MiniLm {
                 }
             }
         }
-        Ok(out.into_iter().flatten().collect())
+        let all: Option<Vec<Embedding>> = out.into_iter().collect();
+        all.ok_or_else(|| "a forward pass returned fewer vectors than texts".into())
     }
 
     /// Pads the batch to its longest text, runs BERT, pools over the mask, normalises.
