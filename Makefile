@@ -20,9 +20,13 @@ export PATH := $(TOOLS)/bin:$(PATH)
         integration-test test test-unit test-integration test-deploy run bench bench-peers oci pin push \
         docs clean
 
-## Build every module to $(WASM_DIR)/*.wasm.
+## Build every module to $(WASM_DIR)/*.wasm, and the bundle of all of them (sluice_bundle.wasm).
+## The bundle links the modules without their own entry points (feature `standalone` off): its
+## own cargo invocation and target directory, so neither build undoes the other's.
 build: rust-targets
-	cargo build --release --target wasm32-wasip1 --workspace
+	cargo build --release --target wasm32-wasip1 --workspace --exclude sluice-bundle
+	cargo build --release --target wasm32-wasip1 -p sluice-bundle --target-dir target/bundle
+	cp -p target/bundle/$(WASM_DIR:target/%=%)/sluice_bundle.wasm $(WASM_DIR)/
 
 deps: rust-targets system-packages venv wasm-bindgen embedder
 
@@ -76,7 +80,7 @@ lint: rust-targets
 	$(EMBEDDER_CARGO) clippy $(EMBEDDER_FLAGS) --all-targets -- -D warnings
 
 unit-test:
-	cargo test --workspace
+	cargo test --workspace --exclude sluice-bundle
 	$(EMBEDDER_CARGO) test $(EMBEDDER_FLAGS)
 
 # The shared crate's tests, compiled to wasm and run under Node.
@@ -86,8 +90,11 @@ wasm-test: rust-targets wasm-bindgen
 
 PYTEST = cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider
 
+# The whole suite, then every test in real Envoy again with the bundle: all modules in one
+# sluice_bundle.wasm sharing one VM per worker (harness/stack.py, SLUICE_BUNDLE).
 integration-test: build venv system-packages embedder
 	$(PYTEST) integration
+	SLUICE_BUNDLE=1 $(PYTEST) $(addprefix integration/,$(ALL_INTEGRATION))
 
 ## Everything CI runs.
 test: deps build lint unit-test wasm-test integration-test

@@ -127,6 +127,41 @@ def keep_modules(config_text: str, modules) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def wasm_filters(value):
+    """Every Sluice wasm filter config below a value (listener and cluster filters alike)."""
+    if isinstance(value, dict):
+        code = value.get("vm_config", {}).get("code", {}).get("local", {}).get("filename", "")
+        if Path(code).name.startswith("sluice_"):
+            yield value
+        for v in value.values():
+            yield from wasm_filters(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from wasm_filters(v)
+
+
+def bundled(config_text: str) -> str:
+    """Every Sluice filter loads the bundle (sluice_bundle.wasm) instead of its own module, with
+    one vm_config for all, so they share one VM per worker; each names its module by root id
+    (`sluice_token_counter.wasm` → `sluice.token_counter`). A shared VM has one failure policy:
+    FAIL_RELOAD (plugins/bundle/src/lib.rs)."""
+    config = yaml.safe_load(config_text)
+    filters = list(wasm_filters(config))
+    keys = sorted({k for f in filters for k in f["vm_config"].get("environment_variables", {}).get("host_env_keys", [])})
+    for f in filters:
+        code = Path(f["vm_config"]["code"]["local"]["filename"])
+        f["root_id"] = "sluice." + code.stem.removeprefix("sluice_")
+        f["vm_config"] = {"vm_id": "sluice", "runtime": "envoy.wasm.runtime.v8",
+                          "code": {"local": {"filename": str(code.with_name("sluice_bundle.wasm"))}},
+                          **({"environment_variables": {"host_env_keys": keys}} if keys else {})}
+        f["failure_policy"] = "FAIL_RELOAD"
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+# Whether every Stack runs the bundle instead of the single-module builds (`make
+# integration-test` runs the suite both ways).
+BUNDLED = os.environ.get("SLUICE_BUNDLE") == "1"
+
 DEMO_KEY = "sk-sluice-demo"
 
 # Callout timeouts (ms) for tests, where a loaded machine must not turn a slow answer into a
@@ -319,6 +354,8 @@ class Stack:
             text = use_real_providers(text, self.real_providers)
         if self.modules is not None:
             text = keep_modules(text, self.modules)
+        if BUNDLED:
+            text = bundled(text)
         if self.patch:
             config = yaml.safe_load(text)
             self.patch(config)

@@ -57,10 +57,16 @@ const NAME: &str = "sluice.model_rewriter";
 /// `envoy-config/gateway.yaml`).
 const GATEWAY_HEADERS: [&str; 1] = ["x-sluice-cluster"];
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(root);
 }}
+
+/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
 
 struct Root {
     config: Rc<Config>,

@@ -161,8 +161,9 @@ fn pick<'c>(
         Strategy::Weighted => weighted(model, &fits, request, signals.roll),
         Strategy::LeastBusy => lowest(&fits, signals.roll, |t| (signals.stats)(t).in_flight as f64),
         Strategy::Usage => lowest(&fits, signals.roll, |t| (signals.stats)(t).tokens_this_minute(now) as f64),
-        // Unmeasured targets score 0, so each is tried before the averages decide.
-        Strategy::Latency => lowest(&fits, signals.roll, |t| (signals.stats)(t).latency_ms.unwrap_or(0.0)),
+        // Unmeasured targets first (below any measurement, even a 0 ms one on loopback), so
+        // each is tried before the averages decide.
+        Strategy::Latency => lowest(&fits, signals.roll, |t| (signals.stats)(t).latency_ms.unwrap_or(-1.0)),
         Strategy::Cost => {
             let healthy: Vec<&Target> = fits
                 .iter()
@@ -437,6 +438,15 @@ mod tests {
             with_stats(&two_targets(Strategy::Latency), &by_model(slow, TargetStats::default()), &no_price),
             "b"
         );
+        // A loopback target measured at 0 ms still yields to one never measured.
+        let instant = TargetStats { latency_ms: Some(0.0), ..TargetStats::default() };
+        let stats = |t: &Target| if t.model == "a" { instant.clone() } else { TargetStats::default() };
+        for roll in 0..8 {
+            let signals = Signals { roll, now_ms: 120_000, stats: &stats, price: &no_price, health_window_ms: 30_000 };
+            let picked =
+                chosen(&route(&two_targets(Strategy::Latency), &facts("chat"), "x-task", &signals)).2.to_string();
+            assert_eq!(picked, "b", "roll {roll}");
+        }
         let used = TargetStats { minute: 2, minute_tokens: 500, ..TargetStats::default() };
         let stale = TargetStats { minute: 1, minute_tokens: 900, ..TargetStats::default() };
         assert_eq!(with_stats(&two_targets(Strategy::Usage), &by_model(used, stale), &no_price), "b");

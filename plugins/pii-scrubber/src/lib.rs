@@ -54,10 +54,16 @@ const MAX_SSE_LINE: usize = 4 << 20;
 /// Distinct values kept per metric label (entity types, rules).
 const MAX_LABEL_VALUES: usize = 100;
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(root);
 }}
+
+/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
 
 /// What every request of a configuration shares.
 struct Shared {

@@ -46,10 +46,16 @@ const MAX_SSE_LINE: usize = 4 << 20;
 /// Where an endpoint names its provider.
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "sluice", "provider"];
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(root);
 }}
+
+/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
 
 #[derive(Default)]
 struct Root {

@@ -39,7 +39,13 @@ mod vector;
 
 use proxy_wasm::traits::RootContext;
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::<exchange::Root>::default() });
+    proxy_wasm::set_root_context(root);
 }}
+
+/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::<exchange::Root>::default()
+}

@@ -36,10 +36,16 @@ use crate::exchange::Exchange;
 
 const NAME: &str = "sluice.token_counter";
 
+#[cfg(feature = "standalone")]
 proxy_wasm::main! {{
     sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(root);
 }}
+
+/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+pub fn root(_context_id: u32) -> Box<dyn RootContext> {
+    Box::new(Root::default())
+}
 
 /// Per-VM state: the configuration and the metric ids, shared by every request of this worker.
 struct Settings {
