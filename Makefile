@@ -133,13 +133,19 @@ run: build venv system-packages embedder
 bench: build venv system-packages embedder
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
 
-## Plain Envoy, Envoy with the whole Sluice chain and the LiteLLM proxy on the same workload, in
-## one run (LiteLLM in its own cached venv). Writes bench/results/peers.{json,md}.
+## Plain Envoy, Envoy with the whole Sluice chain (single modules, and the bundle), the LiteLLM
+## proxy and Portkey's gateway on the same workload, in one run (LiteLLM in its own cached venv,
+## Portkey in its own npm prefix). Writes bench/results/peers.json and the results page.
 LITELLM_VERSION := 1.100.5
 LITELLM_VENV := $(CACHE)/litellm-$(LITELLM_VERSION)
-bench-peers: build venv system-packages embedder $(LITELLM_VENV)/.installed
+PORTKEY_VERSION := 1.15.2
+PORTKEY_DIR := $(CACHE)/portkey-$(PORTKEY_VERSION)
+bench-peers: build venv system-packages embedder $(LITELLM_VENV)/.installed $(PORTKEY_DIR)/.installed
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench_peers --out $(CURDIR)/bench/results \
-	  --litellm $(LITELLM_VENV)/bin/litellm $(BENCH_ARGS)
+	  --litellm $(LITELLM_VENV)/bin/litellm --portkey $(PORTKEY_DIR) $(BENCH_ARGS)
+$(PORTKEY_DIR)/.installed:
+	npm install --prefix $(PORTKEY_DIR) --no-audit --no-fund --silent "@portkey-ai/gateway@$(PORTKEY_VERSION)"
+	touch $@
 $(LITELLM_VENV)/.installed:
 	python3 -m venv $(LITELLM_VENV)
 	$(LITELLM_VENV)/bin/pip install -q --disable-pip-version-check "litellm[proxy]==$(LITELLM_VERSION)"

@@ -111,6 +111,9 @@ wrk.headers["x-bench-answer"] = os.getenv("SLUICE_BENCH_ANSWER")
 if os.getenv("SLUICE_BENCH_CACHE_CONTROL") ~= "" then
   wrk.headers["cache-control"] = os.getenv("SLUICE_BENCH_CACHE_CONTROL")
 end
+for name, value in string.gmatch(os.getenv("SLUICE_BENCH_HEADERS") or "", "([^=;]+)=([^;]*)") do
+  wrk.headers[name] = value
+end
 local f = io.open(os.getenv("SLUICE_BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
@@ -187,10 +190,11 @@ GATEWAY_CPUS = "0"
 OTHER_CPUS = f"1-{os.cpu_count() - 1}" if (os.cpu_count() or 1) > 1 else "0"
 
 
-def wrk(url, body_path, connections, seconds, script_path, cache_control=""):
+def wrk(url, body_path, connections, seconds, script_path, cache_control="", headers=None):
     answer = "sse" if "/sse/" in url else "json"
     env = dict(os.environ, SLUICE_BENCH_BODY=str(body_path), SLUICE_BENCH_KEY=BENCH_KEY, SLUICE_BENCH_ANSWER=answer,
-               SLUICE_BENCH_CACHE_CONTROL=cache_control)
+               SLUICE_BENCH_CACHE_CONTROL=cache_control,
+               SLUICE_BENCH_HEADERS=";".join(f"{k}={v}" for k, v in (headers or {}).items()))
     out = subprocess.run(["taskset", "-c", OTHER_CPUS, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script_path), url],
                          capture_output=True, text=True, env=env, timeout=seconds + 60, check=True).stdout
     return parse_wrk(out)

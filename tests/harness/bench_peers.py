@@ -11,11 +11,15 @@ with one worker; LiteLLM with one worker); wrk and the upstream share the other 
   scans the prompt; the semantic cache (`mode: exact`) looks the request up in Redis and misses
   (`Cache-Control: no-store`, so every request takes the miss path); the model rewriter routes the
   logical model; the token counter counts and prices the answer;
-- LiteLLM proxy (`litellm[proxy]`, its own venv): the same model routed to the same upstream.
+- Sluice bundle: the same chain from one `.wasm` sharing one VM per worker (plugins/bundle);
+- LiteLLM proxy (`litellm[proxy]`, its own venv): the same model routed to the same upstream;
+- Portkey's gateway (`@portkey-ai/gateway`, Node, its own npm prefix): routed to the upstream
+  with `x-portkey-provider` and `x-portkey-custom-host`.
 
 Per proxy and answer kind: p50/p99 latency at 1 connection, requests/s at 16 connections, and
-requests per CPU-second of the proxy's own processes. Medians of alternating rounds. Results go to
-bench/results/peers.{json,md}.
+requests per CPU-second of the proxy's own processes. Medians of alternating rounds. Per proxy:
+resident memory idle and after the load, and the time from start to ready. Results go to
+bench/results/peers.json and, through harness/bench_report.py, docs/benchmark-results.md.
 """
 
 import argparse
@@ -30,13 +34,14 @@ from pathlib import Path
 
 import yaml
 
-from .bench import (BENCH_BUDGET, BENCH_KEY, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT,
-                    cpu_seconds, median, upstream_config, wrk)
 from . import bench_report
+from .bench import (BENCH_BUDGET, BENCH_KEY, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT,
+                    cpu_seconds, median, rss_kb, upstream_config, wrk)
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import Stack, envoy_binary
+from .stack import Stack, bundle, envoy_binary
 
 LITELLM_VERSION = "1.100.5"  # the newest whose dependencies the package index serves here
+PORTKEY_VERSION = "1.15.2"
 # The cache misses on purpose: the miss path is what every new prompt pays.
 PEERS_CACHE = {"namespace": "team", "mode": "exact"}
 
@@ -101,12 +106,21 @@ def start_litellm(litellm_bin: Path, upstream_port: int, work: Path) -> tuple:
     return proc, port
 
 
+def start_portkey(portkey_dir: Path, work: Path) -> tuple:
+    port = free_port()
+    server = portkey_dir / "node_modules/@portkey-ai/gateway/build/start-server.js"
+    proc = Proc("portkey", ["taskset", "-c", GATEWAY_CPUS, "node", str(server), f"--port={port}", "--headless"],
+                work / "portkey.log")
+    wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, "portkey", 60, proc)
+    return proc, port
+
+
 def bodies(work: Path) -> dict:
     """Request bodies by (target kind, answer): the same prompt everywhere; streams ask for one."""
     out = {}
     for answer in ["json", "sse"]:
-        for target in ["envoy", "litellm"]:
-            body = {"model": "gpt-4o" if (target == "envoy" or answer == "json") else "gpt-4o-stream",
+        for target in ["envoy", "litellm", "portkey"]:
+            body = {"model": "gpt-4o-stream" if (target == "litellm" and answer == "sse") else "gpt-4o",
                     "messages": [{"role": "user", "content": SHORT_PROMPT}]}
             if answer == "sse":
                 body["stream"] = True
@@ -119,6 +133,7 @@ def bodies(work: Path) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--litellm", required=True, help="the `litellm` executable (from its own venv)")
+    parser.add_argument("--portkey", type=Path, default=None, help="the npm prefix holding @portkey-ai/gateway")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
@@ -138,32 +153,44 @@ def main():
     procs, targets = {}, {}
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
-        for name, modules in [("plain", []), ("sluice", None)]:
+        for name, modules, patch in [("plain", [], None), ("sluice", None, None), ("sluice-bundle", None, bundle)]:
             configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": BENCH_REWRITE,
                        "sluice.semantic_cache": PEERS_CACHE}
-            stack = Stack(configs=configs,
-                          modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
-                          workdir=work / name, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS).start()
+            stack = Stack(configs=configs, modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
+                          workdir=work / name, envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS, patch=patch).start()
             procs[name] = stack
-            targets[name] = (lambda s: lambda answer: s.url(f"/{answer}/v1/chat/completions"))(stack), \
-                stack.procs["envoy"].popen.pid, "envoy"
+            targets[name] = {"url": (lambda s: lambda answer: s.url(f"/{answer}/v1/chat/completions"))(stack),
+                             "pid": stack.procs["envoy"].popen.pid, "kind": "envoy", "ready": stack.envoy_ready_seconds}
+        started = time.monotonic()
         litellm, litellm_port = start_litellm(Path(args.litellm), upstream_port, work)
         procs["litellm"] = litellm
-        targets["litellm"] = (lambda answer: f"http://127.0.0.1:{litellm_port}/v1/chat/completions"), \
-            litellm.popen.pid, "litellm"
+        targets["litellm"] = {"url": lambda answer: f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                              "pid": litellm.popen.pid, "kind": "litellm", "ready": round(time.monotonic() - started, 2)}
+        if args.portkey:
+            started = time.monotonic()
+            portkey, portkey_port = start_portkey(args.portkey, work)
+            procs["portkey"] = portkey
+            targets["portkey"] = {
+                "url": lambda answer: f"http://127.0.0.1:{portkey_port}/v1/chat/completions",
+                "headers": lambda answer: {"x-portkey-provider": "openai",
+                                           "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/{answer}/v1"},
+                "pid": portkey.popen.pid, "kind": "portkey", "ready": round(time.monotonic() - started, 2)}
+        idle = {name: rss_kb(t["pid"]) for name, t in targets.items()}
 
         results = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "cpus": os.cpu_count(),
-                   "litellm": LITELLM_VERSION, "seconds": args.seconds, "rounds": args.rounds, "answers": {}}
+                   "litellm": LITELLM_VERSION, "portkey": PORTKEY_VERSION if args.portkey else None,
+                   "seconds": args.seconds, "rounds": args.rounds, "answers": {}}
         for answer in ["json", "sse"]:
             samples = {name: [] for name in targets}
             for _ in range(args.rounds):
-                for name, (url_of, pid, kind) in targets.items():
-                    url, body = url_of(answer), request_bodies[(kind, answer)]
-                    wrk(url, body, 4, 1, script, "no-store")  # warm-up
-                    latency = wrk(url, body, 1, args.seconds, script, "no-store")
-                    cpu_before, started = process_tree_cpu(pid), time.monotonic()
-                    load = wrk(url, body, 16, args.seconds, script, "no-store")
-                    cpu = process_tree_cpu(pid) - cpu_before
+                for name, target in targets.items():
+                    url, body = target["url"](answer), request_bodies[(target["kind"], answer)]
+                    headers = target.get("headers", lambda _: None)(answer)
+                    wrk(url, body, 4, 1, script, "no-store", headers)  # warm-up
+                    latency = wrk(url, body, 1, args.seconds, script, "no-store", headers)
+                    cpu_before, started = process_tree_cpu(target["pid"]), time.monotonic()
+                    load = wrk(url, body, 16, args.seconds, script, "no-store", headers)
+                    cpu = process_tree_cpu(target["pid"]) - cpu_before
                     done = load["rps"] * (time.monotonic() - started)
                     samples[name].append({"p50_ms": latency["p50_ms"], "p99_ms": latency["p99_ms"], "rps": load["rps"],
                                           "requests_per_cpu_second": done / cpu if cpu > 0 else None,
@@ -176,11 +203,21 @@ def main():
                 print(f"{name:8} {answer}  p50 {points[name]['p50_ms']:.3f} ms  p99 {points[name]['p99_ms']:.3f} ms  "
                       f"{points[name]['rps']:.0f} req/s  {points[name]['requests_per_cpu_second'] or 0:.0f} req per "
                       f"CPU-second  non-2xx {points[name]['non_2xx']}", flush=True)
-            for name in ["sluice", "litellm"]:
+            for name in [n for n in targets if n != "plain"]:
                 pairs = list(zip(samples["plain"], samples[name]))
                 points[name]["added_p50_ms"] = median([t["p50_ms"] - p["p50_ms"] for p, t in pairs])
                 points[name]["added_p99_ms"] = median([t["p99_ms"] - p["p99_ms"] for p, t in pairs])
             results["answers"][answer] = points
+        # A proxy that failed answers: why, from its own log (Portkey's streams on Node 20, say).
+        results["failures"] = {}
+        for answer, points in results["answers"].items():
+            for name, point in points.items():
+                if point["non_2xx"] and hasattr(procs[name], "log"):
+                    reason = next((line.strip() for line in procs[name].log().splitlines() if "Error" in line), "")
+                    results["failures"][f"{answer}/{name}"] = {"non_2xx": point["non_2xx"], "reason": reason[:200]}
+        results["proxies"] = {name: {"rss_mb_idle": round(idle[name] / 1024), "rss_mb_after_load":
+                                     round(rss_kb(t["pid"]) / 1024), "ready_seconds": t["ready"]}
+                              for name, t in targets.items()}
         results["bridge_round_trip"] = bridge_round_trips(procs["sluice"])
         sluice_log = procs["sluice"].access_log()
         # Requests wrk cut at the end of a run never reached the modules: they carry no facts.

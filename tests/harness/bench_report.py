@@ -123,15 +123,19 @@ def bench_section(r) -> str:
 
 
 def peers_section(r) -> str:
+    portkey = f", Portkey {r['portkey']} (Node)" if r.get("portkey") else ""
     lines = [f"Measured {r['date']} on {r['cpus']} cores (`make bench-peers`): each proxy alone on core 0 (Envoy "
-             f"with one worker, LiteLLM {r['litellm']} with one worker), wrk and the upstream on the other; "
+             f"with one worker, LiteLLM {r['litellm']} with one worker{portkey}), wrk and the upstream on the other; "
              f"{r['rounds']} alternating rounds of {r['seconds']} s, medians. Latency at 1 connection, throughput "
              "at 16.", "",
              "| answer | proxy | p50 | added p50 | p99 | added p99 | requests/s | requests per CPU-second |",
              "|---|---|---|---|---|---|---|---|"]
+    failures = r.get("failures", {})
     for answer, points in r["answers"].items():
-        for name in ["plain", "sluice", "litellm"]:
-            p = points[name]
+        for name, p in points.items():
+            if f"{answer}/{name}" in failures:
+                lines.append(f"| {answer} | {name} | failed: {p['non_2xx']} answers not 2xx (below) | | | | | |")
+                continue
             added = lambda k: f"{p[k]:+.3f} ms" if k in p else "—"  # noqa: E731
             lines.append(f"| {answer} | {name} | {p['p50_ms']:.3f} ms | {added('added_p50_ms')} | {p['p99_ms']:.3f} ms | "
                          f"{added('added_p99_ms')} | {p['rps']:.0f} | {p['requests_per_cpu_second'] or 0:.0f} |")
@@ -139,9 +143,23 @@ def peers_section(r) -> str:
     verdicts = []
     for answer, points in r["answers"].items():
         sluice, litellm = points["sluice"]["added_p50_ms"], points["litellm"]["added_p50_ms"]
+        if "sluice-bundle" in points:
+            bundle = points["sluice-bundle"]
+            verdicts.append(f"{answer}: the bundle adds {bundle['added_p50_ms']:.3f} ms p50 and serves "
+                            f"{bundle['requests_per_cpu_second'] / points['plain']['requests_per_cpu_second'] * 100:.0f}% "
+                            "of plain Envoy's requests per CPU-second (target at least 50%)")
         verdicts.append(f"{answer}: Sluice adds {sluice:.3f} ms p50 (target at most 1 ms: "
                         f"{'met' if sluice <= 1 else 'not met'}), {sluice / litellm * 100:.1f}% of LiteLLM's "
                         f"{litellm:.3f} ms (target at most 10%: {'met' if sluice <= litellm / 10 else 'not met'})")
+    for key, failure in failures.items():
+        answer, name = key.split("/", 1)
+        lines += [f"{name} failed on {answer}: {failure['non_2xx']} answers were not 2xx; its log says "
+                  f"`{failure['reason']}`.", ""]
+    if r.get("proxies"):
+        lines += ["| proxy | memory idle | memory after the load | ready after start |", "|---|---|---|---|"]
+        lines += [f"| {name} | {x['rss_mb_idle']} MB | {x['rss_mb_after_load']} MB | {x['ready_seconds']} s |"
+                  for name, x in r["proxies"].items()]
+        lines.append("")
     bridge = r["bridge_round_trip"]
     lines += ["; ".join(verdicts) + ".", "",
               f"One Redis `GET` from a raw keep-alive socket, median: {bridge['redis_us']} µs straight to Redis, "
