@@ -28,8 +28,11 @@ use crate::keys::{self, Digest, Identity, Lookup};
 use crate::limits::{self, Counter, Estimate};
 use crate::report::{self, Refusal, Reported};
 use crate::scripts;
+use crate::state::{Settings, Waiter, NAME};
 use crate::verdict::{self, Reservation, Usage, Verdict};
-use crate::worker::{Settings, State, Waiter, NAME};
+
+/// The worker's state, with its requests.
+type State = crate::state::State<Request>;
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

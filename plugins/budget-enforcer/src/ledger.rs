@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 use sluice_shared::backlog::{self, BacklogError};
 use sluice_shared::host::SharedData;
 
-use crate::verdict::Settlement;
-
 /// Shared-data key of the backlog (one per plugin VM id, shared by its workers).
 pub const BACKLOG_KEY: &str = "sluice.budget.backlog";
 /// Most batches sent in one call.
@@ -44,6 +42,15 @@ pub struct Batch {
     pub forget: Vec<String>,
     #[serde(default)]
     pub conditional: Vec<Conditional>,
+}
+
+/// How a finished request's spend reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The reservation is known: these charges, and the marker can go.
+    Known { charges: Vec<Charge>, marker: String },
+    /// Unknown whether Redis reserved: decided in Redis by the marker's presence.
+    Unsure(Conditional),
 }
 
 #[derive(Debug)]

@@ -34,6 +34,7 @@ mod limits;
 mod local;
 mod report;
 mod scripts;
+mod state;
 mod verdict;
 mod worker;
 

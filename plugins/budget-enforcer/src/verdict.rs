@@ -2,7 +2,7 @@
 //! reject; the `x-ratelimit-*` headers; and what to charge once the answer is known.
 
 use crate::config::{Action, Config, Kind};
-use crate::ledger::{Charge, Conditional};
+use crate::ledger::{Charge, Conditional, Settlement};
 use crate::limits::{Counter, Estimate};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,15 +123,6 @@ pub struct Reservation {
     /// Redis answered the check. When the check failed, Redis may still have reserved (the
     /// reply was lost, not the call): the settlement then asks Redis through the marker.
     pub certain: bool,
-}
-
-/// How a finished request's spend reaches Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settlement {
-    /// The reservation is known: these charges, and the marker can go.
-    Known { charges: Vec<Charge>, marker: String },
-    /// Unknown whether Redis reserved: decided in Redis by the marker's presence.
-    Unsure(Conditional),
 }
 
 impl Reservation {

@@ -1,10 +1,7 @@
-//! The worker's root context: configuration, the per-worker state every request shares, and a
-//! tick that sends spend to Redis and re-checks queued requests.
+//! The worker's root context: configuration (into [`crate::state`]), and a tick that sends spend
+//! to Redis and re-checks queued requests.
 
 use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -12,89 +9,19 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::{self, MetricRegistry};
-use sluice_shared::pricing::PriceTable;
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::as_args;
 
 use crate::config::Config;
 use crate::gate::{self, Filter, Request};
 use crate::keys::KeyRing;
-use crate::ledger::Ledger;
 use crate::local::LocalLimiter;
 use crate::report;
-use crate::scripts::{self, Scripts};
+use crate::scripts;
+use crate::state::{Settings, Waiter, NAME};
 
-pub const NAME: &str = "sluice.budget_enforcer";
-
-/// Read-only per-worker settings.
-pub struct Settings {
-    pub config: Config,
-    pub prices: PriceTable,
-    pub scripts: Scripts,
-    pub debug_logging: bool,
-}
-
-impl Settings {
-    fn new(config: Config, debug_logging: bool) -> Self {
-        Settings {
-            prices: PriceTable::with_overrides(&config.prices),
-            config,
-            scripts: Scripts::default(),
-            debug_logging,
-        }
-    }
-}
-
-/// A request waiting for room under a `queue` limit.
-pub struct Waiter {
-    pub request: Rc<RefCell<Request>>,
-    pub next_try_ms: u64,
-}
-
-/// Mutable per-worker state. Borrowed only briefly, never across a call into a request.
-pub struct State {
-    pub keys: KeyRing,
-    pub ledger: Ledger,
-    pub local: LocalLimiter,
-    pub registry: MetricRegistry,
-    /// Redis has the check script cached (`EVALSHA` works).
-    pub check_cached: bool,
-    charge_cached: bool,
-    pub waiters: Vec<Waiter>,
-    /// Re-checks in flight: callout token to the waiting request.
-    rechecks: HashMap<u32, Rc<RefCell<Request>>>,
-    /// The charge call in flight.
-    charge_token: Option<u32>,
-    /// Names this worker's requests in reservation markers: `<tag>-<sequence>`.
-    tag: String,
-    requests: u64,
-}
-
-impl State {
-    /// A name for a request, unique across workers and restarts.
-    pub fn next_request_id(&mut self) -> String {
-        self.requests += 1;
-        format!("{}-r{}", self.tag, self.requests)
-    }
-
-    fn new(config: &Config) -> Self {
-        // Random per worker start (WASI random), so batch ids never repeat across restarts.
-        let tag = format!("{:016x}", RandomState::new().hash_one(Host.now_ms()));
-        State {
-            keys: KeyRing::new(&config.keys, &config.redis_keys),
-            ledger: Ledger::new(tag.clone()),
-            tag,
-            requests: 0,
-            local: LocalLimiter::default(),
-            registry: MetricRegistry::new(config.max_label_values),
-            check_cached: true,
-            charge_cached: true,
-            waiters: Vec::new(),
-            rechecks: HashMap::new(),
-            charge_token: None,
-        }
-    }
-}
+/// This worker's state, with its requests.
+type State = crate::state::State<Request>;
 
 pub struct Root {
     context_id: u32,
@@ -174,7 +101,7 @@ impl Root {
     /// Re-checks queued requests whose turn came; refuses those past their deadline.
     fn serve_queue(&mut self) {
         let now = Host.now_ms();
-        let due: Vec<Waiter> = {
+        let due: Vec<Waiter<Request>> = {
             let mut state = self.state.borrow_mut();
             let (due, waiting) = std::mem::take(&mut state.waiters).into_iter().partition(|w| w.next_try_ms <= now);
             state.waiters = waiting;
