@@ -25,8 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
-# The modules an operator deploys (the wasm floor is a benchmark fixture).
-MODULES = ["token_counter", "budget_enforcer", "pii_scrubber", "semantic_cache", "model_rewriter", "provider_adapter"]
+# The modules an operator deploys, and the bundle of all of them (the wasm floor is a benchmark
+# fixture).
+MODULES = ["token_counter", "budget_enforcer", "pii_scrubber", "semantic_cache", "model_rewriter", "provider_adapter",
+           "bundle"]
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -116,9 +118,10 @@ def build_all(wasm_dir: Path, out_dir: Path):
     return rows
 
 
-# Modules deployed as WasmPlugins (the provider adapter is an upstream filter in an EnvoyFilter,
-# pinned by its module sha256 there).
-WASM_PLUGINS = [m for m in MODULES if m != "provider_adapter"]
+# Modules deployed as WasmPlugins of the istio/ bundle (the provider adapter is an upstream filter
+# in an EnvoyFilter, pinned by its module sha256 there; the bundle of all modules is an image for
+# Envoy and Envoy Gateway, not yet a WasmPlugin of the bundle).
+WASM_PLUGINS = [m for m in MODULES if m not in ("provider_adapter", "bundle")]
 
 
 def pins(rows) -> str:
