@@ -88,13 +88,14 @@ wasm-test: rust-targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test -p sluice-shared --target wasm32-unknown-unknown
 
-PYTEST = cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider
+RUN_PYTEST = SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m pytest -q -p no:cacheprovider
+PYTEST = cd tests && $(RUN_PYTEST)
 
 # The whole suite, then every test in real Envoy again with the bundle: all modules in one
 # sluice_bundle.wasm sharing one VM per worker (harness/stack.py, SLUICE_BUNDLE).
 integration-test: build venv system-packages embedder
 	$(PYTEST) integration
-	SLUICE_BUNDLE=1 $(PYTEST) $(addprefix integration/,$(ALL_INTEGRATION))
+	cd tests && SLUICE_BUNDLE=1 $(RUN_PYTEST) $(addprefix integration/,$(ALL_INTEGRATION))
 
 ## Everything CI runs.
 test: deps build lint unit-test wasm-test integration-test

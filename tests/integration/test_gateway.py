@@ -1,4 +1,5 @@
-"""`make run`'s launcher: starts everything, serves a counted chat completion, stops on Ctrl-C."""
+"""`make run`'s launcher: starts everything, serves a counted chat completion, stops on Ctrl-C; and
+the chain runs in the VMs its build promises."""
 
 import hashlib
 import os
@@ -11,7 +12,8 @@ import time
 import requests
 
 from harness.procs import free_port, wait_until
-from harness.stack import ROOT, sum_samples
+from harness import stack
+from harness.stack import ROOT, Stack, sum_samples
 
 
 def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
@@ -83,3 +85,14 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
     time.sleep(0.2)
     leftovers = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout.strip()
     assert leftovers == "", "every process of the run stopped"
+
+
+def test_the_chain_runs_in_the_vms_its_build_promises():
+    """Envoy keeps one VM per worker, plus two on the main thread, for each distinct module: six
+    single modules at two workers are 24 VMs, the bundle (SLUICE_BUNDLE=1, plugins/bundle) is 4.
+    So the bundle pass of `make test` runs the bundle, and the bundle shares its VMs."""
+    with Stack(concurrency=2, with_embedder=False) as s:
+        stats = s.get_text(s.admin("/stats?filter=wasm.envoy.wasm.runtime.v8.active"))
+        active = int(stats.split(":")[-1])
+        assert active == (4 if stack.BUNDLED else 6 * 4), stats
+        assert s.vm_failures() == []
