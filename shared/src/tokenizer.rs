@@ -117,9 +117,9 @@ impl Vocabulary {
     }
 }
 
-/// The usual English ratio of about four bytes per token.
+/// Tokens in text the pattern could not split, at the default ratio.
 fn estimate(bytes: usize) -> u64 {
-    bytes.div_ceil(4) as u64
+    (bytes as f64 / DEFAULT_BYTES_PER_TOKEN).ceil() as u64
 }
 
 impl Encoding {
