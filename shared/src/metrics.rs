@@ -35,6 +35,9 @@ pub const BUDGET_USED_PERCENT: &str = "sluice_budget_used_percent";
 pub const BUDGET_ALERTS_TOTAL: &str = "sluice_budget_alerts_total";
 /// Spend charged, in millionths of a USD, by `key`, `team` and `model`.
 pub const BUDGET_SPEND_MICRO_USD_TOTAL: &str = "sluice_budget_spend_micro_usd_total";
+/// Limit checks by `source`: `lease` (decided against room this worker holds, no callout) or
+/// `redis` (a call to the bridge, which may grant a lease).
+pub const BUDGET_CHECKS_TOTAL: &str = "sluice_budget_checks_total";
 /// Calls to the Redis bridge that failed, by `op` (check, charge, key).
 pub const BUDGET_BRIDGE_ERRORS_TOTAL: &str = "sluice_budget_bridge_errors_total";
 /// Charge batches waiting in shared data for the bridge to come back (gauge).

@@ -12,6 +12,7 @@ with one worker; LiteLLM with one worker); wrk and the upstream share the other 
   (`Cache-Control: no-store`, so every request takes the miss path); the model rewriter routes the
   logical model; the token counter counts and prices the answer;
 - Sluice bundle: the same chain from one `.wasm` sharing one VM per worker (plugins/bundle);
+- Sluice bundle without the cache: the same, semantic cache left out (the "cache off" target);
 - LiteLLM proxy (`litellm[proxy]`, its own venv): the same model routed to the same upstream;
 - Portkey's gateway (`@portkey-ai/gateway`, Node, its own npm prefix): routed to the upstream
   with `x-portkey-provider` and `x-portkey-custom-host`.
@@ -44,6 +45,25 @@ LITELLM_VERSION = "1.100.5"  # the newest whose dependencies the package index s
 PORTKEY_VERSION = "1.15.2"
 # The cache misses on purpose: the miss path is what every new prompt pays.
 PEERS_CACHE = {"namespace": "team", "mode": "exact"}
+CHAIN = ["sluice.budget_enforcer", "sluice.pii_scrubber", "sluice.semantic_cache", "sluice.model_rewriter",
+         "sluice.token_counter", "sluice.provider_adapter"]
+WITHOUT_CACHE = [m for m in CHAIN if m != "sluice.semantic_cache"]
+
+
+def envoy_memory(stack) -> dict:
+    """Envoy's own view next to RSS: its heap (`/memory`) and the wasm VMs it keeps."""
+    memory = json.loads(stack.get_text(stack.admin("/memory")))
+    stats = dict(line.split(": ", 1) for line in stack.get_text(stack.admin("/stats?filter=wasm")).splitlines()
+                 if ": " in line)
+    vms = sum(int(v) for k, v in stats.items() if k.endswith(".active") and "runtime" in k and v.strip().isdigit())
+    return {"heap_mb": round(int(memory.get("heap_size", 0)) / 2**20), "allocated_mb":
+            round(int(memory.get("allocated", 0)) / 2**20), "wasm_vms": vms}
+
+
+def budget_checks(stack) -> dict:
+    """The budget enforcer's checks by source: against a lease, or a call to Redis."""
+    lease, redis = (stack.metric("sluice_budget_checks_total", source=s) for s in ("lease", "redis"))
+    return {"lease": lease, "redis": redis, "redis_per_request": round(redis / (lease + redis), 4) if lease + redis else None}
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -153,7 +173,9 @@ def main():
     procs, targets = {}, {}
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
-        for name, modules, patch in [("plain", [], None), ("sluice", None, None), ("sluice-bundle", None, bundle)]:
+        variants = [("plain", [], None), ("sluice", None, None), ("sluice-bundle", None, bundle),
+                    ("sluice-bundle-nocache", WITHOUT_CACHE, bundle)]
+        for name, modules, patch in variants:
             configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": BENCH_REWRITE,
                        "sluice.semantic_cache": PEERS_CACHE}
             stack = Stack(configs=configs, modules=modules, concurrency=1, with_mock=False, upstream_port=upstream_port,
@@ -218,6 +240,11 @@ def main():
         results["proxies"] = {name: {"rss_mb_idle": round(idle[name] / 1024), "rss_mb_after_load":
                                      round(rss_kb(t["pid"]) / 1024), "ready_seconds": t["ready"]}
                               for name, t in targets.items()}
+        for name, t in targets.items():
+            if t["kind"] == "envoy":
+                results["proxies"][name]["envoy"] = envoy_memory(procs[name])
+            if name.startswith("sluice"):
+                results["proxies"][name]["budget_checks"] = budget_checks(procs[name])
         results["bridge_round_trip"] = bridge_round_trips(procs["sluice"])
         sluice_log = procs["sluice"].access_log()
         # Requests wrk cut at the end of a run never reached the modules: they carry no facts.

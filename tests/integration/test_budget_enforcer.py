@@ -48,6 +48,16 @@ LIMITS = [
      "match": {"metadata": {"case": "spend"}}},
     {"name": "shared-global", "scope": "global", "kind": "requests", "window": "hour", "limit": 50,
      "match": {"metadata": {"case": "global"}}},
+    # Limits far from full: leases admit most requests without asking Redis.
+    {"name": "leased", "scope": "key", "kind": "requests", "window": "hour", "limit": 1000000,
+     "match": {"metadata": {"case": "leased"}}},
+    {"name": "leased-tokens", "scope": "key", "kind": "tokens", "window": "hour", "limit": 1000000000,
+     "match": {"metadata": {"case": "leased"}}},
+    # Big enough for leases, small enough to be reached.
+    {"name": "leased-edge", "scope": "key", "kind": "requests", "window": "hour", "limit": 400,
+     "match": {"metadata": {"case": "edge"}}},
+    {"name": "shared-big", "scope": "global", "kind": "requests", "window": "hour", "limit": 600,
+     "match": {"metadata": {"case": "global-big"}}},
 ]
 
 CONFIG = {
@@ -423,6 +433,64 @@ def test_two_gateways_share_one_budget(budget):
         assert codes.count(200) == 50
         assert codes.count(429) == 70
         assert counter(budget, "shared-global", "global", "all") == 50
+        assert other.vm_failures() == []
+
+
+# --- leases: room taken from Redis ahead, exactness kept ---------------------------------------
+
+def checks(stack):
+    return {source: stack.metric("sluice_budget_checks_total", source=source) for source in ("lease", "redis")}
+
+
+def test_leases_keep_redis_off_the_request_path_and_give_unused_room_back(budget):
+    key, alias = new_key(budget, "leased")
+    usage = {"x-mock-prompt-tokens": "10", "x-mock-completion-tokens": "5"}
+    before, sent = checks(budget), 600
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: post(budget, body(), key=key, headers=usage).status_code, range(sent)))
+    assert codes.count(200) == sent, set(codes)
+    after = checks(budget)
+    redis, lease = after["redis"] - before["redis"], after["lease"] - before["lease"]
+    print(f"\n{sent} requests, 8 at a time: {redis:.0f} checks in Redis, {lease:.0f} against leases "
+          f"({redis / sent:.3f} callouts per request)")
+    assert redis + lease == sent
+    assert redis / sent <= 0.1, (redis, lease)
+    # Once idle, the room no request used goes back: Redis holds exactly what was used.
+    settled(budget, "leased", "key", alias, sent, "unused request room given back")
+    settled(budget, "leased-tokens", "key", alias, sent * 15, "unused token room given back")
+    wait_until(lambda: budget.redis("KEYS", f"{PREFIX}:resv:*") == "", "no reservation marker left", 10)
+
+
+def test_leases_shrink_near_the_limit_and_admit_exactly_the_limit(budget):
+    key, alias = new_key(budget, "edge")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: post(budget, body(), key=key).status_code, range(450)))
+    assert codes.count(200) == 400, codes.count(200)
+    assert codes.count(429) == 50
+    assert counter(budget, "leased-edge", "key", alias) == 400
+
+
+def test_two_gateways_with_leases_share_one_budget_exactly(budget):
+    # Each gateway's workers hold leases on one global counter. Nothing past the limit is ever
+    # admitted; room a worker held when the others found the limit full comes back once idle
+    # (`lease.idle_ms`), and is then admitted: in all, exactly the limit.
+    keys = [new_key(budget, "global-big")[0] for _ in range(2)]
+    with Stack(configs={"sluice.budget_enforcer": CONFIG}, redis_from=budget) as other:
+        requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
+
+        def send(i):
+            gateway = budget if i % 2 else other
+            return post(gateway, body(), key=keys[i // 2 % 2]).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(send, range(700)))
+        admitted = codes.count(200)
+        assert codes.count(429) == 700 - admitted
+        assert admitted <= 600, admitted
+        time.sleep(3)  # past idle_ms: held room is back in Redis
+        later = [send(i) for i in range(40)]
+        assert admitted + later.count(200) == 600, (admitted, later)
+        assert counter(budget, "shared-big", "global", "all") == 600
         assert other.vm_failures() == []
 
 

@@ -31,6 +31,9 @@ pub struct Config {
     pub passthrough: Vec<Passthrough>,
     /// How long a request may wait for room when a limit with `action: queue` is spent.
     pub queue: Queue,
+    /// How much room a worker takes from Redis at once, so most requests are admitted without
+    /// a callout.
+    pub lease: Lease,
     /// What happens when the bridge fails or times out on the request path.
     pub on_bridge_failure: FailurePolicy,
     /// With `on_bridge_failure: open`, each worker enforces this share of every limit on its own
@@ -70,6 +73,7 @@ impl Default for Config {
             limits: Vec::new(),
             passthrough: Vec::new(),
             queue: Queue::default(),
+            lease: Lease::default(),
             on_bridge_failure: FailurePolicy::Open,
             local_limit_share: 1.0,
             flush_interval_ms: 200,
@@ -307,6 +311,28 @@ impl Default for Queue {
     }
 }
 
+/// Leases: a worker takes a slice of a counter's remaining room in the same atomic call that
+/// checks a request, and admits the next requests against it locally. The slice shrinks as the
+/// counter fills (the last requests under a limit are checked one by one), and what a worker
+/// does not use goes back to Redis, so the total admitted never exceeds the limit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lease {
+    /// Share of a counter's remaining room one lease may take (0: no leases, every request is
+    /// checked in Redis).
+    pub share: f64,
+    /// Largest lease, in requests: at most this many times the request's own cost.
+    pub max_requests: u32,
+    /// Room a worker has not used for this long goes back to Redis (also at the window's end).
+    pub idle_ms: u64,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease { share: 0.05, max_requests: 100, idle_ms: 2_000 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
@@ -381,7 +407,9 @@ impl Validate for Config {
         for (provider, price) in &self.unpriced.providers {
             price.validate().map_err(|m| ConfigError::at(format!(".unpriced.providers.{provider}"), m))?;
         }
-        let ranges: [(&str, u64, u64, u64); 4] = [
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            (".lease.idle_ms", self.lease.idle_ms, 100, 600_000),
+            (".lease.max_requests", u64::from(self.lease.max_requests), 1, 1_000_000),
             (".flush_interval_ms", self.flush_interval_ms, 10, 60_000),
             (".charge_timeout_ms", self.charge_timeout_ms, 1, 60_000),
             (".queue.max_wait_ms", self.queue.max_wait_ms, 0, 600_000),
@@ -391,6 +419,9 @@ impl Validate for Config {
             if !(min..=max).contains(&value) {
                 return Err(ConfigError::at(path, format!("must be between {min} and {max}")));
             }
+        }
+        if !(self.lease.share >= 0.0 && self.lease.share <= 0.5) {
+            return Err(ConfigError::at(".lease.share", "must be from 0 to 0.5"));
         }
         if !(self.local_limit_share > 0.0 && self.local_limit_share <= 1.0) {
             return Err(ConfigError::at(".local_limit_share", "must be in (0, 1]"));
@@ -510,6 +541,10 @@ mod tests {
             (r#"{"on_bridge_failure": "maybe"}"#, ".on_bridge_failure"),
             (r#"{"local_limit_share": 0}"#, ".local_limit_share"),
             (r#"{"queue": {"poll_interval_ms": 1}}"#, ".queue.poll_interval_ms"),
+            (r#"{"lease": {"share": 0.9}}"#, ".lease.share"),
+            (r#"{"lease": {"max_requests": 0}}"#, ".lease.max_requests"),
+            (r#"{"lease": {"idle_ms": 5}}"#, ".lease.idle_ms"),
+            (r#"{"lease": {"size": 5}}"#, ".lease.size"),
             (r#"{"flush_interval_ms": 0}"#, ".flush_interval_ms"),
             (r#"{"prices": {"m": {"input": -1, "output": 1}}}"#, ".prices.m"),
             (r#"{"key_prefix": ""}"#, ".key_prefix"),

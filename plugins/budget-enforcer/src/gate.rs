@@ -1,7 +1,8 @@
 //! One request's path through the enforcer (proxy-wasm glue over the plain-Rust modules):
 //! key → path class (default deny: unknown paths 404 unless `passthrough`) → identity → model
-//! check → limits checked in Redis → admit, queue, downgrade or refuse;
-//! after the answer, the reservation is settled against the actual usage.
+//! check → limits checked against this worker's leases, or in Redis (which may grant a lease)
+//! → admit, queue, downgrade or refuse; after the answer, the reservation is settled against
+//! the actual usage.
 //!
 //! A request's state lives in an `Rc<RefCell<Request>>` so that the worker's root context can
 //! finish a queued request (re-check it, then resume or refuse it) after switching to its
@@ -25,6 +26,8 @@ use sluice_shared::redis::{as_args, RedisError};
 
 use crate::config::Kind;
 use crate::keys::{self, Digest, Identity, Lookup};
+use crate::lease;
+use crate::ledger::{Charge, Conditional};
 use crate::limits::{self, Counter, Estimate};
 use crate::report::{self, Refusal, Reported};
 use crate::scripts;
@@ -70,7 +73,16 @@ pub struct Request {
     model: String,
     estimate: Estimate,
     counters: Vec<Counter>,
-    /// Redis key the check sets when it reserves for this request.
+    /// Per counter: its room is asked of Redis (this worker's leases do not cover it).
+    asked: Vec<bool>,
+    /// Per counter: its use before this request (from Redis, or this worker's view).
+    used: Vec<i64>,
+    /// Per counter: this request's cost is already taken from the lease Redis just granted (so
+    /// no request woken meanwhile can use it).
+    taken: Vec<bool>,
+    /// A check call is out from this request's context.
+    calling: bool,
+    /// Redis key (a hash of the room granted) the check sets when it reserves for this request.
     marker: String,
     reservation: Option<Reservation>,
     answer_headers: Vec<(String, String)>,
@@ -106,6 +118,10 @@ impl Request {
                 model: String::new(),
                 estimate: Estimate::default(),
                 counters: Vec::new(),
+                asked: Vec::new(),
+                used: Vec::new(),
+                taken: Vec::new(),
+                calling: false,
                 marker: String::new(),
                 reservation: None,
                 answer_headers: Vec::new(),
@@ -333,9 +349,25 @@ impl Request {
             self.estimate = self.estimate_prompt();
         }
         self.refresh_counters();
-        let request_id = self.state.borrow_mut().next_request_id();
-        self.marker = format!("{}:resv:{request_id}", settings.config.key_prefix);
-        self.send_check()
+        self.admit_or_ask()
+    }
+
+    /// Decides here when this worker's leases cover every counter; asks Redis otherwise.
+    fn admit_or_ask(&mut self) -> Flow {
+        let now = Host.now_ms();
+        let views: Vec<Option<i64>> = {
+            let state = self.state.borrow();
+            self.counters.iter().map(|c| state.leases.covers(c, now)).collect()
+        };
+        self.asked = views.iter().map(Option::is_none).collect();
+        self.used = views.iter().map(|v| v.unwrap_or(0)).collect();
+        self.taken = vec![false; self.counters.len()];
+        if self.asked.contains(&true) {
+            return self.send_check();
+        }
+        report::checked(&Host, &mut self.state.borrow_mut().registry, "lease");
+        let used = self.used.clone();
+        self.decide(&used, false)
     }
 
     /// The request model's price, or the configured default for unpriced models.
@@ -390,41 +422,108 @@ impl Request {
         self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
     }
 
-    /// The check callout for this request's counters.
-    pub fn check_callout(&self) -> Callout {
+    /// The check callout for the counters asked of Redis; with `lease`, asking for more room
+    /// than this request needs.
+    pub fn check_callout(&mut self, lease: bool) -> Callout {
+        if self.marker.is_empty() {
+            let request_id = self.state.borrow_mut().next_request_id();
+            self.marker = format!("{}:resv:{request_id}", self.settings.config.key_prefix);
+        }
+        let settings = &self.settings.config.lease;
+        let share = if lease { settings.share } else { 0.0 };
+        let asked: Vec<(&Counter, i64)> = self
+            .counters
+            .iter()
+            .zip(&self.asked)
+            .filter(|(_, asked)| **asked)
+            .map(|(c, _)| (c, if lease { lease::wanted(c, settings) } else { c.cost }))
+            .collect();
         let cached = self.state.borrow().check_cached;
-        let (keys, args) = scripts::check_args(&self.counters, &self.marker);
+        let (keys, args) = scripts::check_args(&asked, &self.marker, share);
         let command = self.settings.scripts.check.call(cached, &keys, &args);
         self.settings.config.redis.command(&as_args(&command))
     }
 
+    /// A queued request is checked again in Redis (from the root context), counter by counter.
+    pub fn recheck_callout(&mut self) -> Callout {
+        self.refresh_counters();
+        self.asked = vec![true; self.counters.len()];
+        self.used = vec![0; self.counters.len()];
+        self.taken = vec![false; self.counters.len()];
+        self.check_callout(false)
+    }
+
+    fn asked_keys(&self) -> Vec<&str> {
+        self.counters.iter().zip(&self.asked).filter(|(_, a)| **a).map(|(c, _)| c.key.as_str()).collect()
+    }
+
     fn send_check(&mut self) -> Flow {
-        match proxy::dispatch(&self.check_callout()) {
-            Ok(_) => self.hold(Phase::Checking),
+        let call = self.check_callout(true);
+        match proxy::dispatch(&call) {
+            Ok(_) => {
+                let mut state = self.state.borrow_mut();
+                state.leases.asking(&self.asked_keys());
+                report::checked(&Host, &mut state.registry, "redis");
+                drop(state);
+                self.calling = true;
+                self.hold(Phase::Checking)
+            }
             Err(e) => self.bridge_failed(&format!("check not sent: {e:?}")),
         }
+    }
+
+    /// This request's check call is over (answered, lost or cut off): other requests stop
+    /// waiting for the room it may have brought.
+    fn call_over(&mut self) {
+        if std::mem::take(&mut self.calling) {
+            self.state.borrow_mut().leases.answered(&self.asked_keys());
+        }
+    }
+
+    /// Redis may have granted room for a check whose reply never came: the charge script gives
+    /// back what the marker recorded, once the check itself is sure to have run.
+    fn give_back_unknown_grant(&mut self) {
+        let charges: Vec<Charge> = self
+            .counters
+            .iter()
+            .zip(&self.asked)
+            .filter(|(_, asked)| **asked)
+            .map(|(c, _)| Charge { key: c.key.clone(), delta: 0, ttl_s: c.ttl_s })
+            .collect();
+        let not_before = Host.now_ms().saturating_add(self.settings.config.redis.timeout_ms.max(1_000));
+        let conditional = Conditional { marker: self.marker.clone(), charges };
+        self.state.borrow_mut().ledger.unsure(conditional, not_before);
     }
 
     /// Handles the check's reply (from this request's context, or the root's for a queued one),
     /// resuming the request when it is admitted.
     pub fn on_check_reply(&mut self, response: &CalloutResponse) -> AfterCheck {
+        self.call_over();
         let settings = Rc::clone(&self.settings);
+        let asked = self.asked.iter().filter(|a| **a).count();
         let parsed = settings.config.redis.reply(response).and_then(|value| {
-            scripts::read_check(&value, self.counters.len())
+            scripts::read_check(&value, asked)
                 .ok_or_else(|| RedisError::Bridge(format!("unexpected check reply: {value:?}")))
         });
         match parsed {
-            Ok((_, used)) => {
-                self.state.borrow_mut().check_cached = true;
-                let flow = self.decide(&used, false);
+            Ok(checked) => {
+                self.take_grants(&checked);
+                // Requests waiting for room try again before this one is judged (they asked
+                // first; this one may still join them).
+                wake_waiters(&self.state, self.context_id);
+                let flow =
+                    if checked.admitted || self.phase != Phase::Checking { self.judge() } else { self.wait_or_judge() };
                 self.continue_if(flow);
                 AfterCheck::Settled
             }
             Err(e) if e.is_noscript() => {
                 self.state.borrow_mut().check_cached = false;
+                wake_waiters(&self.state, self.context_id);
                 AfterCheck::Resend
             }
             Err(e) => {
+                self.give_back_unknown_grant();
+                wake_waiters(&self.state, self.context_id);
                 let flow = self.bridge_failed(&e.to_string());
                 self.continue_if(flow);
                 AfterCheck::Settled
@@ -432,10 +531,88 @@ impl Request {
         }
     }
 
+    /// Redis answered: its view of each counter, and the room it granted, which goes to this
+    /// worker's leases.
+    fn take_grants(&mut self, checked: &scripts::Checked) {
+        let now = Host.now_ms();
+        let leasing = self.settings.config.lease.share > 0.0;
+        {
+            let mut state = self.state.borrow_mut();
+            state.check_cached = true;
+            if checked.admitted {
+                state.ledger.forget(self.marker.clone());
+            }
+            let asked = self.counters.iter().enumerate().filter(|(i, _)| self.asked.get(*i) == Some(&true));
+            for ((i, counter), (used, granted)) in asked.zip(checked.used.iter().zip(&checked.granted)) {
+                if let Some(slot) = self.used.get_mut(i) {
+                    *slot = *used;
+                }
+                if leasing {
+                    state.leases.grant(counter, *used, *granted, now);
+                    if checked.admitted && counter.has_room(*used) {
+                        state.leases.take(counter, now);
+                        if let Some(taken) = self.taken.get_mut(i) {
+                            *taken = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Room this request took from a fresh grant goes back to the lease (it is refused after all).
+    fn give_back_taken(&mut self, now: u64) {
+        let mut state = self.state.borrow_mut();
+        for (counter, taken) in self.counters.iter().zip(std::mem::take(&mut self.taken)) {
+            let refund = Charge { key: counter.key.clone(), delta: -counter.cost, ttl_s: counter.ttl_s };
+            if let Some(rest) = taken.then(|| state.leases.absorb(refund, now)).flatten() {
+                state.ledger.add([rest]);
+            }
+        }
+    }
+
+    fn judge(&mut self) -> Flow {
+        let used = self.used.clone();
+        self.decide(&used, false)
+    }
+
+    /// Redis found a limit full. Room this worker holds is used before anyone is refused: the
+    /// request is admitted if leases now cover every counter, waits while checks that may
+    /// bring room are out, and is judged on Redis's answer otherwise.
+    fn wait_or_judge(&mut self) -> Flow {
+        let now = Host.now_ms();
+        let (views, awaited) = {
+            let state = self.state.borrow();
+            let views: Vec<Option<i64>> = self.counters.iter().map(|c| state.leases.covers(c, now)).collect();
+            let awaited = self.counters.iter().zip(&views).any(|(c, v)| v.is_none() && state.leases.awaited(&c.key));
+            (views, awaited)
+        };
+        if views.iter().all(Option::is_some) {
+            self.asked = vec![false; self.counters.len()];
+            self.used = views.into_iter().flatten().collect();
+            return self.judge();
+        }
+        if awaited {
+            if let Some(me) = self.me.upgrade() {
+                self.state.borrow_mut().lease_waiters.push(me);
+                return self.hold(Phase::Checking);
+            }
+        }
+        self.judge()
+    }
+
     /// Resends a check after `NOSCRIPT`, from this request's own context.
     fn resend_check(&mut self) {
         let flow = self.send_check();
         self.continue_if(flow);
+    }
+
+    /// Woken (in its own context) after another check of this worker came back.
+    fn on_wake(&mut self) {
+        if self.phase == Phase::Checking {
+            let flow = self.wait_or_judge();
+            self.continue_if(flow);
+        }
     }
 
     /// The bridge failed on the check: the configured policy decides.
@@ -490,17 +667,21 @@ impl Request {
                 });
                 let name = spent.and_then(|c| config.limits.get(c.limit)).map(|l| l.name.clone()).unwrap_or_default();
                 let retry_after_ms = spent.map_or(0, |c| c.span.remaining_ms(now));
+                self.give_back_taken(now);
                 self.refuse_limit(name, retry_after_ms, headers, Refusal::Limit)
             }
             Verdict::Admit { downgrade_to, alerts } => {
                 let estimate = self.estimate;
                 let counters = std::mem::take(&mut self.counters);
-                let marker = self.marker.clone();
-                self.reservation = Some(if local {
-                    Reservation::unsure(counters, used, estimate, marker)
-                } else {
-                    Reservation::from_check(counters, used, estimate, marker)
-                });
+                if !local && settings.config.lease.share > 0.0 {
+                    let mut state = self.state.borrow_mut();
+                    for ((counter, used), taken) in counters.iter().zip(used).zip(&self.taken) {
+                        if counter.has_room(*used) && !taken {
+                            state.leases.take(counter, now);
+                        }
+                    }
+                }
+                self.reservation = Some(Reservation::new(counters, used, estimate, local));
                 if config.rate_limit_headers {
                     self.answer_headers.extend(headers);
                 }
@@ -677,10 +858,19 @@ impl Request {
 
     /// The stream is over (every module has logged it): settle the reservation.
     fn on_done(&mut self) {
+        // The client left while waiting. (Compared by address: this request is borrowed.)
+        let me = self.me.as_ptr();
         if let Phase::Queued { .. } = self.phase {
-            // The client left while waiting. (Compared by address: this request is borrowed.)
-            let me = self.me.as_ptr();
             self.state.borrow_mut().waiters.retain(|w| !std::ptr::eq(Rc::as_ptr(&w.request), me));
+        }
+        if self.phase == Phase::Checking {
+            self.state.borrow_mut().lease_waiters.retain(|w| !std::ptr::eq(Rc::as_ptr(w), me));
+            if self.calling {
+                // Envoy cancels the call with its request; Redis may have run it.
+                self.call_over();
+                self.give_back_unknown_grant();
+                wake_waiters(&self.state, self.context_id);
+            }
         }
         let Some(reservation) = self.reservation.take() else { return };
         let from_cache = facts::served_from_cache(&Host);
@@ -694,19 +884,41 @@ impl Request {
             // Failed or never answered: nothing was generated.
             _ => Usage::default(),
         });
+        let now = Host.now_ms();
         let mut state = self.state.borrow_mut();
-        let State { registry, ledger, .. } = &mut *state;
+        let State { registry, ledger, leases, .. } = &mut *state;
         if let Some(identity) = &self.identity {
             report::spend(&Host, registry, identity, &self.model, usage);
         }
-        ledger.settle(reservation.settle(usage));
+        // Spend beyond the reservation uses room this worker holds first.
+        ledger.add(reservation.settle(usage).into_iter().filter_map(|charge| leases.absorb(charge, now)));
     }
 }
 
-/// Refunds what a re-check reserved for a request that is gone.
-pub fn refund(state: &mut State, counters: &[Counter], used: &[i64], marker: &str) {
-    let reservation = Reservation::from_check(counters.to_vec(), used, Estimate::default(), marker.to_string());
-    state.ledger.settle(reservation.cancel());
+/// Gives back what a re-check reserved for a request that is gone (Redis knows how much).
+pub fn refund(state: &mut State, counters: &[Counter], marker: &str) {
+    let charges = counters.iter().map(|c| Charge { key: c.key.clone(), delta: 0, ttl_s: c.ttl_s }).collect();
+    state.ledger.unsure(Conditional { marker: marker.to_string(), charges }, 0);
+}
+
+/// Lets the requests waiting for this worker's room try again, each in its own context, then
+/// returns to `back_to`'s.
+fn wake_waiters(state: &Rc<RefCell<State>>, back_to: u32) {
+    let waiters = std::mem::take(&mut state.borrow_mut().lease_waiters);
+    if waiters.is_empty() {
+        return;
+    }
+    for waiter in waiters {
+        // (A request being handled right now cannot be woken: it stays in the list.)
+        let Ok(mut request) = waiter.try_borrow_mut() else {
+            state.borrow_mut().lease_waiters.push(Rc::clone(&waiter));
+            continue;
+        };
+        if proxy::switch_context(request.context_id) {
+            request.on_wake();
+        }
+    }
+    let _ = proxy::switch_context(back_to);
 }
 
 impl Request {

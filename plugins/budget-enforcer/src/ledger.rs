@@ -24,13 +24,14 @@ pub struct Charge {
     pub ttl_s: u64,
 }
 
-/// A settlement Redis decides: `reserved` if the request's marker exists (its check reserved,
-/// though the reply was lost), else `unreserved`. The marker is deleted either way.
+/// Use charged where a check's reply was lost: Redis may or may not have granted room. The
+/// charge script takes off what the marker recorded as granted (nothing if it was never set),
+/// then deletes the marker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conditional {
     pub marker: String,
-    pub reserved: Vec<Charge>,
-    pub unreserved: Vec<Charge>,
+    /// The actual use per counter of the check (0 to just give the grant back).
+    pub charges: Vec<Charge>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,21 +45,14 @@ pub struct Batch {
     pub conditional: Vec<Conditional>,
 }
 
-/// How a finished request's spend reaches Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settlement {
-    /// The reservation is known: these charges, and the marker can go.
-    Known { charges: Vec<Charge>, marker: String },
-    /// Unknown whether Redis reserved: decided in Redis by the marker's presence.
-    Unsure(Conditional),
-}
-
 #[derive(Debug)]
 pub struct Ledger {
     /// Summed deltas by counter key, with the longest TTL seen.
     pending: BTreeMap<String, (i64, u64)>,
     forget: Vec<String>,
-    conditional: Vec<Conditional>,
+    /// With the time before which they are not sent: a check that was cut off may still be
+    /// on its way to Redis, and must run first.
+    conditional: Vec<(u64, Conditional)>,
     in_flight: Option<Vec<Batch>>,
     /// Ids are `<worker tag>-<sequence>`; the tag is random per worker start.
     tag: String,
@@ -92,17 +86,17 @@ impl Ledger {
         }
     }
 
-    /// Adds a finished request's settlement.
-    pub fn settle(&mut self, settlement: Settlement) {
-        match settlement {
-            Settlement::Known { charges, marker } => {
-                self.add(charges);
-                self.forget.push(marker);
-            }
-            Settlement::Unsure(conditional) => self.conditional.push(conditional),
-        }
+    /// A check's reply came back: its marker is no longer needed.
+    pub fn forget(&mut self, marker: String) {
+        self.forget.push(marker);
     }
 
+    /// A check's reply was lost: Redis settles by the marker, from `not_before_ms` on.
+    pub fn unsure(&mut self, conditional: Conditional, not_before_ms: u64) {
+        self.conditional.push((not_before_ms, conditional));
+    }
+
+    #[cfg(test)]
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty() || !self.forget.is_empty() || !self.conditional.is_empty()
     }
@@ -112,9 +106,12 @@ impl Ledger {
         self.in_flight.is_some()
     }
 
-    /// Moves what is pending into a new batch.
-    fn seal(&mut self) -> Option<Batch> {
-        if !self.has_pending() {
+    /// Moves what is pending (and due) into a new batch.
+    fn seal(&mut self, now_ms: u64) -> Option<Batch> {
+        let (due, later) = std::mem::take(&mut self.conditional).into_iter().partition(|(at, _)| *at <= now_ms);
+        self.conditional = later;
+        let due: Vec<Conditional> = due.into_iter().map(|(_, c)| c).collect();
+        if self.pending.is_empty() && self.forget.is_empty() && due.is_empty() {
             return None;
         }
         self.sequence += 1;
@@ -127,7 +124,7 @@ impl Ledger {
             id: format!("{}-{}", self.tag, self.sequence),
             charges,
             forget: std::mem::take(&mut self.forget),
-            conditional: std::mem::take(&mut self.conditional),
+            conditional: due,
         })
     }
 
@@ -138,7 +135,7 @@ impl Ledger {
             return Ok(None);
         }
         let mut batches = backlog::take::<Batch>(host, BACKLOG_KEY, MAX_BATCHES_PER_CALL)?;
-        batches.extend(self.seal());
+        batches.extend(self.seal(now_ms));
         if batches.is_empty() {
             return Ok(None);
         }
@@ -166,7 +163,7 @@ impl Ledger {
     /// Sends everything not yet in Redis to the shared backlog (the worker is stopping).
     pub fn park_all(&mut self, host: &dyn SharedData) -> Result<usize, BacklogError> {
         let mut batches = self.in_flight.take().unwrap_or_default();
-        batches.extend(self.seal());
+        batches.extend(self.seal(u64::MAX));
         self.park(host, batches)
     }
 
@@ -179,7 +176,7 @@ impl Ledger {
                 for batch in batches {
                     self.add(batch.charges);
                     self.forget.extend(batch.forget);
-                    self.conditional.extend(batch.conditional);
+                    self.conditional.extend(batch.conditional.into_iter().map(|c| (0, c)));
                 }
                 Err(e)
             }
@@ -241,18 +238,26 @@ mod tests {
     }
 
     #[test]
-    fn settlements_carry_markers_and_conditionals() {
+    fn batches_carry_markers_and_conditionals() {
         let host = FakeHost::default();
         let mut ledger = Ledger::new("w".into());
-        ledger.settle(Settlement::Known { charges: vec![charge("a", 2)], marker: "m1".into() });
-        let unsure =
-            Conditional { marker: "m2".into(), reserved: vec![charge("a", 1)], unreserved: vec![charge("a", 9)] };
-        ledger.settle(Settlement::Unsure(unsure.clone()));
+        ledger.add([charge("a", 2)]);
+        ledger.forget("m1".into());
+        let unsure = Conditional { marker: "m2".into(), charges: vec![charge("a", 9)] };
+        ledger.unsure(unsure.clone(), 0);
+        let later = Conditional { marker: "m3".into(), charges: vec![] };
+        ledger.unsure(later.clone(), 500);
         let batch = ledger.next_call(&host, 0).unwrap().unwrap().remove(0);
         assert_eq!(
             (batch.charges, batch.forget, batch.conditional),
             (vec![charge("a", 2)], vec!["m1".into()], vec![unsure])
         );
+        // A conditional waits its time: the check it settles may still be on its way.
+        ledger.sent();
+        assert!(ledger.has_pending());
+        assert_eq!(ledger.next_call(&host, 499), Ok(None));
+        assert_eq!(ledger.next_call(&host, 500).unwrap().unwrap()[0].conditional, vec![later]);
+        ledger.sent();
         assert!(!ledger.has_pending());
     }
 

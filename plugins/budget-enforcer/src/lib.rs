@@ -17,6 +17,9 @@
 //!   prompt estimate, its cost). A full limit rejects (429 with `Retry-After` and OpenAI's
 //!   `x-ratelimit-*`), queues the request until there is room, or downgrades it to a cheaper
 //!   model. Soft limits (`alert_at`) count an alert and add `x-sluice-budget-alert`.
+//! - **Leases** ([`lease`]): that call may grant a worker more room than the request needs; the
+//!   next requests are admitted against it without a callout. Leases shrink as a counter fills
+//!   and unused room goes back to Redis, so the total admitted never exceeds a limit.
 //! - **Spend** ([`ledger`]): once every module has seen the answer, the reservation is settled
 //!   against the usage the token counter measured (streams cut short included). Charges are sent
 //!   in batches by the worker's tick, exactly once, and wait in shared data while the bridge is
@@ -29,6 +32,7 @@
 mod config;
 mod gate;
 mod keys;
+mod lease;
 mod ledger;
 mod limits;
 mod local;

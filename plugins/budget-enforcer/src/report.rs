@@ -60,6 +60,11 @@ pub fn refused(host: &dyn MetricsHost, registry: &mut MetricRegistry, refusal: R
     decided(host, registry, if refusal == Refusal::BridgeDown { "unavailable" } else { "rejected" });
 }
 
+/// A limit check, by where it was decided: `lease` (no callout) or `redis`.
+pub fn checked(host: &dyn MetricsHost, registry: &mut MetricRegistry, source: &str) {
+    registry.add(host, metrics::BUDGET_CHECKS_TOTAL, &[("source", source)], 1);
+}
+
 pub fn decided(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
     registry.add(host, metrics::BUDGET_DECISIONS_TOTAL, &[("decision", decision)], 1);
 }

@@ -15,6 +15,7 @@ use sluice_shared::proxy::Host;
 
 use crate::config::Config;
 use crate::keys::KeyRing;
+use crate::lease::Leases;
 use crate::ledger::Ledger;
 use crate::local::LocalLimiter;
 use crate::scripts::Scripts;
@@ -51,6 +52,12 @@ pub struct State<R> {
     pub keys: KeyRing,
     pub ledger: Ledger,
     pub local: LocalLimiter,
+    /// Room this worker holds on Redis counters.
+    pub leases: Leases,
+    /// Requests Redis found a limit full for while other checks of this worker were out: they
+    /// wait for the room those may bring (so room this worker holds is used before anyone is
+    /// refused).
+    pub lease_waiters: Vec<Rc<RefCell<R>>>,
     pub registry: MetricRegistry,
     /// Redis has the check script cached (`EVALSHA` works).
     pub check_cached: bool,
@@ -81,6 +88,8 @@ impl<R> State<R> {
             tag,
             requests: 0,
             local: LocalLimiter::default(),
+            leases: Leases::default(),
+            lease_waiters: Vec::new(),
             registry: MetricRegistry::new(config.max_label_values),
             check_cached: true,
             charge_cached: true,

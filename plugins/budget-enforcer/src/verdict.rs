@@ -2,7 +2,7 @@
 //! reject; the `x-ratelimit-*` headers; and what to charge once the answer is known.
 
 use crate::config::{Action, Config, Kind};
-use crate::ledger::{Charge, Conditional, Settlement};
+use crate::ledger::Charge;
 use crate::limits::{Counter, Estimate};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,69 +115,38 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     pub counters: Vec<Counter>,
-    /// Reserved in Redis per counter (when `certain`); `None`: skipped.
+    /// Taken per counter (its cost, from Redis or from this worker's lease); `None`: skipped.
     pub reserved: Vec<Option<i64>>,
     pub estimate: Estimate,
-    /// Redis key the check script sets when it reserves (`<prefix>:resv:<request id>`).
-    pub marker: String,
-    /// Redis answered the check. When the check failed, Redis may still have reserved (the
-    /// reply was lost, not the call): the settlement then asks Redis through the marker.
-    pub certain: bool,
+    /// Admitted by this worker's own limiter while the bridge was down: nothing was taken from
+    /// Redis, so the whole use is charged.
+    pub local: bool,
 }
 
 impl Reservation {
-    /// Admitted through Redis: counters with room were charged their cost.
-    pub fn from_check(counters: Vec<Counter>, used: &[i64], estimate: Estimate, marker: String) -> Self {
+    /// Admitted with room on every counter that had it (`used`: each counter's use before).
+    pub fn new(counters: Vec<Counter>, used: &[i64], estimate: Estimate, local: bool) -> Self {
         let reserved = counters.iter().zip(used).map(|(c, u)| c.has_room(*u).then_some(c.cost)).collect();
-        Reservation { counters, reserved, estimate, marker, certain: true }
+        Reservation { counters, reserved, estimate, local }
     }
 
-    /// Admitted although the check failed (bridge down): Redis may or may not have reserved
-    /// what a check would have (`used` is this worker's own view).
-    pub fn unsure(counters: Vec<Counter>, used: &[i64], estimate: Estimate, marker: String) -> Self {
-        Reservation { certain: false, ..Reservation::from_check(counters, used, estimate, marker) }
-    }
-
-    /// The charges that settle the reservation against actual use (`None` usage: a request that
-    /// never ran, so even its request count is returned).
-    fn charges(&self, usage: Option<Usage>, reserved: bool) -> Vec<Charge> {
+    /// The charges that settle the reservation against actual use.
+    pub fn settle(&self, usage: Usage) -> Vec<Charge> {
         self.counters
             .iter()
             .zip(&self.reserved)
             .filter_map(|(counter, cost)| {
                 let cost = (*cost)?;
-                let actual = match (usage, counter.kind) {
-                    (None, _) => 0,
-                    (Some(_), Kind::Requests) => 1,
-                    (Some(u), Kind::Tokens) => i64::try_from(u.tokens).unwrap_or(i64::MAX),
-                    (Some(u), Kind::Usd) => i64::try_from(u.micro_usd).unwrap_or(i64::MAX),
+                let actual = match counter.kind {
+                    Kind::Requests => 1,
+                    Kind::Tokens => i64::try_from(usage.tokens).unwrap_or(i64::MAX),
+                    Kind::Usd => i64::try_from(usage.micro_usd).unwrap_or(i64::MAX),
                 };
-                let delta = if reserved { actual.saturating_sub(cost) } else { actual };
+                let delta = if self.local { actual } else { actual.saturating_sub(cost) };
                 Some(Charge { key: counter.key.clone(), delta, ttl_s: counter.ttl_s })
             })
             .filter(|charge| charge.delta != 0)
             .collect()
-    }
-
-    pub fn settle(&self, usage: Usage) -> Settlement {
-        self.settlement(Some(usage))
-    }
-
-    /// Returns everything reserved (the request was admitted but never sent).
-    pub fn cancel(&self) -> Settlement {
-        self.settlement(None)
-    }
-
-    fn settlement(&self, usage: Option<Usage>) -> Settlement {
-        if self.certain {
-            Settlement::Known { charges: self.charges(usage, true), marker: self.marker.clone() }
-        } else {
-            Settlement::Unsure(Conditional {
-                marker: self.marker.clone(),
-                reserved: self.charges(usage, true),
-                unreserved: self.charges(usage, false),
-            })
-        }
     }
 }
 
@@ -268,29 +237,14 @@ mod tests {
         ]);
         assert!(config.may_downgrade());
         let estimate = Estimate { tokens: 100, micro_usd: 1_000 };
-        let deltas = |settlement: &Settlement| match settlement {
-            Settlement::Known { charges, marker } => {
-                assert_eq!(marker, "m");
-                charges.iter().map(|ch| ch.delta).collect::<Vec<_>>()
-            }
-            other => panic!("{other:?}"),
-        };
+        let deltas = |charges: Vec<Charge>| charges.iter().map(|ch| ch.delta).collect::<Vec<_>>();
         // The USD limit was full: downgraded, never charged.
-        let reservation = Reservation::from_check(c.clone(), &[0, 0, 1_000_000], estimate, "m".into());
-        let settled = reservation.settle(Usage { tokens: 130, micro_usd: 5 });
-        assert_eq!(deltas(&settled), vec![30]);
-        // A failed request is refunded its token reservation; an unsent one its request too.
-        assert_eq!(deltas(&reservation.settle(Usage::default())), vec![-100]);
-        assert_eq!(deltas(&reservation.cancel()), vec![-1, -100]);
-        // Without a reply from Redis, Redis decides through the marker.
-        let unsure = Reservation::unsure(c, &[0, 0, 0], estimate, "m".into());
-        match unsure.settle(Usage { tokens: 130, micro_usd: 5 }) {
-            Settlement::Unsure(Conditional { marker, reserved, unreserved }) => {
-                assert_eq!(marker, "m");
-                assert_eq!(reserved.iter().map(|ch| ch.delta).collect::<Vec<_>>(), vec![30, -995]);
-                assert_eq!(unreserved.iter().map(|ch| ch.delta).collect::<Vec<_>>(), vec![1, 130, 5]);
-            }
-            other => panic!("{other:?}"),
-        }
+        let reservation = Reservation::new(c.clone(), &[0, 0, 1_000_000], estimate, false);
+        assert_eq!(deltas(reservation.settle(Usage { tokens: 130, micro_usd: 5 })), vec![30]);
+        // A failed request is refunded its token reservation.
+        assert_eq!(deltas(reservation.settle(Usage::default())), vec![-100]);
+        // Admitted by the worker alone (bridge down): Redis took nothing, the whole use is charged.
+        let local = Reservation::new(c, &[0, 0, 0], estimate, true);
+        assert_eq!(deltas(local.settle(Usage { tokens: 130, micro_usd: 5 })), vec![1, 130, 5]);
     }
 }

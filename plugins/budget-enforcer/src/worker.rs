@@ -118,8 +118,7 @@ impl Root {
                     }
                 }
                 Some(_) => {
-                    waiter.request.borrow_mut().refresh_counters();
-                    let call = waiter.request.borrow().check_callout();
+                    let call = waiter.request.borrow_mut().recheck_callout();
                     match proxy::dispatch(&call) {
                         Ok(token) => {
                             self.state.borrow_mut().rechecks.insert(token, waiter.request);
@@ -137,15 +136,10 @@ impl Root {
         let context_id = request.borrow().context_id();
         if proxy::switch_context(context_id) {
             request.borrow_mut().on_recheck_reply(response);
-        } else if let Ok(value) = self.settings.config.redis.reply(response) {
-            // The client left while its re-check was out: return what it reserved.
-            let (counters, marker) = {
-                let request = request.borrow();
-                (request.counters().to_vec(), request.marker().to_string())
-            };
-            if let Some((true, used)) = scripts::read_check(&value, counters.len()) {
-                gate::refund(&mut self.state.borrow_mut(), &counters, &used, &marker);
-            }
+        } else {
+            // The client left while its re-check was out: Redis gives back what it reserved.
+            let request = request.borrow();
+            gate::refund(&mut self.state.borrow_mut(), request.counters(), request.marker());
         }
         let _ = proxy::switch_context(self.context_id);
     }
@@ -165,8 +159,12 @@ impl Context for Root {
     }
 
     fn on_done(&mut self) -> bool {
-        // The worker is stopping: what is not in Redis yet waits in shared data.
-        if let Err(e) = self.state.borrow_mut().ledger.park_all(&Host) {
+        // The worker is stopping: room it holds goes back, and what is not in Redis yet waits
+        // in shared data.
+        let mut state = self.state.borrow_mut();
+        let back = state.leases.release();
+        state.ledger.add(back);
+        if let Err(e) = state.ledger.park_all(&Host) {
             log::error!("{NAME}: charges could not be saved at shutdown: {e:?}");
         }
         true
@@ -194,12 +192,20 @@ impl RootContext for Root {
             state.keys = KeyRing::new(&config.keys, &config.redis_keys);
             state.registry = MetricRegistry::new(config.max_label_values);
             state.local = LocalLimiter::default();
+            // Limits may have changed: room held under the old ones goes back.
+            let back = state.leases.release();
+            state.ledger.add(back);
         }
         self.settings = Rc::new(Settings::new(config, proxy::debug_enabled()));
         true
     }
 
     fn on_tick(&mut self) {
+        {
+            let mut state = self.state.borrow_mut();
+            let back = state.leases.expire(Host.now_ms(), self.settings.config.lease.idle_ms);
+            state.ledger.add(back);
+        }
         if self.state.borrow().charge_token.is_none() {
             self.flush();
         }
