@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen embedder lint unit-test wasm-test \
-        integration-test test test-unit test-integration test-deploy run bench bench-peers oci pin push \
+        integration-test test test-unit test-integration test-deploy run bench bench-peers soak oci pin push \
         docs clean
 
 ## Build every module to $(WASM_DIR)/*.wasm, and the bundle of all of them (sluice_bundle.wasm).
@@ -133,6 +133,11 @@ run: build venv system-packages embedder
 ## `make bench BENCH_ARGS="--variants pii-scrubber"` measures a subset (see --help).
 bench: build venv system-packages embedder
 	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.bench --out $(CURDIR)/bench/results $(BENCH_ARGS)
+
+## The bundle under steady load for ten minutes: RSS, Envoy's heap and budget checks every 30 s;
+## fails if memory grew or an answer failed (bench/results/soak.json). Not part of `make test`.
+soak: build venv system-packages
+	cd tests && SLUICE_WASM_DIR=$(CURDIR)/$(WASM_DIR) $(PY) -m harness.soak --out $(CURDIR)/bench/results $(SOAK_ARGS)
 
 ## Plain Envoy, Envoy with the whole Sluice chain (single modules, and the bundle), the LiteLLM
 ## proxy and Portkey's gateway on the same workload, in one run (LiteLLM in its own cached venv,

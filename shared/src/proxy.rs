@@ -113,6 +113,15 @@ pub fn follow_host_log_level() {
     log::set_max_level(filter);
 }
 
+/// This VM's wasm linear memory in bytes (every plugin in the VM shares it): what Envoy's RSS
+/// holds for the module's data, per VM.
+pub fn linear_memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    return 0;
+}
+
 /// Whether debug lines are logged for this plugin.
 pub fn debug_enabled() -> bool {
     log::log_enabled!(log::Level::Debug)

@@ -96,8 +96,15 @@ def upstream_config(port, admin_port):
                         route("/v1/messages", anthropic_sse(), "text/event-stream", {"x-bench-answer": "sse"}),
                         route("/v1/messages", ANTHROPIC_JSON, "application/json"),
                     ]}]},
-                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    # The whole request is read before the direct response: an HTTP/1.1 answer
+                    # sent before the request body ends closes the connection, and the gateway
+                    # would then open one per request (real providers keep theirs open).
+                    "http_filters": [
+                        {"name": "envoy.filters.http.buffer", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                            "max_request_bytes": 33554432}},
+                        {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
                 }}]}],
         }]},
     }

@@ -56,8 +56,12 @@ def envoy_memory(stack) -> dict:
     stats = dict(line.split(": ", 1) for line in stack.get_text(stack.admin("/stats?filter=wasm")).splitlines()
                  if ": " in line)
     vms = sum(int(v) for k, v in stats.items() if k.endswith(".active") and "runtime" in k and v.strip().isdigit())
+    # The token counter logs its VM's linear memory once configured (in the bundle, every plugin's).
+    linear = [int(line.rsplit("linear memory ", 1)[1].split()[0]) for line in stack.envoy_log().splitlines()
+              if "linear memory " in line]
     return {"heap_mb": round(int(memory.get("heap_size", 0)) / 2**20), "allocated_mb":
-            round(int(memory.get("allocated", 0)) / 2**20), "wasm_vms": vms}
+            round(int(memory.get("allocated", 0)) / 2**20), "wasm_vms": vms,
+            "linear_mb_per_vm": round(max(linear) / 1024, 1) if linear else None}
 
 
 def budget_checks(stack) -> dict:

@@ -23,8 +23,8 @@ HEADER = ("# Benchmark results\n\nGenerated from `bench/results/*.json` by `make
 SECTIONS = [
     ("wasm-floor", "A do-nothing wasm filter (the floor any wasm filter pays)", False),
     ("token-counter", "Token counter", False),
-    ("budget-enforcer", "Budget enforcer (virtual key, three limits: one atomic Redis call through webdis per "
-                        "request, spend charged after); latency at a fixed {rate} requests/s (open loop)", True),
+    ("budget-enforcer", "Budget enforcer (virtual key, three limits checked against leases: one atomic Redis "
+                        "call through webdis per lease, not per request; spend charged after); latency at a fixed {rate} requests/s (open loop)", True),
     ("model-rewriter", "Model rewriter, rewrite only (logical `gpt-4o` to an OpenAI target: body rewritten, route "
                        "picked from the `x-sluice-cluster` header after Envoy's buffer filter)", False),
     ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: translated "
@@ -164,6 +164,8 @@ def peers_section(r) -> str:
         for name, x in r["proxies"].items():
             envoy = x.get("envoy")
             heap = f"{envoy['heap_mb']} / {envoy['allocated_mb']} MB, {envoy['wasm_vms']} VMs" if envoy else "—"
+            if envoy and envoy.get("linear_mb_per_vm"):
+                heap += f" (token counter's VM: {envoy['linear_mb_per_vm']} MB linear memory)"
             checks = x.get("budget_checks", {}).get("redis_per_request")
             lines.append(f"| {name} | {x['rss_mb_idle']} MB | {x['rss_mb_after_load']} MB | {heap} | "
                          f"{x['ready_seconds']} s | {'—' if checks is None else f'{checks:.3f}'} |")
@@ -177,6 +179,18 @@ def peers_section(r) -> str:
     return "\n".join(lines)
 
 
+def soak_section(r) -> str:
+    rss = [s["rss_mb"] for s in r["samples"]]
+    return "\n".join([
+        f"Measured {r['date']} (`make soak`): the bundle with {r['workers']} workers, {r['connections']} connections "
+        f"for {r['minutes']:g} minutes against the `make bench-peers` upstream, sampled every 30 s.", "",
+        f"- RSS from {min(rss)} to {max(rss)} MB; median {r['rss_first_third_mb']} MB in the first third after a "
+        f"minute's warm-up, {r['rss_last_third_mb']} MB in the last: {'grew' if r['grew'] else 'no growth'}.",
+        f"- Requests/s per slice from {min(s['rps'] for s in r['samples'])} to {max(s['rps'] for s in r['samples'])}; "
+        f"{r['non_2xx']} answers not 2xx; {len(r['vm_failures'])} VM failures.",
+        f"- Budget checks that reached Redis: {r['budget_checks']['redis_per_request']} per request.", ""])
+
+
 def page() -> str:
     parts = [HEADER]
     results = load("latest.json")
@@ -185,6 +199,9 @@ def page() -> str:
     peers = load("peers.json")
     if peers:
         parts.append("## Side by side with LiteLLM (`make bench-peers`)\n\n" + peers_section(peers))
+    soak = load("soak.json")
+    if soak:
+        parts.append("## Ten minutes under load (`make soak`)\n\n" + soak_section(soak))
     return "\n".join(parts).rstrip("\n") + "\n"
 
 

@@ -3,6 +3,7 @@ window, 429/401/403 answers, queueing, downgrades, spend charged after the answe
 sharing one budget, and the bridge going away under load."""
 
 import concurrent.futures
+import contextlib
 import json
 import time
 import uuid
@@ -418,9 +419,11 @@ def test_token_overspend_is_bounded_by_the_requests_in_flight(budget):
     assert post(budget, body(), key=key, headers=usage).status_code == 429
 
 
-def test_two_gateways_share_one_budget(budget):
-    # A global limit of 50 requests, hit by two keys through two gateways on one Redis.
-    keys = [new_key(budget, "global")[0] for _ in range(2)]
+@contextlib.contextmanager
+def two_gateways(budget, case):
+    """A second gateway on the same Redis; yields it and `send(i)`, which alternates gateways
+    and two keys of the limit's `case` and returns the status."""
+    keys = [new_key(budget, case)[0] for _ in range(2)]
     with Stack(configs={"sluice.budget_enforcer": CONFIG}, redis_from=budget) as other:
         requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
 
@@ -428,6 +431,12 @@ def test_two_gateways_share_one_budget(budget):
             gateway = budget if i % 2 else other
             return post(gateway, body(), key=keys[i // 2 % 2]).status_code
 
+        yield other, send
+
+
+def test_two_gateways_share_one_budget(budget):
+    # A global limit of 50 requests, hit by two keys through two gateways on one Redis.
+    with two_gateways(budget, "global") as (other, send):
         with concurrent.futures.ThreadPoolExecutor(40) as pool:
             codes = list(pool.map(send, range(120)))
         assert codes.count(200) == 50
@@ -474,14 +483,7 @@ def test_two_gateways_with_leases_share_one_budget_exactly(budget):
     # Each gateway's workers hold leases on one global counter. Nothing past the limit is ever
     # admitted; room a worker held when the others found the limit full comes back once idle
     # (`lease.idle_ms`), and is then admitted: in all, exactly the limit.
-    keys = [new_key(budget, "global-big")[0] for _ in range(2)]
-    with Stack(configs={"sluice.budget_enforcer": CONFIG}, redis_from=budget) as other:
-        requests.post(other.url(CHAT), json=body(), headers=auth(DEMO_KEY), timeout=30)
-
-        def send(i):
-            gateway = budget if i % 2 else other
-            return post(gateway, body(), key=keys[i // 2 % 2]).status_code
-
+    with two_gateways(budget, "global-big") as (other, send):
         with concurrent.futures.ThreadPoolExecutor(32) as pool:
             codes = list(pool.map(send, range(700)))
         admitted = codes.count(200)

@@ -84,9 +84,10 @@ impl RootContext for Root {
             encoding.preload();
         }
         log::info!(
-            "{NAME}: configured; preloaded {:?} in {} ms",
+            "{NAME}: configured; preloaded {:?} in {} ms; this VM's linear memory {} KiB",
             config.preload_encodings.iter().map(|e| e.name()).collect::<Vec<_>>(),
-            Host.now_ms().saturating_sub(started)
+            Host.now_ms().saturating_sub(started),
+            proxy::linear_memory_bytes() / 1024
         );
         self.registry = Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values)));
         let debug_logging = proxy::debug_enabled();
