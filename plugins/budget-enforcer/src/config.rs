@@ -333,6 +333,13 @@ impl Default for Lease {
     }
 }
 
+impl Lease {
+    /// Whether workers hold room at all (`share: 0` checks every request in Redis).
+    pub fn enabled(&self) -> bool {
+        self.share > 0.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {

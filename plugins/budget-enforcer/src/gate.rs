@@ -483,16 +483,9 @@ impl Request {
     /// Redis may have granted room for a check whose reply never came: the charge script gives
     /// back what the marker recorded, once the check itself is sure to have run.
     fn give_back_unknown_grant(&mut self) {
-        let charges: Vec<Charge> = self
-            .counters
-            .iter()
-            .zip(&self.asked)
-            .filter(|(_, asked)| **asked)
-            .map(|(c, _)| Charge { key: c.key.clone(), delta: 0, ttl_s: c.ttl_s })
-            .collect();
+        let asked = self.counters.iter().zip(&self.asked).filter(|(_, asked)| **asked).map(|(c, _)| c);
         let not_before = Host.now_ms().saturating_add(self.settings.config.redis.timeout_ms.max(1_000));
-        let conditional = Conditional { marker: self.marker.clone(), charges };
-        self.state.borrow_mut().ledger.unsure(conditional, not_before);
+        self.state.borrow_mut().ledger.unsure(grant_back(&self.marker, asked), not_before);
     }
 
     /// Handles the check's reply (from this request's context, or the root's for a queued one),
@@ -535,7 +528,7 @@ impl Request {
     /// worker's leases.
     fn take_grants(&mut self, checked: &scripts::Checked) {
         let now = Host.now_ms();
-        let leasing = self.settings.config.lease.share > 0.0;
+        let leasing = self.settings.config.lease.enabled();
         {
             let mut state = self.state.borrow_mut();
             state.check_cached = true;
@@ -673,7 +666,7 @@ impl Request {
             Verdict::Admit { downgrade_to, alerts } => {
                 let estimate = self.estimate;
                 let counters = std::mem::take(&mut self.counters);
-                if !local && settings.config.lease.share > 0.0 {
+                if !local && settings.config.lease.enabled() {
                     let mut state = self.state.borrow_mut();
                     for ((counter, used), taken) in counters.iter().zip(used).zip(&self.taken) {
                         if counter.has_room(*used) && !taken {
@@ -897,8 +890,14 @@ impl Request {
 
 /// Gives back what a re-check reserved for a request that is gone (Redis knows how much).
 pub fn refund(state: &mut State, counters: &[Counter], marker: &str) {
-    let charges = counters.iter().map(|c| Charge { key: c.key.clone(), delta: 0, ttl_s: c.ttl_s }).collect();
-    state.ledger.unsure(Conditional { marker: marker.to_string(), charges }, 0);
+    state.ledger.unsure(grant_back(marker, counters.iter()), 0);
+}
+
+/// A conditional charge of nothing on `counters`: Redis takes off whatever the check behind
+/// `marker` granted, and nothing if it never ran.
+fn grant_back<'a>(marker: &str, counters: impl Iterator<Item = &'a Counter>) -> Conditional {
+    let charges = counters.map(|c| Charge { key: c.key.clone(), delta: 0, ttl_s: c.ttl_s }).collect();
+    Conditional { marker: marker.to_string(), charges }
 }
 
 /// Lets the requests waiting for this worker's room try again, each in its own context, then

@@ -33,7 +33,7 @@ pub struct Leases {
 /// How much room to ask for beyond `counter.cost`: at most `max_requests` times the cost (the
 /// script also caps it at `share` of the room left).
 pub fn wanted(counter: &Counter, settings: &Settings) -> i64 {
-    if settings.share <= 0.0 {
+    if !settings.enabled() {
         return counter.cost;
     }
     counter.cost.saturating_mul(i64::from(settings.max_requests)).max(counter.cost)
