@@ -56,6 +56,9 @@ pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
 /// Answers offered to the cache by `status` (`sent` to Redis, `skipped` with the `reason`, or
 /// `failed`: not sent, or Redis answered an error while the request was still open).
 pub const CACHE_STORES_TOTAL: &str = "sluice_cache_stores_total";
+/// Exact lookups the index answered, by `decision`: `absent` (no Redis call), `maybe` (asked
+/// Redis), `unready` (not in sync with Redis, so asked).
+pub const CACHE_INDEX_TOTAL: &str = "sluice_cache_index_total";
 /// Milliseconds from the complete request to the cache's decision, by `status`.
 pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";
 /// Milliseconds the embedding service took.

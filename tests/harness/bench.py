@@ -510,6 +510,9 @@ def main():
         extras["scrub_mb_per_s"] = scrub_throughput()
     if any(v in facts for v in CACHE_PROMPTS):
         extras["cache_scan"] = cache_scan.measure()
+    if not args.variants or "host-cost" in args.variants.split(","):
+        from . import host_cost  # imports this module: loaded once it is complete
+        extras["host_cost"] = host_cost.measure(wasm_dir)
     extras["module_bytes"] = {path.name: path.stat().st_size for path in sorted(wasm_dir.glob("sluice_*.wasm"))}
     results = merge(out_dir / "latest.json", run, figures, facts, extras)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")

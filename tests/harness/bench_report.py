@@ -112,6 +112,13 @@ def bench_section(r) -> str:
         lines += [f"| {x['entries']} | {x['read']} | {x['compared']} | {x['redis_us_per_search']:.0f} us | "
                   f"{x['redis_us_without_signatures']:.0f} us |" for x in r["cache_scan"]]
         lines.append("")
+    if r.get("host_cost"):
+        floor = r["host_cost"][0]["floor_us"]
+        lines += [f"What one host call costs Envoy (`python -m harness.host_cost`: the wasm floor filter making "
+                  f"20-50 calls of one kind per request, gateway CPU per request against the floor making none, "
+                  f"{floor} us per request):", "", "| host call | us per call |", "|---|---|"]
+        lines += [f"| `{x['call']}` | {x['us_per_call']:.2f} |" for x in r["host_cost"]]
+        lines.append("")
     lines += ["| variant | memory per VM against plain Envoy | gateway ready in | measured |", "|---|---|---|---|"]
     lines += [f"| {name} | {v['memory_per_vm_mb']} MB | {v['ready_seconds']} s | {v['measured']} |"
               for name, v in variants.items() if "memory_per_vm_mb" in v]

@@ -125,9 +125,10 @@ def measure(sizes=(0, 16, 64, 256, 1024), calls=200):
                 raw = base if stored < len(pool) else [x + rng.gauss(0, 0.01) for x in base]
                 vector, norm = quantized(raw)
                 ident = f"{stored:032x}"
-                r.call("EVALSHA", store, 3, f"sluice:cache:g:x:{ident}", f"sluice:cache:g:e:{ident}",
-                       "sluice:cache:g:b:scope:0", record, 3600, vector, f"{norm:.6f}", f"question {stored}",
-                       signature(raw) + ident.encode(), CAPACITY)
+                answer = f"sluice:cache:g:x:{ident}"
+                r.call("EVALSHA", store, 6, answer, f"sluice:cache:g:e:{ident}", "sluice:cache:g:b:scope:0",
+                       answer, answer, answer, record, 3600, "semantic", "", vector, f"{norm:.6f}",
+                       f"question {stored}", signature(raw) + ident.encode(), CAPACITY, "", "", "", "")
                 stored += 1
             asked = [(quantized(v)[0], signature(v)) for v in queries]
             for filtered, max_bits in [(True, MAX_BITS), (False, 64)]:

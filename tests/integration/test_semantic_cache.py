@@ -256,6 +256,64 @@ def test_other_apis_pass_with_a_bypass(gateway):
                                                 headers={"authorization": f"Bearer {DEMO_KEY}"}).headers
 
 
+# --- the exact index: new prompts cost no Redis lookup, stored answers are always found -----------
+
+def redis_gets(stack) -> int:
+    stats = stack.redis("INFO", "commandstats")
+    line = next((l for l in stats.splitlines() if l.startswith("cmdstat_get:")), "")
+    return int(line.split("calls=", 1)[1].split(",", 1)[0]) if line else 0
+
+
+def index_in_sync(stack, batch=iter(range(100_000))):
+    """Waits until a batch of new prompts (exact mode, never stored, so every one a miss) makes no
+    Redis `GET`: every worker of `stack` has copied the index and trusts it. Before the index
+    existed, each new prompt made one."""
+    def gets_for_a_batch():
+        before = redis_gets(stack)
+        for _ in range(10):
+            r = ask(stack, f"new prompt {next(batch)}", model="exact-m", headers={"cache-control": "no-store"})
+            assert r.headers["x-sluice-cache"] == "miss", r.headers
+        return redis_gets(stack) - before
+    wait_until(lambda: gets_for_a_batch() == 0 or None, "a batch of new prompts without a Redis lookup", 30)
+
+
+def exact_hit(stack, prompt, answer):
+    # `no-store`: a miss must not replace the stored answer (the lookup still happens).
+    r = ask(stack, prompt, model="exact-m", headers={"cache-control": "no-store"})
+    return (r.headers["x-sluice-cache"], text(r)) == ("hit", answer) or None
+
+
+def test_new_prompts_cost_no_redis_lookup_once_the_index_is_in_sync(gateway):
+    index_in_sync(gateway)
+    assert gateway.metric("sluice_cache_index_total", decision="absent") >= 10
+    # A stored answer is known to every worker at once: its repeats are looked up and hit.
+    first = ask(gateway, "the stored prompt", model="exact-m", headers={"x-mock-text": "stored answer"})
+    assert first.headers["x-sluice-cache"] == "miss"
+    wait_stored(gateway)
+    assert all(exact_hit(gateway, "the stored prompt", "stored answer") for _ in range(8))
+    assert gateway.metric("sluice_cache_index_total", decision="maybe") >= 8
+
+
+def test_answers_stored_through_another_gateway_or_before_start_are_found(gateway):
+    # Exact mode: only the index and the exact `GET` can find an answer (no embedding, no search).
+    early = "What is the melting point of iron?"
+    assert ask(gateway, early, model="exact-m", headers={"x-mock-text": "1538 C"}).headers["x-sluice-cache"] == "miss"
+    wait_stored(gateway)
+    with Stack(configs={"sluice.budget_enforcer": KEYS, "sluice.semantic_cache": CACHE}, redis_from=gateway,
+               embedder_from=gateway) as other:
+        # Stored before this gateway started: once its index is trusted, it still finds it.
+        index_in_sync(other)
+        assert all(exact_hit(other, early, "1538 C") for _ in range(8))
+        # Stored through one gateway while the other runs: found within a few sync periods.
+        for source, target, prompt in [(gateway, other, "How far is the Moon?"), (other, gateway, "How deep is the sea?")]:
+            r = ask(source, prompt, model="exact-m", headers={"x-mock-text": prompt.upper()})
+            assert r.headers["x-sluice-cache"] == "miss"
+            wait_until(lambda: exact_hit(target, prompt, prompt.upper()), f"{prompt} served by the other gateway", 30)
+            wait_until(lambda: all(exact_hit(target, prompt, prompt.upper()) for _ in range(8)) or None,
+                       "by each of its workers", 30)
+        assert other.vm_failures() == []
+
+
 # --- the cache alone (global namespace): bad inputs and dependencies down ------------------------
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,28 @@ impl Default for Embedding {
     }
 }
 
+/// The exact index (`index`): which answers Redis may hold, known without asking it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExactIndex {
+    /// Off: every lookup asks Redis, as before the index existed.
+    pub enabled: bool,
+    /// Length of one generation of the index. Every TTL must fit in it; gateways sharing a
+    /// cache must agree on it (it is part of the index's Redis keys).
+    pub period_seconds: u64,
+    /// Pages of 2048 bits per generation (a power of two); about 200 answers per page keep
+    /// false "maybe"s under 1%. Gateways sharing a cache must agree on it.
+    pub pages: u32,
+    /// How often each worker copies what other gateways stored from Redis.
+    pub sync_ms: u64,
+}
+
+impl Default for ExactIndex {
+    fn default() -> Self {
+        ExactIndex { enabled: true, period_seconds: 86_400, pages: 512, sync_ms: 1000 }
+    }
+}
+
 /// What a route changes. Unset fields keep the plugin-wide value.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +140,7 @@ pub struct Config {
     pub bucket_capacity: u32,
     /// Per-route overrides; the first matching rule applies.
     pub routes: Vec<RouteRule>,
+    pub exact_index: ExactIndex,
 }
 
 impl Default for Config {
@@ -138,6 +161,7 @@ impl Default for Config {
             lsh_bits: 0,
             bucket_capacity: 256,
             routes: Vec::new(),
+            exact_index: ExactIndex::default(),
         }
     }
 }
@@ -184,6 +208,30 @@ impl Validate for Config {
         }
         if !(1..=1024).contains(&self.bucket_capacity) {
             return Err(ConfigError::at(".bucket_capacity", "must be between 1 and 1024"));
+        }
+        let index = &self.exact_index;
+        if !(60..=MAX_TTL_SECONDS).contains(&index.period_seconds) {
+            return Err(ConfigError::at(".exact_index.period_seconds", "must be between 60 and 2592000 (30 days)"));
+        }
+        if !(16..=16_384).contains(&index.pages) || !index.pages.is_power_of_two() {
+            return Err(ConfigError::at(".exact_index.pages", "must be a power of two between 16 and 16384"));
+        }
+        if !(100..=60_000).contains(&index.sync_ms) {
+            return Err(ConfigError::at(".exact_index.sync_ms", "must be between 100 and 60000"));
+        }
+        let ttls = std::iter::once((".ttl_seconds".to_string(), self.ttl_seconds)).chain(
+            self.routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((format!(".routes[{i}].ttl_seconds"), r.ttl_seconds?))),
+        );
+        for (path, ttl) in ttls {
+            if index.enabled && ttl > index.period_seconds {
+                return Err(ConfigError::at(
+                    path,
+                    "is longer than `exact_index.period_seconds`: raise the period or turn the index off",
+                ));
+            }
         }
         for (i, rule) in self.routes.iter().enumerate() {
             if let Some(threshold) = rule.threshold {
@@ -267,10 +315,21 @@ mod tests {
             (r#"{"routes": [{"ttl_seconds": 0}]}"#, ".routes[0].ttl_seconds"),
             (r#"{"treshold": 0.9}"#, "."),
             (r#"{"redis": {"timeout_ms": 0}}"#, ".redis.timeout_ms"),
+            (r#"{"exact_index": {"pages": 100}}"#, ".exact_index.pages"),
+            (r#"{"exact_index": {"period_seconds": 10}}"#, ".exact_index.period_seconds"),
+            (r#"{"exact_index": {"sync_ms": 0}}"#, ".exact_index.sync_ms"),
+            (r#"{"ttl_seconds": 90000}"#, ".ttl_seconds"),
+            (r#"{"routes": [{"ttl_seconds": 90000}]}"#, ".routes[0].ttl_seconds"),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.path.starts_with(path), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn long_ttls_need_a_longer_index_period_or_no_index() {
+        assert!(parse(r#"{"ttl_seconds": 90000, "exact_index": {"period_seconds": 172800}}"#).is_ok());
+        assert!(parse(r#"{"ttl_seconds": 90000, "exact_index": {"enabled": false}}"#).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The proxy-wasm glue: one request's way through the cache.
 //!
-//! Request: complete body → exact `GET` → (miss) embedding callout → Lua search → hit served
+//! Request: complete body → exact index → (maybe) exact `GET` → (miss) embedding callout → Lua search → hit served
 //! locally, or the request continues upstream. Answer to a miss: read as it passes (JSON or SSE,
 //! never held back) and stored once complete.
 
@@ -18,6 +18,7 @@ use sluice_shared::redis::{as_args, RedisValue};
 use sluice_shared::sse::SseParser;
 
 use crate::config::{Config, Mode, Policy};
+use crate::index::{Answer, Index, Sync};
 use crate::keys::{CacheRequest, Keys};
 use crate::lookup::{self, Bypass, CacheControl};
 use crate::record::{Record, Skip, StreamAnswer};
@@ -44,6 +45,7 @@ struct Shared {
     search_cached: Cell<bool>,
     /// Hyperplanes for the embedding model's vector length, built on its first vector.
     planes: RefCell<Option<Rc<Planes>>>,
+    index: Option<Index>,
 }
 
 impl Shared {
@@ -65,9 +67,49 @@ impl Shared {
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    /// This worker's copying of the exact index from Redis.
+    sync: Sync,
 }
 
-impl Context for Root {}
+impl Root {
+    /// Asks Redis for the index pages changed since the last copy.
+    fn sync_index(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let Some(index) = &shared.index else { return };
+        let now = Host.now_ms();
+        if !self.sync.due(now, 2 * shared.config.redis.timeout_ms + index.sync_ms()) {
+            return;
+        }
+        let (keys, args) = self.sync.call(index, now);
+        let command = shared.scripts.sync.call(false, &keys, &args);
+        if let Err(e) = proxy::dispatch(&shared.config.redis.command(&as_args(&command))) {
+            log::debug!("{NAME}: index copy not sent: {e:?}");
+            self.sync.failed();
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = self.shared.clone() else { return };
+        let Some(index) = &shared.index else { return };
+        let response = proxy::callout_response(num_headers, body_size);
+        let copied = match shared.config.redis.reply(&response) {
+            Ok(reply) => self.sync.absorb(index, &Host, &reply, Host.now_ms()),
+            Err(e) => {
+                log::debug!("{NAME}: index copy failed: {e}");
+                self.sync.failed();
+                return;
+            }
+        };
+        match copied {
+            // More pages changed than one reply holds: go on at once.
+            Some(false) => self.sync_index(),
+            Some(true) => {}
+            None => log::warn!("{NAME}: unreadable reply from the index copy script"),
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -85,6 +127,11 @@ impl RootContext for Root {
         );
         let salt = vector::embed_salt(&config.embedding.model, config.lsh_bits);
         let embedding_key = config.embedding_key();
+        let index = config.exact_index.enabled.then(|| Index::new(&config.exact_index));
+        self.sync = Sync::default();
+        if let Some(index) = &index {
+            self.set_tick_period(std::time::Duration::from_millis(index.sync_ms()));
+        }
         self.shared = Some(Rc::new(Shared {
             config,
             scripts: Scripts::default(),
@@ -93,8 +140,13 @@ impl RootContext for Root {
             registry: RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES)),
             search_cached: Cell::new(false),
             planes: RefCell::new(None),
+            index,
         }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.sync_index();
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -217,7 +269,9 @@ impl Filter {
     fn start(&mut self, body: &[u8]) -> Action {
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
-        let Some(request) = CacheRequest::parse(body, config.embed, &shared.salt) else {
+        let semantic =
+            |model: &str| (config.policy(&self.path, &self.host, model).mode == Mode::Semantic).then_some(config.embed);
+        let Some(request) = CacheRequest::parse(body, semantic, &shared.salt) else {
             return self.bypass(Bypass::Unreadable);
         };
         let policy = config.policy(&self.path, &self.host, &request.model);
@@ -240,6 +294,13 @@ impl Filter {
             return self.bypass(Bypass::NoCache);
         }
         self.started_ms = Host.now_ms();
+        if let Some(index) = &shared.index {
+            let answer = index.answer(&Host, &index.slot(&answer_key), self.started_ms);
+            report::index(&Host, &mut shared.registry.borrow_mut(), answer.name());
+            if answer == Answer::Absent {
+                return self.semantic_or_miss();
+            }
+        }
         let command = [&b"GET"[..], answer_key.as_bytes()];
         self.send(&config.redis.command(&command), Phase::ExactLookup, Bypass::RedisDown)
     }
@@ -429,26 +490,55 @@ impl Filter {
         self.store = false;
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
-        let text = record.to_text();
-        let mut keys = vec![plan.keys.answer(&plan.exact)];
-        let mut args = vec![text.into_bytes(), plan.ttl_seconds.to_string().into_bytes()];
-        if let Some(entry) = plan.semantic {
-            keys.push(plan.keys.entry(&plan.exact));
-            keys.push(entry.bucket);
-            args.extend([
-                entry.vector,
-                format!("{:.6}", entry.norm).into_bytes(),
-                entry.question.into_bytes(),
-                entry.item,
-                config.bucket_capacity.to_string().into_bytes(),
-            ]);
-        }
+        let now = Host.now_ms();
+        let answer_key = plan.keys.answer(&plan.exact);
+        let slot = shared.index.as_ref().map(|index| index.slot(&answer_key));
+        // The store script's fixed slots (scripts::STORE); unused keys repeat the answer's.
+        let (semantic_flag, semantic_keys, semantic_args) = match plan.semantic {
+            Some(entry) => (
+                "semantic",
+                [plan.keys.entry(&plan.exact), entry.bucket],
+                [
+                    entry.vector,
+                    format!("{:.6}", entry.norm).into_bytes(),
+                    entry.question.into_bytes(),
+                    entry.item,
+                    config.bucket_capacity.to_string().into_bytes(),
+                ],
+            ),
+            None => ("", [answer_key.clone(), answer_key.clone()], Default::default()),
+        };
+        let (index_flag, index_keys, index_args) = match (&shared.index, &slot) {
+            (Some(index), Some(slot)) => (
+                "index",
+                index.redis_keys(index.generation(now)),
+                [
+                    index.redis_ttl_seconds().to_string().into_bytes(),
+                    slot.page.to_string().into_bytes(),
+                    slot.offsets().into_bytes(),
+                    now.to_string().into_bytes(),
+                ],
+            ),
+            _ => ("", [answer_key.clone(), answer_key.clone(), answer_key.clone()], Default::default()),
+        };
+        let keys: Vec<String> = [answer_key].into_iter().chain(semantic_keys).chain(index_keys).collect();
+        let head = [
+            record.to_text().into_bytes(),
+            plan.ttl_seconds.to_string().into_bytes(),
+            semantic_flag.as_bytes().to_vec(),
+            index_flag.as_bytes().to_vec(),
+        ];
+        let args: Vec<Vec<u8>> = head.into_iter().chain(semantic_args).chain(index_args).collect();
         // `EVAL`, not `EVALSHA`: the reply may arrive after this request is gone, so the call
         // must not depend on a retry.
         let command = shared.scripts.store.call(false, &keys, &args);
         let status = match proxy::dispatch(&config.redis.command(&as_args(&command))) {
             Ok(_) => {
                 self.phase = Phase::Storing;
+                // Every worker of this Envoy knows of the answer from now on.
+                if let (Some(index), Some(slot)) = (&shared.index, &slot) {
+                    index.add(&Host, slot, now);
+                }
                 "sent"
             }
             Err(e) => {

@@ -122,8 +122,9 @@ fn semantic_query(kept: &Map<String, Value>, embed: EmbedText, embed_salt: &str)
 
 impl CacheRequest {
     /// Reads a chat completions body; `None` when it is not a JSON object with a `model` and
-    /// `messages` (such requests bypass the cache).
-    pub fn parse(body: &[u8], embed: EmbedText, embed_salt: &str) -> Option<CacheRequest> {
+    /// `messages` (such requests bypass the cache). `embed` says, by model, which text a semantic
+    /// lookup embeds, if any: exact-only routes skip building the semantic query.
+    pub fn parse(body: &[u8], embed: impl FnOnce(&str) -> Option<EmbedText>, embed_salt: &str) -> Option<CacheRequest> {
         let value: Value = sluice_shared::json::from_object(body).ok()?;
         let object = value.as_object()?;
         let model = object.get("model")?.as_str()?.to_string();
@@ -134,7 +135,7 @@ impl CacheRequest {
         for member in DELIVERY_ONLY {
             kept.remove(*member);
         }
-        let semantic = semantic_query(&kept, embed, embed_salt);
+        let semantic = embed(&model).and_then(|embed| semantic_query(&kept, embed, embed_salt));
         let exact = hash(&Value::Object(kept));
         Some(CacheRequest { model, stream, include_usage, exact, semantic })
     }
@@ -172,7 +173,7 @@ mod tests {
     use serde_json::json;
 
     fn request(value: &Value) -> CacheRequest {
-        CacheRequest::parse(value.to_string().as_bytes(), EmbedText::LastUserTurn, "m").unwrap()
+        CacheRequest::parse(value.to_string().as_bytes(), |_| Some(EmbedText::LastUserTurn), "m").unwrap()
     }
 
     #[test]
@@ -180,7 +181,7 @@ mod tests {
         let a = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0});
         let b = r#"{ "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
                      "messages": [ {"content": "Hi", "role": "user"} ], "model": "gpt-4o", "user": "u1" }"#;
-        let b = CacheRequest::parse(b.as_bytes(), EmbedText::LastUserTurn, "m").unwrap();
+        let b = CacheRequest::parse(b.as_bytes(), |_| Some(EmbedText::LastUserTurn), "m").unwrap();
         let a = request(&a);
         assert_eq!((a.exact.len(), &a.exact), (32, &b.exact));
         assert_eq!(a.semantic, b.semantic);
@@ -221,7 +222,7 @@ mod tests {
             json!({"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}]})
                 .to_string()
                 .as_bytes(),
-            EmbedText::LastUserTurn,
+            |_| Some(EmbedText::LastUserTurn),
             "other",
         )
         .unwrap();
@@ -233,7 +234,7 @@ mod tests {
         let body = json!({"model": "m", "temperature": 0, "messages": [
             {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}
         ]});
-        let request = CacheRequest::parse(body.to_string().as_bytes(), EmbedText::Conversation, "m").unwrap();
+        let request = CacheRequest::parse(body.to_string().as_bytes(), |_| Some(EmbedText::Conversation), "m").unwrap();
         assert_eq!(request.semantic.unwrap().text, "system: Be brief.\nuser: Hi");
     }
 
@@ -242,8 +243,14 @@ mod tests {
         for body in
             [&b"[]"[..], b"{\"messages\": []}", b"{\"model\": \"m\"}", b"not json", b"{\"model\": 1, \"messages\": []}"]
         {
-            assert_eq!(CacheRequest::parse(body, EmbedText::LastUserTurn, "m"), None, "{body:?}");
+            assert_eq!(CacheRequest::parse(body, |_| Some(EmbedText::LastUserTurn), "m"), None, "{body:?}");
         }
+        // Exact-only routes: no semantic query is built, the exact key is the same.
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}).to_string();
+        let exact_only =
+            CacheRequest::parse(body.as_bytes(), |model| (model != "gpt-4o").then_some(EmbedText::Conversation), "m");
+        assert_eq!(exact_only.as_ref().map(|r| r.semantic.is_none()), Some(true));
+        assert_eq!(exact_only.map(|r| r.exact), CacheRequest::parse(body.as_bytes(), |_| None, "x").map(|r| r.exact));
         // No user text: exact matching only.
         let tool_only = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]});
         assert_eq!(request(&tool_only).semantic, None);

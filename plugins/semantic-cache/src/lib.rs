@@ -5,6 +5,8 @@
 //! - **Exact** ([`keys`]): a normalised key of everything that changes the answer (model,
 //!   messages, tools, parameters; not `stream` or `user`) finds byte-for-byte repeats, however
 //!   the JSON is formatted.
+//! - **Index** ([`index`]): a Bloom filter of the answers Redis may hold, kept in Envoy's
+//!   shared data and copied from Redis, so a new prompt's exact lookup costs no Redis call.
 //! - **Semantic** ([`vector`], [`scripts`]): on an exact miss, the last user message (or the
 //!   whole conversation) is embedded by an OpenAI-compatible `/v1/embeddings` service, and one
 //!   Lua call in stock Redis finds the most similar cached prompts of the same namespace, model,
@@ -29,6 +31,7 @@
 
 mod config;
 mod exchange;
+mod index;
 mod keys;
 mod lookup;
 mod record;

@@ -73,6 +73,11 @@ pub fn lookup<H: Properties + MetricsHost>(
     }
 }
 
+/// What the exact index said before a lookup.
+pub fn index(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
+    registry.add(host, metrics::CACHE_INDEX_TOTAL, &[("decision", decision)], 1);
+}
+
 /// An answer offered to the cache: `sent` (to Redis), `skipped` (with why) or `failed`.
 pub fn store(host: &dyn MetricsHost, registry: &mut MetricRegistry, status: &str, reason: &str) {
     registry.add(host, metrics::CACHE_STORES_TOTAL, &[("status", status), ("reason", reason)], 1);

@@ -70,21 +70,60 @@ end
 return reply
 "#;
 
-/// KEYS: the answer, then (semantic entries) the entry and its bucket. ARGV: the answer record,
-/// TTL in seconds, then the vector, its length, the question, the bucket item (signature and
-/// id) and the bucket capacity. The bucket keeps its newest `capacity` items and lives as long as
-/// its newest entry.
+/// KEYS: the answer, the semantic entry and its bucket, the index's bitmap, changed pages and
+/// meta of the current generation (unused keys repeat the answer's). ARGV: the answer record,
+/// TTL in seconds, `semantic` or not, `index` or not; for the semantic entry the vector, its
+/// length, the question, the bucket item (signature and id) and the bucket capacity; for the
+/// index its keys' TTL, the page, the bit offsets (comma-separated) and a birth mark used if the
+/// generation is new. The bucket keeps its newest `capacity` items and lives as long as its
+/// newest entry; each store gives its index page the next change number, so copies of the index
+/// ask only for pages changed since their last look.
 pub const STORE: &str = r#"
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if #KEYS == 3 then
-  redis.call('HSET', KEYS[2], 'v', ARGV[3], 'n', ARGV[4], 'q', ARGV[5], 'x', KEYS[1])
+if ARGV[3] == 'semantic' then
+  redis.call('HSET', KEYS[2], 'v', ARGV[5], 'n', ARGV[6], 'q', ARGV[7], 'x', KEYS[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
-  redis.call('LREM', KEYS[3], 0, ARGV[6])
-  redis.call('LPUSH', KEYS[3], ARGV[6])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+  redis.call('LREM', KEYS[3], 0, ARGV[8])
+  redis.call('LPUSH', KEYS[3], ARGV[8])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
   redis.call('EXPIRE', KEYS[3], ARGV[2])
 end
+if ARGV[4] == 'index' then
+  for offset in string.gmatch(ARGV[12], '%d+') do redis.call('SETBIT', KEYS[4], tonumber(offset), 1) end
+  redis.call('HSETNX', KEYS[6], 'born', ARGV[13])
+  redis.call('ZADD', KEYS[5], redis.call('HINCRBY', KEYS[6], 'n', 1), ARGV[11])
+  for i = 4, 6 do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
+end
 return 1
+"#;
+
+/// KEYS: per generation (newest first) its bitmap, changed pages and meta. ARGV: per generation
+/// the birth mark and the change number already copied, then the most pages per generation and
+/// the page size in bytes. A birth mark that is not the generation's (Redis lost it) copies from
+/// the start. Replies, per generation one after the other, `born` (`-`: none yet), `after`,
+/// `complete` (0 or 1), the number of pages that follow, then `page, change, hex bits` for
+/// each: flat, because the bridge does not carry nested arrays.
+pub const SYNC: &str = r#"
+local limit, size = tonumber(ARGV[#ARGV - 1]), tonumber(ARGV[#ARGV])
+local reply = {}
+for g = 0, #KEYS / 3 - 1 do
+  local born = redis.call('HGET', KEYS[g * 3 + 3], 'born') or '-'
+  local after = ARGV[g * 2 + 2]
+  if born ~= ARGV[g * 2 + 1] then after = '0' end
+  local changed = redis.call('ZRANGEBYSCORE', KEYS[g * 3 + 2], '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit)
+  reply[#reply + 1] = born
+  reply[#reply + 1] = tonumber(after)
+  reply[#reply + 1] = #changed / 2 < limit and 1 or 0
+  reply[#reply + 1] = #changed / 2
+  for i = 1, #changed, 2 do
+    local page = tonumber(changed[i])
+    local bytes = redis.call('GETRANGE', KEYS[g * 3 + 1], page * size, page * size + size - 1)
+    reply[#reply + 1] = page
+    reply[#reply + 1] = tonumber(changed[i + 1])
+    reply[#reply + 1] = string.format(string.rep('%02x', #bytes), string.byte(bytes, 1, -1))
+  end
+end
+return reply
 "#;
 
 /// Candidates kept per search: the guard may turn the most similar one down.
@@ -93,11 +132,12 @@ pub const TOP_CANDIDATES: usize = 3;
 pub struct Scripts {
     pub search: Script,
     pub store: Script,
+    pub sync: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
-        Scripts { search: Script::new(SEARCH), store: Script::new(STORE) }
+        Scripts { search: Script::new(SEARCH), store: Script::new(STORE), sync: Script::new(SYNC) }
     }
 }
 

@@ -1,0 +1,79 @@
+"""What one proxy-wasm host call costs Envoy, per kind of call: the wasm floor filter
+(tests/wasm-floor) makes `count` calls of one kind on each request, and the gateway's CPU per
+request is compared with the floor making none, in the same run (one worker, its own core).
+
+Most of a Sluice module's CPU is on Envoy's side of such calls rather than in its own wasm code
+(perf: 7-13% of a module's samples are in JIT code), so this table prices a module's design.
+
+Run: python -m harness.host_cost  (also part of `make bench`)
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .bench import GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT, cpu_seconds, median, upstream_config, wrk
+from .procs import Proc, free_port, http_ok, wait_until
+from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary, wasm_filters
+
+# (call, calls per request): enough calls that each one's price stands out of the noise.
+CALLS = [("get_header", 50), ("get_headers", 50), ("set_header", 20), ("get_property", 50),
+         ("get_missing_property", 50), ("set_property", 20), ("envoy_property", 50), ("increment_counter", 50),
+         ("record_histogram", 50), ("set_gauge", 50), ("define_metric", 50), ("current_time", 50),
+         ("log_filtered", 50), ("get_body", 50)]
+
+
+def probe(wasm: Path, setting: str):
+    """A Stack patch: the token counter's filter loads the floor, configured with `setting`."""
+    def patch(config):
+        for f in wasm_filters(config):
+            f["vm_config"]["code"]["local"]["filename"] = str(wasm)
+            f["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": setting}
+    return patch
+
+
+def measure(wasm_dir=DEFAULT_WASM_DIR, seconds=3, rounds=3) -> list:
+    wasm = Path(wasm_dir) / "sluice_wasm_floor.wasm"
+    work = Path(tempfile.mkdtemp(prefix="sluice-host-cost-"))
+    script, body = work / "post.lua", work / "short.json"
+    script.write_text(WRK_SCRIPT)
+    body.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": SHORT_PROMPT}]}))
+    port, admin = free_port(), free_port()
+    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(port, admin)))
+    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
+                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+                    work / "upstream.log")
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), "upstream envoy", 30, upstream)
+
+        def us_per_request(setting):
+            with Stack(modules=["sluice.token_counter"], concurrency=1, with_mock=False, upstream_port=port,
+                       workdir=work / setting.replace(" ", "-"), envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,
+                       patch=probe(wasm, setting)) as stack:
+                url, pid = stack.url("/json/v1/chat/completions"), stack.procs["envoy"].popen.pid
+                wrk(url, body, 4, 1, script, "no-store")
+                samples = []
+                for _ in range(rounds):
+                    before, started = cpu_seconds(pid), time.monotonic()
+                    load = wrk(url, body, 16, seconds, script, "no-store")
+                    requests = load["rps"] * (time.monotonic() - started)
+                    samples.append(1e6 * (cpu_seconds(pid) - before) / requests)
+                return median(samples)
+        floor = us_per_request("none 0")
+        rows = []
+        for call, count in CALLS:
+            cost = us_per_request(f"{call} {count}")
+            rows.append({"call": call, "us_per_call": round((cost - floor) / count, 2), "floor_us": round(floor, 1)})
+            print(f"{call:22} {rows[-1]['us_per_call']:.2f} us per call", flush=True)
+        return rows
+    finally:
+        upstream.stop()
+
+
+if __name__ == "__main__":
+    measure()
+    sys.exit(0)
