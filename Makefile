@@ -25,8 +25,8 @@ export PATH := $(TOOLS)/bin:$(PATH)
 ## own cargo invocation and target directory, so neither build undoes the other's.
 build: rust-targets
 	cargo build --release --target wasm32-wasip1 --workspace --exclude sluice-bundle
-	cargo build --release --target wasm32-wasip1 -p sluice-bundle --target-dir target/bundle
-	cp -p target/bundle/$(WASM_DIR:target/%=%)/sluice_bundle.wasm $(WASM_DIR)/
+	cargo build --profile bundle --target wasm32-wasip1 -p sluice-bundle --target-dir target/bundle
+	cp -p target/bundle/wasm32-wasip1/bundle/sluice_bundle.wasm $(WASM_DIR)/
 
 deps: rust-targets system-packages venv wasm-bindgen embedder
 
