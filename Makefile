@@ -77,6 +77,7 @@ lint: rust-targets
 	cargo fmt --manifest-path tests/embedder/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --workspace --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p sluice-shared --features census --target wasm32-wasip1 -- -D warnings
 	$(EMBEDDER_CARGO) clippy $(EMBEDDER_FLAGS) --all-targets -- -D warnings
 
 unit-test:

@@ -19,6 +19,8 @@ pub mod anthropic;
 pub mod api;
 pub mod backlog;
 pub mod callout;
+#[cfg(feature = "proxy")]
+pub mod census;
 pub mod chain;
 pub mod config;
 pub mod digest;

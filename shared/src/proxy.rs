@@ -7,6 +7,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::callout::{Callout, CalloutError, CalloutResponse};
+use crate::census;
 use crate::errors::ApiError;
 use crate::host::{Clock, MetricKind, MetricsHost, Properties, SharedData};
 
@@ -16,9 +17,11 @@ pub struct Host;
 
 impl Properties for Host {
     fn get_property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        census::count(|| format!("get_property:{}", path.join(".")));
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
     fn set_property(&self, path: &[&str], value: &[u8]) {
+        census::count(|| format!("set_property:{}", path.join(".")));
         if hostcalls::set_property(path.to_vec(), Some(value)).is_err() {
             log::warn!("could not set property {}", path.join("."));
         }
@@ -32,27 +35,33 @@ impl MetricsHost for Host {
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
+        census::count(|| "define_metric".into());
         hostcalls::define_metric(kind, name).ok()
     }
     fn increment_metric(&self, id: u32, delta: i64) {
+        census::count(|| "increment_metric".into());
         let _ = hostcalls::increment_metric(id, delta);
     }
     fn record_metric(&self, id: u32, value: u64) {
+        census::count(|| "record_metric".into());
         let _ = hostcalls::record_metric(id, value);
     }
 }
 
 impl SharedData for Host {
     fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        census::count(|| "get_shared_data".into());
         hostcalls::get_shared_data(key).unwrap_or((None, None))
     }
     fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        census::count(|| "set_shared_data".into());
         hostcalls::set_shared_data(key, Some(value), cas).is_ok()
     }
 }
 
 impl Clock for Host {
     fn now_ms(&self) -> u64 {
+        census::count(|| "get_current_time".into());
         hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -83,6 +92,7 @@ impl log::Log for HostLogger {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Trace => LogLevel::Trace,
         };
+        census::count(|| "log".into());
         let _ = hostcalls::log(level, &record.args().to_string());
     }
 
@@ -150,6 +160,7 @@ pub fn plugin_configuration() -> Option<Vec<u8>> {
 
 /// A request header as raw bytes (the string getters trap on non-UTF-8 values).
 pub fn request_header(name: &str) -> Option<Vec<u8>> {
+    census::count(|| format!("get_request_header:{name}"));
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()
 }
 
@@ -160,17 +171,20 @@ pub fn request_header_text(name: &str) -> Option<String> {
 
 /// The names of every request header (lower case, as Envoy keeps them).
 pub fn request_header_names() -> Vec<String> {
+    census::count(|| "get_request_headers".into());
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
         .map(|headers| headers.into_iter().map(|(name, _)| name).collect())
         .unwrap_or_default()
 }
 
 pub fn remove_request_header(name: &str) {
+    census::count(|| format!("remove_request_header:{name}"));
     let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
 }
 
 /// A response header as text; `None` when absent or not UTF-8.
 pub fn response_header_text(name: &str) -> Option<String> {
+    census::count(|| format!("get_response_header:{name}"));
     hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
         .ok()
         .flatten()
@@ -183,39 +197,47 @@ pub fn response_status() -> Option<u16> {
 }
 
 pub fn remove_response_header(name: &str) {
+    census::count(|| format!("remove_response_header:{name}"));
     let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, name);
 }
 
 pub fn set_response_header(name: &str, value: &str) {
+    census::count(|| format!("set_response_header:{name}"));
     let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
 }
 
 /// The request body buffered so far (`size` bytes from the start).
 pub fn request_body(size: usize) -> Option<Vec<u8>> {
+    census::count(|| "get_request_body".into());
     hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
 }
 
 /// Replaces the whole buffered request body of `current_size` bytes.
 pub fn replace_request_body(current_size: usize, body: &[u8]) -> bool {
+    census::count(|| "set_request_body".into());
     hostcalls::set_buffer(BufferType::HttpRequestBody, 0, current_size, body).is_ok()
 }
 
 /// Replaces the `current_size` bytes of the answer body this callback holds.
 pub fn replace_response_body(current_size: usize, body: &[u8]) -> bool {
+    census::count(|| "set_response_body".into());
     hostcalls::set_buffer(BufferType::HttpResponseBody, 0, current_size, body).is_ok()
 }
 
 pub fn set_request_path(path: &str) {
+    census::count(|| "set_request_header::path".into());
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path));
 }
 
 /// The response body chunk of this callback (`size` bytes).
 pub fn response_body(size: usize) -> Option<Vec<u8>> {
+    census::count(|| "get_response_body".into());
     hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
 }
 
 /// Answers the client locally with a JSON body.
 pub fn send_json(status: u16, body: &[u8]) {
+    census::count(|| "send_http_response".into());
     if hostcalls::send_http_response(u32::from(status), vec![("content-type", "application/json")], Some(body)).is_err()
     {
         log::error!("could not send local reply");
@@ -224,6 +246,7 @@ pub fn send_json(status: u16, body: &[u8]) {
 
 /// Answers the client locally.
 pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
+    census::count(|| "send_http_response".into());
     if hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body)).is_err() {
         log::error!("could not send local reply");
     }
@@ -232,6 +255,7 @@ pub fn send_response(status: u16, headers: &[(&str, &str)], body: &[u8]) {
 /// Answers the client locally with an OpenAI-style error.
 pub fn send_error(error: &ApiError) {
     let body = error.body();
+    census::count(|| "send_http_response".into());
     if hostcalls::send_http_response(u32::from(error.status), error.headers(), Some(&body)).is_err() {
         log::error!("could not send local reply");
     }
@@ -239,6 +263,7 @@ pub fn send_error(error: &ApiError) {
 
 /// Dispatches a callout; the answer arrives in `on_http_call_response` with the returned token.
 pub fn dispatch(call: &Callout) -> Result<u32, CalloutError> {
+    census::count(|| format!("dispatch:{}", call.cluster));
     call.validate()?;
     let timeout = call.timeout.max(Duration::from_millis(1));
     hostcalls::dispatch_http_call(&call.cluster, call.wire_headers(), call.body.as_deref(), Vec::new(), timeout)
@@ -248,6 +273,7 @@ pub fn dispatch(call: &Callout) -> Result<u32, CalloutError> {
 /// The answer to a callout, read in `on_http_call_response`. A callout that failed or timed out
 /// has no headers (status 0); the maps are only read when the host says they exist.
 pub fn callout_response(num_headers: usize, body_size: usize) -> CalloutResponse {
+    census::count(|| "callout_response".into());
     let status = if num_headers > 0 {
         hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
             .ok()
@@ -268,6 +294,7 @@ pub fn callout_response(num_headers: usize, body_size: usize) -> CalloutResponse
 
 /// Lets a paused request continue upstream.
 pub fn resume_request() {
+    census::count(|| "resume_http_request".into());
     if hostcalls::resume_http_request().is_err() {
         log::warn!("could not resume the request");
     }
@@ -276,20 +303,24 @@ pub fn resume_request() {
 /// Makes later hostcalls act on another context of this VM (a paused request, from the root
 /// context). `false` when that context is gone.
 pub fn switch_context(context_id: u32) -> bool {
+    census::count(|| "set_effective_context".into());
     hostcalls::set_effective_context(context_id).is_ok()
 }
 
 pub fn set_request_header(name: &str, value: &str) {
+    census::count(|| format!("set_request_header:{name}"));
     let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
 }
 
 /// Makes Envoy pick the request's route again (after a module set the facts routes match on).
 /// Only takes effect while the router has not seen the request yet (a buffer filter before it).
 pub fn clear_route_cache() -> bool {
+    census::count(|| "clear_route_cache".into());
     hostcalls::call_foreign_function("clear_route_cache", None).is_ok()
 }
 
 /// Adds a response trailer; only possible at the end of the answer body.
 pub fn add_response_trailer(name: &str, value: &str) {
+    census::count(|| format!("add_response_trailer:{name}"));
     let _ = hostcalls::add_map_value(MapType::HttpResponseTrailers, name, value);
 }

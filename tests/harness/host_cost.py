@@ -5,10 +5,17 @@ request is compared with the floor making none, in the same run (one worker, its
 Most of a Sluice module's CPU is on Envoy's side of such calls rather than in its own wasm code
 (perf: 7-13% of a module's samples are in JIT code), so this table prices a module's design.
 
-Run: python -m harness.host_cost  (also part of `make bench`)
+`--census` counts the calls themselves: the bundle built with the `census` feature bumps an Envoy
+counter per host call (by kind and header or property name), and the whole chain as
+`make bench-peers` runs it is driven for a few seconds; calls per request are the counters
+over Envoy's request count.
+
+Run: python -m harness.host_cost [--census]  (the price table is also part of `make bench`)
 """
 
+import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,7 +25,7 @@ import yaml
 
 from .bench import GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT, cpu_seconds, median, upstream_config, wrk
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import DEFAULT_WASM_DIR, Stack, envoy_binary, wasm_filters
+from .stack import DEFAULT_WASM_DIR, ROOT, Stack, bundle, envoy_binary, wasm_filters
 
 # (call, calls per request): enough calls that each one's price stands out of the noise.
 CALLS = [("get_header", 50), ("get_headers", 50), ("set_header", 20), ("get_property", 50),
@@ -74,6 +81,57 @@ def measure(wasm_dir=DEFAULT_WASM_DIR, seconds=3, rounds=3) -> list:
         upstream.stop()
 
 
+def census(seconds=4) -> dict:
+    """Host calls per request of the whole chain (the bundle), by call, most frequent first."""
+    from .bench import BENCH_BUDGET, BENCH_REWRITE
+    from .bench_peers import CHAIN, PEERS_CACHE
+    target = ROOT / "target" / "census"
+    subprocess.run(["cargo", "build", "-q", "--profile", "bundle", "--target", "wasm32-wasip1", "-p", "sluice-bundle",
+                    "--features", "census", "--target-dir", str(target)], cwd=ROOT, check=True, timeout=1800)
+    work = Path(tempfile.mkdtemp(prefix="sluice-census-"))
+    wasm_dir = work / "wasm"
+    wasm_dir.mkdir()
+    for module in DEFAULT_WASM_DIR.glob("sluice_*.wasm"):
+        (wasm_dir / module.name).symlink_to(module)
+    (wasm_dir / "sluice_bundle.wasm").unlink()
+    (wasm_dir / "sluice_bundle.wasm").symlink_to(target / "wasm32-wasip1" / "bundle" / "sluice_bundle.wasm")
+    script, body = work / "post.lua", work / "short.json"
+    script.write_text(WRK_SCRIPT)
+    body.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": SHORT_PROMPT}]}))
+    configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": BENCH_REWRITE,
+               "sluice.semantic_cache": PEERS_CACHE}
+
+    def counters(stack) -> dict:
+        text = stack.get_text(stack.admin("/stats?filter=(sluice_census|downstream_rq_completed)"))
+        pairs = (line.split(": ", 1) for line in text.splitlines() if ": " in line)
+        out = {}
+        for name, value in pairs:
+            if value.strip().isdigit() and ("sluice_census." in name or name == "http.gateway.downstream_rq_completed"):
+                key = name.split("sluice_census.", 1)[1] if "sluice_census." in name else "requests"
+                out[key] = out.get(key, 0) + int(value)
+        return out
+    with Stack(configs=configs, modules=CHAIN, concurrency=1, wasm_dir=wasm_dir, patch=bundle,
+               workdir=work / "chain") as stack:
+        url = stack.url("/v1/chat/completions")
+        # Warm: every worker's exact index in sync, leases taken.
+        wrk(url, body, 4, 3, script, "no-store")
+        before = counters(stack)
+        wrk(url, body, 4, seconds, script, "no-store")
+        after = counters(stack)
+    requests = after.get("requests", 0) - before.get("requests", 0)
+    per_request = {k: round((v - before.get(k, 0)) / requests, 2) for k, v in after.items() if k != "requests"}
+    per_request = dict(sorted(((k, v) for k, v in per_request.items() if v >= 0.01), key=lambda kv: -kv[1]))
+    print(f"{sum(per_request.values()):.0f} host calls per request ({requests} requests)")
+    for call, count in per_request.items():
+        print(f"{count:7.2f}  {call}")
+    return per_request
+
+
 if __name__ == "__main__":
-    measure()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--census", action="store_true", help="count the chain's host calls per request instead")
+    if parser.parse_args().census:
+        census()
+    else:
+        measure()
     sys.exit(0)
