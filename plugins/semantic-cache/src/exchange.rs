@@ -187,17 +187,7 @@ struct StorePlan {
     keys: Keys,
     exact: String,
     ttl_seconds: u64,
-    semantic: Option<SemanticEntry>,
-}
-
-/// The entry that lets similar prompts find a stored answer.
-struct SemanticEntry {
-    vector: Vec<u8>,
-    norm: f64,
-    question: String,
-    bucket: String,
-    /// The bucket's list item: signature and id.
-    item: Vec<u8>,
+    entry: Option<scripts::Entry>,
 }
 
 struct Filter {
@@ -463,17 +453,19 @@ impl Filter {
             return None;
         }
         let (request, keys, policy) = (self.request.as_ref()?, self.keys.as_ref()?, self.policy?);
-        let semantic = match (&self.encoded, &request.semantic) {
-            (Some(encoded), Some(query)) => Some(SemanticEntry {
+        let entry = match (&self.encoded, &request.semantic) {
+            (Some(encoded), Some(query)) => Some(scripts::Entry {
+                key: keys.entry(&request.exact),
+                bucket: keys.bucket(&query.scope, encoded.bucket),
                 vector: encoded.bytes.clone(),
                 norm: encoded.norm,
                 question: query.text.clone(),
-                bucket: keys.bucket(&query.scope, encoded.bucket),
                 item: scripts::bucket_item(&encoded.signature, &request.exact),
+                capacity: self.shared.config.bucket_capacity,
             }),
             _ => None,
         };
-        Some(StorePlan { keys: keys.clone(), exact: request.exact.clone(), ttl_seconds: policy.ttl_seconds, semantic })
+        Some(StorePlan { keys: keys.clone(), exact: request.exact.clone(), ttl_seconds: policy.ttl_seconds, entry })
     }
 
     fn skip_store(&mut self, why: &str) {
@@ -493,42 +485,8 @@ impl Filter {
         let now = Host.now_ms();
         let answer_key = plan.keys.answer(&plan.exact);
         let slot = shared.index.as_ref().map(|index| index.slot(&answer_key));
-        // The store script's fixed slots (scripts::STORE); unused keys repeat the answer's.
-        let (semantic_flag, semantic_keys, semantic_args) = match plan.semantic {
-            Some(entry) => (
-                "semantic",
-                [plan.keys.entry(&plan.exact), entry.bucket],
-                [
-                    entry.vector,
-                    format!("{:.6}", entry.norm).into_bytes(),
-                    entry.question.into_bytes(),
-                    entry.item,
-                    config.bucket_capacity.to_string().into_bytes(),
-                ],
-            ),
-            None => ("", [answer_key.clone(), answer_key.clone()], Default::default()),
-        };
-        let (index_flag, index_keys, index_args) = match (&shared.index, &slot) {
-            (Some(index), Some(slot)) => (
-                "index",
-                index.redis_keys(index.generation(now)),
-                [
-                    index.redis_ttl_seconds().to_string().into_bytes(),
-                    slot.page.to_string().into_bytes(),
-                    slot.offsets().into_bytes(),
-                    now.to_string().into_bytes(),
-                ],
-            ),
-            _ => ("", [answer_key.clone(), answer_key.clone(), answer_key.clone()], Default::default()),
-        };
-        let keys: Vec<String> = [answer_key].into_iter().chain(semantic_keys).chain(index_keys).collect();
-        let head = [
-            record.to_text().into_bytes(),
-            plan.ttl_seconds.to_string().into_bytes(),
-            semantic_flag.as_bytes().to_vec(),
-            index_flag.as_bytes().to_vec(),
-        ];
-        let args: Vec<Vec<u8>> = head.into_iter().chain(semantic_args).chain(index_args).collect();
+        let bits = shared.index.as_ref().zip(slot.as_ref()).map(|(index, slot)| index.bits(slot, now));
+        let (keys, args) = scripts::store_args(&answer_key, record.to_text(), plan.ttl_seconds, plan.entry, bits);
         // `EVAL`, not `EVALSHA`: the reply may arrive after this request is gone, so the call
         // must not depend on a retry.
         let command = shared.scripts.store.call(false, &keys, &args);

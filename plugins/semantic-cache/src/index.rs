@@ -26,6 +26,7 @@ use sluice_shared::host::SharedData;
 use sluice_shared::redis::RedisValue;
 
 use crate::config::ExactIndex;
+use crate::scripts::IndexBits;
 
 /// Bytes per page: 2048 bits, about 200 keys each at under 1% false "maybe"s.
 pub const PAGE_BYTES: usize = 256;
@@ -205,10 +206,16 @@ impl Index {
         [format!("{base}:bits"), format!("{base}:pages"), format!("{base}:meta")]
     }
 
-    /// Seconds a generation's Redis keys live: through the next generation, when its answers
-    /// may still be alive.
-    pub fn redis_ttl_seconds(&self) -> u64 {
-        2 * self.config.period_seconds + 60
+    /// What a store of the key in `slot` now sets in Redis. The generation's keys live through
+    /// the next generation, when its answers may still be alive.
+    pub fn bits(&self, slot: &Slot, now_ms: u64) -> IndexBits {
+        IndexBits {
+            keys: self.redis_keys(self.generation(now_ms)),
+            ttl_seconds: 2 * self.config.period_seconds + 60,
+            page: slot.page,
+            offsets: slot.offsets(),
+            born: now_ms,
+        }
     }
 
     pub fn sync_ms(&self) -> u64 {

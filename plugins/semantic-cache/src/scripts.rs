@@ -126,6 +126,74 @@ end
 return reply
 "#;
 
+/// The semantic entry a store writes besides the answer: what lets similar prompts find it.
+pub struct Entry {
+    /// The entry's key, and its bucket's.
+    pub key: String,
+    pub bucket: String,
+    pub vector: Vec<u8>,
+    pub norm: f64,
+    pub question: String,
+    /// The bucket's list item: signature and id.
+    pub item: Vec<u8>,
+    pub capacity: u32,
+}
+
+/// The exact index's part of a store: the generation's keys and the answer's bits in it.
+pub struct IndexBits {
+    /// Bitmap, changed pages, meta.
+    pub keys: [String; 3],
+    pub ttl_seconds: u64,
+    pub page: u32,
+    /// Bit offsets in the bitmap, comma-separated.
+    pub offsets: String,
+    /// Birth mark of the generation, if this store creates it.
+    pub born: u64,
+}
+
+/// Keys and arguments of a [`STORE`] call, in the script's fixed slots (unused keys repeat the
+/// answer's, unused arguments are empty).
+pub fn store_args(
+    answer_key: &str,
+    record: String,
+    ttl_seconds: u64,
+    entry: Option<Entry>,
+    index: Option<IndexBits>,
+) -> (Vec<String>, Vec<Vec<u8>>) {
+    let answer = || answer_key.to_string();
+    let (semantic, entry_keys, entry_args) = match entry {
+        Some(e) => (
+            "semantic",
+            [e.key, e.bucket],
+            vec![
+                e.vector,
+                format!("{:.6}", e.norm).into_bytes(),
+                e.question.into_bytes(),
+                e.item,
+                e.capacity.to_string().into_bytes(),
+            ],
+        ),
+        None => ("", [answer(), answer()], vec![Vec::new(); 5]),
+    };
+    let (indexed, index_keys, index_args) = match index {
+        Some(i) => (
+            "index",
+            i.keys,
+            vec![
+                i.ttl_seconds.to_string().into_bytes(),
+                i.page.to_string().into_bytes(),
+                i.offsets.into_bytes(),
+                i.born.to_string().into_bytes(),
+            ],
+        ),
+        None => ("", [answer(), answer(), answer()], vec![Vec::new(); 4]),
+    };
+    let keys = std::iter::once(answer()).chain(entry_keys).chain(index_keys).collect();
+    let head = [record.into_bytes(), ttl_seconds.to_string().into_bytes(), semantic.into(), indexed.into()];
+    let args = head.into_iter().chain(entry_args).chain(index_args).collect();
+    (keys, args)
+}
+
 /// Candidates kept per search: the guard may turn the most similar one down.
 pub const TOP_CANDIDATES: usize = 3;
 
@@ -225,6 +293,36 @@ mod tests {
         }
         let garbled = RedisValue::Array(vec![text("1"), text("1"), text("high"), text("q"), text("a")]);
         assert_eq!(read_search(&garbled), None);
+    }
+
+    #[test]
+    fn store_calls_fill_the_scripts_slots() {
+        let text = |args: &[Vec<u8>]| args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>();
+        let (keys, args) = store_args("x", "{}".into(), 60, None, None);
+        assert_eq!(keys, vec!["x"; 6]);
+        assert_eq!(text(&args), ["{}", "60", "", "", "", "", "", "", "", "", "", "", ""]);
+        let entry = Entry {
+            key: "e".into(),
+            bucket: "b".into(),
+            vector: b"v".to_vec(),
+            norm: 1.5,
+            question: "q".into(),
+            item: b"i".to_vec(),
+            capacity: 8,
+        };
+        let index = IndexBits {
+            keys: ["bits".into(), "pages".into(), "meta".into()],
+            ttl_seconds: 7,
+            page: 3,
+            offsets: "1,2".into(),
+            born: 9,
+        };
+        let (keys, args) = store_args("x", "{}".into(), 60, Some(entry), Some(index));
+        assert_eq!(keys, ["x", "e", "b", "bits", "pages", "meta"]);
+        assert_eq!(
+            text(&args),
+            ["{}", "60", "semantic", "index", "v", "1.500000", "q", "i", "8", "7", "3", "1,2", "9"]
+        );
     }
 
     #[test]
