@@ -256,6 +256,22 @@ def prime_cache(stack, body_path):
     wait_until(lambda: stack.redis("KEYS", "sluice:cache:*:x:*") or None, "the primed cache entry", 10)
 
 
+def start_upstream(work: Path) -> tuple:
+    """The benchmark provider (`upstream_config`) on the cores the gateway does not use, ready;
+    returns its process and port."""
+    port, admin = free_port(), free_port()
+    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(port, admin)))
+    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
+                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+                    work / "upstream.log")
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), "upstream envoy", 30, upstream)
+    except Exception:
+        upstream.stop()
+        raise
+    return upstream, port
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -480,13 +496,8 @@ def main():
            "gateway_concurrency": 1, "seconds": args.seconds, "rounds": args.rounds, "paced_rate": PACED_RATE}
     stacks, figures, extras = {}, {}, {}
 
-    upstream_port, upstream_admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
-    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
-                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
-                    work / "upstream.log")
+    upstream, upstream_port = start_upstream(work)
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
         start_variants(variants, work, upstream_port, bodies, stacks, extras)
         measured = {p for v in variants if v[0] != "plain" for p in v[4]}
         for answer in ["json", "sse"]:

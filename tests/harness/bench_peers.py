@@ -37,9 +37,9 @@ import yaml
 
 from . import bench_report
 from .bench import (BENCH_BUDGET, BENCH_KEY, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT,
-                    cpu_seconds, median, rss_kb, upstream_config, wrk)
+                    cpu_seconds, median, rss_kb, start_upstream, wrk)
 from .procs import Proc, free_port, http_ok, wait_until
-from .stack import Stack, bundle, envoy_binary
+from .stack import Stack, bundle
 
 LITELLM_VERSION = "1.100.5"  # the newest whose dependencies the package index serves here
 PORTKEY_VERSION = "1.15.2"
@@ -169,14 +169,9 @@ def main():
     script.write_text(WRK_SCRIPT)
     request_bodies = bodies(work)
 
-    upstream_port, upstream_admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(upstream_port, upstream_admin)))
-    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
-                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
-                    work / "upstream.log")
+    upstream, upstream_port = start_upstream(work)
     procs, targets = {}, {}
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{upstream_admin}/ready"), "upstream envoy", 30, upstream)
         variants = [("plain", [], None), ("sluice", None, None), ("sluice-bundle", None, bundle),
                     ("sluice-bundle-nocache", WITHOUT_CACHE, bundle)]
         for name, modules, patch in variants:

@@ -21,11 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from .bench import GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT, cpu_seconds, median, upstream_config, wrk
-from .procs import Proc, free_port, http_ok, wait_until
-from .stack import DEFAULT_WASM_DIR, ROOT, Stack, bundle, envoy_binary, wasm_filters
+from .bench import GATEWAY_CPUS, OTHER_CPUS, SHORT_PROMPT, WRK_SCRIPT, cpu_seconds, median, start_upstream, wrk
+from .stack import DEFAULT_WASM_DIR, ROOT, Stack, bundle, wasm_filters
 
 # (call, calls per request): enough calls that each one's price stands out of the noise.
 CALLS = [("get_header", 50), ("get_headers", 50), ("set_header", 20), ("get_property", 50),
@@ -49,14 +46,8 @@ def measure(wasm_dir=DEFAULT_WASM_DIR, seconds=3, rounds=3) -> list:
     script, body = work / "post.lua", work / "short.json"
     script.write_text(WRK_SCRIPT)
     body.write_text(json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": SHORT_PROMPT}]}))
-    port, admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(port, admin)))
-    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
-                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
-                    work / "upstream.log")
+    upstream, port = start_upstream(work)
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), "upstream envoy", 30, upstream)
-
         def us_per_request(setting):
             with Stack(modules=["sluice.token_counter"], concurrency=1, with_mock=False, upstream_port=port,
                        workdir=work / setting.replace(" ", "-"), envoy_cpus=GATEWAY_CPUS, backend_cpus=OTHER_CPUS,

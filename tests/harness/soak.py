@@ -13,12 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from .bench import BENCH_BUDGET, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, WRK_SCRIPT, rss_kb, upstream_config, wrk
+from .bench import BENCH_BUDGET, BENCH_REWRITE, GATEWAY_CPUS, OTHER_CPUS, WRK_SCRIPT, rss_kb, start_upstream, wrk
 from .bench_peers import PEERS_CACHE, bodies, budget_checks
-from .procs import Proc, free_port, http_ok, wait_until
-from .stack import Stack, bundle, envoy_binary
+from .stack import Stack, bundle
 
 SLICE_SECONDS = 30
 # Growth above this, median of the last third against the first, is reported as growth.
@@ -34,14 +31,9 @@ def main() -> int:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     body = bodies(work)[("envoy", "json")]
-    port, admin = free_port(), free_port()
-    (work / "upstream.yaml").write_text(yaml.safe_dump(upstream_config(port, admin)))
-    upstream = Proc("upstream", ["taskset", "-c", OTHER_CPUS, envoy_binary(), "-c", str(work / "upstream.yaml"),
-                                 "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
-                    work / "upstream.log")
+    upstream, port = start_upstream(work)
     stack = None
     try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), "upstream envoy", 30, upstream)
         configs = {"sluice.budget_enforcer": BENCH_BUDGET, "sluice.model_rewriter": BENCH_REWRITE,
                    "sluice.semantic_cache": PEERS_CACHE}
         stack = Stack(configs=configs, concurrency=2, with_mock=False, upstream_port=port, workdir=work / "sluice",
