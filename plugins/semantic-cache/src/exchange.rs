@@ -1,8 +1,8 @@
 //! The proxy-wasm glue: one request's way through the cache.
 //!
-//! Request: complete body → exact index → (maybe) exact `GET` → (miss) embedding callout → Lua search → hit served
-//! locally, or the request continues upstream. Answer to a miss: read as it passes (JSON or SSE,
-//! never held back) and stored once complete.
+//! Request: complete body → exact index → (maybe) exact `GET` → (miss) embedding callout → Lua
+//! search → hit served locally, or the request continues upstream. Answer to a miss: read as it
+//! passes (JSON or SSE, never held back) and stored once complete.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

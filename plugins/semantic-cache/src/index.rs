@@ -440,18 +440,39 @@ mod tests {
 
     #[test]
     fn writes_survive_another_worker_writing_in_between() {
+        /// Shared data where another worker writes the same page between this worker's read
+        /// and its write, once.
+        struct Racing<'a> {
+            host: &'a FakeHost,
+            index: &'a Index,
+            other: Slot,
+            raced: Cell<bool>,
+        }
+        impl SharedData for Racing<'_> {
+            fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                self.host.get_shared(key)
+            }
+            fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+                if !self.raced.replace(true) {
+                    assert!(self.index.add(self.host, &self.other, HOUR_MS));
+                }
+                self.host.set_shared(key, value, cas)
+            }
+        }
         let (host, index) = (FakeHost::default(), index());
-        let now = HOUR_MS;
-        let (a, b) = (index.slot("a"), index.slot("b"));
-        index.add(&host, &a, now);
-        // Another worker's view is stale: its write must not drop `a`.
-        let key = index.shared_key(index.generation(now), b.page);
-        let before = host.get_shared(&key).1;
-        index.add(&host, &b, now);
-        assert_ne!(host.get_shared(&key).1, before);
-        ready(&index, &host, now);
-        assert_eq!(index.answer(&host, &a, now), Answer::Maybe);
-        assert_eq!(index.answer(&host, &b, now), Answer::Maybe);
+        // Two keys on one page.
+        let a = index.slot("a");
+        let other = (0..).map(|i| index.slot(&format!("k{i}"))).find(|s| s.page == a.page).unwrap();
+        index.add(&host, &a, HOUR_MS);
+        let racing = Racing { host: &host, index: &index, other, raced: Cell::new(false) };
+        let b = (0..).map(|i| index.slot(&format!("b{i}"))).find(|s| s.page == a.page && *s != other).unwrap();
+        // The first write fails its compare-and-swap; the retry keeps everyone's bits.
+        assert!(index.add(&racing, &b, HOUR_MS));
+        assert!(racing.raced.get());
+        ready(&index, &host, HOUR_MS);
+        for slot in [a, other, b] {
+            assert_eq!(index.answer(&host, &slot, HOUR_MS), Answer::Maybe);
+        }
     }
 
     #[test]
