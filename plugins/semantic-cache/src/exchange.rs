@@ -259,12 +259,16 @@ impl Filter {
     fn start(&mut self, body: &[u8]) -> Action {
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
-        let semantic =
-            |model: &str| (config.policy(&self.path, &self.host, model).mode == Mode::Semantic).then_some(config.embed);
-        let Some(request) = CacheRequest::parse(body, semantic, &shared.salt) else {
+        // The route's policy is resolved once, as soon as the model is read.
+        let mut resolved = None;
+        let semantic = |model: &str| {
+            let policy = config.policy(&self.path, &self.host, model);
+            resolved = Some(policy);
+            (policy.mode == Mode::Semantic).then_some(config.embed)
+        };
+        let (Some(request), Some(policy)) = (CacheRequest::parse(body, semantic, &shared.salt), resolved) else {
             return self.bypass(Bypass::Unreadable);
         };
-        let policy = config.policy(&self.path, &self.host, &request.model);
         if policy.mode == Mode::Off {
             return self.bypass(Bypass::Off);
         }
