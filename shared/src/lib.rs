@@ -1,8 +1,8 @@
 //! `sluice-shared`: what every Sluice plugin needs, in plain Rust.
 //!
-//! Everything here is host-independent and unit-tested natively and compiled to wasm. The one
-//! exception is [`proxy`] (feature `proxy`), the thin glue that implements the [`host`] traits on
-//! top of proxy-wasm hostcalls.
+//! Everything here is host-independent and unit-tested natively and compiled to wasm. The
+//! exceptions (feature `proxy`) are [`proxy`], the thin glue that implements the [`host`] traits
+//! on top of proxy-wasm hostcalls, and [`plugin`], the skeleton every module's glue is built on.
 //!
 //! Words, one per concept, in every crate:
 //! - **request**: what the client sent (or what we send a provider in its place);
@@ -18,6 +18,7 @@
 pub mod anthropic;
 pub mod api;
 pub mod backlog;
+pub mod body;
 pub mod callout;
 #[cfg(feature = "proxy")]
 pub mod census;
@@ -31,6 +32,8 @@ pub mod host;
 pub mod json;
 pub mod metrics;
 pub mod openai;
+#[cfg(feature = "proxy")]
+pub mod plugin;
 pub mod pricing;
 pub mod prompt;
 pub mod redis;

@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
-use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action as Flow;
 use sluice_shared::api::{clean_path, Api, Class};
 use sluice_shared::callout::{Callout, CalloutResponse};
@@ -19,6 +18,7 @@ use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::plugin;
 use sluice_shared::pricing::Price;
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
@@ -188,23 +188,21 @@ impl Request {
         Flow::Continue
     }
 
-    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        if self.phase != Phase::ReadingBody {
-            return Flow::Continue;
-        }
+    fn body_limit(&self) -> Option<usize> {
+        (self.phase == Phase::ReadingBody).then_some(self.settings.config.max_request_bytes)
+    }
+
+    /// A body the enforcer cannot read could hide its model and size: refused.
+    fn on_body_too_large(&mut self, limit: usize) -> Flow {
+        self.refuse(
+            ApiError::payload_too_large(format!("The request body exceeds {limit} bytes.")),
+            Refusal::BadRequest,
+            None,
+        )
+    }
+
+    fn on_request_body(&mut self, body: Vec<u8>, body_size: usize) -> Flow {
         self.body_size = body_size;
-        if body_size > self.settings.config.max_request_bytes {
-            let limit = self.settings.config.max_request_bytes;
-            return self.refuse(
-                ApiError::payload_too_large(format!("The request body exceeds {limit} bytes.")),
-                Refusal::BadRequest,
-                None,
-            );
-        }
-        if !end_of_stream {
-            return Flow::Pause; // buffer until the whole body is here
-        }
-        let body = proxy::request_body(body_size).unwrap_or_default();
         if self.api.is_some() && body_size > 0 {
             match sluice_shared::json::unique_members(&body).and_then(|()| prompt::summarize(&body)) {
                 Ok(summary) => self.model = summary.model,
@@ -932,19 +930,18 @@ impl Request {
     }
 }
 
-/// The proxy-wasm HTTP context: hands each event to the shared request state.
+/// The request's filter: hands each event to the shared request state.
 pub struct Filter {
     pub request: Rc<RefCell<Request>>,
 }
 
-impl Context for Filter {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        let response = proxy::callout_response(num_headers, body_size);
+impl plugin::Filter for Filter {
+    fn on_callout(&mut self, _token: u32, response: &CalloutResponse) {
         let mut request = self.request.borrow_mut();
         match request.phase {
-            Phase::LookingUpKey => request.on_key_reply(&response),
+            Phase::LookingUpKey => request.on_key_reply(response),
             Phase::Checking => {
-                if let AfterCheck::Resend = request.on_check_reply(&response) {
+                if let AfterCheck::Resend = request.on_check_reply(response) {
                     request.resend_check();
                 }
             }
@@ -952,29 +949,27 @@ impl Context for Filter {
         }
     }
 
-    fn on_done(&mut self) -> bool {
+    fn on_done(&mut self) {
         self.request.borrow_mut().on_done();
-        true
     }
-}
 
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Flow {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
         self.request.borrow_mut().on_request_headers(end_of_stream)
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Flow {
-        self.request.borrow_mut().on_request_body(body_size, end_of_stream)
+    fn body_limit(&self) -> Option<usize> {
+        self.request.borrow().body_limit()
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Flow {
-        let mut request = self.request.borrow_mut();
-        let size = request.body_size;
-        request.on_request_body(size, true)
+    fn on_body_too_large(&mut self, limit: usize) -> Flow {
+        self.request.borrow_mut().on_body_too_large(limit)
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Flow {
+    fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Flow {
+        self.request.borrow_mut().on_request_body(body, size)
+    }
+
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Flow {
         self.request.borrow_mut().on_answer_headers();
         Flow::Continue
     }

@@ -52,5 +52,5 @@ proxy_wasm::main! {{
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
 pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    Box::new(worker::Root::new(context_id))
+    sluice_shared::plugin::root::<worker::BudgetEnforcer>(context_id)
 }

@@ -5,10 +5,11 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::traits::HttpContext;
+use sluice_shared::callout::CalloutResponse;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::{self, MetricRegistry};
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::as_args;
 
@@ -23,22 +24,14 @@ use crate::state::{Settings, Waiter, NAME};
 /// This worker's state, with its requests.
 type State = crate::state::State<Request>;
 
-pub struct Root {
+/// The enforcer's per-worker side.
+pub struct BudgetEnforcer {
     context_id: u32,
     settings: Rc<Settings>,
     state: Rc<RefCell<State>>,
 }
 
-impl Root {
-    pub fn new(context_id: u32) -> Self {
-        let config = Config::default();
-        Root {
-            context_id,
-            state: Rc::new(RefCell::new(State::new(&config))),
-            settings: Rc::new(Settings::new(config, false)),
-        }
-    }
-
+impl BudgetEnforcer {
     /// Sends pending spend and the shared backlog, one call at a time.
     fn flush(&mut self) {
         let now = Host.now_ms();
@@ -62,7 +55,7 @@ impl Root {
         }
     }
 
-    fn on_charge_reply(&mut self, response: &sluice_shared::callout::CalloutResponse) {
+    fn on_charge_reply(&mut self, response: &CalloutResponse) {
         self.state.borrow_mut().charge_token = None;
         match self.settings.config.redis.reply(response) {
             Ok(_) => {
@@ -132,7 +125,7 @@ impl Root {
         let _ = proxy::switch_context(self.context_id);
     }
 
-    fn on_recheck_reply(&mut self, request: Rc<RefCell<Request>>, response: &sluice_shared::callout::CalloutResponse) {
+    fn on_recheck_reply(&mut self, request: Rc<RefCell<Request>>, response: &CalloutResponse) {
         let context_id = request.borrow().context_id();
         if proxy::switch_context(context_id) {
             request.borrow_mut().on_recheck_reply(response);
@@ -145,40 +138,23 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        let response = proxy::callout_response(num_headers, body_size);
-        if self.state.borrow().charge_token == Some(token) {
-            self.on_charge_reply(&response);
-            return;
-        }
-        let recheck = self.state.borrow_mut().rechecks.remove(&token);
-        if let Some(request) = recheck {
-            self.on_recheck_reply(request, &response);
+impl Module for BudgetEnforcer {
+    const NAME: &'static str = NAME;
+    type Config = Config;
+
+    fn new(context_id: u32) -> Self {
+        let config = Config::default();
+        BudgetEnforcer {
+            context_id,
+            state: Rc::new(RefCell::new(State::new(&config))),
+            settings: Rc::new(Settings::new(config, false)),
         }
     }
 
-    fn on_done(&mut self) -> bool {
-        // The worker is stopping: room it holds goes back, and what is not in Redis yet waits
-        // in shared data.
-        let mut state = self.state.borrow_mut();
-        let back = state.leases.release();
-        state.ledger.add(back);
-        if let Err(e) = state.ledger.park_all(&Host) {
-            log::error!("{NAME}: charges could not be saved at shutdown: {e:?}");
-        }
-        true
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         for encoding in &config.preload_encodings {
             encoding.preload();
         }
-        let tick = config.flush_interval_ms.min(config.queue.poll_interval_ms);
-        self.set_tick_period(Duration::from_millis(tick));
         log::info!(
             "{NAME}: configured; {} keys, {} limits, bridge `{}`, failure policy {:?}",
             config.keys.len(),
@@ -197,7 +173,18 @@ impl RootContext for Root {
             state.ledger.add(back);
         }
         self.settings = Rc::new(Settings::new(config, proxy::debug_enabled()));
-        true
+        Ok(())
+    }
+
+    fn filter(&self, context_id: u32) -> Box<dyn HttpContext> {
+        let request = Request::new(context_id, Rc::clone(&self.settings), Rc::clone(&self.state));
+        plugin::stream(Filter { request })
+    }
+
+    /// Spend goes to Redis, and queued requests are re-checked, on every tick.
+    fn tick(&self) -> Option<Duration> {
+        let config = &self.settings.config;
+        Some(Duration::from_millis(config.flush_interval_ms.min(config.queue.poll_interval_ms)))
     }
 
     fn on_tick(&mut self) {
@@ -214,12 +201,25 @@ impl RootContext for Root {
         }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn on_callout(&mut self, token: u32, response: &CalloutResponse) {
+        if self.state.borrow().charge_token == Some(token) {
+            self.on_charge_reply(response);
+            return;
+        }
+        let recheck = self.state.borrow_mut().rechecks.remove(&token);
+        if let Some(request) = recheck {
+            self.on_recheck_reply(request, response);
+        }
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let request = Request::new(context_id, Rc::clone(&self.settings), Rc::clone(&self.state));
-        Some(Box::new(Filter { request }))
+    fn on_stop(&mut self) {
+        // The worker is stopping: room it holds goes back, and what is not in Redis yet waits
+        // in shared data.
+        let mut state = self.state.borrow_mut();
+        let back = state.leases.release();
+        state.ledger.add(back);
+        if let Err(e) = state.ledger.park_all(&Host) {
+            log::error!("{NAME}: charges could not be saved at shutdown: {e:?}");
+        }
     }
 }

@@ -34,13 +34,14 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::openai::ChatCompletionRequest;
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
 
@@ -64,11 +65,11 @@ proxy_wasm::main! {{
 }}
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root(context_id: u32) -> Box<dyn RootContext> {
+    plugin::root::<ModelRewriter>(context_id)
 }
 
-struct Root {
+struct ModelRewriter {
     config: Rc<Config>,
     prices: Rc<PriceTable>,
     /// Request headers routing reads (`Config::routing_headers`).
@@ -77,36 +78,30 @@ struct Root {
     rng: Rc<Cell<u64>>,
 }
 
-impl Default for Root {
-    fn default() -> Self {
+impl Module for ModelRewriter {
+    const NAME: &'static str = NAME;
+    type Config = Config;
+
+    fn new(_root_context_id: u32) -> Self {
         let seed = RandomState::new().hash_one(0u8) | 1;
-        Root {
+        ModelRewriter {
             config: Rc::new(Config::default()),
             prices: Rc::new(PriceTable::with_overrides(&Default::default())),
             header_names: Rc::default(),
             rng: Rc::new(Cell::new(seed)),
         }
     }
-}
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         log::info!("{NAME}: configured; {} models, {} rules", config.models.len(), config.rules.len());
         self.header_names = Rc::new(config.routing_headers());
         self.prices = Rc::new(PriceTable::with_overrides(&config.prices));
         self.config = Rc::new(config);
-        true
+        Ok(())
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter {
+    fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
+        plugin::stream(Filter {
             config: Rc::clone(&self.config),
             prices: Rc::clone(&self.prices),
             tracked: None,
@@ -114,8 +109,7 @@ impl RootContext for Root {
             rng: Rc::clone(&self.rng),
             api: None,
             headers: Vec::new(),
-            buffered: 0,
-        }))
+        })
     }
 }
 
@@ -130,8 +124,6 @@ struct Filter {
     api: Option<Api>,
     /// The routing headers, read with the request headers.
     headers: Vec<(String, String)>,
-    /// Request body bytes buffered so far.
-    buffered: usize,
 }
 
 /// A request counted in its target's shared figures.
@@ -282,8 +274,8 @@ impl Filter {
     }
 }
 
-impl Context for Filter {
-    fn on_done(&mut self) -> bool {
+impl plugin::Filter for Filter {
+    fn on_done(&mut self) {
         // After every module's log: the token counter's counts are known.
         if let Some(tracked) = self.tracked.take() {
             let now = Host.now_ms();
@@ -295,12 +287,9 @@ impl Context for Filter {
                 stats::finished(s, tokens, now);
             });
         }
-        true
     }
-}
 
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         // Only the gateway sets its own headers: a client's are dropped, and the route Envoy
         // already matched with them forgotten.
         if GATEWAY_HEADERS.iter().any(|h| proxy::request_header(h).is_some()) {
@@ -327,34 +316,24 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.api.is_none() || self.config.models.is_empty() {
-            return Action::Continue;
-        }
-        self.buffered = body_size;
-        if body_size > self.config.max_request_bytes {
-            self.api = None;
-            proxy::send_error(&ApiError::payload_too_large(format!(
-                "The request body exceeds {} bytes.",
-                self.config.max_request_bytes
-            )));
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
-        }
-        let body = proxy::request_body(body_size).unwrap_or_default();
-        let action = self.steer(&body, body_size);
+    fn body_limit(&self) -> Option<usize> {
+        (self.api.is_some() && !self.config.models.is_empty()).then_some(self.config.max_request_bytes)
+    }
+
+    /// A body the rewriter cannot read cannot be routed: refused.
+    fn on_body_too_large(&mut self, limit: usize) -> Action {
+        self.api = None;
+        proxy::send_error(&ApiError::payload_too_large(format!("The request body exceeds {limit} bytes.")));
+        Action::Pause
+    }
+
+    fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Action {
+        let action = self.steer(&body, size);
         self.api = None;
         action
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        self.on_http_request_body(self.buffered, true)
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         if let Some(tracked) = self.tracked.as_mut() {
             let now = Host.now_ms();
             let status = proxy::response_status().unwrap_or(0);

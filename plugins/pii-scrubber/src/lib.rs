@@ -33,12 +33,13 @@ mod text_stream;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::metrics::{self, MetricRegistry};
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
 
@@ -61,8 +62,8 @@ proxy_wasm::main! {{
 }}
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root(context_id: u32) -> Box<dyn RootContext> {
+    plugin::root::<PiiScrubber>(context_id)
 }
 
 /// What every request of a configuration shares.
@@ -73,25 +74,22 @@ struct Shared {
     registry: RefCell<MetricRegistry>,
 }
 
-#[derive(Default)]
-struct Root {
+struct PiiScrubber {
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for Root {}
+impl Module for PiiScrubber {
+    const NAME: &'static str = NAME;
+    type Config = Config;
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn new(_root_context_id: u32) -> Self {
+        PiiScrubber { shared: None }
+    }
+
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         let built = Scrubber::new(&config)
             .and_then(|s| Ok((s, Guard::new(config.injection.heuristics, &config.injection.deny)?)));
-        let (scrubber, guard) = match built {
-            Ok(built) => built,
-            Err(e) => {
-                log::error!("{NAME}: invalid configuration: {e}");
-                return false;
-            }
-        };
+        let (scrubber, guard) = built.map_err(|e| e.to_string())?;
         if config.hash_salt_env.is_some() && config.salt().is_empty() {
             log::warn!("{NAME}: `hash_salt_env` is set but the variable is empty or not passed to the VM");
         }
@@ -104,23 +102,12 @@ impl RootContext for Root {
         );
         let registry = RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES));
         self.shared = Some(Rc::new(Shared { config, scrubber, guard, registry }));
-        true
+        Ok(())
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Filter {
-            shared,
-            api: None,
-            vault: Vault::default(),
-            answer: None,
-            tally: Tally::default(),
-            buffered: 0,
-        }))
+    fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
+        let Some(shared) = self.shared.clone() else { return plugin::unconfigured::<Self>() };
+        plugin::stream(Filter { shared, api: None, vault: Vault::default(), answer: None, tally: Tally::default() })
     }
 }
 
@@ -137,8 +124,6 @@ struct Filter {
     vault: Vault,
     answer: Option<Reading>,
     tally: Tally,
-    /// Request body bytes buffered so far.
-    buffered: usize,
 }
 
 impl Filter {
@@ -244,10 +229,8 @@ impl Filter {
     }
 }
 
-impl Context for Filter {}
-
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+impl plugin::Filter for Filter {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method").unwrap_or_default();
         let path = proxy::request_header_text(":path").unwrap_or_default();
         self.api = if method == "POST" && !end_of_stream { Api::from_path(&path) } else { None };
@@ -259,33 +242,25 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.api.is_none() {
-            return Action::Continue;
-        }
-        self.buffered = body_size;
-        if body_size > self.shared.config.max_request_bytes {
-            self.api = None;
-            proxy::send_error(&ApiError::payload_too_large(format!(
-                "The request body exceeds the {} bytes the PII scrubber scans.",
-                self.shared.config.max_request_bytes
-            )));
-            return Action::Pause;
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = proxy::request_body(body_size).unwrap_or_default();
+    fn body_limit(&self) -> Option<usize> {
+        self.api.map(|_| self.shared.config.max_request_bytes)
+    }
+
+    /// A body the scrubber cannot scan must not reach a provider: refused.
+    fn on_body_too_large(&mut self, limit: usize) -> Action {
         self.api = None;
-        self.scan_request(&body, body_size)
+        proxy::send_error(&ApiError::payload_too_large(format!(
+            "The request body exceeds the {limit} bytes the PII scrubber scans."
+        )));
+        Action::Pause
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        self.on_http_request_body(self.buffered, true)
+    fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Action {
+        self.api = None;
+        self.scan_request(&body, size)
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         let Some(Reading::Json(answer)) = self.answer.take() else { return Action::Continue };
         let content_type = proxy::response_header_text("content-type").unwrap_or_default().to_ascii_lowercase();
         let encoded =
@@ -305,7 +280,7 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(reading) = self.answer.take() else { return Action::Continue };
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;

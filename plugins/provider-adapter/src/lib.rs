@@ -27,12 +27,13 @@ mod config;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::types::Action;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
 use sluice_shared::host::{Clock, Properties};
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
 
@@ -53,22 +54,25 @@ proxy_wasm::main! {{
 }}
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root(context_id: u32) -> Box<dyn RootContext> {
+    plugin::root::<ProviderAdapter>(context_id)
 }
 
-#[derive(Default)]
-struct Root {
+struct ProviderAdapter {
     config: Rc<Config>,
     /// Each provider's credential, read once from config or environment.
     credentials: Rc<BTreeMap<String, String>>,
 }
 
-impl Context for Root {}
+impl Module for ProviderAdapter {
+    const NAME: &'static str = NAME;
+    type Config = Config;
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn new(_root_context_id: u32) -> Self {
+        ProviderAdapter { config: Rc::default(), credentials: Rc::default() }
+    }
+
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         let mut credentials = BTreeMap::new();
         let mut described = Vec::new();
         for (name, provider) in &config.providers {
@@ -90,15 +94,11 @@ impl RootContext for Root {
         log::info!("{NAME}: configured: {}", described.join(", "));
         self.credentials = Rc::new(credentials);
         self.config = Rc::new(config);
-        true
+        Ok(())
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter {
+    fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
+        plugin::stream(Filter {
             config: Rc::clone(&self.config),
             credentials: Rc::clone(&self.credentials),
             provider: None,
@@ -106,8 +106,7 @@ impl RootContext for Root {
             translating: false,
             include_usage: false,
             answer: Answer::Untouched,
-            buffered: 0,
-        }))
+        })
     }
 }
 
@@ -135,8 +134,6 @@ struct Filter {
     translating: bool,
     include_usage: bool,
     answer: Answer,
-    /// Request body bytes buffered so far.
-    buffered: usize,
 }
 
 impl Filter {
@@ -152,10 +149,8 @@ impl Filter {
     }
 }
 
-impl Context for Filter {}
-
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+impl plugin::Filter for Filter {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         // Default deny: a credential goes only with a request the gateway classified.
         let path = proxy::request_header_text(":path").unwrap_or_default();
         let method = proxy::request_header_text(":method").unwrap_or_default();
@@ -201,27 +196,24 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !self.read_body {
-            return Action::Continue;
-        }
-        self.buffered = body_size;
-        if body_size > self.config.max_request_bytes {
-            return self.fail(&ApiError::payload_too_large("The request body is too large to adapt for the provider."));
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
+    fn body_limit(&self) -> Option<usize> {
+        self.read_body.then_some(self.config.max_request_bytes)
+    }
+
+    /// A body that cannot be prepared must not reach the provider unprepared: refused.
+    fn on_body_too_large(&mut self, _limit: usize) -> Action {
+        self.fail(&ApiError::payload_too_large("The request body is too large to adapt for the provider."))
+    }
+
+    fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Action {
         self.read_body = false;
-        let (Some(name), body) = (self.provider.as_deref(), proxy::request_body(body_size).unwrap_or_default()) else {
-            return Action::Continue;
-        };
+        let Some(name) = self.provider.as_deref() else { return Action::Continue };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
         match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translating) {
             Ok(prepared) => {
                 self.include_usage = prepared.include_usage;
                 if let Some(bytes) = prepared.body {
-                    if !proxy::replace_request_body(body_size, &bytes) {
+                    if !proxy::replace_request_body(size, &bytes) {
                         log::warn!("{NAME}: could not replace the request body");
                     }
                 }
@@ -231,12 +223,7 @@ impl HttpContext for Filter {
         }
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        self.on_http_request_body(self.buffered, true)
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         if let Some(name) = &self.provider {
             proxy::set_response_header(chain::ANSWERED_BY, name);
         }
@@ -257,7 +244,7 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.answer {
             Answer::Untouched => Action::Continue,
             Answer::Json => {

@@ -7,12 +7,13 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::HttpContext;
+use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::callout::{Callout, CalloutResponse};
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::{as_args, RedisValue};
 use sluice_shared::sse::SseParser;
@@ -64,14 +65,14 @@ impl Shared {
     }
 }
 
-#[derive(Default)]
-pub struct Root {
+/// The cache's per-worker side.
+pub struct SemanticCache {
     shared: Option<Rc<Shared>>,
     /// This worker's copying of the exact index from Redis.
     sync: Sync,
 }
 
-impl Root {
+impl SemanticCache {
     /// Asks Redis for the index pages changed since the last copy.
     fn sync_index(&mut self) {
         let Some(shared) = self.shared.clone() else { return };
@@ -89,31 +90,15 @@ impl Root {
     }
 }
 
-impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        let Some(shared) = self.shared.clone() else { return };
-        let Some(index) = &shared.index else { return };
-        let response = proxy::callout_response(num_headers, body_size);
-        let copied = match shared.config.redis.reply(&response) {
-            Ok(reply) => self.sync.absorb(index, &Host, &reply, Host.now_ms()),
-            Err(e) => {
-                log::debug!("{NAME}: index copy failed: {e}");
-                self.sync.failed();
-                return;
-            }
-        };
-        match copied {
-            // More pages changed than one reply holds: go on at once.
-            Some(false) => self.sync_index(),
-            Some(true) => {}
-            None => log::warn!("{NAME}: unreadable reply from the index copy script"),
-        }
-    }
-}
+impl Module for SemanticCache {
+    const NAME: &'static str = NAME;
+    type Config = Config;
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn new(_root_context_id: u32) -> Self {
+        SemanticCache { shared: None, sync: Sync::default() }
+    }
+
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         if config.embedding.api_key_env.is_some() && config.embedding_key().is_none() {
             log::warn!("{NAME}: `embedding.api_key_env` is set but the variable is empty or not passed to the VM");
         }
@@ -129,9 +114,6 @@ impl RootContext for Root {
         let embedding_key = config.embedding_key();
         let index = config.exact_index.enabled.then(|| Index::new(&config.exact_index));
         self.sync = Sync::default();
-        if let Some(index) = &index {
-            self.set_tick_period(std::time::Duration::from_millis(index.sync_ms()));
-        }
         self.shared = Some(Rc::new(Shared {
             config,
             scripts: Scripts::default(),
@@ -142,20 +124,42 @@ impl RootContext for Root {
             planes: RefCell::new(None),
             index,
         }));
-        true
+        Ok(())
+    }
+
+    fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
+        let Some(shared) = self.shared.clone() else { return plugin::unconfigured::<Self>() };
+        plugin::stream(Filter::new(shared))
+    }
+
+    /// The exact index is copied from Redis on every tick.
+    fn tick(&self) -> Option<std::time::Duration> {
+        let index = self.shared.as_ref()?.index.as_ref()?;
+        Some(std::time::Duration::from_millis(index.sync_ms()))
     }
 
     fn on_tick(&mut self) {
         self.sync_index();
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Filter::new(shared)))
+    /// The exact index's copy from Redis.
+    fn on_callout(&mut self, _token: u32, response: &CalloutResponse) {
+        let Some(shared) = self.shared.clone() else { return };
+        let Some(index) = &shared.index else { return };
+        let copied = match shared.config.redis.reply(response) {
+            Ok(reply) => self.sync.absorb(index, &Host, &reply, Host.now_ms()),
+            Err(e) => {
+                log::debug!("{NAME}: index copy failed: {e}");
+                self.sync.failed();
+                return;
+            }
+        };
+        match copied {
+            // More pages changed than one reply holds: go on at once.
+            Some(false) => self.sync_index(),
+            Some(true) => {}
+            None => log::warn!("{NAME}: unreadable reply from the index copy script"),
+        }
     }
 }
 
@@ -208,8 +212,6 @@ struct Filter {
     /// Whether a successful answer is to be stored.
     store: bool,
     collecting: Option<Collecting>,
-    /// Request body bytes buffered so far.
-    buffered: usize,
 }
 
 impl Filter {
@@ -230,7 +232,6 @@ impl Filter {
             encoded: None,
             store: false,
             collecting: None,
-            buffered: 0,
         }
     }
 
@@ -520,22 +521,19 @@ impl Filter {
     }
 }
 
-impl Context for Filter {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        let response = proxy::callout_response(num_headers, body_size);
+impl plugin::Filter for Filter {
+    fn on_callout(&mut self, _token: u32, response: &CalloutResponse) {
         let action = match self.phase {
-            Phase::ExactLookup => self.on_exact(&response),
-            Phase::Embedding => self.on_embedding(&response),
-            Phase::Searching { resent } => self.on_search(&response, resent),
-            Phase::Storing => return self.on_stored(&response),
+            Phase::ExactLookup => self.on_exact(response),
+            Phase::Embedding => self.on_embedding(response),
+            Phase::Searching { resent } => self.on_search(response, resent),
+            Phase::Storing => return self.on_stored(response),
             Phase::Idle | Phase::ReadingBody | Phase::Served => return,
         };
         self.resume_after(action);
     }
-}
 
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method").unwrap_or_default();
         self.path = proxy::request_header_text(":path").unwrap_or_default();
         let api = if method == "POST" { Api::from_path(&self.path) } else { None };
@@ -551,27 +549,20 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.phase != Phase::ReadingBody {
-            return Action::Continue;
-        }
-        self.buffered = body_size;
-        if body_size > self.shared.config.max_request_bytes {
-            return self.bypass(Bypass::TooLarge);
-        }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = proxy::request_body(body_size).unwrap_or_default();
+    fn body_limit(&self) -> Option<usize> {
+        (self.phase == Phase::ReadingBody).then_some(self.shared.config.max_request_bytes)
+    }
+
+    /// The cache is no gate: a body too large to look up goes to the provider.
+    fn on_body_too_large(&mut self, _limit: usize) -> Action {
+        self.bypass(Bypass::TooLarge)
+    }
+
+    fn on_request_body(&mut self, body: Vec<u8>, _size: usize) -> Action {
         self.start(&body)
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        self.on_http_request_body(self.buffered, true)
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, _end_of_stream: bool) -> Action {
         if self.phase == Phase::Served {
             return Action::Continue;
         }
@@ -601,7 +592,7 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(mut collecting) = self.collecting.take() else { return Action::Continue };
         let chunk = proxy::response_body(body_size).unwrap_or_default();
         let max = self.shared.config.max_entry_bytes;

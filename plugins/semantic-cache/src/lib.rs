@@ -49,6 +49,6 @@ proxy_wasm::main! {{
 }}
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(_context_id: u32) -> Box<dyn RootContext> {
-    Box::<exchange::Root>::default()
+pub fn root(context_id: u32) -> Box<dyn RootContext> {
+    sluice_shared::plugin::root::<exchange::SemanticCache>(context_id)
 }

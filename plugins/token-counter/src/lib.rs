@@ -22,12 +22,13 @@ mod stream_usage;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::types::Action;
 use sluice_shared::chain;
 use sluice_shared::facts;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
+use sluice_shared::plugin::{self, Module};
 use sluice_shared::pricing::PriceTable;
 use sluice_shared::proxy::{self, Host};
 
@@ -43,8 +44,8 @@ proxy_wasm::main! {{
 }}
 
 /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(_context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root::default())
+pub fn root(context_id: u32) -> Box<dyn RootContext> {
+    plugin::root::<TokenCounter>(context_id)
 }
 
 /// Per-VM state: the configuration and the metric ids, shared by every request of this worker.
@@ -55,15 +56,18 @@ struct Settings {
     debug_logging: bool,
 }
 
-struct Root {
+struct TokenCounter {
     settings: Rc<Settings>,
     registry: Rc<RefCell<MetricRegistry>>,
 }
 
-impl Default for Root {
-    fn default() -> Self {
+impl Module for TokenCounter {
+    const NAME: &'static str = NAME;
+    type Config = Config;
+
+    fn new(_root_context_id: u32) -> Self {
         let config = Config::default();
-        Root {
+        TokenCounter {
             registry: Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values))),
             settings: Rc::new(Settings {
                 prices: PriceTable::with_overrides(&config.prices),
@@ -72,13 +76,8 @@ impl Default for Root {
             }),
         }
     }
-}
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = proxy::load_config::<Config>(NAME) else { return false };
+    fn configure(&mut self, config: Config) -> Result<(), String> {
         let started = Host.now_ms();
         for encoding in &config.preload_encodings {
             encoding.preload();
@@ -92,21 +91,16 @@ impl RootContext for Root {
         self.registry = Rc::new(RefCell::new(MetricRegistry::new(config.max_label_values)));
         let debug_logging = proxy::debug_enabled();
         self.settings = Rc::new(Settings { prices: PriceTable::with_overrides(&config.prices), config, debug_logging });
-        true
+        Ok(())
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter {
+    fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
+        plugin::stream(Filter {
             settings: Rc::clone(&self.settings),
             registry: Rc::clone(&self.registry),
             exchange: None,
-            request_read: false,
-            buffered: 0,
-        }))
+            compressed: false,
+        })
     }
 }
 
@@ -128,9 +122,8 @@ struct Filter {
     settings: Rc<Settings>,
     registry: Rc<RefCell<MetricRegistry>>,
     exchange: Option<Exchange>,
-    request_read: bool,
-    /// Request body bytes buffered so far.
-    buffered: usize,
+    /// The request body is compressed: it is not read.
+    compressed: bool,
 }
 
 impl Filter {
@@ -175,10 +168,8 @@ impl Filter {
     }
 }
 
-impl Context for Filter {}
-
-impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+impl plugin::Filter for Filter {
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let method = proxy::request_header_text(":method");
         let path = proxy::request_header_text(":path");
         let mut exchange = Exchange::start(method.as_deref(), path.as_deref(), Host.now_ms());
@@ -186,7 +177,7 @@ impl HttpContext for Filter {
             let encoding = proxy::request_header_text("content-encoding").unwrap_or_default();
             if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
                 exchange.skip_request("compressed_request");
-                self.request_read = true;
+                self.compressed = true;
             } else if !end_of_stream && exchange.may_rewrite_request(self.config()) {
                 // Headers go upstream before the body is read: a body we may rewrite cannot
                 // keep its length.
@@ -197,41 +188,34 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let max_request_bytes = self.config().max_request_bytes;
-        let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
-        if exchange.api().is_none() || self.request_read {
-            return Action::Continue;
-        }
-        self.buffered = body_size;
-        if body_size > max_request_bytes {
+    fn body_limit(&self) -> Option<usize> {
+        let reads = self.exchange.as_ref().is_some_and(|e| e.api().is_some()) && !self.compressed;
+        reads.then_some(self.config().max_request_bytes)
+    }
+
+    /// The counter is no gate: a body it cannot read passes, counted as a passthrough.
+    fn on_body_too_large(&mut self, _limit: usize) -> Action {
+        if let Some(exchange) = self.exchange.as_mut() {
             exchange.skip_request("too_large_request");
-            self.request_read = true;
-            return Action::Continue;
         }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
-        }
-        self.request_read = true;
-        let body = proxy::request_body(body_size).unwrap_or_default();
+        Action::Continue
+    }
+
+    fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Action {
+        let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         let decision = exchange.on_request_body(body, report::published_estimate(&Host), &self.settings.config);
         if let Some(summary) = &decision.summary {
             report::publish_request(&Host, summary, decision.estimate);
         }
         if let Some(new_body) = decision.new_body {
-            if !proxy::replace_request_body(body_size, &new_body) {
+            if !proxy::replace_request_body(size, &new_body) {
                 log::warn!("{NAME}: could not rewrite the request body; usage may be counted");
             }
         }
         Action::Continue
     }
 
-    /// A request with trailers ends here, not in a body chunk: what is buffered is the whole body.
-    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-        self.on_http_request_body(self.buffered, true)
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
         let status = proxy::response_status();
         let content_type = proxy::response_header_text("content-type");
         let content_encoding = proxy::response_header_text("content-encoding");
@@ -256,7 +240,7 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(exchange) = self.exchange.as_mut() else { return Action::Continue };
         let chunk = if exchange.reads_answer() && body_size > 0 { proxy::response_body(body_size) } else { None };
         exchange.on_answer_chunk(chunk.as_deref().unwrap_or_default(), body_size, &Host, &self.settings.config);
@@ -266,7 +250,7 @@ impl HttpContext for Filter {
         Action::Continue
     }
 
-    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+    fn on_response_trailers(&mut self) -> Action {
         self.finish(End::Trailers);
         Action::Continue
     }
