@@ -27,6 +27,7 @@ CONFIG = {
     "models": {
         "chat-quality": CHAIN,
         "chat-direct": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
+        "claude-direct": {"targets": [{"provider": "anthropic", "model": FALLBACK, "cluster": "provider_anthropic"}]},
     },
     "unknown_models": "pass",
 }
@@ -253,3 +254,50 @@ def test_azure_openai_deployment_path_and_api_key_header(tmp_path):
         assert headers["api-key"] == OPENAI_SECRET and "authorization" not in headers
         assert headers["host"] == "example.openai.azure.com"
         assert s.vm_failures() == []
+
+
+# A minimal request of each API, and whether an OpenAI-schema and an Anthropic-schema provider
+# take it (natively, or translated by the provider adapter).
+API_REQUESTS = {
+    CHAT: ({"messages": [{"role": "user", "content": "Hi"}]}, True, True),
+    "/v1/completions": ({"prompt": "Hi"}, True, False),
+    "/v1/embeddings": ({"input": "Hi"}, True, False),
+    "/v1/responses": ({"input": "Hi"}, True, False),
+    "/v1/messages": ({"max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}, False, True),
+}
+
+
+@pytest.mark.parametrize("path", list(API_REQUESTS))
+@pytest.mark.parametrize("model,provider", [("chat-direct", "openai"), ("claude-direct", "anthropic")])
+def test_every_api_reaches_only_a_provider_that_takes_it(gateway, path, model, provider):
+    """A request is sent in its provider's schema or refused: never in the wrong one (an
+    Anthropic Messages request to an OpenAI provider at /v1/messages, a Responses request to
+    Anthropic at /v1/responses)."""
+    body, by_openai, by_anthropic = API_REQUESTS[path]
+    taken = by_openai if provider == "openai" else by_anthropic
+    since = time.time()
+    r = post(gateway, {"model": model, **body}, path=path)
+    sent = attempts(gateway, since)
+    if taken:
+        assert r.status_code == 200, r.text
+        assert r.headers["x-sluice-provider"] == provider
+        [(sent_path, headers, _)] = sent
+        assert sent_path == ("/v1/messages" if provider == "anthropic" else path)
+        assert_credentials(sent_path, headers)
+    else:
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", "unsupported_api"), error
+        assert f"`{provider}`" in error["message"]
+        assert sent == []
+
+
+def test_a_fallback_that_cannot_take_the_request_is_refused_not_sent(gateway):
+    """The chain's Anthropic fallback takes no Responses API request: when the OpenAI primary
+    fails, the client gets a clear error and nothing goes to Anthropic."""
+    since = time.time()
+    r = post(gateway, {"model": "chat-quality", "input": "Hi"}, path="/v1/responses",
+             headers={"x-mock-fail-model": f"{PRIMARY}=503"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "unsupported_api"
+    assert [p for p, _, _ in attempts(gateway, since)] == ["/v1/responses"]

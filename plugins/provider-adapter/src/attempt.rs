@@ -62,10 +62,46 @@ pub struct Plan {
 
 /// What an attempt sees of its request.
 pub struct Seen<'a> {
+    pub method: &'a str,
     pub path: &'a str,
     /// An earlier attempt changed this chat request's path.
     pub marked_chat: bool,
     pub has_body: bool,
+}
+
+impl Seen<'_> {
+    /// The API the client's request speaks, also when an earlier attempt changed its path.
+    pub fn api(&self) -> Option<Api> {
+        if self.marked_chat {
+            return Some(Api::ChatCompletions);
+        }
+        Class::of(self.method, self.path).api()
+    }
+}
+
+/// The APIs a provider of `schema` takes from this adapter: natively, or translated here.
+pub fn takes(schema: Schema) -> &'static [Api] {
+    match schema {
+        Schema::Openai => &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses],
+        Schema::Anthropic => &[Api::ChatCompletions, Api::AnthropicMessages],
+    }
+}
+
+/// Why an attempt must not go out: its request speaks an API its provider does not take, and
+/// a request is never sent in the wrong schema. `None` for every other request (the model
+/// list, passthrough paths).
+pub fn unspoken(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Option<String> {
+    let api = seen.api()?;
+    let taken = takes(provider.schema);
+    if taken.contains(&api) {
+        return None;
+    }
+    let names: Vec<&str> = taken.iter().map(|a| a.name()).collect();
+    Some(format!(
+        "This request's route reaches provider `{provider_name}`, which does not take `{}` requests (it takes: {}).",
+        api.name(),
+        names.join(", ")
+    ))
 }
 
 /// Plans an attempt to `provider`, whose credential is `credential`.
@@ -184,7 +220,48 @@ mod tests {
         "anthropic": {"schema": "anthropic", "api_key": "sk-a"}}}"#;
 
     fn seen(path: &str, marked_chat: bool) -> Seen<'_> {
-        Seen { path, marked_chat, has_body: true }
+        Seen { method: "POST", path, marked_chat, has_body: true }
+    }
+
+    #[test]
+    fn every_api_reaches_only_a_provider_that_takes_it() {
+        let chain = config(CHAIN);
+        let (openai, anthropic) = (&chain.providers["openai"], &chain.providers["anthropic"]);
+        // (path, taken by an OpenAI-schema provider, taken by an Anthropic-schema provider)
+        let cases = [
+            ("/v1/chat/completions", true, true),
+            ("/v1/completions", true, false),
+            ("/v1/embeddings", true, false),
+            ("/v1/responses", true, false),
+            ("/v1/messages", false, true),
+            ("/openai/deployments/d/chat/completions?api-version=2024-10-21", true, true),
+        ];
+        for (path, by_openai, by_anthropic) in cases {
+            let seen = seen(path, false);
+            assert_eq!(unspoken("openai", openai, &seen).is_none(), by_openai, "{path} to openai");
+            assert_eq!(unspoken("anthropic", anthropic, &seen).is_none(), by_anthropic, "{path} to anthropic");
+        }
+        let why = unspoken("anthropic", anthropic, &seen("/v1/responses", false)).unwrap();
+        assert!(why.contains("`anthropic`") && why.contains("`responses`") && why.contains("messages"), "{why}");
+    }
+
+    #[test]
+    fn a_chat_request_an_earlier_attempt_sent_to_anthropic_still_reaches_openai() {
+        let chain = config(CHAIN);
+        let seen = seen("/v1/messages", true);
+        assert_eq!(seen.api(), Some(Api::ChatCompletions));
+        assert_eq!(unspoken("openai", &chain.providers["openai"], &seen), None);
+    }
+
+    #[test]
+    fn requests_that_are_no_api_call_are_not_refused_for_their_schema() {
+        let chain = config(CHAIN);
+        let models = Seen { method: "GET", path: "/v1/models", marked_chat: false, has_body: false };
+        let files = Seen { method: "POST", path: "/v1/files", marked_chat: false, has_body: true };
+        for provider in chain.providers.values() {
+            assert_eq!(unspoken("p", provider, &models), None);
+            assert_eq!(unspoken("p", provider, &files), None);
+        }
     }
 
     #[test]

@@ -175,7 +175,10 @@ impl plugin::Filter for Filter {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let seen = Seen { path: &path, marked_chat, has_body: !end_of_stream };
+        let seen = Seen { method: &method, path: &path, marked_chat, has_body: !end_of_stream };
+        if let Some(why) = attempt::unspoken(name, provider, &seen) {
+            return self.fail(&ApiError::bad_request(why).with_code("unsupported_api").with_param("model"));
+        }
         let credential = self.credentials.get(name).map(String::as_str);
         let plan = attempt::plan(&self.config, provider, credential, &seen);
         for header in &plan.remove {
