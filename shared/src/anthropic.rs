@@ -1,9 +1,11 @@
-//! Anthropic Messages wire types: request, answer and stream events, tolerant of unknown fields.
+//! Anthropic Messages wire types: request, answer and stream events, tolerant of unknown fields
+//! (and of optional settings of the wrong type, which read as absent). Fields that are `None`
+//! are not written.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::openai::lenient_count;
+use crate::openai::{lenient, lenient_count};
 
 /// A string, or an array of content blocks (`text`, `image`, `tool_use`, `tool_result`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,12 +29,44 @@ pub struct Block {
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// `tool_use`: the call's id and tool.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub name: Option<String>,
     /// `tool_use` input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
+    /// `tool_result`: the call it answers, and whether the tool failed.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub tool_use_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub is_error: Option<bool>,
     /// `tool_result` content (a string or blocks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Value>,
+    /// `image`: where its bytes are.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub source: Option<ImageSource>,
+    /// `thinking`: the reasoning text and Anthropic's signature of it.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub thinking: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub signature: Option<String>,
+}
+
+/// An image's `source`: `{"type": "base64", "media_type", "data"}` or `{"type": "url", "url"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageSource {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Blocks {
@@ -80,35 +114,120 @@ pub struct Message {
 #[serde(default)]
 pub struct MessagesRequest {
     pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub system: Option<Blocks>,
     pub messages: Vec<Message>,
+    /// Tool definitions, kept as sent (their size counts as prompt); [`Tool`] reads one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub stop_sequences: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub metadata: Option<Metadata>,
+    /// Extended thinking: `{"type": "enabled", "budget_tokens": N}`.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub thinking: Option<Thinking>,
+    /// Effort and structured output.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub output_config: Option<OutputConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputConfig {
+    /// `low`, `medium`, `high`, `xhigh`, `max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+}
+
+/// `{"type": "json_schema", "schema": {...}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: Value,
+}
+
+/// A tool definition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tool {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub input_schema: Value,
+}
+
+/// `tool_choice`: `{"type": "auto" | "any" | "none"}` or `{"type": "tool", "name"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Thinking {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
 }
 
 /// Anthropic `usage`. `input_tokens` excludes cache reads and cache writes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
-    #[serde(deserialize_with = "lenient_count")]
+    #[serde(deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
-    #[serde(deserialize_with = "lenient_count")]
+    #[serde(deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
-    #[serde(deserialize_with = "lenient_count")]
+    #[serde(deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
     pub cache_read_input_tokens: Option<u64>,
-    #[serde(deserialize_with = "lenient_count")]
+    #[serde(deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
     pub cache_creation_input_tokens: Option<u64>,
 }
 
-/// A Messages answer: the fields Sluice reads.
+/// A Messages answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MessagesAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// `message`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub content: Vec<Block>,
     pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
@@ -118,20 +237,56 @@ pub struct MessagesAnswer {
 pub struct StreamEvent {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<MessagesAnswer>,
+    /// `content_block_*`: which block of the answer.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub content_block: Option<Block>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<StreamDelta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// `error` events.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub error: Option<ErrorBody>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamDelta {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub partial_json: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
+}
+
+/// An error answer: `{"type": "error", "error": {"type", "message"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorAnswer {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -159,6 +159,13 @@ impl Api {
         }
     }
 
+    /// The API of a [`Api::name`].
+    pub fn from_name(name: &str) -> Option<Api> {
+        [Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
+            .into_iter()
+            .find(|api| api.name() == name)
+    }
+
     /// The provider family assumed when no routing module said otherwise.
     pub fn default_provider(self) -> &'static str {
         match self.schema() {

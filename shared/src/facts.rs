@@ -62,9 +62,10 @@ pub const ROUTE_MODEL: Fact = Fact("sluice.route.model");
 pub const ROUTE_LOGICAL: Fact = Fact("sluice.route.logical");
 /// The rule that picked the logical model (absent when the client named it).
 pub const ROUTE_RULE: Fact = Fact("sluice.route.rule");
-/// `true` once a provider adapter sent this chat request to another path (an Anthropic
-/// attempt): later attempts of the request (retries, fallbacks) still treat it as chat.
-pub const ATTEMPT_CHAT: Fact = Fact("sluice.attempt.chat");
+/// The client's API (`chat_completions`, `messages`, ...), set once a provider adapter sent
+/// the request to another path (a translated attempt): later attempts of the request
+/// (retries, fallbacks) still know what the client sent.
+pub const ATTEMPT_API: Fact = Fact("sluice.attempt.api");
 /// Cheaper model the budget enforcer asks for because a limit with `action: downgrade` is
 /// spent (the model rewriter routes it; the enforcer also rewrites the request's `model`).
 pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");

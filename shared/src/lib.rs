@@ -40,6 +40,7 @@ pub mod redis;
 pub mod sse;
 pub mod stream_tally;
 pub mod tokenizer;
+pub mod translate;
 pub mod usage;
 pub mod window;
 

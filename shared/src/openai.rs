@@ -1,7 +1,10 @@
 //! OpenAI wire types: chat completions, completions, embeddings and responses, requests and
 //! answers, JSON and stream chunks. Unknown fields are ignored and absent ones default, so newer
-//! provider versions and OpenAI-compatible servers (vLLM, NIM, Groq, Azure) parse.
+//! provider versions and OpenAI-compatible servers (vLLM, NIM, Groq, Azure) parse; an optional
+//! setting of the wrong type reads as absent ([`lenient`]). Fields that are `None` are not
+//! written, so a request or answer written from these types has only what it was given.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -28,6 +31,17 @@ pub struct ContentPart {
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// `image_url` parts: a URL or a `data:<media type>;base64,<data>` URL.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Content {
@@ -50,11 +64,22 @@ pub struct ChatMessage {
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// `tool` messages: the call this is the result of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Reasoning text some OpenAI-compatible servers return (vLLM, DeepSeek).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ToolCall {
+    /// Stream deltas: which tool call of the answer this piece belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
@@ -83,11 +108,103 @@ pub struct StreamOptions {
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    /// Tool and legacy function definitions: only their size matters to Sluice so far.
+    /// Tool definitions, kept as sent (their size counts as prompt); [`FunctionTool`] reads one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub functions: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub max_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub stop: Option<Stop>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub response_format: Option<ResponseFormat>,
+    /// Reasoning models: `minimal`, `low`, `medium`, `high`, ...
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub reasoning_effort: Option<String>,
+}
+
+/// A tool definition: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDefinition,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionDefinition {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// `tool_choice`: `"auto"`, `"none"`, `"required"`, or one function by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(String),
+    Function(NamedFunction),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamedFunction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionName,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionName {
+    pub name: String,
+}
+
+/// `stop`: one sequence or several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with its schema.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<JsonSchema>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JsonSchema {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// A legacy prompt or an embeddings input: a string, strings, or token arrays.
@@ -125,15 +242,144 @@ pub struct EmbeddingsRequest {
     pub input: TextOrTokens,
 }
 
-/// `POST /v1/responses` request. `input` is a string or a list of items of many kinds.
+/// `POST /v1/responses` request. `input` is a string or a list of items of many kinds, kept as
+/// sent ([`ResponsesItem`] reads one).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResponsesRequest {
     pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub instructions: Option<String>,
     pub input: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// Tool definitions, kept as sent; [`ResponsesTool`] reads one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub tool_choice: Option<ResponsesToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub text: Option<ResponsesText>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub reasoning: Option<ResponsesReasoning>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub user: Option<String>,
+    /// State kept by OpenAI: a conversation to continue, or a response to run later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_response_id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background: Option<Value>,
+}
+
+/// One `input` item: a message (`role`, `content`), a `function_call` or a
+/// `function_call_output`, or `reasoning`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesItem {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A message's text, or its parts.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub content: Option<ResponsesContent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// A `function_call_output`'s result: text, or parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// A `reasoning` item's summary parts.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub summary: Option<Vec<ResponsesPart>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResponsesContent {
+    Text(String),
+    Parts(Vec<ResponsesPart>),
+}
+
+/// `input_text`, `input_image`, `output_text`, `summary_text`, `refusal` parts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// `input_image`: a URL or a data URL.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub image_url: Option<String>,
+    /// `output_text`: always a list when written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Value>>,
+}
+
+/// A tool definition: `{"type": "function", "name", "description", "parameters"}` (or a
+/// built-in tool, which has no function).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+/// `tool_choice`: `"auto"`, `"none"`, `"required"`, or `{"type": "function", "name"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResponsesToolChoice {
+    Mode(String),
+    Function { name: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesText {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<ResponsesFormat>,
+}
+
+/// `{"type": "text" | "json_object" | "json_schema", "name", "schema"}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResponsesReasoning {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
 }
 
 /// OpenAI `usage`, as in chat completions, completions and embeddings.
@@ -146,7 +392,9 @@ pub struct Usage {
     pub completion_tokens: Option<u64>,
     #[serde(deserialize_with = "lenient_count")]
     pub total_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
@@ -172,6 +420,8 @@ pub struct ResponsesUsage {
     pub input_tokens: Option<u64>,
     #[serde(deserialize_with = "lenient_count")]
     pub output_tokens: Option<u64>,
+    #[serde(deserialize_with = "lenient_count", skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
     pub input_tokens_details: Option<PromptTokensDetails>,
     pub output_tokens_details: Option<CompletionTokensDetails>,
 }
@@ -180,9 +430,16 @@ pub struct ResponsesUsage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CompletionAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub created: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub choices: Vec<Choice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
@@ -191,8 +448,10 @@ pub struct CompletionAnswer {
 pub struct Choice {
     pub index: Option<u32>,
     /// Chat completions.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<ChatMessage>,
     /// Legacy completions.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     pub finish_reason: Option<String>,
 }
@@ -201,8 +460,16 @@ pub struct Choice {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CompletionChunk {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub created: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
@@ -210,27 +477,81 @@ pub struct CompletionChunk {
 #[serde(default)]
 pub struct ChunkChoice {
     pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
     /// Legacy completions stream text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub finish_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Reasoning text streamed by some OpenAI-compatible servers (vLLM, DeepSeek).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
 }
 
-/// A Responses API answer.
+/// An error answer: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorAnswer {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorBody {
+    #[serde(deserialize_with = "lenient")]
+    pub message: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient")]
+    pub kind: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub param: Option<String>,
+    /// A string from OpenAI, a number from some compatible servers.
+    pub code: Option<Value>,
+}
+
+/// A Responses API answer (`object: "response"`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResponsesAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub created_at: Option<u64>,
+    /// `in_progress`, `completed`, `incomplete`, `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     pub model: Option<String>,
+    /// Always a list when written (clients index into it). Unreadable items read as none: the
+    /// usage beside them still counts.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub output: Option<Vec<ResponsesItem>>,
     pub usage: Option<ResponsesUsage>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub incomplete_details: Option<IncompleteDetails>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IncompleteDetails {
+    /// `max_output_tokens` or `content_filter`.
+    pub reason: Option<String>,
 }
 
 /// A Responses API stream event (`response.output_text.delta`, `response.completed`, ...).
@@ -239,8 +560,38 @@ pub struct ResponsesAnswer {
 pub struct ResponsesEvent {
     #[serde(rename = "type")]
     pub kind: String,
-    pub delta: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub sequence_number: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<ResponsesAnswer>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub output_index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub content_index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub item: Option<ResponsesItem>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub part: Option<ResponsesPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
+    /// `*.done` events: the whole text or arguments.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub arguments: Option<String>,
+    /// `error` events.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub code: Option<String>,
+}
+
+/// An optional field of the wrong type reads as absent instead of failing the document.
+pub fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    let value = Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// Token counts arrive as integers, but some servers send floats or numeric strings; a count

@@ -7,6 +7,9 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-slow-model: m=300    wait 300 ms more when the request's model is m (routing tests)
   x-mock-fail-model: m=503    answer with this status when the request's model is m (fallback tests)
   x-mock-text: ...            the generated text, percent-decoded (default: "The capital of France is Paris.")
+  x-mock-tool-calls: [...]    percent-encoded JSON list of {"name", "arguments": {...}}: the answer calls
+                              these tools after its text (chat and messages, JSON and streams; streamed
+                              arguments come in pieces of x-mock-piece-chars, default 8)
   x-mock-usage: off           leave usage out (JSON and streams)
   x-mock-prompt-tokens: 17    usage numbers to report (defaults: 21 prompt, 7 completion, 0 cached)
   x-mock-completion-tokens: 5
@@ -69,6 +72,15 @@ def usage_numbers(request):
 # Characters per stream piece, when a request asks for fixed-size pieces (per request: a
 # context variable is local to the handler's task).
 PIECE_CHARS = contextvars.ContextVar("piece_chars", default=0)
+# The tool calls a request scripted (`x-mock-tool-calls`).
+TOOL_CALLS = contextvars.ContextVar("tool_calls", default=())
+
+
+def argument_pieces(arguments):
+    """A tool call's arguments as JSON text, in stream pieces."""
+    text = json.dumps(arguments, separators=(",", ":"))
+    size = PIECE_CHARS.get() or 8
+    return [text[i:i + size] for i in range(0, len(text), size)]
 
 
 def words(text):
@@ -105,12 +117,18 @@ def openai_usage(u):
 
 
 def chat_answer(model, text, usage):
+    message = {"role": "assistant", "content": text or None}
+    calls = TOOL_CALLS.get()
+    if calls:
+        message["tool_calls"] = [{"id": f"call_mock_{i}", "type": "function", "function": {
+            "name": c["name"], "arguments": json.dumps(c["arguments"], separators=(",", ":"))}}
+            for i, c in enumerate(calls)]
     body = {
         "id": "chatcmpl-mock",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}],
     }
     if usage:
         body["usage"] = openai_usage(usage)
@@ -121,9 +139,18 @@ def chat_stream(model, text, usage):
     created = int(time.time())
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": created, "model": model}
     out = [sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
-    for piece in words(text):
+    for piece in words(text) if text else []:
         out.append(sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
-    out.append(sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    calls = TOOL_CALLS.get()
+    for i, call in enumerate(calls):
+        start = {"index": i, "id": f"call_mock_{i}", "type": "function",
+                 "function": {"name": call["name"], "arguments": ""}}
+        out.append(sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [start]}, "finish_reason": None}]}))
+        for piece in argument_pieces(call["arguments"]):
+            delta = {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+            out.append(sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+    finish = "tool_calls" if calls else "stop"
+    out.append(sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
     if usage:
         out.append(sse({**base, "choices": [], "usage": openai_usage(usage)}))
     out.append(sse("[DONE]"))
@@ -183,8 +210,12 @@ def anthropic_usage(u, output=True):
 
 
 def messages_answer(model, text, usage):
+    calls = TOOL_CALLS.get()
+    content = [{"type": "text", "text": text}] if text else []
+    content += [{"type": "tool_use", "id": f"toolu_mock_{i}", "name": c["name"], "input": c["arguments"]}
+                for i, c in enumerate(calls)]
     body = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
+            "content": content, "stop_reason": "tool_use" if calls else "end_turn"}
     if usage:
         body["usage"] = anthropic_usage(usage)
     return body
@@ -202,7 +233,15 @@ def messages_stream(model, text, usage):
         out.append(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
                        "content_block_delta"))
     out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}
+    calls = TOOL_CALLS.get()
+    for i, call in enumerate(calls, start=1):
+        block = {"type": "tool_use", "id": f"toolu_mock_{i - 1}", "name": call["name"], "input": {}}
+        out.append(sse({"type": "content_block_start", "index": i, "content_block": block}, "content_block_start"))
+        for piece in argument_pieces(call["arguments"]):
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            out.append(sse({"type": "content_block_delta", "index": i, "delta": delta}, "content_block_delta"))
+        out.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
+    delta = {"type": "message_delta", "delta": {"stop_reason": "tool_use" if calls else "end_turn"}}
     if usage:
         delta["usage"] = {"output_tokens": usage["completion"]}
     out.append(sse(delta, "message_delta"))
@@ -274,6 +313,10 @@ async def handle(request: web.Request, api: str):
     except ValueError:
         req = {}
     PIECE_CHARS.set(header_int(request, "x-mock-piece-chars", 0))
+    try:
+        TOOL_CALLS.set(tuple(json.loads(urllib.parse.unquote(request.headers.get("x-mock-tool-calls", "[]")))))
+    except ValueError:
+        TOOL_CALLS.set(())
     latency = header_int(request, "x-mock-latency-ms", 0)
     latency += for_model(request, "x-mock-slow-model", req) or 0
     if latency:

@@ -294,3 +294,7 @@ def test_every_integration_test_file_belongs_to_a_make_tier():
               for f in line.split()}
     files = {p.name for p in (ROOT / "tests" / "integration").glob("test_*.py")}
     assert files == listed, f"not in a tier: {sorted(files - listed)}; gone: {sorted(listed - files)}"
+    # The bundle pass runs ALL_INTEGRATION: every module's tier must be in it.
+    tiers = set(re.findall(r"^TESTS_([a-z-]+) :=", makefile, re.M))
+    bundled = set(re.search(r"^ALL_INTEGRATION := .*foreach m,([a-z -]+),", makefile, re.M).group(1).split())
+    assert tiers == bundled, f"tiers missing from ALL_INTEGRATION: {sorted(tiers - bundled)}"

@@ -257,13 +257,13 @@ def test_azure_openai_deployment_path_and_api_key_header(tmp_path):
 
 
 # A minimal request of each API, and whether an OpenAI-schema and an Anthropic-schema provider
-# take it (natively, or translated by the provider adapter).
+# take it (as sent, or translated by the provider adapter: then at the provider's own chat path).
 API_REQUESTS = {
     CHAT: ({"messages": [{"role": "user", "content": "Hi"}]}, True, True),
     "/v1/completions": ({"prompt": "Hi"}, True, False),
     "/v1/embeddings": ({"input": "Hi"}, True, False),
     "/v1/responses": ({"input": "Hi"}, True, False),
-    "/v1/messages": ({"max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}, False, True),
+    "/v1/messages": ({"max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}, True, True),
 }
 
 
@@ -282,7 +282,8 @@ def test_every_api_reaches_only_a_provider_that_takes_it(gateway, path, model, p
         assert r.status_code == 200, r.text
         assert r.headers["x-sluice-provider"] == provider
         [(sent_path, headers, _)] = sent
-        assert sent_path == ("/v1/messages" if provider == "anthropic" else path)
+        translated = {"anthropic": "/v1/messages", "openai": CHAT}[provider] if path in (CHAT, "/v1/messages") else path
+        assert sent_path == translated
         assert_credentials(sent_path, headers)
     else:
         assert r.status_code == 400, r.text

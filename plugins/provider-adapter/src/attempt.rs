@@ -4,16 +4,16 @@
 //! Envoy hands every attempt of a request the same header map, so what one attempt changed is
 //! what the next one starts from (a retry to another provider after an Anthropic attempt sees
 //! `/v1/messages`). Each plan therefore sets every header it depends on, removes the other
-//! providers' credentials, and marks a chat request whose path it changed ([`Plan::mark_chat`],
-//! kept as the fact `sluice.attempt.chat`, which every attempt of the request sees), so later
-//! attempts still know what the client asked for. The body, on the other hand, is a fresh copy
-//! of the client's for every attempt.
+//! providers' credentials, and marks a request whose path it changed with the client's API
+//! ([`Plan::mark`], kept as the fact `sluice.attempt.api`, which every attempt of the request
+//! sees), so later attempts still know what the client asked for. The body, on the other hand,
+//! is a fresh copy of the client's for every attempt.
 
 use serde_json::Value;
 use sluice_shared::api::{Api, Class};
 use sluice_shared::chain;
+use sluice_shared::translate::Wire;
 
-use crate::anthropic;
 use crate::config::{Config, Provider, Schema};
 
 /// Request headers with this prefix are the gateway's own (or a client's imitation): removed
@@ -27,6 +27,13 @@ pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
 }
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const ANTHROPIC_PATH: &str = "/v1/messages";
+
+/// An attempt whose request and answer are translated: the client's schema and the provider's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub client: Wire,
+    pub provider: Wire,
+}
 
 /// The provider an attempt reaches: the only one configured, or in a chain the one its
 /// endpoint's metadata names.
@@ -52,10 +59,11 @@ pub struct Plan {
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
     pub path: Option<String>,
-    /// A chat request whose path this attempt changes: later attempts must know it was chat.
-    pub mark_chat: bool,
-    /// The body is an OpenAI chat request to translate for Anthropic.
-    pub translate: bool,
+    /// The client's API, for a request whose path this attempt changes: later attempts must
+    /// know what the client sent.
+    pub mark: Option<Api>,
+    /// The request and its answer are translated.
+    pub translate: Option<Translation>,
     /// The body must be read: to translate it, or to take the chain's model out of it.
     pub read_body: bool,
 }
@@ -64,25 +72,24 @@ pub struct Plan {
 pub struct Seen<'a> {
     pub method: &'a str,
     pub path: &'a str,
-    /// An earlier attempt changed this chat request's path.
-    pub marked_chat: bool,
+    /// The client's API, when an earlier attempt changed the request's path.
+    pub marked: Option<Api>,
     pub has_body: bool,
 }
 
 impl Seen<'_> {
     /// The API the client's request speaks, also when an earlier attempt changed its path.
     pub fn api(&self) -> Option<Api> {
-        if self.marked_chat {
-            return Some(Api::ChatCompletions);
-        }
-        Class::of(self.method, self.path).api()
+        self.marked.or_else(|| Class::of(self.method, self.path).api())
     }
 }
 
 /// The APIs a provider of `schema` takes from this adapter: natively, or translated here.
 pub fn takes(schema: Schema) -> &'static [Api] {
     match schema {
-        Schema::Openai => &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses],
+        Schema::Openai => {
+            &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
+        }
         Schema::Anthropic => &[Api::ChatCompletions, Api::AnthropicMessages],
     }
 }
@@ -108,7 +115,7 @@ pub fn unspoken(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Op
 pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen: &Seen<'_>) -> Plan {
     let mut plan = Plan::default();
     let chain = config.is_chain();
-    let chat = seen.marked_chat || Api::from_path(seen.path) == Some(Api::ChatCompletions);
+    let api = seen.api();
 
     // Credentials: never another provider's, and this provider's own when it has one.
     let own = provider.credential_header();
@@ -130,31 +137,42 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
     if let Some(authority) = &provider.authority {
         plan.set.push((":authority".into(), authority.clone()));
     }
+    let translated = |client, provider| Some(Translation { client, provider });
+    match (provider.schema, api) {
+        (Schema::Anthropic, Some(Api::ChatCompletions)) if seen.has_body => {
+            plan.translate = translated(Wire::OpenaiChat, Wire::Anthropic);
+            plan.path = Some(ANTHROPIC_PATH.into());
+        }
+        // An earlier attempt sent this Messages request elsewhere: back to its own path.
+        (Schema::Anthropic, Some(Api::AnthropicMessages)) if seen.marked.is_some() => {
+            plan.path = Some(ANTHROPIC_PATH.into());
+        }
+        (Schema::Openai, Some(Api::AnthropicMessages)) if seen.has_body => {
+            plan.translate = translated(Wire::Anthropic, Wire::OpenaiChat);
+            plan.path = Some(provider.chat_path.as_deref().unwrap_or(OPENAI_CHAT_PATH).to_string());
+        }
+        (Schema::Openai, Some(Api::ChatCompletions)) => {
+            let wanted = provider.chat_path.as_deref().or(seen.marked.map(|_| OPENAI_CHAT_PATH));
+            plan.path = wanted.filter(|w| *w != seen.path).map(str::to_string);
+        }
+        _ => {}
+    }
     match provider.schema {
-        Schema::Anthropic => {
-            plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone()));
-            if chat && seen.has_body {
-                plan.translate = true;
-                plan.path = Some(ANTHROPIC_PATH.into());
-                // Answers are translated as they come: they must not be compressed.
-                plan.remove.push("accept-encoding".into());
-            }
+        Schema::Anthropic => plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone())),
+        // Anthropic's headers never reach another provider.
+        Schema::Openai if chain || plan.translate.is_some() => {
+            plan.remove.extend(["anthropic-version".to_string(), "anthropic-beta".to_string()]);
         }
-        Schema::Openai => {
-            if chain {
-                plan.remove.push("anthropic-version".into());
-            }
-            if chat {
-                let marked = seen.marked_chat;
-                let wanted = provider.chat_path.as_deref().or(marked.then_some(OPENAI_CHAT_PATH));
-                plan.path = wanted.filter(|w| *w != seen.path).map(str::to_string);
-            }
-        }
+        Schema::Openai => {}
     }
-    if plan.path.is_some() && chat {
-        plan.mark_chat = true;
+    if plan.translate.is_some() {
+        // Answers are translated as they come: they must not be compressed.
+        plan.remove.push("accept-encoding".into());
     }
-    plan.read_body = seen.has_body && (plan.translate || (chain && (chat || Api::from_path(seen.path).is_some())));
+    if plan.path.is_some() {
+        plan.mark = api;
+    }
+    plan.read_body = seen.has_body && (plan.translate.is_some() || (chain && api.is_some()));
     if plan.read_body {
         // The body changes length.
         plan.remove.push("content-length".into());
@@ -166,23 +184,23 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
 #[derive(Debug, PartialEq)]
 pub struct Prepared {
     pub body: Option<Vec<u8>>,
-    /// The client asked for usage in its stream (`stream_options.include_usage`).
+    /// A translated request's client wants usage at the end of its stream.
     pub include_usage: bool,
 }
 
 /// Prepares an attempt's body: in a chain (`in_chain`), the chain's model for `provider_name`;
-/// the private chain member always removed; translated for Anthropic when `translate`.
+/// the private chain member always removed; translated when `translate` says so.
 /// `body: None` leaves the body as it is.
 pub fn prepare_body(
     body: &[u8],
     provider_name: &str,
     provider: &Provider,
     in_chain: bool,
-    translate: bool,
+    translate: Option<Translation>,
 ) -> Result<Prepared, String> {
     let mut value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
-        Err(_) if !translate => return Ok(Prepared { body: None, include_usage: false }),
+        Err(_) if translate.is_none() => return Ok(Prepared { body: None, include_usage: false }),
         Err(e) => return Err(format!("the body is not JSON ({e})")),
     };
     let had_chain = value.get(chain::MODELS_MEMBER).is_some();
@@ -195,15 +213,13 @@ pub fn prepare_body(
     if let (Some(model), true, Some(object)) = (chain_model, in_chain, value.as_object_mut()) {
         object.insert("model".into(), Value::String(model));
     }
-    let include_usage = value.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let out = if translate {
-        let model = value.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
-        Some(anthropic::request(&value, &model, provider.default_max_tokens)?)
-    } else {
-        had_chain.then_some(value)
+    let Some(translation) = translate else {
+        let body = had_chain.then(|| serde_json::to_vec(&value)).transpose().map_err(|e| e.to_string())?;
+        return Ok(Prepared { body, include_usage: false });
     };
-    let body = out.map(|v| serde_json::to_vec(&v)).transpose().map_err(|e| e.to_string())?;
-    Ok(Prepared { body, include_usage })
+    let chat = translation.client.read_request(&serde_json::to_vec(&value).map_err(|e| e.to_string())?)?;
+    let body = translation.provider.write_request(&chat, provider.default_max_tokens)?;
+    Ok(Prepared { body: Some(body), include_usage: chat.stream_usage })
 }
 
 #[cfg(test)]
@@ -219,9 +235,14 @@ mod tests {
         "openai": {"api_key": "sk-o"},
         "anthropic": {"schema": "anthropic", "api_key": "sk-a"}}}"#;
 
-    fn seen(path: &str, marked_chat: bool) -> Seen<'_> {
-        Seen { method: "POST", path, marked_chat, has_body: true }
+    fn seen(path: &str, marked: Option<Api>) -> Seen<'_> {
+        Seen { method: "POST", path, marked, has_body: true }
     }
+
+    const CHAT: Option<Api> = Some(Api::ChatCompletions);
+    const MESSAGES: Option<Api> = Some(Api::AnthropicMessages);
+    const TO_ANTHROPIC: Option<Translation> = Some(Translation { client: Wire::OpenaiChat, provider: Wire::Anthropic });
+    const TO_OPENAI: Option<Translation> = Some(Translation { client: Wire::Anthropic, provider: Wire::OpenaiChat });
 
     #[test]
     fn every_api_reaches_only_a_provider_that_takes_it() {
@@ -233,22 +254,22 @@ mod tests {
             ("/v1/completions", true, false),
             ("/v1/embeddings", true, false),
             ("/v1/responses", true, false),
-            ("/v1/messages", false, true),
+            ("/v1/messages", true, true),
             ("/openai/deployments/d/chat/completions?api-version=2024-10-21", true, true),
         ];
         for (path, by_openai, by_anthropic) in cases {
-            let seen = seen(path, false);
+            let seen = seen(path, None);
             assert_eq!(unspoken("openai", openai, &seen).is_none(), by_openai, "{path} to openai");
             assert_eq!(unspoken("anthropic", anthropic, &seen).is_none(), by_anthropic, "{path} to anthropic");
         }
-        let why = unspoken("anthropic", anthropic, &seen("/v1/responses", false)).unwrap();
+        let why = unspoken("anthropic", anthropic, &seen("/v1/responses", None)).unwrap();
         assert!(why.contains("`anthropic`") && why.contains("`responses`") && why.contains("messages"), "{why}");
     }
 
     #[test]
     fn a_chat_request_an_earlier_attempt_sent_to_anthropic_still_reaches_openai() {
         let chain = config(CHAIN);
-        let seen = seen("/v1/messages", true);
+        let seen = seen("/v1/messages", CHAT);
         assert_eq!(seen.api(), Some(Api::ChatCompletions));
         assert_eq!(unspoken("openai", &chain.providers["openai"], &seen), None);
     }
@@ -256,8 +277,8 @@ mod tests {
     #[test]
     fn requests_that_are_no_api_call_are_not_refused_for_their_schema() {
         let chain = config(CHAIN);
-        let models = Seen { method: "GET", path: "/v1/models", marked_chat: false, has_body: false };
-        let files = Seen { method: "POST", path: "/v1/files", marked_chat: false, has_body: true };
+        let models = Seen { method: "GET", path: "/v1/models", marked: None, has_body: false };
+        let files = Seen { method: "POST", path: "/v1/files", marked: None, has_body: true };
         for provider in chain.providers.values() {
             assert_eq!(unspoken("p", provider, &models), None);
             assert_eq!(unspoken("p", provider, &files), None);
@@ -283,17 +304,17 @@ mod tests {
             "openai": {"api_key": "sk-o", "authority": "api.openai.com"},
             "anthropic": {"schema": "anthropic", "api_key": "sk-a", "authority": "api.anthropic.com"}}}"#,
         );
-        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", false));
-        assert!(first.translate && first.read_body);
+        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", None));
+        assert!(first.translate == TO_ANTHROPIC && first.read_body);
         assert_eq!(first.path.as_deref(), Some("/v1/messages"));
         assert!(first.set.contains(&("x-api-key".into(), "sk-a".into())));
-        assert!(first.mark_chat);
+        assert_eq!(first.mark, CHAT);
         assert!(first.set.iter().all(|(name, _)| !name.starts_with(INTERNAL_PREFIX)));
         assert!(first.remove.contains(&"authorization".to_string()));
         assert!(first.set.contains(&(":authority".into(), "api.anthropic.com".into())));
         // The retry starts from the headers the first attempt left.
-        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", true));
-        assert!(!retry.translate && retry.read_body);
+        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", CHAT));
+        assert!(retry.translate.is_none() && retry.read_body);
         assert_eq!(retry.path.as_deref(), Some("/v1/chat/completions"));
         assert!(retry.set.contains(&("authorization".into(), "Bearer sk-o".into())));
         assert!(retry.remove.contains(&"x-api-key".to_string()));
@@ -302,9 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn a_messages_request_is_translated_for_openai_and_goes_back_to_its_path_for_anthropic() {
+        let c = config(CHAIN);
+        let first = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", None));
+        assert_eq!(first.translate, TO_OPENAI);
+        assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
+        assert_eq!(first.mark, MESSAGES);
+        for header in ["anthropic-version", "anthropic-beta", "x-api-key", "accept-encoding", "content-length"] {
+            assert!(first.remove.contains(&header.to_string()), "{header}");
+        }
+        let retry = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", MESSAGES));
+        assert_eq!(retry.translate, None);
+        assert_eq!(retry.path.as_deref(), Some("/v1/messages"));
+        assert!(retry.set.contains(&("anthropic-version".into(), "2023-06-01".into())));
+    }
+
+    #[test]
     fn chain_attempt_without_its_key_carries_no_credential() {
         let c = config(r#"{"providers": {"openai": {"api_key_env": "SLUICE_TEST_UNSET"}, "b": {"api_key": "k"}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", false));
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
         assert!(p.set.iter().all(|(h, _)| h != "authorization"));
         assert!(p.remove.contains(&"authorization".to_string()));
     }
@@ -312,17 +349,17 @@ mod tests {
     #[test]
     fn single_provider_passes_what_it_need_not_touch() {
         let c = config(r#"{"providers": {"openai": {}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", false));
+        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
         assert_eq!(p, Plan::default());
         let native = config(r#"{"providers": {"a": {"schema": "anthropic"}}}"#);
-        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", false));
-        assert!(!p.translate && !p.read_body && p.path.is_none());
+        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", None));
+        assert!(p.translate.is_none() && !p.read_body && p.path.is_none());
         // Azure: the chat path and the `api-key` header.
         let azure = config(
             r#"{"providers": {"azure": {"api_key": "k", "auth_header": "api-key",
                 "chat_path": "/openai/deployments/d/chat/completions?api-version=2024-10-21"}}}"#,
         );
-        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", false));
+        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", None));
         assert_eq!(p.path.as_deref(), Some("/openai/deployments/d/chat/completions?api-version=2024-10-21"));
         assert!(p.set.contains(&("api-key".into(), "k".into())));
         assert!(p.remove.contains(&"authorization".to_string()));
@@ -333,28 +370,37 @@ mod tests {
         let c = config(CHAIN);
         let body = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o","anthropic":"claude-x"},
             "messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-        let to_anthropic = prepare_body(body, "anthropic", &c.providers["anthropic"], true, true).unwrap();
+        let to_anthropic = prepare_body(body, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).unwrap();
         let value: Value = serde_json::from_slice(&to_anthropic.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("claude-x"), None));
         assert!(to_anthropic.include_usage);
-        let to_openai = prepare_body(body, "openai", &c.providers["openai"], true, false).unwrap();
+        let to_openai = prepare_body(body, "openai", &c.providers["openai"], true, None).unwrap();
         let value: Value = serde_json::from_slice(&to_openai.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
         // Nothing to change: the body stays; not JSON: passed unless it must be translated.
-        assert_eq!(
-            prepare_body(br#"{"model":"m"}"#, "openai", &c.providers["openai"], true, false).unwrap().body,
-            None
-        );
-        assert_eq!(prepare_body(b"\xff\xfe", "openai", &c.providers["openai"], true, false).unwrap().body, None);
-        assert!(prepare_body(b"\xff\xfe", "anthropic", &c.providers["anthropic"], true, true).is_err());
+        assert_eq!(prepare_body(br#"{"model":"m"}"#, "openai", &c.providers["openai"], true, None).unwrap().body, None);
+        assert_eq!(prepare_body(b"\xff\xfe", "openai", &c.providers["openai"], true, None).unwrap().body, None);
+        assert!(prepare_body(b"\xff\xfe", "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).is_err());
         // Outside a chain, a client's member is dropped and picks nothing.
-        let single = prepare_body(body, "anthropic", &c.providers["anthropic"], false, true).unwrap();
+        let single = prepare_body(body, "anthropic", &c.providers["anthropic"], false, TO_ANTHROPIC).unwrap();
         let value: Value = serde_json::from_slice(&single.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
-        assert!(prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, true).is_err());
+        assert!(
+            prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).is_err()
+        );
+        // An Anthropic Messages request for an OpenAI provider.
+        let messages = br#"{"model":"claude-x","sluice_models":{"openai":"gpt-4o","anthropic":"claude-x"},
+            "max_tokens":9,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let to_openai = prepare_body(messages, "openai", &c.providers["openai"], true, TO_OPENAI).unwrap();
+        let value: Value = serde_json::from_slice(&to_openai.body.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(value["model"], "gpt-4o");
+        assert_eq!(value["messages"][0], serde_json::json!({"role": "user", "content": "hi"}));
+        assert_eq!(value["max_completion_tokens"], 9);
+        assert_eq!(value["stream_options"]["include_usage"], true);
+        assert!(to_openai.include_usage);
         // A chain that leaves a provider out (not allowed for the key) is never sent to it.
         let partial = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o"},"messages":[]}"#;
-        let refused = prepare_body(partial, "anthropic", &c.providers["anthropic"], true, true);
+        let refused = prepare_body(partial, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC);
         assert!(refused.unwrap_err().contains("no model for provider `anthropic`"));
     }
 

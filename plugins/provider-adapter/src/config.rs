@@ -15,9 +15,11 @@ const MIB: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Schema {
-    /// OpenAI and OpenAI-compatible APIs (vLLM, NIM, Groq, Azure OpenAI): requests pass as they are.
+    /// OpenAI and OpenAI-compatible APIs (vLLM, NIM, Groq, Azure OpenAI): OpenAI requests pass as
+    /// they are; Anthropic Messages requests are translated, and their answers back.
     Openai,
-    /// Anthropic Messages: OpenAI chat requests are translated, and their answers back.
+    /// Anthropic Messages: Messages requests pass as they are; OpenAI chat requests are
+    /// translated, and their answers back.
     Anthropic,
 }
 

@@ -13,14 +13,16 @@
 //!   request carried, and no other provider's key is left on it.
 //! - **Model**: in a chain, the body names each provider's model (`sluice_models`, written by
 //!   the model rewriter); the attempt's entry becomes `model` and the member is removed.
-//! - **Anthropic** ([`anthropic`]): an OpenAI chat request is sent as a Messages request; the
-//!   answer comes back as OpenAI JSON, or as OpenAI chunks event by event for a stream, usage
-//!   included. Native `/v1/messages` requests pass as they are.
+//! - **Schemas** (`sluice_shared::translate`): a request is sent in its provider's schema or
+//!   refused ([`attempt::unspoken`]). An OpenAI chat request to an Anthropic provider goes as a
+//!   Messages request, an Anthropic Messages request to an OpenAI provider as a chat request;
+//!   the answer comes back in the client's schema, JSON whole, a stream event by event, usage
+//!   and errors included. A request in its provider's own schema passes as it is.
 //! - **Answered by**: the `x-sluice-provider` response header names the provider.
 //!
-//! Logic is plain Rust in [`attempt`], [`anthropic`] and [`config`]; this file is the glue.
+//! Logic is plain Rust in [`attempt`], [`config`] and the shared translators; this file is the
+//! glue.
 
-mod anthropic;
 mod attempt;
 mod config;
 
@@ -29,6 +31,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::Action;
+use sluice_shared::api::Api;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
@@ -36,9 +39,9 @@ use sluice_shared::host::{Clock, Properties};
 use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
+use sluice_shared::translate::{StreamReader, StreamWriter};
 
-use crate::anthropic::StreamTranslator;
-use crate::attempt::Seen;
+use crate::attempt::{Seen, Translation};
 use crate::config::Config;
 
 const NAME: &str = "sluice.provider_adapter";
@@ -103,8 +106,9 @@ impl Module for ProviderAdapter {
             credentials: Rc::clone(&self.credentials),
             provider: None,
             read_body: false,
-            translating: false,
+            translation: None,
             include_usage: false,
+            status: 0,
             answer: Answer::Untouched,
         })
     }
@@ -119,7 +123,8 @@ enum Answer {
 
 struct StreamState {
     parser: SseParser,
-    translator: StreamTranslator,
+    reader: Box<dyn StreamReader>,
+    writer: Box<dyn StreamWriter>,
 }
 
 /// One attempt's glue.
@@ -130,9 +135,12 @@ struct Filter {
     provider: Option<String>,
     /// The body must be prepared (chain model, translation).
     read_body: bool,
-    /// An OpenAI chat request sent to an Anthropic provider.
-    translating: bool,
+    /// The request is sent in another schema, and its answer comes back translated.
+    translation: Option<Translation>,
+    /// A translated request's client wants usage at the end of its stream.
     include_usage: bool,
+    /// The answer's status.
+    status: u16,
     answer: Answer,
 }
 
@@ -143,7 +151,7 @@ impl Filter {
 
     fn fail(&mut self, error: &ApiError) -> Action {
         self.read_body = false;
-        self.translating = false;
+        self.translation = None;
         proxy::send_error(error);
         Action::Pause
     }
@@ -157,7 +165,7 @@ impl plugin::Filter for Filter {
         if !attempt::admitted(&self.config, &method, &path) {
             return self.fail(&ApiError::not_found("Unknown request URL.").with_code("unknown_url"));
         }
-        let marked_chat = facts::read(&Host, facts::ATTEMPT_CHAT).is_some();
+        let marked = facts::read(&Host, facts::ATTEMPT_API).and_then(|name| Api::from_name(&name));
         // Internal headers never leave the gateway.
         for name in proxy::request_header_names() {
             if name.starts_with(attempt::INTERNAL_PREFIX) {
@@ -175,7 +183,7 @@ impl plugin::Filter for Filter {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let seen = Seen { method: &method, path: &path, marked_chat, has_body: !end_of_stream };
+        let seen = Seen { method: &method, path: &path, marked, has_body: !end_of_stream };
         if let Some(why) = attempt::unspoken(name, provider, &seen) {
             return self.fail(&ApiError::bad_request(why).with_code("unsupported_api").with_param("model"));
         }
@@ -190,12 +198,12 @@ impl plugin::Filter for Filter {
         if let Some(path) = &plan.path {
             proxy::set_request_path(path);
         }
-        if plan.mark_chat {
-            facts::publish(&Host, facts::ATTEMPT_CHAT, "true");
+        if let Some(api) = plan.mark {
+            facts::publish(&Host, facts::ATTEMPT_API, api.name());
         }
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
-        self.translating = plan.translate;
+        self.translation = plan.translate;
         Action::Continue
     }
 
@@ -212,7 +220,7 @@ impl plugin::Filter for Filter {
         self.read_body = false;
         let Some(name) = self.provider.as_deref() else { return Action::Continue };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
-        match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translating) {
+        match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translation) {
             Ok(prepared) => {
                 self.include_usage = prepared.include_usage;
                 if let Some(bytes) = prepared.body {
@@ -230,14 +238,14 @@ impl plugin::Filter for Filter {
         if let Some(name) = &self.provider {
             proxy::set_response_header(chain::ANSWERED_BY, name);
         }
-        if !self.translating {
-            return Action::Continue;
-        }
+        let Some(translation) = self.translation else { return Action::Continue };
+        self.status = proxy::response_status().unwrap_or(0);
         let content_type = proxy::response_header_text("content-type").unwrap_or_default();
         self.answer = if content_type.starts_with("text/event-stream") {
             Answer::Stream(Box::new(StreamState {
                 parser: SseParser::new(MAX_SSE_LINE),
-                translator: StreamTranslator::new(Self::created(), self.include_usage),
+                reader: translation.provider.stream_reader(),
+                writer: translation.client.stream_writer(Self::created(), self.include_usage),
             }))
         } else {
             proxy::set_response_header("content-type", "application/json");
@@ -248,6 +256,7 @@ impl plugin::Filter for Filter {
     }
 
     fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(translation) = self.translation else { return Action::Continue };
         match &mut self.answer {
             Answer::Untouched => Action::Continue,
             Answer::Json => {
@@ -260,27 +269,35 @@ impl plugin::Filter for Filter {
                     return Action::Pause;
                 }
                 let body = proxy::response_body(body_size).unwrap_or_default();
-                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let translated = serde_json::to_vec(&anthropic::answer(&value, Self::created())).unwrap_or_default();
+                let translated = match translation.provider.read_answer(self.status, &body) {
+                    Ok(answer) => translation.client.write_answer(&answer, Self::created()),
+                    // The provider's status stays: the client's SDK raises by it.
+                    Err(error) => translation.client.write_error(&error).1,
+                };
                 if !proxy::replace_response_body(body_size, &translated) {
                     log::warn!("{NAME}: could not replace the answer body");
                 }
                 Action::Continue
             }
             Answer::Stream(state) => {
-                let StreamState { parser, translator } = &mut **state;
+                let StreamState { parser, reader, writer } = &mut **state;
                 let chunk = proxy::response_body(body_size).unwrap_or_default();
-                let mut out = String::new();
                 let mut events = parser.push(&chunk);
                 if end_of_stream {
                     events.extend(parser.finish());
                 }
-                let mut payloads: Vec<String> = events.iter().flat_map(|e| translator.event(&e.data)).collect();
-                if end_of_stream {
-                    payloads.extend(translator.finish());
+                let mut out = String::new();
+                for event in events {
+                    for canonical in reader.read(event.event.as_deref(), &event.data) {
+                        for (name, data) in writer.write(&canonical) {
+                            sse::write_event(&mut out, name, &data);
+                        }
+                    }
                 }
-                for payload in payloads {
-                    sse::write_event(&mut out, None, &payload);
+                if end_of_stream {
+                    for (name, data) in writer.finish() {
+                        sse::write_event(&mut out, name, &data);
+                    }
                 }
                 if !proxy::replace_response_body(body_size, out.as_bytes()) {
                     log::warn!("{NAME}: could not replace a stream chunk");

@@ -1,0 +1,168 @@
+//! Golden fixtures: every translation pair's request, JSON answer, error and stream, each an
+//! input and the exact output expected (`shared/fixtures/translate/*.json`). To refresh the
+//! outputs after a deliberate change, run the native tests with `SLUICE_BLESS=1` and review the
+//! diff.
+
+use serde_json::{json, Value};
+
+use super::{Event, Wire};
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+/// Each fixture's file name and text.
+const FIXTURES: &[(&str, &str)] = &[
+    ("chat-to-anthropic.request.json", include_str!("../../fixtures/translate/chat-to-anthropic.request.json")),
+    ("anthropic-to-chat.request.json", include_str!("../../fixtures/translate/anthropic-to-chat.request.json")),
+    ("anthropic-to-chat.answer.json", include_str!("../../fixtures/translate/anthropic-to-chat.answer.json")),
+    ("chat-to-anthropic.answer.json", include_str!("../../fixtures/translate/chat-to-anthropic.answer.json")),
+    ("anthropic-to-chat.error.json", include_str!("../../fixtures/translate/anthropic-to-chat.error.json")),
+    ("chat-to-anthropic.error.json", include_str!("../../fixtures/translate/chat-to-anthropic.error.json")),
+    ("anthropic-to-chat.stream.json", include_str!("../../fixtures/translate/anthropic-to-chat.stream.json")),
+    ("chat-to-anthropic.stream.json", include_str!("../../fixtures/translate/chat-to-anthropic.stream.json")),
+    ("chat-to-anthropic.tool-stream.json", include_str!("../../fixtures/translate/chat-to-anthropic.tool-stream.json")),
+];
+
+fn wire(name: &str) -> Wire {
+    match name {
+        "openai_chat" => Wire::OpenaiChat,
+        "anthropic" => Wire::Anthropic,
+        other => panic!("unknown wire {other}"),
+    }
+}
+
+/// What the translation of a fixture's input gives.
+fn translate(case: &Value) -> Value {
+    let (from, to) = (wire(case["from"].as_str().unwrap()), wire(case["to"].as_str().unwrap()));
+    let input = &case["in"];
+    match case["kind"].as_str().unwrap() {
+        "request" => {
+            let chat = from.read_request(input.to_string().as_bytes()).unwrap();
+            serde_json::from_slice(&to.write_request(&chat, 4096).unwrap()).unwrap()
+        }
+        "answer" => {
+            let status = case["status"].as_u64().unwrap_or(200) as u16;
+            match from.read_answer(status, input.to_string().as_bytes()) {
+                Ok(answer) => serde_json::from_slice(&to.write_answer(&answer, 1_700_000_000)).unwrap(),
+                Err(error) => {
+                    let (status, body) = to.write_error(&error);
+                    json!({"status": status, "body": serde_json::from_slice::<Value>(&body).unwrap()})
+                }
+            }
+        }
+        "stream" => {
+            let mut reader = from.stream_reader();
+            let usage = case["usage"].as_bool().unwrap_or(false);
+            let mut writer = to.stream_writer(1_700_000_000, usage);
+            let mut out = Vec::new();
+            for event in input.as_array().unwrap() {
+                let name = event[0].as_str();
+                let data = match &event[1] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                for canonical in reader.read(name, &data) {
+                    out.extend(writer.write(&canonical));
+                }
+            }
+            out.extend(writer.finish());
+            Value::Array(
+                out.into_iter()
+                    .map(|(name, data)| {
+                        json!([name, serde_json::from_str::<Value>(&data).unwrap_or(Value::String(data))])
+                    })
+                    .collect(),
+            )
+        }
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+#[test]
+fn every_fixture_translates_to_its_golden_output() {
+    let mut failed = Vec::new();
+    for (file, text) in FIXTURES {
+        let mut case: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let got = translate(&case);
+        if got != case["out"] {
+            failed.push(format!("{file}:\n  want {}\n  got  {}", case["out"], got));
+            #[cfg(not(target_arch = "wasm32"))]
+            if std::env::var_os("SLUICE_BLESS").is_some() {
+                case["out"] = got;
+                let path = format!("{}/fixtures/translate/{file}", env!("CARGO_MANIFEST_DIR"));
+                std::fs::write(path, serde_json::to_string_pretty(&case).unwrap() + "\n").unwrap();
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn streams_split_anywhere_give_the_same_events() {
+    // The SSE parser hands whole events to readers; a reader must not depend on how many
+    // events arrive per chunk, so feeding them one by one or all at once is the same.
+    let data = [
+        r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+        r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
+        r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ];
+    let mut one = Wire::OpenaiChat.stream_reader();
+    let events: Vec<Event> = data.iter().flat_map(|d| one.read(None, d)).collect();
+    assert_eq!(events.first(), Some(&Event::Start { id: "c1".into(), model: "m".into() }));
+    assert!(events.contains(&Event::Text("Hi".into())));
+    assert_eq!(events.last(), Some(&Event::End));
+}
+
+#[test]
+fn unreadable_requests_and_untranslatable_members_are_refused() {
+    assert!(Wire::OpenaiChat.read_request(b"[1]").is_err());
+    assert!(Wire::Anthropic.read_request(b"{\"messages\": \"hi\"}").is_err());
+    let server_tool = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+                             "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
+    let error = Wire::Anthropic.read_request(server_tool.to_string().as_bytes()).unwrap_err();
+    assert!(error.contains("web_search_20250305"), "{error}");
+    let document = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "data": "x", "media_type": "text/plain"}}]}]});
+    let error = Wire::Anthropic.read_request(document.to_string().as_bytes()).unwrap_err();
+    assert!(error.contains("document"), "{error}");
+    let builtin = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                         "tools": [{"type": "web_search_preview"}]});
+    assert!(Wire::OpenaiChat.read_request(builtin.to_string().as_bytes()).is_err());
+}
+
+#[test]
+fn a_required_limit_is_filled_and_a_given_one_kept() {
+    let chat = Wire::OpenaiChat.read_request(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    let out: Value = serde_json::from_slice(&Wire::Anthropic.write_request(&chat, 1234).unwrap()).unwrap();
+    assert_eq!(out["max_tokens"], 1234);
+    let chat = Wire::OpenaiChat
+        .read_request(br#"{"model":"m","max_tokens":7,"messages":[{"role":"user","content":"hi"}]}"#)
+        .unwrap();
+    let out: Value = serde_json::from_slice(&Wire::Anthropic.write_request(&chat, 1234).unwrap()).unwrap();
+    assert_eq!(out["max_tokens"], 7);
+}
+
+#[test]
+fn a_stream_cut_before_its_end_is_still_closed_once() {
+    let mut writer = Wire::Anthropic.stream_writer(0, true);
+    let mut out = writer.write(&Event::Start { id: "m1".into(), model: "x".into() });
+    out.extend(writer.write(&Event::Text("partial".into())));
+    out.extend(writer.finish());
+    let names: Vec<_> = out.iter().map(|(n, _)| n.unwrap_or("-")).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert!(writer.finish().is_empty());
+    let mut writer = Wire::OpenaiChat.stream_writer(0, false);
+    assert_eq!(writer.finish(), vec![(None, "[DONE]".to_string())]);
+    assert!(writer.finish().is_empty());
+}
