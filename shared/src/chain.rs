@@ -24,11 +24,25 @@ pub fn with_route(body: &[u8], model: &str, chain: &[(&str, &str)]) -> Option<Ve
     object.insert("model".into(), Value::String(model.to_string()));
     object.remove(MODELS_MEMBER);
     if !chain.is_empty() {
-        let models: Map<String, Value> =
-            chain.iter().map(|(provider, model)| (provider.to_string(), Value::String(model.to_string()))).collect();
-        object.insert(MODELS_MEMBER.into(), Value::Object(models));
+        object.insert(MODELS_MEMBER.into(), Value::Object(by_provider(chain)));
     }
     serde_json::to_vec(&value).ok()
+}
+
+/// A route's models by provider as JSON text (the fact `sluice.route.models`), entry for entry
+/// what [`with_route`] writes in the body.
+pub fn models_text(models: &[(&str, &str)]) -> String {
+    Value::Object(by_provider(models)).to_string()
+}
+
+fn by_provider(models: &[(&str, &str)]) -> Map<String, Value> {
+    models.iter().map(|(provider, model)| (provider.to_string(), Value::String(model.to_string()))).collect()
+}
+
+/// The model `provider` serves in a route's models text.
+pub fn model_in(models_text: &str, provider: &str) -> Option<String> {
+    let models: Value = serde_json::from_str(models_text).ok()?;
+    models.get(provider)?.as_str().map(str::to_string)
 }
 
 /// Removes the chain from a parsed body and returns the model it names for `provider`.
@@ -46,6 +60,18 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn models_by_provider_round_trip_as_the_body_names_them() {
+        let chain = [("gemini", "gemini-2.5-flash"), ("openai", "gpt-4o")];
+        let text = models_text(&chain);
+        let body = parse(&with_route(br#"{"model":"x"}"#, "gemini-2.5-flash", &chain).unwrap_or_default());
+        assert_eq!(serde_json::from_str::<Value>(&text).ok().as_ref(), body.get(MODELS_MEMBER));
+        assert_eq!(model_in(&text, "gemini").as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(model_in(&text, "openai").as_deref(), Some("gpt-4o"));
+        assert_eq!(model_in(&text, "anthropic"), None);
+        assert_eq!(model_in("not json", "openai"), None);
     }
 
     #[test]

@@ -58,6 +58,12 @@ pub const ROUTE_PROVIDER: Fact = Fact("sluice.route.provider");
 pub const ROUTE_CLUSTER: Fact = Fact("sluice.route.cluster");
 /// The model sent upstream, as the chosen provider knows it.
 pub const ROUTE_MODEL: Fact = Fact("sluice.route.model");
+/// Every model of the route by provider, as a JSON object (`{"openai": "gpt-4o", ...}`): the
+/// target and its fallbacks. A provider whose schema puts the model in the path (Gemini) reads
+/// its own before the body arrives.
+pub const ROUTE_MODELS: Fact = Fact("sluice.route.models");
+/// `true` when the routed request asks for a stream, `false` otherwise (Gemini's path says so).
+pub const ROUTE_STREAM: Fact = Fact("sluice.route.stream");
 /// The logical model the request was routed as.
 pub const ROUTE_LOGICAL: Fact = Fact("sluice.route.logical");
 /// The rule that picked the logical model (absent when the client named it).
@@ -194,6 +200,8 @@ mod tests {
             ROUTE_DOWNGRADE,
             ROUTE_CLUSTER,
             ROUTE_MODEL,
+            ROUTE_MODELS,
+            ROUTE_STREAM,
             ROUTE_LOGICAL,
             ROUTE_RULE,
             IDENTITY_KEY,

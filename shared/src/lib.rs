@@ -27,6 +27,7 @@ pub mod config;
 pub mod digest;
 pub mod errors;
 pub mod facts;
+pub mod gemini;
 pub mod glob;
 pub mod host;
 pub mod json;

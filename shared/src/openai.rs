@@ -329,6 +329,9 @@ pub struct ResponsesPart {
     /// `input_image`: a URL or a data URL.
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub image_url: Option<String>,
+    /// `input_image`, `input_file`: a file uploaded to OpenAI.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub file_id: Option<String>,
     /// `output_text`: always a list when written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Vec<Value>>,
@@ -568,6 +571,9 @@ pub struct ResponsesEvent {
     pub output_index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub content_index: Option<usize>,
+    /// Reasoning summary events: which part of the summary.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub summary_index: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub item_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]

@@ -88,6 +88,13 @@ const BUILTIN: &[(&str, Price)] = &[
     ("claude-3-5-sonnet", Price::new(3.00, 15.00, 0.30, 3.75)),
     ("claude-3-5-haiku", Price::new(0.80, 4.00, 0.08, 1.00)),
     ("claude-3-haiku", Price::new(0.25, 1.25, 0.03, 0.30)),
+    // Gemini: prompts up to 200k tokens (longer ones cost more: override `prices` for them);
+    // cached reads at Google's 90% discount; no cache-write charge (storage is billed by time).
+    ("gemini-3-pro", Price::new(2.00, 12.00, 0.20, 2.00)),
+    ("gemini-2.5-pro", Price::new(1.25, 10.00, 0.125, 1.25)),
+    ("gemini-2.5-flash", Price::new(0.30, 2.50, 0.03, 0.30)),
+    ("gemini-2.5-flash-lite", Price::new(0.10, 0.40, 0.01, 0.10)),
+    ("gemini-2.0-flash", Price::new(0.10, 0.40, 0.025, 0.10)),
 ];
 
 #[derive(Debug, Clone)]
@@ -145,6 +152,8 @@ mod tests {
         assert_eq!(table.lookup("gpt-4o-2024-08-06").unwrap().input, 2.50);
         assert_eq!(table.lookup("openai/GPT-4o").unwrap().input, 2.50);
         assert_eq!(table.lookup("claude-sonnet-4-20250514").unwrap().output, 15.00);
+        assert_eq!(table.lookup("gemini-2.5-flash-lite-preview-09-2025").unwrap().output, 0.40);
+        assert_eq!(table.lookup("gemini-2.5-flash").unwrap().output, 2.50);
         assert!(table.lookup("my-llama").is_none());
     }
 

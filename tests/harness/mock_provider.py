@@ -249,6 +249,53 @@ def messages_stream(model, text, usage):
     return "".join(out)
 
 
+# Gemini 3 signs each turn's first function call; the signature must come back with it.
+GEMINI_SIGNATURE = "c2lnbmVkIGJ5IHRoZSBtb2Nr"
+
+
+def gemini_usage(u):
+    body = {"promptTokenCount": u["prompt"], "candidatesTokenCount": u["completion"] - u["reasoning"],
+            "totalTokenCount": u["prompt"] + u["completion"]}
+    if u["cached"]:
+        body["cachedContentTokenCount"] = u["cached"]
+    if u["reasoning"]:
+        body["thoughtsTokenCount"] = u["reasoning"]
+    return body
+
+
+def gemini_calls():
+    parts = [{"functionCall": {"name": c["name"], "args": c["arguments"]}} for c in TOOL_CALLS.get()]
+    if parts:
+        parts[0]["thoughtSignature"] = GEMINI_SIGNATURE
+    return parts
+
+
+def gemini_chunk(model, parts, finish=None, usage=None):
+    candidate = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    body = {"candidates": [candidate], "modelVersion": model, "responseId": "gemini-mock"}
+    if usage:
+        body["usageMetadata"] = gemini_usage(usage)
+    return body
+
+
+def gemini_answer(model, text, usage):
+    return gemini_chunk(model, ([{"text": text}] if text else []) + gemini_calls(), "STOP", usage)
+
+
+def gemini_stream(model, text, usage):
+    """`alt=sse`: whole answers as chunks, lines ending in CRLF as Google's do, no end marker."""
+    chunks = [gemini_chunk(model, [{"text": piece}]) for piece in (words(text) if text else [])]
+    chunks += [gemini_chunk(model, [part]) for part in gemini_calls()]
+    chunks.append(gemini_chunk(model, [{"text": ""}], "STOP", usage))
+    return "".join(f"data: {json.dumps(chunk)}\r\n\r\n" for chunk in chunks)
+
+
+GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
 def embeddings_answer(model, usage, count):
     body = {"object": "list", "model": model,
             "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)]}
@@ -263,10 +310,13 @@ ANSWERS = {
     "completions": (completion_answer, completion_stream, True),
     "responses": (responses_answer, responses_stream, False),
     "messages": (messages_answer, messages_stream, False),
+    "gemini": (gemini_answer, gemini_stream, False),
 }
 
 
 def error_body(api, status):
+    if api == "gemini":
+        return {"error": {"code": status, "message": f"mock error {status}", "status": GEMINI_STATUS.get(status, "INTERNAL")}}
     if api == "messages":
         return {"type": "error", "error": {"type": "api_error", "message": f"mock error {status}"}}
     return {"error": {"message": f"mock error {status}", "type": "server_error", "param": None, "code": None}}
@@ -312,6 +362,10 @@ async def handle(request: web.Request, api: str):
             req = {}
     except ValueError:
         req = {}
+    if api == "gemini":
+        # The model and the answer's shape are in the path: `<model>:generateContent`.
+        model, _, method = request.match_info["call"].partition(":")
+        req = {**req, "model": model, "stream": method == "streamGenerateContent"}
     PIECE_CHARS.set(header_int(request, "x-mock-piece-chars", 0))
     try:
         TOOL_CALLS.set(tuple(json.loads(urllib.parse.unquote(request.headers.get("x-mock-tool-calls", "[]")))))
@@ -382,6 +436,10 @@ def app():
     # Azure OpenAI: the deployment in the path, `api-version` in the query.
     application.router.add_post("/openai/deployments/{deployment}/chat/completions",
                                 lambda request: handle(request, "chat"))
+    # Gemini (AI Studio and Vertex AI's paths): `.../models/<model>:generateContent`.
+    application.router.add_post("/v1beta/models/{call}", lambda request: handle(request, "gemini"))
+    application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/google/models/{call}",
+                                lambda request: handle(request, "gemini"))
     application.router.add_get("/mock/requests", recent)
     application.router.add_delete("/mock/requests", clear)
     application.router.add_get("/health", health)

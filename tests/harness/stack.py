@@ -47,10 +47,11 @@ def connection_manager(config: dict) -> dict:
 
 
 def use_real_providers(config_text: str, providers) -> str:
-    """Points the named provider clusters (`openai`, `anthropic`) at the real APIs over TLS. The
+    """Points the named provider clusters (`openai`, `anthropic`, `gemini`) at the real APIs over TLS. The
     provider adapters already send the right Host and take the keys from Envoy's environment."""
     config = yaml.safe_load(config_text)
-    hosts = {"provider_openai": ("openai", "api.openai.com"), "provider_anthropic": ("anthropic", "api.anthropic.com")}
+    hosts = {"provider_openai": ("openai", "api.openai.com"), "provider_anthropic": ("anthropic", "api.anthropic.com"),
+             "provider_gemini": ("gemini", "generativelanguage.googleapis.com")}
     for cluster in config["static_resources"]["clusters"]:
         provider, host = hosts.get(cluster["name"], (None, None))
         if provider not in providers:
@@ -68,6 +69,10 @@ def use_real_providers(config_text: str, providers) -> str:
         }
     return yaml.safe_dump(config, sort_keys=False)
 
+
+# The variables the shipped configuration reads provider keys from: a test's gateway gets only
+# the keys it is given, never the machine's own.
+PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
 
 ROUTING_FILTERS = ("envoy.filters.http.buffer", "envoy.filters.http.header_mutation")
 
@@ -348,6 +353,7 @@ class Stack:
             **{name.split(".", 1)[1].upper() + "_CONFIG": json.dumps(config) for name, config in self.configs.items()},
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
+            "GEMINI_HOST": "127.0.0.1", "GEMINI_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
             "EMBEDDER_PORT": getattr(self, "embedder_port", 9),
         })
@@ -365,7 +371,7 @@ class Stack:
         return text
 
     def envoy_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+        env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEY_VARIABLES}
         env.update(self.provider_keys)
         return env
 

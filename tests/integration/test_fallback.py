@@ -262,7 +262,7 @@ API_REQUESTS = {
     CHAT: ({"messages": [{"role": "user", "content": "Hi"}]}, True, True),
     "/v1/completions": ({"prompt": "Hi"}, True, False),
     "/v1/embeddings": ({"input": "Hi"}, True, False),
-    "/v1/responses": ({"input": "Hi"}, True, False),
+    "/v1/responses": ({"input": "Hi"}, True, True),
     "/v1/messages": ({"max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}, True, True),
 }
 
@@ -272,7 +272,7 @@ API_REQUESTS = {
 def test_every_api_reaches_only_a_provider_that_takes_it(gateway, path, model, provider):
     """A request is sent in its provider's schema or refused: never in the wrong one (an
     Anthropic Messages request to an OpenAI provider at /v1/messages, a Responses request to
-    Anthropic at /v1/responses)."""
+    Anthropic at /v1/embeddings)."""
     body, by_openai, by_anthropic = API_REQUESTS[path]
     taken = by_openai if provider == "openai" else by_anthropic
     since = time.time()
@@ -282,8 +282,9 @@ def test_every_api_reaches_only_a_provider_that_takes_it(gateway, path, model, p
         assert r.status_code == 200, r.text
         assert r.headers["x-sluice-provider"] == provider
         [(sent_path, headers, _)] = sent
-        translated = {"anthropic": "/v1/messages", "openai": CHAT}[provider] if path in (CHAT, "/v1/messages") else path
-        assert sent_path == translated
+        native = {"anthropic": ("/v1/messages",), "openai": (CHAT, "/v1/completions", "/v1/embeddings", "/v1/responses")}
+        translated = {"anthropic": "/v1/messages", "openai": CHAT}[provider]
+        assert sent_path == (path if path in native[provider] else translated)
         assert_credentials(sent_path, headers)
     else:
         assert r.status_code == 400, r.text
@@ -294,11 +295,20 @@ def test_every_api_reaches_only_a_provider_that_takes_it(gateway, path, model, p
 
 
 def test_a_fallback_that_cannot_take_the_request_is_refused_not_sent(gateway):
-    """The chain's Anthropic fallback takes no Responses API request: when the OpenAI primary
+    """The chain's Anthropic fallback takes no Completions API request: when the OpenAI primary
     fails, the client gets a clear error and nothing goes to Anthropic."""
     since = time.time()
-    r = post(gateway, {"model": "chat-quality", "input": "Hi"}, path="/v1/responses",
+    r = post(gateway, {"model": "chat-quality", "prompt": "Hi"}, path="/v1/completions",
              headers={"x-mock-fail-model": f"{PRIMARY}=503"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "unsupported_api"
-    assert [p for p, _, _ in attempts(gateway, since)] == ["/v1/responses"]
+    assert [p for p, _, _ in attempts(gateway, since)] == ["/v1/completions"]
+
+
+def test_a_responses_request_falls_back_to_anthropic_translated_and_comes_back_as_a_response(gateway):
+    since = time.time()
+    r = post(gateway, {"model": "chat-quality", "input": "Hi"}, path="/v1/responses",
+             headers={"x-mock-fail-model": f"{PRIMARY}=503"})
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "response" and r.headers["x-sluice-provider"] == "anthropic"
+    assert [p for p, _, _ in attempts(gateway, since)] == ["/v1/responses", "/v1/messages"]

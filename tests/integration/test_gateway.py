@@ -18,7 +18,7 @@ from harness.stack import ROOT, Stack, sum_samples
 
 def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
     port, admin = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env = {k: v for k, v in os.environ.items() if k not in stack.PROVIDER_KEY_VARIABLES}
     env.update(SLUICE_PORT=str(port), SLUICE_ADMIN_PORT=str(admin))
     log = tmp_path / "run.log"
     with open(log, "w") as out:

@@ -1,9 +1,10 @@
 """Clients in one schema, providers in another, inside a real Envoy: the official `anthropic` SDK
-against an OpenAI-schema provider and the official `openai` SDK against an Anthropic-schema one,
-through the provider adapter's translators. JSON, streams, tool-call round trips (streamed
+against an OpenAI-schema provider, the official `openai` SDK against an Anthropic-schema one, and
+both against a Gemini-schema one, through the provider adapter's translators. JSON, streams, tool-call round trips (streamed
 arguments included), errors raised as each SDK's own exception, and a fallback that changes
 schema between attempts."""
 
+import copy
 import json
 import time
 import urllib.parse
@@ -13,21 +14,29 @@ import openai
 import pytest
 import requests
 
-from harness.stack import DEMO_KEY, running
+from harness.procs import wait_until
+from harness.stack import DEMO_KEY, connection_manager, running
 
 OPENAI_SECRET = "sk-openai-test-51d0aa"
 ANTHROPIC_SECRET = "sk-ant-test-2e7c41"
-KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET}
+GEMINI_SECRET = "AIza-gemini-test-93b1"
+KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET}
 TEXT = "The capital of France is Paris."
-GPT, CLAUDE = "gpt-4o-mini", "claude-haiku-4-5"
+GPT, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
+# What the mock signs a Gemini turn's first function call with.
+SIGNATURE = "c2lnbmVkIGJ5IHRoZSBtb2Nr"
 
 CONFIG = {
     "models": {
         "gpt-direct": {"targets": [{"provider": "openai", "model": GPT, "cluster": "provider_openai"}]},
         "claude-direct": {"targets": [{"provider": "anthropic", "model": CLAUDE, "cluster": "provider_anthropic"}]},
+        "gemini-direct": {"targets": [{"provider": "gemini", "model": GEMINI, "cluster": "provider_gemini"}]},
         # OpenAI first, Anthropic when it fails.
         "gpt-then-claude": {"targets": [{"provider": "openai", "model": GPT, "cluster": "chain_openai_anthropic"}],
                             "fallbacks": [{"provider": "anthropic", "model": CLAUDE}]},
+        # OpenAI first, Gemini when it fails (a chain this module adds to the shipped config).
+        "gpt-then-gemini": {"targets": [{"provider": "openai", "model": GPT, "cluster": "chain_openai_gemini"}],
+                            "fallbacks": [{"provider": "gemini", "model": GEMINI}]},
     },
 }
 CALLS = [{"name": "weather", "arguments": {"city": "Paris"}}, {"name": "weather", "arguments": {"city": "Oslo"}}]
@@ -41,9 +50,30 @@ def no_ejection(config):
             cluster["outlier_detection"] = {"consecutive_5xx": 1000, "consecutive_gateway_failure": 1000}
 
 
+def with_gemini_chain(config):
+    """Adds `chain_openai_gemini`, built like the shipped OpenAI → Anthropic chain."""
+    no_ejection(config)
+    clusters = config["static_resources"]["clusters"]
+    chain = copy.deepcopy(next(c for c in clusters if c["name"] == "chain_openai_anthropic"))
+    chain["name"] = "chain_openai_gemini"
+    chain["cluster_type"]["typed_config"]["clusters"] = ["provider_openai", "provider_gemini"]
+    options = chain["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    adapter = options["http_filters"][0]["typed_config"]["config"]
+    adapter["configuration"]["value"] = json.dumps({"providers": {
+        "openai": {"api_key_env": "OPENAI_API_KEY", "authority": "api.openai.com"},
+        "gemini": {"schema": "gemini", "api_key_env": "GEMINI_API_KEY",
+                   "authority": "generativelanguage.googleapis.com"}}})
+    clusters.append(chain)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    route = copy.deepcopy(routes[0])
+    assert route["route"]["cluster"] == "chain_openai_anthropic"
+    route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = "chain_openai_gemini"
+    routes.insert(0, route)
+
+
 @pytest.fixture(scope="module")
 def gateway():
-    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=no_ejection)
+    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=with_gemini_chain)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +86,12 @@ def openai_sdk(gateway):
     return openai.OpenAI(base_url=gateway.url("/v1"), api_key=DEMO_KEY, max_retries=0, timeout=30)
 
 
-def attempts(stack, since):
-    """What the providers received since `since`, oldest first: (path, headers, body)."""
+def attempts(stack, since, query=False):
+    """What the providers received since `since`, oldest first: (path, headers, body); the path
+    with its query when `query`."""
     seen = requests.get(stack.mock("/mock/requests")).json()
-    return [(r["path"], {k.lower(): v for k, v in r["headers"].items()}, json.loads(r["body"] or "{}"))
+    path = lambda r: r["path"] + (f"?{r['query']}" if query and r["query"] else "")  # noqa: E731
+    return [(path(r), {k.lower(): v for k, v in r["headers"].items()}, json.loads(r["body"] or "{}"))
             for r in seen if r["time"] >= since]
 
 
@@ -108,12 +140,11 @@ def test_anthropic_sdk_streams_from_an_openai_provider(gateway, claude_sdk):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_anthropic_sdk_tool_call_round_trip_through_an_openai_provider(gateway, claude_sdk, stream):
-    ask = {"model": "gpt-direct", "max_tokens": 200, "tools": [WEATHER], "tool_choice": {"type": "any"},
+def claude_tool_uses(claude_sdk, model, stream, headers):
+    """The `anthropic` SDK asks `model` for the scripted weather calls; their tool_use blocks."""
+    ask = {"model": model, "max_tokens": 200, "tools": [WEATHER], "tool_choice": {"type": "any"},
            "messages": [{"role": "user", "content": "Weather in Paris and Oslo?"}],
-           "extra_headers": {**tool_calls(), "x-mock-piece-chars": "3"}}
-    since = time.time()
+           "extra_headers": {**tool_calls(), **headers}}
     if stream:
         with claude_sdk.messages.stream(**ask) as s:
             message = s.get_final_message()
@@ -122,6 +153,13 @@ def test_anthropic_sdk_tool_call_round_trip_through_an_openai_provider(gateway, 
     assert message.stop_reason == "tool_use"
     uses = [block for block in message.content if block.type == "tool_use"]
     assert [(u.name, u.input) for u in uses] == [("weather", {"city": "Paris"}), ("weather", {"city": "Oslo"})]
+    return uses
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_sdk_tool_call_round_trip_through_an_openai_provider(gateway, claude_sdk, stream):
+    since = time.time()
+    uses = claude_tool_uses(claude_sdk, "gpt-direct", stream, {"x-mock-piece-chars": "3"})
     [(_, _, body)] = attempts(gateway, since)
     assert body["tools"] == [{"type": "function", "function": {
         "name": "weather", "description": WEATHER["description"], "parameters": WEATHER["input_schema"]}}]
@@ -200,3 +238,230 @@ def test_a_messages_request_falls_back_from_openai_to_anthropic_in_its_own_schem
     assert second_headers.get("x-api-key") == ANTHROPIC_SECRET and "authorization" not in second_headers
     assert second_headers.get("anthropic-version")
     assert second == {"model": CLAUDE, "max_tokens": 64, "messages": [{"role": "user", "content": "Capital of France?"}]}
+
+
+def assert_gemini_attempt(path, headers, body, stream=False):
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    assert path == f"/v1beta/models/{GEMINI}:{method}"
+    assert headers.get("x-goog-api-key") == GEMINI_SECRET
+    assert headers.get("host") == "generativelanguage.googleapis.com"
+    for header in ("authorization", "x-api-key", "anthropic-version"):
+        assert header not in headers, header
+    # The model and streaming are in the path; nothing of another schema is in the body.
+    for member in ("model", "messages", "stream", "stream_options", "max_tokens", "sluice_models"):
+        assert member not in body, member
+
+
+def test_openai_sdk_gets_an_answer_from_a_gemini_provider(gateway, openai_sdk):
+    since = time.time()
+    completion = openai_sdk.chat.completions.create(
+        model="gemini-direct", max_tokens=100, temperature=0.3, stop=["END"],
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-prompt-tokens": "12", "x-mock-completion-tokens": "9",
+                       "x-mock-reasoning-tokens": "4", "x-mock-cached-tokens": "5",
+                       # A client's Google key is not the gateway's to pass on.
+                       "x-goog-api-key": "client-own-key"})
+    choice = completion.choices[0]
+    assert (choice.message.content, choice.finish_reason) == (TEXT, "stop")
+    assert completion.model == GEMINI
+    usage = completion.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (12, 9, 21)
+    assert usage.prompt_tokens_details.cached_tokens == 5
+    assert usage.completion_tokens_details.reasoning_tokens == 4
+    [(path, headers, body)] = attempts(gateway, since, query=True)
+    assert_gemini_attempt(path, headers, body)
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
+    assert body["generationConfig"] == {"maxOutputTokens": 100, "temperature": 0.3, "stopSequences": ["END"]}
+    # The token counter, behind the adapter, counts the translated answer at Gemini's price.
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log())
+                                    if l.get("route_logical") == "gemini-direct" and l.get("completion_tokens") == "9"),
+                                   None), "counted log line")
+    assert (line["prompt_tokens"], line["upstream"]) == ("12", "provider_gemini")
+    # 7 fresh and 5 cached prompt tokens, 9 answer tokens at gemini-2.5-flash's price per million.
+    assert float(line["cost_usd"]) == pytest.approx((7 * 0.30 + 5 * 0.03 + 9 * 2.50) / 1e6, rel=1e-3)
+
+
+def test_openai_sdk_streams_from_a_gemini_provider(gateway, openai_sdk):
+    since = time.time()
+    chunks = list(openai_sdk.chat.completions.create(
+        model="gemini-direct", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-prompt-tokens": "11", "x-mock-completion-tokens": "4", "x-mock-chunk-bytes": "7"}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    usage = [c.usage for c in chunks if c.usage]
+    assert len(usage) == 1 and (usage[0].prompt_tokens, usage[0].completion_tokens) == (11, 4)
+    [(path, headers, body)] = attempts(gateway, since, query=True)
+    assert_gemini_attempt(path, headers, body, stream=True)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_sdk_tool_call_round_trip_through_a_gemini_provider(gateway, claude_sdk, stream):
+    since = time.time()
+    uses = claude_tool_uses(claude_sdk, "gemini-direct", stream, {"x-mock-chunk-bytes": "9"})
+    assert len({u.id for u in uses}) == 2
+    [(path, headers, body)] = attempts(gateway, since, query=True)
+    assert_gemini_attempt(path, headers, body, stream=stream)
+    assert body["tools"] == [{"functionDeclarations": [{
+        "name": "weather", "description": WEATHER["description"], "parametersJsonSchema": WEATHER["input_schema"]}]}]
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+
+    # The results go back: Gemini gets its calls with the signature it gave, and named results.
+    since = time.time()
+    answer = claude_sdk.messages.create(
+        model="gemini-direct", max_tokens=200, tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris and Oslo?"},
+                  {"role": "assistant", "content": [u.model_dump(exclude_none=True) for u in uses]},
+                  {"role": "user", "content": [
+                      {"type": "tool_result", "tool_use_id": uses[0].id, "content": "21C"},
+                      {"type": "tool_result", "tool_use_id": uses[1].id, "content": "station offline",
+                       "is_error": True},
+                      {"type": "text", "text": "Which is warmer?"}]}])
+    assert answer.content[0].text == TEXT
+    [(_, _, body)] = attempts(gateway, since)
+    _, model_turn, results = body["contents"]
+    assert model_turn == {"role": "model", "parts": [
+        {"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE},
+        {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}}]}
+    assert results == {"role": "user", "parts": [
+        {"functionResponse": {"name": "weather", "response": {"output": "21C"}}},
+        {"functionResponse": {"name": "weather", "response": {"error": "station offline"}}},
+        {"text": "Which is warmer?"}]}
+
+
+@pytest.mark.parametrize("status,error,kind", [
+    (400, openai.BadRequestError, "invalid_request_error"), (401, openai.AuthenticationError, "authentication_error"),
+    (429, openai.RateLimitError, "rate_limit_error"), (503, openai.InternalServerError, "server_error")])
+def test_gemini_provider_errors_reach_the_openai_sdk_as_its_own(gateway, openai_sdk, status, error, kind):
+    with pytest.raises(error) as raised:
+        openai_sdk.chat.completions.create(model="gemini-direct", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"x-mock-status": str(status)})
+    assert raised.value.status_code == status
+    assert raised.value.body["message"] == f"mock error {status}"
+    assert raised.value.body["type"] == kind
+
+
+def test_gemini_provider_errors_reach_the_anthropic_sdk_as_its_own(gateway, claude_sdk):
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        claude_sdk.messages.create(model="gemini-direct", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
+                                   extra_headers={"x-mock-status": "429"})
+    assert raised.value.body["error"] == {"type": "rate_limit_error", "message": "mock error 429"}
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"model": "gemini-direct", "prompt": "hi"}),
+    ("/v1/embeddings", {"model": "gemini-direct", "input": "hi"})])
+def test_an_api_gemini_does_not_take_is_refused_and_never_sent(gateway, path, body):
+    since = time.time()
+    r = requests.post(gateway.url(path), headers={"authorization": f"Bearer {DEMO_KEY}"}, json=body, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_api", r.text
+    assert attempts(gateway, since) == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_chat_request_falls_back_from_openai_to_gemini_at_the_fallbacks_model_path(gateway, openai_sdk, stream):
+    since = time.time()
+    ask = {"model": "gpt-then-gemini", "messages": [{"role": "user", "content": "Capital of France?"}],
+           "extra_headers": {"x-mock-fail-model": f"{GPT}=503"}}
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in openai_sdk.chat.completions.create(**ask, stream=True)
+                       if c.choices)
+    else:
+        text = openai_sdk.chat.completions.create(**ask).choices[0].message.content
+    assert text == TEXT
+    (first_path, first_headers, first), (second_path, second_headers, second) = attempts(gateway, since, query=True)
+    assert_openai_attempt(first_path, first_headers, first)
+    assert "x-goog-api-key" not in first_headers
+    assert_gemini_attempt(second_path, second_headers, second, stream=stream)
+    assert second["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
+
+
+# The Responses API, to providers that do not speak it.
+WEATHER_FUNCTION = {"type": "function", "name": "weather", "description": WEATHER["description"],
+                    "parameters": WEATHER["input_schema"]}
+
+
+@pytest.mark.parametrize("model", ["claude-direct", "gemini-direct"])
+def test_openai_sdk_responses_reach_a_provider_of_another_schema(gateway, openai_sdk, model):
+    since = time.time()
+    response = openai_sdk.responses.create(
+        model=model, instructions="Be brief.", input="Capital of France?", max_output_tokens=64,
+        extra_headers={"x-mock-prompt-tokens": "13", "x-mock-completion-tokens": "6"})
+    assert (response.object, response.status, response.output_text) == ("response", "completed", TEXT)
+    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (13, 6, 19)
+    [(path, headers, body)] = attempts(gateway, since, query=True)
+    if model == "claude-direct":
+        assert path == "/v1/messages" and headers.get("x-api-key") == ANTHROPIC_SECRET
+        assert body == {"model": CLAUDE, "system": "Be brief.", "max_tokens": 64,
+                        "messages": [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]}
+    else:
+        assert_gemini_attempt(path, headers, body)
+        assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+        assert body["generationConfig"] == {"maxOutputTokens": 64}
+
+
+@pytest.mark.parametrize("model", ["claude-direct", "gemini-direct"])
+def test_openai_sdk_responses_stream_through_the_sdks_own_accumulator(gateway, openai_sdk, model):
+    with openai_sdk.responses.stream(model=model, input="Capital of France?",
+                                     extra_headers={"x-mock-chunk-bytes": "11"}) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == TEXT
+    assert (final.status, final.output_text) == ("completed", TEXT)
+    assert final.usage.input_tokens == 21 and final.usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("model,stream", [("claude-direct", False), ("claude-direct", True),
+                                          ("gemini-direct", False), ("gemini-direct", True)])
+def test_openai_sdk_responses_tool_call_round_trip(gateway, openai_sdk, model, stream):
+    ask = {"model": model, "input": "Weather in Paris and Oslo?", "tools": [WEATHER_FUNCTION],
+           "tool_choice": "required", "extra_headers": {**tool_calls(), "x-mock-piece-chars": "5"}}
+    if stream:
+        with openai_sdk.responses.stream(**ask) as s:
+            response = s.get_final_response()
+    else:
+        response = openai_sdk.responses.create(**ask)
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [(c["name"], c["arguments"]) for c in CALLS]
+    assert len({c.call_id for c in calls}) == 2 and len({c.id for c in response.output}) == len(response.output)
+
+    # The client appends the calls and their results to its input, as OpenAI's guide does.
+    since = time.time()
+    follow = openai_sdk.responses.create(
+        model=model, tools=[WEATHER_FUNCTION],
+        input=[{"role": "user", "content": "Weather in Paris and Oslo?"},
+               *[c.model_dump(exclude_none=True) for c in calls],
+               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "21C"},
+               {"type": "function_call_output", "call_id": calls[1].call_id, "output": "4C"}])
+    assert follow.output_text == TEXT
+    [(_, _, body)] = attempts(gateway, since)
+    if model == "claude-direct":
+        _, assistant, results = body["messages"]
+        assert [(b["type"], b["id"], b["input"]) for b in assistant["content"]] == \
+            [("tool_use", c.call_id, json.loads(c.arguments)) for c in calls]
+        assert results["content"] == [{"type": "tool_result", "tool_use_id": c.call_id, "content": out}
+                                      for c, out in zip(calls, ["21C", "4C"])]
+    else:
+        _, model_turn, results = body["contents"]
+        assert model_turn["parts"][0]["thoughtSignature"] == SIGNATURE
+        assert [p["functionResponse"] for p in results["parts"]] == [
+            {"name": "weather", "response": {"output": out}} for out in ["21C", "4C"]]
+
+
+@pytest.mark.parametrize("extra,member", [
+    ({"previous_response_id": "resp_abc"}, "previous_response_id"),
+    ({"tools": [{"type": "web_search"}]}, "web_search"),
+    ({"background": True}, "background")])
+def test_responses_that_need_openai_are_refused_before_another_provider(gateway, openai_sdk, extra, member):
+    since = time.time()
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_sdk.responses.create(model="claude-direct", input="hi", **extra)
+    assert member in raised.value.body["message"]
+    assert attempts(gateway, since) == []
+
+
+def test_anthropic_errors_reach_a_responses_client_as_the_openai_sdks_own(gateway, openai_sdk):
+    with pytest.raises(openai.RateLimitError) as raised:
+        openai_sdk.responses.create(model="claude-direct", input="hi", extra_headers={"x-mock-status": "429"})
+    assert raised.value.status_code == 429 and raised.value.body["message"] == "mock error 429"

@@ -250,6 +250,13 @@ impl Filter {
                     }
                     _ => Vec::new(),
                 };
+                facts::publish(&Host, facts::ROUTE_STREAM, if summary.stream { "true" } else { "false" });
+                let models = if chain.is_empty() {
+                    vec![(target.provider.as_str(), target.model.as_str())]
+                } else {
+                    chain.clone()
+                };
+                facts::publish(&Host, facts::ROUTE_MODELS, &chain::models_text(&models));
                 // A client's own chain member is never passed on.
                 let clients_chain =
                     body.windows(chain::MODELS_MEMBER.len()).any(|w| w == chain::MODELS_MEMBER.as_bytes());

@@ -14,7 +14,7 @@ use sluice_shared::api::{Api, Class};
 use sluice_shared::chain;
 use sluice_shared::translate::Wire;
 
-use crate::config::{Config, Provider, Schema};
+use crate::config::{Config, Provider, Schema, MODEL_SLOT};
 
 /// Request headers with this prefix are the gateway's own (or a client's imitation): removed
 /// before every attempt, so none reaches a provider.
@@ -26,6 +26,7 @@ pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
     Class::of(method, path) != Class::Other || config.passthrough.iter().any(|rule| rule.matches(method, path))
 }
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
+const OPENAI_RESPONSES_PATH: &str = "/v1/responses";
 const ANTHROPIC_PATH: &str = "/v1/messages";
 
 /// An attempt whose request and answer are translated: the client's schema and the provider's.
@@ -69,12 +70,17 @@ pub struct Plan {
 }
 
 /// What an attempt sees of its request.
+#[derive(Default)]
 pub struct Seen<'a> {
     pub method: &'a str,
     pub path: &'a str,
     /// The client's API, when an earlier attempt changed the request's path.
     pub marked: Option<Api>,
     pub has_body: bool,
+    /// The route's models by provider (the rewriter's `sluice.route.models`), if it routed.
+    pub models: Option<&'a str>,
+    /// The rewriter saw a request for a stream (`sluice.route.stream`).
+    pub stream: bool,
 }
 
 impl Seen<'_> {
@@ -90,8 +96,25 @@ pub fn takes(schema: Schema) -> &'static [Api] {
         Schema::Openai => {
             &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
         }
-        Schema::Anthropic => &[Api::ChatCompletions, Api::AnthropicMessages],
+        Schema::Anthropic | Schema::Gemini => &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages],
     }
+}
+
+/// The path of a Gemini attempt: the provider's model path with the model the route names for
+/// it, and the method for a JSON answer or a stream. An error when the route named no model
+/// (no model rewriter ran) or one that cannot be a path segment.
+fn gemini_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<String, String> {
+    let model = seen.models.and_then(|text| chain::model_in(text, provider_name)).ok_or_else(|| {
+        format!("provider `{provider_name}` takes its model in the path, and no route named one (route the request with the model rewriter)")
+    })?;
+    let segment_ok = !model.is_empty()
+        && !model.starts_with('.')
+        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+    if !segment_ok {
+        return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`"));
+    }
+    let method = if seen.stream { ":streamGenerateContent?alt=sse" } else { ":generateContent" };
+    Ok(format!("{}{method}", provider.model_path.replacen(MODEL_SLOT, &model, 1)))
 }
 
 /// Why an attempt must not go out: its request speaks an API its provider does not take, and
@@ -111,8 +134,24 @@ pub fn unspoken(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Op
     ))
 }
 
-/// Plans an attempt to `provider`, whose credential is `credential`.
-pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen: &Seen<'_>) -> Plan {
+/// The schema of a client's API, for one the adapter translates.
+fn client_wire(api: Api) -> Wire {
+    match api {
+        Api::AnthropicMessages => Wire::Anthropic,
+        Api::Responses => Wire::OpenaiResponses,
+        _ => Wire::OpenaiChat,
+    }
+}
+
+/// Plans an attempt to `provider` (named `provider_name`), whose credential is `credential`; an
+/// error when the request cannot be addressed to it.
+pub fn plan(
+    config: &Config,
+    provider_name: &str,
+    provider: &Provider,
+    credential: Option<&str>,
+    seen: &Seen<'_>,
+) -> Result<Plan, String> {
     let mut plan = Plan::default();
     let chain = config.is_chain();
     let api = seen.api();
@@ -121,8 +160,7 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
     let own = provider.credential_header();
     if credential.is_some() || chain {
         let mut others: Vec<&str> = config.providers.values().map(Provider::credential_header).collect();
-        others.push("authorization");
-        others.push("x-api-key");
+        others.extend(["authorization", "x-api-key", "x-goog-api-key"]);
         others.sort_unstable();
         others.dedup();
         plan.remove.extend(others.into_iter().filter(|h| *h != own).map(str::to_string));
@@ -139,8 +177,8 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
     }
     let translated = |client, provider| Some(Translation { client, provider });
     match (provider.schema, api) {
-        (Schema::Anthropic, Some(Api::ChatCompletions)) if seen.has_body => {
-            plan.translate = translated(Wire::OpenaiChat, Wire::Anthropic);
+        (Schema::Anthropic, Some(api @ (Api::ChatCompletions | Api::Responses))) if seen.has_body => {
+            plan.translate = translated(client_wire(api), Wire::Anthropic);
             plan.path = Some(ANTHROPIC_PATH.into());
         }
         // An earlier attempt sent this Messages request elsewhere: back to its own path.
@@ -155,15 +193,25 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
             let wanted = provider.chat_path.as_deref().or(seen.marked.map(|_| OPENAI_CHAT_PATH));
             plan.path = wanted.filter(|w| *w != seen.path).map(str::to_string);
         }
+        // An earlier attempt sent this Responses request elsewhere: back to its own path.
+        (Schema::Openai, Some(Api::Responses)) if seen.marked.is_some() => {
+            plan.path = Some(OPENAI_RESPONSES_PATH.into());
+        }
+        (Schema::Gemini, Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages)))
+            if seen.has_body =>
+        {
+            plan.translate = translated(client_wire(api), Wire::Gemini);
+            plan.path = Some(gemini_path(provider_name, provider, seen)?);
+        }
         _ => {}
     }
     match provider.schema {
         Schema::Anthropic => plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone())),
         // Anthropic's headers never reach another provider.
-        Schema::Openai if chain || plan.translate.is_some() => {
+        Schema::Openai | Schema::Gemini if chain || plan.translate.is_some() => {
             plan.remove.extend(["anthropic-version".to_string(), "anthropic-beta".to_string()]);
         }
-        Schema::Openai => {}
+        Schema::Openai | Schema::Gemini => {}
     }
     if plan.translate.is_some() {
         // Answers are translated as they come: they must not be compressed.
@@ -177,7 +225,7 @@ pub fn plan(config: &Config, provider: &Provider, credential: Option<&str>, seen
         // The body changes length.
         plan.remove.push("content-length".into());
     }
-    plan
+    Ok(plan)
 }
 
 /// A prepared request body.
@@ -186,6 +234,8 @@ pub struct Prepared {
     pub body: Option<Vec<u8>>,
     /// A translated request's client wants usage at the end of its stream.
     pub include_usage: bool,
+    /// A translated request asks for a stream.
+    pub stream: bool,
 }
 
 /// Prepares an attempt's body: in a chain (`in_chain`), the chain's model for `provider_name`;
@@ -200,7 +250,7 @@ pub fn prepare_body(
 ) -> Result<Prepared, String> {
     let mut value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
-        Err(_) if translate.is_none() => return Ok(Prepared { body: None, include_usage: false }),
+        Err(_) if translate.is_none() => return Ok(Prepared { body: None, include_usage: false, stream: false }),
         Err(e) => return Err(format!("the body is not JSON ({e})")),
     };
     let had_chain = value.get(chain::MODELS_MEMBER).is_some();
@@ -215,11 +265,11 @@ pub fn prepare_body(
     }
     let Some(translation) = translate else {
         let body = had_chain.then(|| serde_json::to_vec(&value)).transpose().map_err(|e| e.to_string())?;
-        return Ok(Prepared { body, include_usage: false });
+        return Ok(Prepared { body, include_usage: false, stream: false });
     };
     let chat = translation.client.read_request(&serde_json::to_vec(&value).map_err(|e| e.to_string())?)?;
     let body = translation.provider.write_request(&chat, provider.default_max_tokens)?;
-    Ok(Prepared { body: Some(body), include_usage: chat.stream_usage })
+    Ok(Prepared { body: Some(body), include_usage: chat.stream_usage, stream: chat.stream })
 }
 
 #[cfg(test)]
@@ -236,7 +286,7 @@ mod tests {
         "anthropic": {"schema": "anthropic", "api_key": "sk-a"}}}"#;
 
     fn seen(path: &str, marked: Option<Api>) -> Seen<'_> {
-        Seen { method: "POST", path, marked, has_body: true }
+        Seen { method: "POST", path, marked, has_body: true, ..Seen::default() }
     }
 
     const CHAT: Option<Api> = Some(Api::ChatCompletions);
@@ -253,7 +303,7 @@ mod tests {
             ("/v1/chat/completions", true, true),
             ("/v1/completions", true, false),
             ("/v1/embeddings", true, false),
-            ("/v1/responses", true, false),
+            ("/v1/responses", true, true),
             ("/v1/messages", true, true),
             ("/openai/deployments/d/chat/completions?api-version=2024-10-21", true, true),
         ];
@@ -262,8 +312,8 @@ mod tests {
             assert_eq!(unspoken("openai", openai, &seen).is_none(), by_openai, "{path} to openai");
             assert_eq!(unspoken("anthropic", anthropic, &seen).is_none(), by_anthropic, "{path} to anthropic");
         }
-        let why = unspoken("anthropic", anthropic, &seen("/v1/responses", None)).unwrap();
-        assert!(why.contains("`anthropic`") && why.contains("`responses`") && why.contains("messages"), "{why}");
+        let why = unspoken("anthropic", anthropic, &seen("/v1/embeddings", None)).unwrap();
+        assert!(why.contains("`anthropic`") && why.contains("`embeddings`") && why.contains("messages"), "{why}");
     }
 
     #[test]
@@ -277,8 +327,8 @@ mod tests {
     #[test]
     fn requests_that_are_no_api_call_are_not_refused_for_their_schema() {
         let chain = config(CHAIN);
-        let models = Seen { method: "GET", path: "/v1/models", marked: None, has_body: false };
-        let files = Seen { method: "POST", path: "/v1/files", marked: None, has_body: true };
+        let models = Seen { method: "GET", path: "/v1/models", marked: None, has_body: false, ..Seen::default() };
+        let files = Seen { method: "POST", path: "/v1/files", marked: None, has_body: true, ..Seen::default() };
         for provider in chain.providers.values() {
             assert_eq!(unspoken("p", provider, &models), None);
             assert_eq!(unspoken("p", provider, &files), None);
@@ -304,7 +354,8 @@ mod tests {
             "openai": {"api_key": "sk-o", "authority": "api.openai.com"},
             "anthropic": {"schema": "anthropic", "api_key": "sk-a", "authority": "api.anthropic.com"}}}"#,
         );
-        let first = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", None));
+        let first = plan(&c, "anthropic", &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", None))
+            .unwrap();
         assert!(first.translate == TO_ANTHROPIC && first.read_body);
         assert_eq!(first.path.as_deref(), Some("/v1/messages"));
         assert!(first.set.contains(&("x-api-key".into(), "sk-a".into())));
@@ -313,7 +364,7 @@ mod tests {
         assert!(first.remove.contains(&"authorization".to_string()));
         assert!(first.set.contains(&(":authority".into(), "api.anthropic.com".into())));
         // The retry starts from the headers the first attempt left.
-        let retry = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", CHAT));
+        let retry = plan(&c, "openai", &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", CHAT)).unwrap();
         assert!(retry.translate.is_none() && retry.read_body);
         assert_eq!(retry.path.as_deref(), Some("/v1/chat/completions"));
         assert!(retry.set.contains(&("authorization".into(), "Bearer sk-o".into())));
@@ -325,23 +376,103 @@ mod tests {
     #[test]
     fn a_messages_request_is_translated_for_openai_and_goes_back_to_its_path_for_anthropic() {
         let c = config(CHAIN);
-        let first = plan(&c, &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", None));
+        let first = plan(&c, "openai", &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", None)).unwrap();
         assert_eq!(first.translate, TO_OPENAI);
         assert_eq!(first.path.as_deref(), Some("/v1/chat/completions"));
         assert_eq!(first.mark, MESSAGES);
         for header in ["anthropic-version", "anthropic-beta", "x-api-key", "accept-encoding", "content-length"] {
             assert!(first.remove.contains(&header.to_string()), "{header}");
         }
-        let retry = plan(&c, &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", MESSAGES));
+        let retry =
+            plan(&c, "anthropic", &c.providers["anthropic"], Some("sk-a"), &seen("/v1/chat/completions", MESSAGES))
+                .unwrap();
         assert_eq!(retry.translate, None);
         assert_eq!(retry.path.as_deref(), Some("/v1/messages"));
         assert!(retry.set.contains(&("anthropic-version".into(), "2023-06-01".into())));
     }
 
+    const WITH_GEMINI: &str = r#"{"providers": {
+        "openai": {"api_key": "sk-o"},
+        "gemini": {"schema": "gemini", "api_key": "g-key"}}}"#;
+
+    #[test]
+    fn a_gemini_attempt_is_translated_and_addressed_to_the_routes_model() {
+        let c = config(WITH_GEMINI);
+        let gemini = &c.providers["gemini"];
+        let models = r#"{"gemini": "gemini-2.5-flash", "openai": "gpt-4o"}"#;
+        let clients = [
+            ("/v1/chat/completions", Wire::OpenaiChat),
+            ("/v1/responses", Wire::OpenaiResponses),
+            ("/v1/messages", Wire::Anthropic),
+        ];
+        for (path, client) in clients {
+            for (stream, method) in [(false, ":generateContent"), (true, ":streamGenerateContent?alt=sse")] {
+                let seen = Seen { models: Some(models), stream, ..seen(path, None) };
+                assert_eq!(unspoken("gemini", gemini, &seen), None);
+                let p = plan(&c, "gemini", gemini, Some("g-key"), &seen).unwrap();
+                assert_eq!(p.translate, Some(Translation { client, provider: Wire::Gemini }));
+                assert_eq!(p.path, Some(format!("/v1beta/models/gemini-2.5-flash{method}")));
+                assert!(p.set.contains(&("x-goog-api-key".into(), "g-key".into())));
+                for header in ["authorization", "x-api-key", "anthropic-version", "accept-encoding", "content-length"] {
+                    assert!(p.remove.contains(&header.to_string()), "{header}");
+                }
+            }
+        }
+        // The OpenAI retry drops the Gemini key.
+        let retry =
+            plan(&c, "openai", &c.providers["openai"], Some("sk-o"), &seen("/v1/chat/completions", None)).unwrap();
+        assert!(retry.remove.contains(&"x-goog-api-key".to_string()));
+        // Vertex AI: its own model path and a bearer token.
+        let vertex = config(
+            r#"{"providers": {"vertex": {"schema": "gemini", "api_key": "t", "auth_header": "authorization",
+                "model_path": "/v1/projects/p/locations/europe-west4/publishers/google/models/{model}"}}}"#,
+        );
+        let seen = Seen { models: Some(r#"{"vertex": "gemini-2.5-pro"}"#), ..seen("/v1/chat/completions", None) };
+        let p = plan(&vertex, "vertex", &vertex.providers["vertex"], Some("t"), &seen).unwrap();
+        assert_eq!(
+            p.path.as_deref(),
+            Some("/v1/projects/p/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent")
+        );
+        assert!(p.set.contains(&("authorization".into(), "Bearer t".into())));
+    }
+
+    #[test]
+    fn a_gemini_attempt_without_a_routed_model_or_with_one_that_is_no_path_segment_is_refused() {
+        let c = config(WITH_GEMINI);
+        let gemini = &c.providers["gemini"];
+        let unrouted = plan(&c, "gemini", gemini, Some("g"), &seen("/v1/chat/completions", None)).unwrap_err();
+        assert!(unrouted.contains("model rewriter"), "{unrouted}");
+        let other = Seen { models: Some(r#"{"openai": "gpt-4o"}"#), ..seen("/v1/chat/completions", None) };
+        assert!(plan(&c, "gemini", gemini, Some("g"), &other).is_err());
+        for model in ["../../v1/files", "m?key=x", "m:streamGenerateContent", "m/x", "", ".."] {
+            let text = serde_json::json!({"gemini": model}).to_string();
+            let seen = Seen { models: Some(&text), ..seen("/v1/chat/completions", None) };
+            assert!(plan(&c, "gemini", gemini, Some("g"), &seen).is_err(), "{model}");
+        }
+        // Only chat, Responses and Messages requests are taken.
+        for path in ["/v1/embeddings", "/v1/completions"] {
+            assert!(unspoken("gemini", gemini, &seen(path, None)).is_some(), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_responses_request_is_translated_for_anthropic_and_goes_back_to_its_path_for_openai() {
+        let c = config(CHAIN);
+        let first =
+            plan(&c, "anthropic", &c.providers["anthropic"], Some("sk-a"), &seen("/v1/responses", None)).unwrap();
+        assert_eq!(first.translate, Some(Translation { client: Wire::OpenaiResponses, provider: Wire::Anthropic }));
+        assert_eq!((first.path.as_deref(), first.mark), (Some("/v1/messages"), Some(Api::Responses)));
+        let retry =
+            plan(&c, "openai", &c.providers["openai"], Some("sk-o"), &seen("/v1/messages", Some(Api::Responses)))
+                .unwrap();
+        assert_eq!((retry.translate, retry.path.as_deref()), (None, Some("/v1/responses")));
+        assert!(retry.remove.contains(&"anthropic-version".to_string()));
+    }
+
     #[test]
     fn chain_attempt_without_its_key_carries_no_credential() {
         let c = config(r#"{"providers": {"openai": {"api_key_env": "SLUICE_TEST_UNSET"}, "b": {"api_key": "k"}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        let p = plan(&c, "openai", &c.providers["openai"], None, &seen("/v1/chat/completions", None)).unwrap();
         assert!(p.set.iter().all(|(h, _)| h != "authorization"));
         assert!(p.remove.contains(&"authorization".to_string()));
     }
@@ -349,17 +480,18 @@ mod tests {
     #[test]
     fn single_provider_passes_what_it_need_not_touch() {
         let c = config(r#"{"providers": {"openai": {}}}"#);
-        let p = plan(&c, &c.providers["openai"], None, &seen("/v1/chat/completions", None));
+        let p = plan(&c, "openai", &c.providers["openai"], None, &seen("/v1/chat/completions", None)).unwrap();
         assert_eq!(p, Plan::default());
         let native = config(r#"{"providers": {"a": {"schema": "anthropic"}}}"#);
-        let p = plan(&native, &native.providers["a"], None, &seen("/v1/messages", None));
+        let p = plan(&native, "a", &native.providers["a"], None, &seen("/v1/messages", None)).unwrap();
         assert!(p.translate.is_none() && !p.read_body && p.path.is_none());
         // Azure: the chat path and the `api-key` header.
         let azure = config(
             r#"{"providers": {"azure": {"api_key": "k", "auth_header": "api-key",
                 "chat_path": "/openai/deployments/d/chat/completions?api-version=2024-10-21"}}}"#,
         );
-        let p = plan(&azure, &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", None));
+        let p =
+            plan(&azure, "azure", &azure.providers["azure"], Some("k"), &seen("/v1/chat/completions", None)).unwrap();
         assert_eq!(p.path.as_deref(), Some("/openai/deployments/d/chat/completions?api-version=2024-10-21"));
         assert!(p.set.contains(&("api-key".into(), "k".into())));
         assert!(p.remove.contains(&"authorization".to_string()));

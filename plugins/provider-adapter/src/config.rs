@@ -11,6 +11,10 @@ use sluice_shared::api::PathRule;
 use sluice_shared::config::{ConfigError, Validate};
 
 const MIB: usize = 1 << 20;
+/// Google AI Studio's model path.
+const GEMINI_MODEL_PATH: &str = "/v1beta/models/{model}";
+/// Where a Gemini model path puts the model.
+pub const MODEL_SLOT: &str = "{model}";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,9 +22,13 @@ pub enum Schema {
     /// OpenAI and OpenAI-compatible APIs (vLLM, NIM, Groq, Azure OpenAI): OpenAI requests pass as
     /// they are; Anthropic Messages requests are translated, and their answers back.
     Openai,
-    /// Anthropic Messages: Messages requests pass as they are; OpenAI chat requests are
-    /// translated, and their answers back.
+    /// Anthropic Messages: Messages requests pass as they are; OpenAI chat and Responses
+    /// requests are translated, and their answers back.
     Anthropic,
+    /// Gemini `generateContent` (Google AI Studio; Vertex AI with `model_path`): OpenAI chat,
+    /// Responses and Anthropic Messages requests are translated, and their answers back. The model goes in
+    /// the path, so the model rewriter must route the request (its facts name the model).
+    Gemini,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -47,9 +55,10 @@ pub struct Provider {
     /// Environment variable holding the credential (pass it to the VM with
     /// `vm_config.environment_variables.host_env_keys`).
     pub api_key_env: Option<String>,
-    /// OpenAI schema: the header carrying the credential. `authorization` gets `Bearer <key>`;
-    /// any other (Azure OpenAI's `api-key`) gets the key alone.
-    pub auth_header: String,
+    /// The header carrying the credential (default: the schema's own, `authorization` for
+    /// openai, `x-goog-api-key` for gemini; anthropic always uses `x-api-key`). `authorization`
+    /// gets `Bearer <key>`; any other (Azure OpenAI's `api-key`) gets the key alone.
+    pub auth_header: Option<String>,
     /// OpenAI schema: the path chat requests are sent to, query included (Azure OpenAI:
     /// `/openai/deployments/<deployment>/chat/completions?api-version=2024-10-21`).
     pub chat_path: Option<String>,
@@ -60,6 +69,10 @@ pub struct Provider {
     pub anthropic_version: String,
     /// Anthropic schema: `max_tokens` when the client set none (Anthropic requires one).
     pub default_max_tokens: u64,
+    /// Gemini schema: the model's path, `{model}` standing for the model; `:generateContent` or
+    /// `:streamGenerateContent?alt=sse` follows. Vertex AI:
+    /// `/v1/projects/<project>/locations/<region>/publishers/google/models/{model}`.
+    pub model_path: String,
 }
 
 impl Default for Config {
@@ -79,11 +92,12 @@ impl Default for Provider {
             schema: Schema::Openai,
             api_key: None,
             api_key_env: None,
-            auth_header: "authorization".to_string(),
+            auth_header: None,
             chat_path: None,
             authority: None,
             anthropic_version: "2023-06-01".to_string(),
             default_max_tokens: 4096,
+            model_path: GEMINI_MODEL_PATH.to_string(),
         }
     }
 }
@@ -126,10 +140,12 @@ impl Validate for Provider {
         if self.default_max_tokens == 0 {
             return Err(ConfigError::at(".default_max_tokens", "must be positive"));
         }
-        let header_ok = !self.auth_header.is_empty()
-            && self.auth_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !header_ok {
-            return Err(ConfigError::at(".auth_header", "must be a lower-case header name"));
+        if let Some(header) = &self.auth_header {
+            let ok =
+                !header.is_empty() && header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(ConfigError::at(".auth_header", "must be a lower-case header name"));
+            }
         }
         if let Some(path) = &self.chat_path {
             if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -145,8 +161,17 @@ impl Validate for Provider {
                 return Err(ConfigError::at(".authority", "must be a host name, optionally with a port"));
             }
         }
-        if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header != "authorization") {
-            return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are for the openai schema"));
+        if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header.is_some()) {
+            return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are not for the anthropic schema"));
+        }
+        if self.schema == Schema::Gemini && self.chat_path.is_some() {
+            return Err(ConfigError::at(".chat_path", "is for the openai schema (gemini uses `model_path`)"));
+        }
+        let path_ok = self.model_path.starts_with('/')
+            && self.model_path.matches(MODEL_SLOT).count() == 1
+            && !self.model_path.bytes().any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#' | b'%'));
+        if !path_ok {
+            return Err(ConfigError::at(".model_path", "must be a path starting with `/` holding `{model}` once"));
         }
         Ok(())
     }
@@ -171,9 +196,11 @@ impl Provider {
 
     /// The header this provider's credential travels in.
     pub fn credential_header(&self) -> &str {
-        match self.schema {
-            Schema::Openai => &self.auth_header,
-            Schema::Anthropic => "x-api-key",
+        match (self.schema, &self.auth_header) {
+            (Schema::Anthropic, _) => "x-api-key",
+            (_, Some(header)) => header,
+            (Schema::Openai, None) => "authorization",
+            (Schema::Gemini, None) => "x-goog-api-key",
         }
     }
 
@@ -201,8 +228,12 @@ mod tests {
         assert_eq!((p.credential_header(), p.credential_value("k").as_str()), ("x-api-key", "k"));
         let openai = Provider::default();
         assert_eq!(openai.credential_value("k"), "Bearer k");
-        let azure = Provider { auth_header: "api-key".into(), ..Provider::default() };
+        let azure = Provider { auth_header: Some("api-key".into()), ..Provider::default() };
         assert_eq!((azure.credential_header(), azure.credential_value("k").as_str()), ("api-key", "k"));
+        let gemini = Provider { schema: Schema::Gemini, ..Provider::default() };
+        assert_eq!((gemini.credential_header(), gemini.credential_value("k").as_str()), ("x-goog-api-key", "k"));
+        let vertex = Provider { schema: Schema::Gemini, auth_header: Some("authorization".into()), ..gemini };
+        assert_eq!(vertex.credential_value("k"), "Bearer k");
         // Without a key the request keeps its own credential.
         let missing: Config =
             parse_config(Some(br#"{"providers": {"o": {"api_key_env": "SLUICE_TEST_UNSET_VARIABLE"}}}"#)).unwrap();
@@ -211,12 +242,22 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 12] = [
+        let cases: [(&[u8], &str); 16] = [
             (br#"{"passthrough": [{"prefix": "/v1/../x"}]}"#, ".passthrough[0]"),
             (br#"{"passthrough": [{"prefix": "/v1/files", "methods": []}]}"#, ".passthrough[0]"),
             (br#"{"providers": {"a": {"authority": "https://api.openai.com"}}}"#, ".providers.a.authority"),
             (br#"{"providers": {"a": {"api_key": "k", "api_key_env": "K"}}}"#, ".providers.a.api_key_env"),
-            (br#"{"providers": {"a": {"schema": "gemini"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"schema": "vertex"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"schema": "gemini", "chat_path": "/x"}}}"#, ".providers.a.chat_path"),
+            (
+                br#"{"providers": {"a": {"schema": "gemini", "model_path": "/v1beta/models"}}}"#,
+                ".providers.a.model_path",
+            ),
+            (
+                br#"{"providers": {"a": {"schema": "gemini", "model_path": "/m/{model}?x=1"}}}"#,
+                ".providers.a.model_path",
+            ),
+            (br#"{"providers": {"a": {"schema": "anthropic", "auth_header": "x"}}}"#, ".providers.a.schema"),
             (br#"{"providers": {"a": {"api_key": ""}}}"#, ".providers.a.api_key"),
             (br#"{"providers": {"a": {"default_max_tokens": 0}}}"#, ".providers.a.default_max_tokens"),
             (br#"{"providers": {"a": {"auth_header": "Api Key"}}}"#, ".providers.a.auth_header"),

@@ -14,10 +14,13 @@
 //! - **Model**: in a chain, the body names each provider's model (`sluice_models`, written by
 //!   the model rewriter); the attempt's entry becomes `model` and the member is removed.
 //! - **Schemas** (`sluice_shared::translate`): a request is sent in its provider's schema or
-//!   refused ([`attempt::unspoken`]). An OpenAI chat request to an Anthropic provider goes as a
-//!   Messages request, an Anthropic Messages request to an OpenAI provider as a chat request;
-//!   the answer comes back in the client's schema, JSON whole, a stream event by event, usage
-//!   and errors included. A request in its provider's own schema passes as it is.
+//!   refused ([`attempt::unspoken`]). An OpenAI chat or Responses request to an Anthropic
+//!   provider goes as a Messages request, an Anthropic Messages request to an OpenAI provider as
+//!   a chat request, any of the three to a Gemini provider as `generateContent` at the path of the model the rewriter
+//!   routed to (its facts `sluice.route.models` and `sluice.route.stream`: the path is set
+//!   before the body arrives); the answer comes back in the client's schema, JSON whole, a
+//!   stream event by event, usage and errors included. A request in its provider's own schema
+//!   passes as it is.
 //! - **Answered by**: the `x-sluice-provider` response header names the provider.
 //!
 //! Logic is plain Rust in [`attempt`], [`config`] and the shared translators; this file is the
@@ -42,7 +45,7 @@ use sluice_shared::sse::{self, SseParser};
 use sluice_shared::translate::{StreamReader, StreamWriter};
 
 use crate::attempt::{Seen, Translation};
-use crate::config::Config;
+use crate::config::{Config, Schema};
 
 const NAME: &str = "sluice.provider_adapter";
 /// Longest SSE line accepted from the provider.
@@ -108,6 +111,7 @@ impl Module for ProviderAdapter {
             read_body: false,
             translation: None,
             include_usage: false,
+            path_stream: None,
             status: 0,
             answer: Answer::Untouched,
         })
@@ -139,6 +143,8 @@ struct Filter {
     translation: Option<Translation>,
     /// A translated request's client wants usage at the end of its stream.
     include_usage: bool,
+    /// The attempt's path says whether the answer streams (Gemini).
+    path_stream: Option<bool>,
     /// The answer's status.
     status: u16,
     answer: Answer,
@@ -183,12 +189,21 @@ impl plugin::Filter for Filter {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let seen = Seen { method: &method, path: &path, marked, has_body: !end_of_stream };
+        let models = facts::read(&Host, facts::ROUTE_MODELS);
+        let stream = facts::read(&Host, facts::ROUTE_STREAM).as_deref() == Some("true");
+        let seen =
+            Seen { method: &method, path: &path, marked, has_body: !end_of_stream, models: models.as_deref(), stream };
         if let Some(why) = attempt::unspoken(name, provider, &seen) {
             return self.fail(&ApiError::bad_request(why).with_code("unsupported_api").with_param("model"));
         }
         let credential = self.credentials.get(name).map(String::as_str);
-        let plan = attempt::plan(&self.config, provider, credential, &seen);
+        let plan = match attempt::plan(&self.config, name, provider, credential, &seen) {
+            Ok(plan) => plan,
+            Err(why) => {
+                let message = format!("The request cannot be sent: {why}.");
+                return self.fail(&ApiError::bad_request(message).with_code("model_not_routable").with_param("model"));
+            }
+        };
         for header in &plan.remove {
             proxy::remove_request_header(header);
         }
@@ -204,6 +219,7 @@ impl plugin::Filter for Filter {
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
         self.translation = plan.translate;
+        self.path_stream = (provider.schema == Schema::Gemini).then_some(stream);
         Action::Continue
     }
 
@@ -221,6 +237,11 @@ impl plugin::Filter for Filter {
         let Some(name) = self.provider.as_deref() else { return Action::Continue };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
         match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translation) {
+            // The path promised the provider one answer shape; the body must ask for that one.
+            Ok(prepared) if self.path_stream.is_some_and(|s| s != prepared.stream) => {
+                let message = "The request's `stream` differs from what the gateway routed.";
+                self.fail(&ApiError::bad_request(message).with_param("stream"))
+            }
             Ok(prepared) => {
                 self.include_usage = prepared.include_usage;
                 if let Some(bytes) = prepared.body {

@@ -15,7 +15,9 @@
 //! wrong schema).
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai_chat;
+pub mod openai_responses;
 
 use serde_json::Value;
 
@@ -235,15 +237,22 @@ impl ErrorKind {
 pub enum Wire {
     /// OpenAI Chat Completions (and every OpenAI-compatible server).
     OpenaiChat,
+    /// The OpenAI Responses API.
+    OpenaiResponses,
     /// Anthropic Messages.
     Anthropic,
+    /// Gemini `generateContent` (Google AI Studio and Vertex AI); the model and streaming are
+    /// in the path.
+    Gemini,
 }
 
 impl Wire {
     pub fn read_request(self, body: &[u8]) -> Result<Chat, String> {
         match self {
             Wire::OpenaiChat => openai_chat::read_request(body),
+            Wire::OpenaiResponses => openai_responses::read_request(body),
             Wire::Anthropic => anthropic::read_request(body),
+            Wire::Gemini => gemini::read_request(body),
         }
     }
 
@@ -251,7 +260,9 @@ impl Wire {
     pub fn write_request(self, chat: &Chat, default_max_tokens: u64) -> Result<Vec<u8>, String> {
         match self {
             Wire::OpenaiChat => openai_chat::write_request(chat),
+            Wire::OpenaiResponses => openai_responses::write_request(chat),
             Wire::Anthropic => anthropic::write_request(chat, default_max_tokens),
+            Wire::Gemini => gemini::write_request(chat),
         }
     }
 
@@ -259,14 +270,18 @@ impl Wire {
     pub fn read_answer(self, status: u16, body: &[u8]) -> Result<Answer, Error> {
         match self {
             Wire::OpenaiChat => openai_chat::read_answer(status, body),
+            Wire::OpenaiResponses => openai_responses::read_answer(status, body),
             Wire::Anthropic => anthropic::read_answer(status, body),
+            Wire::Gemini => gemini::read_answer(status, body),
         }
     }
 
     pub fn write_answer(self, answer: &Answer, created: u64) -> Vec<u8> {
         match self {
             Wire::OpenaiChat => openai_chat::write_answer(answer, created),
+            Wire::OpenaiResponses => openai_responses::write_answer(answer, created),
             Wire::Anthropic => anthropic::write_answer(answer),
+            Wire::Gemini => gemini::write_answer(answer),
         }
     }
 
@@ -274,7 +289,9 @@ impl Wire {
     pub fn write_error(self, error: &Error) -> (u16, Vec<u8>) {
         match self {
             Wire::OpenaiChat => openai_chat::write_error(error),
+            Wire::OpenaiResponses => openai_responses::write_error(error),
             Wire::Anthropic => anthropic::write_error(error),
+            Wire::Gemini => gemini::write_error(error),
         }
     }
 
@@ -282,7 +299,9 @@ impl Wire {
     pub fn stream_reader(self) -> Box<dyn StreamReader> {
         match self {
             Wire::OpenaiChat => Box::<openai_chat::Reader>::default(),
+            Wire::OpenaiResponses => Box::<openai_responses::Reader>::default(),
             Wire::Anthropic => Box::<anthropic::Reader>::default(),
+            Wire::Gemini => Box::<gemini::Reader>::default(),
         }
     }
 
@@ -290,7 +309,9 @@ impl Wire {
     pub fn stream_writer(self, created: u64, usage: bool) -> Box<dyn StreamWriter> {
         match self {
             Wire::OpenaiChat => Box::new(openai_chat::Writer::new(created, usage)),
+            Wire::OpenaiResponses => Box::new(openai_responses::Writer::new(created)),
             Wire::Anthropic => Box::<anthropic::Writer>::default(),
+            Wire::Gemini => Box::<gemini::Writer>::default(),
         }
     }
 }

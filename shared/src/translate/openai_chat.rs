@@ -270,7 +270,7 @@ fn write_usage(usage: &Usage) -> WireUsage {
     }
 }
 
-fn read_error(status: u16, body: &[u8]) -> Error {
+pub(super) fn read_error(status: u16, body: &[u8]) -> Error {
     let wire: ErrorAnswer = serde_json::from_slice(body).unwrap_or_default();
     let kind = match wire.error.kind.as_deref() {
         Some("invalid_request_error") if status == 413 => ErrorKind::TooLarge,
@@ -387,7 +387,7 @@ fn error_type(kind: ErrorKind) -> (u16, &'static str) {
     }
 }
 
-fn error_body(error: &Error) -> ErrorAnswer {
+pub(super) fn error_body(error: &Error) -> ErrorAnswer {
     let (_, kind) = error_type(error.kind);
     ErrorAnswer {
         error: ErrorBody { message: Some(error.message.clone()), kind: Some(kind.into()), param: None, code: None },

@@ -21,12 +21,47 @@ const FIXTURES: &[(&str, &str)] = &[
     ("anthropic-to-chat.stream.json", include_str!("../../fixtures/translate/anthropic-to-chat.stream.json")),
     ("chat-to-anthropic.stream.json", include_str!("../../fixtures/translate/chat-to-anthropic.stream.json")),
     ("chat-to-anthropic.tool-stream.json", include_str!("../../fixtures/translate/chat-to-anthropic.tool-stream.json")),
+    ("chat-to-gemini.request.json", include_str!("../../fixtures/translate/chat-to-gemini.request.json")),
+    ("anthropic-to-gemini.request.json", include_str!("../../fixtures/translate/anthropic-to-gemini.request.json")),
+    ("gemini-to-chat.request.json", include_str!("../../fixtures/translate/gemini-to-chat.request.json")),
+    ("gemini-to-anthropic.request.json", include_str!("../../fixtures/translate/gemini-to-anthropic.request.json")),
+    ("gemini-to-chat.answer.json", include_str!("../../fixtures/translate/gemini-to-chat.answer.json")),
+    ("gemini-to-anthropic.answer.json", include_str!("../../fixtures/translate/gemini-to-anthropic.answer.json")),
+    ("chat-to-gemini.answer.json", include_str!("../../fixtures/translate/chat-to-gemini.answer.json")),
+    ("gemini-to-chat.error.json", include_str!("../../fixtures/translate/gemini-to-chat.error.json")),
+    ("chat-to-gemini.error.json", include_str!("../../fixtures/translate/chat-to-gemini.error.json")),
+    ("gemini-to-chat.stream.json", include_str!("../../fixtures/translate/gemini-to-chat.stream.json")),
+    ("gemini-to-chat.tool-stream.json", include_str!("../../fixtures/translate/gemini-to-chat.tool-stream.json")),
+    (
+        "gemini-to-anthropic.tool-stream.json",
+        include_str!("../../fixtures/translate/gemini-to-anthropic.tool-stream.json"),
+    ),
+    ("chat-to-gemini.tool-stream.json", include_str!("../../fixtures/translate/chat-to-gemini.tool-stream.json")),
+    (
+        "responses-to-anthropic.request.json",
+        include_str!("../../fixtures/translate/responses-to-anthropic.request.json"),
+    ),
+    ("responses-to-gemini.request.json", include_str!("../../fixtures/translate/responses-to-gemini.request.json")),
+    ("responses-to-chat.request.json", include_str!("../../fixtures/translate/responses-to-chat.request.json")),
+    ("chat-to-responses.request.json", include_str!("../../fixtures/translate/chat-to-responses.request.json")),
+    ("anthropic-to-responses.answer.json", include_str!("../../fixtures/translate/anthropic-to-responses.answer.json")),
+    ("gemini-to-responses.answer.json", include_str!("../../fixtures/translate/gemini-to-responses.answer.json")),
+    ("anthropic-to-responses.error.json", include_str!("../../fixtures/translate/anthropic-to-responses.error.json")),
+    ("anthropic-to-responses.stream.json", include_str!("../../fixtures/translate/anthropic-to-responses.stream.json")),
+    (
+        "gemini-to-responses.tool-stream.json",
+        include_str!("../../fixtures/translate/gemini-to-responses.tool-stream.json"),
+    ),
+    ("responses-to-chat.answer.json", include_str!("../../fixtures/translate/responses-to-chat.answer.json")),
+    ("responses-to-chat.stream.json", include_str!("../../fixtures/translate/responses-to-chat.stream.json")),
 ];
 
 fn wire(name: &str) -> Wire {
     match name {
         "openai_chat" => Wire::OpenaiChat,
+        "openai_responses" => Wire::OpenaiResponses,
         "anthropic" => Wire::Anthropic,
+        "gemini" => Wire::Gemini,
         other => panic!("unknown wire {other}"),
     }
 }
@@ -165,4 +200,69 @@ fn a_stream_cut_before_its_end_is_still_closed_once() {
     let mut writer = Wire::OpenaiChat.stream_writer(0, false);
     assert_eq!(writer.finish(), vec![(None, "[DONE]".to_string())]);
     assert!(writer.finish().is_empty());
+}
+
+#[test]
+fn a_gemini_thought_signature_survives_a_round_trip_through_an_openai_client() {
+    let answer = json!({"responseId": "r1", "candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "ab+/cd=="}]},
+        "finishReason": "STOP"}]});
+    let canonical = Wire::Gemini.read_answer(200, answer.to_string().as_bytes()).unwrap();
+    let chat: Value = serde_json::from_slice(&Wire::OpenaiChat.write_answer(&canonical, 0)).unwrap();
+    let call = &chat["choices"][0]["message"]["tool_calls"][0];
+    let id = call["id"].as_str().unwrap();
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{id}");
+    // The client sends the conversation back, with the call's result.
+    let next = json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": id, "content": "21C"}]});
+    let chat = Wire::OpenaiChat.read_request(next.to_string().as_bytes()).unwrap();
+    let request: Value = serde_json::from_slice(&Wire::Gemini.write_request(&chat, 0).unwrap()).unwrap();
+    let model_turn = &request["contents"][1];
+    assert_eq!(model_turn["parts"][0]["thoughtSignature"], "ab+/cd==");
+    assert_eq!(model_turn["parts"][0]["functionCall"], json!({"name": "weather", "args": {"city": "Paris"}}));
+    assert_eq!(
+        request["contents"][2]["parts"][0]["functionResponse"],
+        json!({"name": "weather", "response": {"output": "21C"}})
+    );
+}
+
+#[test]
+fn gemini_tool_results_name_the_call_they_answer_even_when_ids_repeat_across_turns() {
+    let history = json!({"model": "m", "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "1"},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "2"}]});
+    let chat = Wire::OpenaiChat.read_request(history.to_string().as_bytes()).unwrap();
+    let request: Value = serde_json::from_slice(&Wire::Gemini.write_request(&chat, 0).unwrap()).unwrap();
+    assert_eq!(request["contents"][2]["parts"][0]["functionResponse"]["name"], "weather");
+    assert_eq!(request["contents"][4]["parts"][0]["functionResponse"]["name"], "clock");
+    let orphan = json!({"model": "m", "messages": [{"role": "tool", "tool_call_id": "nowhere", "content": "1"}]});
+    let chat = Wire::OpenaiChat.read_request(orphan.to_string().as_bytes()).unwrap();
+    let error = Wire::Gemini.write_request(&chat, 0).unwrap_err();
+    assert!(error.contains("nowhere"), "{error}");
+}
+
+#[test]
+fn gemini_members_with_no_canonical_form_are_refused_and_errors_read_in_every_shape() {
+    let search = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": [{"googleSearch": {}}]});
+    let error = Wire::Gemini.read_request(search.to_string().as_bytes()).unwrap_err();
+    assert!(error.contains("googleSearch"), "{error}");
+    let code = json!({"contents": [{"role": "model", "parts": [{"executableCode": {"code": "1"}}]}]});
+    assert!(Wire::Gemini.read_request(code.to_string().as_bytes()).is_err());
+    let two = json!({"contents": [], "generationConfig": {"candidateCount": 2}});
+    assert!(Wire::Gemini.read_request(two.to_string().as_bytes()).is_err());
+    // A stream request's error comes as an array; a proxy's as no JSON at all.
+    let array = json!([{"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}]);
+    let error = Wire::Gemini.read_answer(429, array.to_string().as_bytes()).unwrap_err();
+    assert_eq!((error.kind, error.message.as_str()), (super::ErrorKind::RateLimit, "quota"));
+    let error = Wire::Gemini.read_answer(503, b"<html>busy</html>").unwrap_err();
+    assert_eq!(error.kind, super::ErrorKind::Overloaded);
+    // A prompt Gemini blocked has no candidate: a filtered, empty answer.
+    let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}});
+    let answer = Wire::Gemini.read_answer(200, blocked.to_string().as_bytes()).unwrap();
+    assert_eq!((answer.finish, answer.usage.input), (Some(super::Finish::ContentFilter), 3));
 }
