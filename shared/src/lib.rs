@@ -18,6 +18,7 @@
 pub mod anthropic;
 pub mod api;
 pub mod backlog;
+pub mod bedrock;
 pub mod body;
 pub mod callout;
 #[cfg(feature = "proxy")]
@@ -26,6 +27,7 @@ pub mod chain;
 pub mod config;
 pub mod digest;
 pub mod errors;
+pub mod eventstream;
 pub mod facts;
 pub mod gemini;
 pub mod glob;

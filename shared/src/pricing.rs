@@ -119,14 +119,26 @@ impl PriceTable {
         PriceTable { entries }
     }
 
+    /// A model's price: by its name, or its longest known prefix. A path (`accounts/x/models/m`)
+    /// counts by its last segment, and Bedrock's region and vendor prefixes
+    /// (`us.anthropic.claude-...`) are tried without them.
     pub fn lookup(&self, model: &str) -> Option<&Price> {
         let lower = model.to_ascii_lowercase();
-        let name = lower.rsplit('/').next().unwrap_or(&lower);
-        self.entries
-            .iter()
-            .find(|(m, _)| m == name)
-            .or_else(|| self.entries.iter().find(|(m, _)| name.starts_with(m.as_str())))
-            .map(|(_, p)| p)
+        let mut name = lower.rsplit('/').next().unwrap_or(&lower);
+        loop {
+            let found = self
+                .entries
+                .iter()
+                .find(|(m, _)| m == name)
+                .or_else(|| self.entries.iter().find(|(m, _)| name.starts_with(m.as_str())));
+            match (found, name.split_once('.')) {
+                (Some((_, price)), _) => return Some(price),
+                (None, Some((head, rest))) if !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase()) => {
+                    name = rest;
+                }
+                (None, _) => return None,
+            }
+        }
     }
 
     /// Cost in USD, or `None` for a model with no known price.
@@ -154,6 +166,10 @@ mod tests {
         assert_eq!(table.lookup("claude-sonnet-4-20250514").unwrap().output, 15.00);
         assert_eq!(table.lookup("gemini-2.5-flash-lite-preview-09-2025").unwrap().output, 0.40);
         assert_eq!(table.lookup("gemini-2.5-flash").unwrap().output, 2.50);
+        // Bedrock's ids: region and vendor prefixes, a version suffix.
+        assert_eq!(table.lookup("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap().output, 4.00);
+        assert_eq!(table.lookup("us.anthropic.claude-sonnet-4-20250514-v1:0").unwrap().output, 15.00);
+        assert!(table.lookup("us.amazon.nova-lite-v1:0").is_none());
         assert!(table.lookup("my-llama").is_none());
     }
 

@@ -1,5 +1,5 @@
 """`make run`: the Sluice gateway on 127.0.0.1:10000 (admin 127.0.0.1:9901) with every module,
-Redis + webdis and the mock provider. With OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY set, those
+Redis + webdis and the mock provider. With OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY or AWS_BEARER_TOKEN_BEDROCK set, those
 providers are the real APIs instead. Ctrl-C stops everything.
 """
 
@@ -40,6 +40,8 @@ DEMO_MODELS = {
         "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
                                      "cluster": "provider_anthropic"}]},
         "gemini-flash": {"targets": [{"provider": "gemini", "model": "gemini-2.5-flash", "cluster": "provider_gemini"}]},
+        "bedrock-haiku": {"targets": [{"provider": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0",
+                                       "cluster": "provider_bedrock"}]},
         # OpenAI first; Anthropic when OpenAI fails (envoy-config/gateway.yaml: chain_openai_anthropic).
         "chat-quality": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_openai_anthropic"}],
                          "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]},
@@ -114,7 +116,8 @@ Ctrl-C stops everything.
 def main():
     real = {k: v for k, v in {"openai": os.environ.get("OPENAI_API_KEY"),
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY"),
-                              "gemini": os.environ.get("GEMINI_API_KEY")}.items() if v}
+                              "gemini": os.environ.get("GEMINI_API_KEY"),
+                              "bedrock": os.environ.get("AWS_BEARER_TOKEN_BEDROCK")}.items() if v}
     configs = {"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS,
                "sluice.semantic_cache": DEMO_CACHE}
     stack = Stack(configs=configs,

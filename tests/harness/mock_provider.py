@@ -1,4 +1,5 @@
-"""A scripted mock LLM provider speaking the OpenAI and Anthropic APIs, JSON and SSE.
+"""A scripted mock LLM provider speaking the OpenAI, Anthropic, Gemini and Bedrock Converse APIs:
+JSON, SSE and AWS event-stream answers.
 
 Each request is scripted by its own `x-mock-*` headers (they pass through the gateway):
 
@@ -22,6 +23,7 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-gzip: on             gzip the answer body (content-encoding: gzip)
   x-mock-raw: ...             send this text as the body, verbatim (malformed answers)
   x-mock-content-type: ...    override the content type
+  x-mock-corrupt-at: 40       flip one bit of this byte of a stream (damage in transit)
 
 Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is sent only when
 asked for. Any other method and path is recorded and answered 200 with an empty list, as a
@@ -35,8 +37,10 @@ import asyncio
 import contextvars
 import gzip
 import json
+import struct
 import time
 import urllib.parse
+import zlib
 from collections import deque
 
 from aiohttp import web
@@ -296,6 +300,70 @@ GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
                  429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
+def bedrock_usage(u):
+    body = {"inputTokens": u["prompt"] - u["cached"], "outputTokens": u["completion"],
+            "totalTokens": u["prompt"] + u["completion"]}
+    if u["cached"]:
+        body["cacheReadInputTokens"] = u["cached"]
+    return body
+
+
+def bedrock_answer(model, text, usage):
+    calls = TOOL_CALLS.get()
+    content = [{"text": text}] if text else []
+    content += [{"toolUse": {"toolUseId": f"tooluse_mock_{i}", "name": c["name"], "input": c["arguments"]}}
+                for i, c in enumerate(calls)]
+    body = {"output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": "tool_use" if calls else "end_turn", "metrics": {"latencyMs": 1}}
+    if usage:
+        body["usage"] = bedrock_usage(usage)
+    return body
+
+
+def event_stream_message(event_type, payload, message_type="event"):
+    """One AWS event-stream message: prelude, string headers, JSON payload, two CRC-32s."""
+    kind = ":exception-type" if message_type == "exception" else ":event-type"
+    headers = b""
+    for name, value in ((kind, event_type), (":content-type", "application/json"), (":message-type", message_type)):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def bedrock_stream(model, text, usage):
+    """ConverseStream: text deltas in block 0, each tool call its own block, then the stop
+    reason and, last, the usage."""
+    out = [event_stream_message("messageStart", {"role": "assistant"})]
+    block = 0
+    if text:
+        for piece in words(text):
+            out.append(event_stream_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}))
+        out.append(event_stream_message("contentBlockStop", {"contentBlockIndex": 0}))
+        block = 1
+    calls = TOOL_CALLS.get()
+    for i, call in enumerate(calls):
+        index = block + i
+        start = {"toolUse": {"toolUseId": f"tooluse_mock_{i}", "name": call["name"]}}
+        out.append(event_stream_message("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+        for piece in argument_pieces(call["arguments"]):
+            delta = {"toolUse": {"input": piece}}
+            out.append(event_stream_message("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
+        out.append(event_stream_message("contentBlockStop", {"contentBlockIndex": index}))
+    out.append(event_stream_message("messageStop", {"stopReason": "tool_use" if calls else "end_turn"}))
+    metadata = {"metrics": {"latencyMs": 1}}
+    if usage:
+        metadata["usage"] = bedrock_usage(usage)
+    out.append(event_stream_message("metadata", metadata))
+    return b"".join(out)
+
+
+BEDROCK_ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
+                  429: "ThrottlingException", 503: "ServiceUnavailableException"}
+
+
 def embeddings_answer(model, usage, count):
     body = {"object": "list", "model": model,
             "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(count)]}
@@ -311,10 +379,13 @@ ANSWERS = {
     "responses": (responses_answer, responses_stream, False),
     "messages": (messages_answer, messages_stream, False),
     "gemini": (gemini_answer, gemini_stream, False),
+    "bedrock": (bedrock_answer, bedrock_stream, False),
 }
 
 
 def error_body(api, status):
+    if api == "bedrock":
+        return {"message": f"mock error {status}"}
     if api == "gemini":
         return {"error": {"code": status, "message": f"mock error {status}", "status": GEMINI_STATUS.get(status, "INTERNAL")}}
     if api == "messages":
@@ -366,6 +437,9 @@ async def handle(request: web.Request, api: str):
         # The model and the answer's shape are in the path: `<model>:generateContent`.
         model, _, method = request.match_info["call"].partition(":")
         req = {**req, "model": model, "stream": method == "streamGenerateContent"}
+    if api == "bedrock":
+        # `/model/<model id, percent-encoded>/converse` or `/converse-stream`.
+        req = {**req, "model": request.match_info["model"], "stream": request.match_info["method"] == "converse-stream"}
     PIECE_CHARS.set(header_int(request, "x-mock-piece-chars", 0))
     try:
         TOOL_CALLS.set(tuple(json.loads(urllib.parse.unquote(request.headers.get("x-mock-tool-calls", "[]")))))
@@ -393,8 +467,13 @@ async def handle(request: web.Request, api: str):
         if stream:
             # OpenAI sends a usage chunk only when `stream_options.include_usage` asks for it.
             asked = bool((req.get("stream_options") or {}).get("include_usage"))
-            payload = stream_of(model, text, usage if asked or not usage_on_request else None).encode()
-            content_type = "text/event-stream"
+            payload = stream_of(model, text, usage if asked or not usage_on_request else None)
+            payload = payload if isinstance(payload, bytes) else payload.encode()
+            content_type = "application/vnd.amazon.eventstream" if api == "bedrock" else "text/event-stream"
+            # A stream damaged in transit: one byte flipped (the gateway must notice).
+            corrupt_at = header_int(request, "x-mock-corrupt-at", -1)
+            if 0 <= corrupt_at < len(payload):
+                payload = payload[:corrupt_at] + bytes([payload[corrupt_at] ^ 0x40]) + payload[corrupt_at + 1:]
         else:
             payload = json.dumps(answer(model, text, usage)).encode()
     else:  # embeddings
@@ -403,11 +482,14 @@ async def handle(request: web.Request, api: str):
         payload = json.dumps(embeddings_answer(model, usage, count)).encode()
 
     headers = {"content-type": request.headers.get("x-mock-content-type", content_type)}
+    if api == "bedrock" and status >= 400:
+        headers["x-amzn-errortype"] = BEDROCK_ERRORS.get(status, "InternalServerException")
     if request.headers.get("x-mock-gzip") == "on":
         payload = gzip.compress(payload)
         headers["content-encoding"] = "gzip"
     response = web.StreamResponse(status=status, headers=headers)
-    if content_type != "text/event-stream" and "x-mock-reset-after" not in request.headers:
+    if content_type not in ("text/event-stream", "application/vnd.amazon.eventstream") \
+            and "x-mock-reset-after" not in request.headers:
         response.content_length = len(payload)
     await response.prepare(request)
     await write_body(request, response, payload)
@@ -440,6 +522,9 @@ def app():
     application.router.add_post("/v1beta/models/{call}", lambda request: handle(request, "gemini"))
     application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/google/models/{call}",
                                 lambda request: handle(request, "gemini"))
+    # Bedrock runtime: `/model/<model id>/converse` and `/converse-stream`.
+    application.router.add_post("/model/{model}/{method:converse|converse-stream}",
+                                lambda request: handle(request, "bedrock"))
     application.router.add_get("/mock/requests", recent)
     application.router.add_delete("/mock/requests", clear)
     application.router.add_get("/health", health)

@@ -47,11 +47,12 @@ def connection_manager(config: dict) -> dict:
 
 
 def use_real_providers(config_text: str, providers) -> str:
-    """Points the named provider clusters (`openai`, `anthropic`, `gemini`) at the real APIs over TLS. The
+    """Points the named provider clusters (`openai`, `anthropic`, `gemini`, `bedrock`) at the real APIs over TLS. The
     provider adapters already send the right Host and take the keys from Envoy's environment."""
     config = yaml.safe_load(config_text)
     hosts = {"provider_openai": ("openai", "api.openai.com"), "provider_anthropic": ("anthropic", "api.anthropic.com"),
-             "provider_gemini": ("gemini", "generativelanguage.googleapis.com")}
+             "provider_gemini": ("gemini", "generativelanguage.googleapis.com"),
+             "provider_bedrock": ("bedrock", "bedrock-runtime.us-east-1.amazonaws.com")}
     for cluster in config["static_resources"]["clusters"]:
         provider, host = hosts.get(cluster["name"], (None, None))
         if provider not in providers:
@@ -72,7 +73,7 @@ def use_real_providers(config_text: str, providers) -> str:
 
 # The variables the shipped configuration reads provider keys from: a test's gateway gets only
 # the keys it is given, never the machine's own.
-PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_BEARER_TOKEN_BEDROCK")
 
 ROUTING_FILTERS = ("envoy.filters.http.buffer", "envoy.filters.http.header_mutation")
 
@@ -354,6 +355,7 @@ class Stack:
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "GEMINI_HOST": "127.0.0.1", "GEMINI_PORT": mock_port,
+            "BEDROCK_HOST": "127.0.0.1", "BEDROCK_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
             "EMBEDDER_PORT": getattr(self, "embedder_port", 9),
         })

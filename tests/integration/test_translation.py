@@ -20,9 +20,12 @@ from harness.stack import DEMO_KEY, connection_manager, running
 OPENAI_SECRET = "sk-openai-test-51d0aa"
 ANTHROPIC_SECRET = "sk-ant-test-2e7c41"
 GEMINI_SECRET = "AIza-gemini-test-93b1"
-KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET}
+BEDROCK_SECRET = "ABSK-bedrock-test-7f20"
+KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET,
+        "AWS_BEARER_TOKEN_BEDROCK": BEDROCK_SECRET}
 TEXT = "The capital of France is Paris."
 GPT, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
+BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"
 # What the mock signs a Gemini turn's first function call with.
 SIGNATURE = "c2lnbmVkIGJ5IHRoZSBtb2Nr"
 
@@ -31,6 +34,7 @@ CONFIG = {
         "gpt-direct": {"targets": [{"provider": "openai", "model": GPT, "cluster": "provider_openai"}]},
         "claude-direct": {"targets": [{"provider": "anthropic", "model": CLAUDE, "cluster": "provider_anthropic"}]},
         "gemini-direct": {"targets": [{"provider": "gemini", "model": GEMINI, "cluster": "provider_gemini"}]},
+        "bedrock-direct": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock"}]},
         # OpenAI first, Anthropic when it fails.
         "gpt-then-claude": {"targets": [{"provider": "openai", "model": GPT, "cluster": "chain_openai_anthropic"}],
                             "fallbacks": [{"provider": "anthropic", "model": CLAUDE}]},
@@ -156,6 +160,16 @@ def claude_tool_uses(claude_sdk, model, stream, headers):
     return uses
 
 
+def claude_send_results(claude_sdk, model, uses, results):
+    """The `anthropic` SDK sends the calls back with their results (content blocks)."""
+    answer = claude_sdk.messages.create(
+        model=model, max_tokens=200, tools=[WEATHER],
+        messages=[{"role": "user", "content": "Weather in Paris and Oslo?"},
+                  {"role": "assistant", "content": [u.model_dump(exclude_none=True) for u in uses]},
+                  {"role": "user", "content": results}])
+    assert answer.content[0].text == TEXT
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_anthropic_sdk_tool_call_round_trip_through_an_openai_provider(gateway, claude_sdk, stream):
     since = time.time()
@@ -167,15 +181,10 @@ def test_anthropic_sdk_tool_call_round_trip_through_an_openai_provider(gateway, 
 
     # The results go back; the provider sees OpenAI's tool messages for the calls it made.
     since = time.time()
-    answer = claude_sdk.messages.create(
-        model="gpt-direct", max_tokens=200, tools=[WEATHER],
-        messages=[{"role": "user", "content": "Weather in Paris and Oslo?"},
-                  {"role": "assistant", "content": [u.model_dump(exclude_none=True) for u in uses]},
-                  {"role": "user", "content": [
+    claude_send_results(claude_sdk, "gpt-direct", uses, [
                       {"type": "tool_result", "tool_use_id": uses[0].id, "content": "21C"},
                       {"type": "tool_result", "tool_use_id": uses[1].id, "content": [{"type": "text", "text": "4C"}]},
-                      {"type": "text", "text": "Which is warmer?"}]}])
-    assert answer.content[0].text == TEXT
+                      {"type": "text", "text": "Which is warmer?"}])
     [(_, _, body)] = attempts(gateway, since)
     assistant, first, second, question = body["messages"][1:]
     assert [c["id"] for c in assistant["tool_calls"]] == [u.id for u in uses]
@@ -309,16 +318,11 @@ def test_anthropic_sdk_tool_call_round_trip_through_a_gemini_provider(gateway, c
 
     # The results go back: Gemini gets its calls with the signature it gave, and named results.
     since = time.time()
-    answer = claude_sdk.messages.create(
-        model="gemini-direct", max_tokens=200, tools=[WEATHER],
-        messages=[{"role": "user", "content": "Weather in Paris and Oslo?"},
-                  {"role": "assistant", "content": [u.model_dump(exclude_none=True) for u in uses]},
-                  {"role": "user", "content": [
+    claude_send_results(claude_sdk, "gemini-direct", uses, [
                       {"type": "tool_result", "tool_use_id": uses[0].id, "content": "21C"},
                       {"type": "tool_result", "tool_use_id": uses[1].id, "content": "station offline",
                        "is_error": True},
-                      {"type": "text", "text": "Which is warmer?"}]}])
-    assert answer.content[0].text == TEXT
+                      {"type": "text", "text": "Which is warmer?"}])
     [(_, _, body)] = attempts(gateway, since)
     _, model_turn, results = body["contents"]
     assert model_turn == {"role": "model", "parts": [
@@ -465,3 +469,110 @@ def test_anthropic_errors_reach_a_responses_client_as_the_openai_sdks_own(gatewa
     with pytest.raises(openai.RateLimitError) as raised:
         openai_sdk.responses.create(model="claude-direct", input="hi", extra_headers={"x-mock-status": "429"})
     assert raised.value.status_code == 429 and raised.value.body["message"] == "mock error 429"
+
+
+
+# Bedrock's Converse API: the model percent-encoded in the path, streams in AWS event-stream frames.
+def bedrock_attempt(stack, since):
+    """The one request Bedrock received since `since`: its raw path, headers and body."""
+    seen = [r for r in requests.get(stack.mock("/mock/requests")).json() if r["time"] >= since]
+    assert len(seen) == 1, seen
+    [r] = seen
+    headers = {k.lower(): v for k, v in r["headers"].items()}
+    assert headers.get("authorization") == f"Bearer {BEDROCK_SECRET}"
+    assert headers.get("host") == "bedrock-runtime.us-east-1.amazonaws.com"
+    for header in ("x-api-key", "x-goog-api-key", "anthropic-version"):
+        assert header not in headers, header
+    return r["raw_path"], json.loads(r["body"])
+
+
+def test_openai_sdk_gets_an_answer_from_bedrock(gateway, openai_sdk):
+    since = time.time()
+    completion = openai_sdk.chat.completions.create(
+        model="bedrock-direct", max_tokens=80, stop=["END"],
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-prompt-tokens": "14", "x-mock-cached-tokens": "4", "x-mock-completion-tokens": "6"})
+    assert (completion.choices[0].message.content, completion.choices[0].finish_reason) == (TEXT, "stop")
+    # Converse answers name no model: the client is told the one the route sent.
+    assert completion.model == BEDROCK
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (14, 6)
+    assert completion.usage.prompt_tokens_details.cached_tokens == 4
+    path, body = bedrock_attempt(gateway, since)
+    assert path == "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    assert body == {"messages": [{"role": "user", "content": [{"text": "Capital of France?"}]}],
+                    "system": [{"text": "Be brief."}], "inferenceConfig": {"maxTokens": 80, "stopSequences": ["END"]}}
+
+
+@pytest.mark.parametrize("chunk", ["5", "64", "100000"])
+def test_openai_sdk_streams_from_bedrock_event_stream_frames_split_anywhere(gateway, openai_sdk, chunk):
+    since = time.time()
+    chunks = list(openai_sdk.chat.completions.create(
+        model="bedrock-direct", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Capital of France?"}],
+        extra_headers={"x-mock-chunk-bytes": chunk, "x-mock-prompt-tokens": "11", "x-mock-completion-tokens": "4"}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage] == [(11, 4)]
+    path, _ = bedrock_attempt(gateway, since)
+    assert path == "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_sdk_tool_call_round_trip_through_bedrock(gateway, claude_sdk, stream):
+    since = time.time()
+    uses = claude_tool_uses(claude_sdk, "bedrock-direct", stream, {"x-mock-chunk-bytes": "13"})
+    _, body = bedrock_attempt(gateway, since)
+    assert body["toolConfig"] == {"tools": [{"toolSpec": {"name": "weather", "description": WEATHER["description"],
+                                                          "inputSchema": {"json": WEATHER["input_schema"]}}}],
+                                  "toolChoice": {"any": {}}}
+    since = time.time()
+    claude_send_results(claude_sdk, "bedrock-direct", uses, [
+                      {"type": "tool_result", "tool_use_id": uses[0].id, "content": "21C"},
+                      {"type": "tool_result", "tool_use_id": uses[1].id, "content": "offline", "is_error": True}])
+    _, body = bedrock_attempt(gateway, since)
+    assert body["messages"][1]["content"] == [
+        {"toolUse": {"toolUseId": u.id, "name": u.name, "input": u.input}} for u in uses]
+    assert body["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": uses[0].id, "content": [{"text": "21C"}]}},
+        {"toolResult": {"toolUseId": uses[1].id, "content": [{"text": "offline"}], "status": "error"}}]
+
+
+@pytest.mark.parametrize("at", [3, 60, 200])
+def test_a_corrupt_bedrock_stream_ends_in_an_error_never_in_garbage(gateway, openai_sdk, at):
+    """One bit flipped anywhere in the event stream (prelude, headers, payload): the checksums
+    catch it; the client gets the text before the damage and then an error."""
+    text = ""
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in openai_sdk.chat.completions.create(
+                model="bedrock-direct", stream=True, messages=[{"role": "user", "content": "Capital?"}],
+                extra_headers={"x-mock-corrupt-at": str(at), "x-mock-piece-chars": "4"}):
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    assert TEXT.startswith(text)
+    assert "corrupt" in str(raised.value)
+
+
+@pytest.mark.parametrize("status,error", [(400, openai.BadRequestError), (429, openai.RateLimitError),
+                                          (503, openai.InternalServerError)])
+def test_bedrock_errors_reach_the_openai_sdk_as_its_own(gateway, openai_sdk, status, error):
+    with pytest.raises(error) as raised:
+        openai_sdk.chat.completions.create(model="bedrock-direct", messages=[{"role": "user", "content": "hi"}],
+                                           extra_headers={"x-mock-status": str(status)})
+    assert raised.value.status_code == status and raised.value.body["message"] == f"mock error {status}"
+
+
+@pytest.mark.parametrize("extra,why", [
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}]},
+     "inline"),
+    ({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}, "JSON")])
+def test_what_converse_cannot_carry_is_refused_and_never_sent(gateway, openai_sdk, extra, why):
+    since = time.time()
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_sdk.chat.completions.create(model="bedrock-direct", **extra)
+    assert why in raised.value.body["message"]
+    assert attempts(gateway, since) == []
+
+
+def test_openai_sdk_responses_reach_bedrock(gateway, openai_sdk):
+    with openai_sdk.responses.stream(model="bedrock-direct", input="Capital of France?") as stream:
+        final = stream.get_final_response()
+    assert (final.status, final.output_text, final.model) == ("completed", TEXT, BEDROCK)

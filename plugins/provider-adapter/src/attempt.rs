@@ -96,25 +96,53 @@ pub fn takes(schema: Schema) -> &'static [Api] {
         Schema::Openai => {
             &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
         }
-        Schema::Anthropic | Schema::Gemini => &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages],
+        Schema::Anthropic | Schema::Gemini | Schema::Bedrock => {
+            &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages]
+        }
     }
 }
 
-/// The path of a Gemini attempt: the provider's model path with the model the route names for
-/// it, and the method for a JSON answer or a stream. An error when the route named no model
-/// (no model rewriter ran) or one that cannot be a path segment.
-fn gemini_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<String, String> {
+/// The path of an attempt to a provider with the model in its path (Gemini, Bedrock): the
+/// provider's model path with the model the route names for it, and the method for a JSON
+/// answer or a stream. An error when the route named no model (no model rewriter ran) or, for
+/// Gemini, one that cannot be a path segment; Bedrock's model ids (`anthropic.claude-...:0`,
+/// ARNs) are percent-encoded into one segment.
+fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<String, String> {
     let model = seen.models.and_then(|text| chain::model_in(text, provider_name)).ok_or_else(|| {
         format!("provider `{provider_name}` takes its model in the path, and no route named one (route the request with the model rewriter)")
     })?;
-    let segment_ok = !model.is_empty()
-        && !model.starts_with('.')
-        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
-    if !segment_ok {
-        return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`"));
+    let segment = match provider.schema {
+        Schema::Bedrock if !model.is_empty() => percent_encoded(&model),
+        _ => {
+            let ok = !model.is_empty()
+                && !model.starts_with('.')
+                && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+            if !ok {
+                return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`"));
+            }
+            model
+        }
+    };
+    let method = match (provider.schema, seen.stream) {
+        (Schema::Bedrock, false) => "/converse",
+        (Schema::Bedrock, true) => "/converse-stream",
+        (_, false) => ":generateContent",
+        (_, true) => ":streamGenerateContent?alt=sse",
+    };
+    Ok(format!("{}{method}", provider.model_path().replacen(MODEL_SLOT, &segment, 1)))
+}
+
+/// Every byte but RFC 3986's unreserved ones as `%XX`: one path segment whatever the text.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
     }
-    let method = if seen.stream { ":streamGenerateContent?alt=sse" } else { ":generateContent" };
-    Ok(format!("{}{method}", provider.model_path.replacen(MODEL_SLOT, &model, 1)))
+    out
 }
 
 /// Why an attempt must not go out: its request speaks an API its provider does not take, and
@@ -197,21 +225,23 @@ pub fn plan(
         (Schema::Openai, Some(Api::Responses)) if seen.marked.is_some() => {
             plan.path = Some(OPENAI_RESPONSES_PATH.into());
         }
-        (Schema::Gemini, Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages)))
-            if seen.has_body =>
-        {
-            plan.translate = translated(client_wire(api), Wire::Gemini);
-            plan.path = Some(gemini_path(provider_name, provider, seen)?);
+        (
+            schema @ (Schema::Gemini | Schema::Bedrock),
+            Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages)),
+        ) if seen.has_body => {
+            let wire = if schema == Schema::Gemini { Wire::Gemini } else { Wire::Bedrock };
+            plan.translate = translated(client_wire(api), wire);
+            plan.path = Some(model_path(provider_name, provider, seen)?);
         }
         _ => {}
     }
     match provider.schema {
         Schema::Anthropic => plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone())),
         // Anthropic's headers never reach another provider.
-        Schema::Openai | Schema::Gemini if chain || plan.translate.is_some() => {
+        Schema::Openai | Schema::Gemini | Schema::Bedrock if chain || plan.translate.is_some() => {
             plan.remove.extend(["anthropic-version".to_string(), "anthropic-beta".to_string()]);
         }
-        Schema::Openai | Schema::Gemini => {}
+        Schema::Openai | Schema::Gemini | Schema::Bedrock => {}
     }
     if plan.translate.is_some() {
         // Answers are translated as they come: they must not be compressed.
@@ -467,6 +497,38 @@ mod tests {
                 .unwrap();
         assert_eq!((retry.translate, retry.path.as_deref()), (None, Some("/v1/responses")));
         assert!(retry.remove.contains(&"anthropic-version".to_string()));
+    }
+
+    #[test]
+    fn a_bedrock_attempt_is_translated_to_converse_at_its_percent_encoded_model() {
+        let c = config(
+            r#"{"providers": {"bedrock": {"schema": "bedrock", "api_key": "ABSK-k",
+            "authority": "bedrock-runtime.eu-west-1.amazonaws.com"}}}"#,
+        );
+        let bedrock = &c.providers["bedrock"];
+        let cases = [
+            (
+                "anthropic.claude-3-5-haiku-20241022-v1:0",
+                false,
+                "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+            ),
+            ("eu.amazon.nova-lite-v1:0", true, "/model/eu.amazon.nova-lite-v1%3A0/converse-stream"),
+            (
+                "arn:aws:bedrock:eu-west-1:123:inference-profile/eu.x?y#z",
+                false,
+                "/model/arn%3Aaws%3Abedrock%3Aeu-west-1%3A123%3Ainference-profile%2Feu.x%3Fy%23z/converse",
+            ),
+        ];
+        for (model, stream, path) in cases {
+            let text = serde_json::json!({"bedrock": model}).to_string();
+            let seen = Seen { models: Some(&text), stream, ..seen("/v1/messages", None) };
+            let p = plan(&c, "bedrock", bedrock, Some("ABSK-k"), &seen).unwrap();
+            assert_eq!(p.path.as_deref(), Some(path));
+            assert_eq!(p.translate, Some(Translation { client: Wire::Anthropic, provider: Wire::Bedrock }));
+            assert!(p.set.contains(&("authorization".into(), "Bearer ABSK-k".into())));
+            assert!(p.remove.contains(&"x-api-key".to_string()) && p.remove.contains(&"anthropic-version".to_string()));
+        }
+        assert!(plan(&c, "bedrock", bedrock, Some("k"), &seen("/v1/chat/completions", None)).is_err());
     }
 
     #[test]

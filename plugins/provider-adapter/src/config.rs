@@ -13,6 +13,8 @@ use sluice_shared::config::{ConfigError, Validate};
 const MIB: usize = 1 << 20;
 /// Google AI Studio's model path.
 const GEMINI_MODEL_PATH: &str = "/v1beta/models/{model}";
+/// Bedrock runtime's model path.
+const BEDROCK_MODEL_PATH: &str = "/model/{model}";
 /// Where a Gemini model path puts the model.
 pub const MODEL_SLOT: &str = "{model}";
 
@@ -29,6 +31,11 @@ pub enum Schema {
     /// Responses and Anthropic Messages requests are translated, and their answers back. The model goes in
     /// the path, so the model rewriter must route the request (its facts name the model).
     Gemini,
+    /// Amazon Bedrock Converse (`bedrock-runtime.<region>.amazonaws.com`, with a Bedrock API
+    /// key): OpenAI chat, Responses and Anthropic Messages requests are translated, and their
+    /// answers back (streams from AWS event-stream frames). The model is in the path, as for
+    /// Gemini.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,10 +76,12 @@ pub struct Provider {
     pub anthropic_version: String,
     /// Anthropic schema: `max_tokens` when the client set none (Anthropic requires one).
     pub default_max_tokens: u64,
-    /// Gemini schema: the model's path, `{model}` standing for the model; `:generateContent` or
-    /// `:streamGenerateContent?alt=sse` follows. Vertex AI:
+    /// Gemini and Bedrock schemas: the model's path, `{model}` standing for the model; the
+    /// method follows (Gemini: `:generateContent` or `:streamGenerateContent?alt=sse`; Bedrock:
+    /// `/converse` or `/converse-stream`). Default: `/v1beta/models/{model}` (Gemini),
+    /// `/model/{model}` (Bedrock). Vertex AI:
     /// `/v1/projects/<project>/locations/<region>/publishers/google/models/{model}`.
-    pub model_path: String,
+    pub model_path: Option<String>,
 }
 
 impl Default for Config {
@@ -97,7 +106,7 @@ impl Default for Provider {
             authority: None,
             anthropic_version: "2023-06-01".to_string(),
             default_max_tokens: 4096,
-            model_path: GEMINI_MODEL_PATH.to_string(),
+            model_path: None,
         }
     }
 }
@@ -164,14 +173,20 @@ impl Validate for Provider {
         if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header.is_some()) {
             return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are not for the anthropic schema"));
         }
-        if self.schema == Schema::Gemini && self.chat_path.is_some() {
-            return Err(ConfigError::at(".chat_path", "is for the openai schema (gemini uses `model_path`)"));
+        let model_in_path = matches!(self.schema, Schema::Gemini | Schema::Bedrock);
+        if model_in_path && self.chat_path.is_some() {
+            return Err(ConfigError::at(".chat_path", "is for the openai schema (this schema uses `model_path`)"));
         }
-        let path_ok = self.model_path.starts_with('/')
-            && self.model_path.matches(MODEL_SLOT).count() == 1
-            && !self.model_path.bytes().any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#' | b'%'));
-        if !path_ok {
-            return Err(ConfigError::at(".model_path", "must be a path starting with `/` holding `{model}` once"));
+        if let Some(path) = &self.model_path {
+            if !model_in_path {
+                return Err(ConfigError::at(".model_path", "is for the gemini and bedrock schemas"));
+            }
+            let ok = path.starts_with('/')
+                && path.matches(MODEL_SLOT).count() == 1
+                && !path.bytes().any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#' | b'%'));
+            if !ok {
+                return Err(ConfigError::at(".model_path", "must be a path starting with `/` holding `{model}` once"));
+            }
         }
         Ok(())
     }
@@ -199,8 +214,17 @@ impl Provider {
         match (self.schema, &self.auth_header) {
             (Schema::Anthropic, _) => "x-api-key",
             (_, Some(header)) => header,
-            (Schema::Openai, None) => "authorization",
+            (Schema::Openai | Schema::Bedrock, None) => "authorization",
             (Schema::Gemini, None) => "x-goog-api-key",
+        }
+    }
+
+    /// The model's path, `{model}` in it (Gemini and Bedrock).
+    pub fn model_path(&self) -> &str {
+        match (&self.model_path, self.schema) {
+            (Some(path), _) => path,
+            (None, Schema::Bedrock) => BEDROCK_MODEL_PATH,
+            (None, _) => GEMINI_MODEL_PATH,
         }
     }
 
@@ -234,6 +258,8 @@ mod tests {
         assert_eq!((gemini.credential_header(), gemini.credential_value("k").as_str()), ("x-goog-api-key", "k"));
         let vertex = Provider { schema: Schema::Gemini, auth_header: Some("authorization".into()), ..gemini };
         assert_eq!(vertex.credential_value("k"), "Bearer k");
+        let bedrock = Provider { schema: Schema::Bedrock, ..Provider::default() };
+        assert_eq!((bedrock.credential_header(), bedrock.model_path()), ("authorization", "/model/{model}"));
         // Without a key the request keeps its own credential.
         let missing: Config =
             parse_config(Some(br#"{"providers": {"o": {"api_key_env": "SLUICE_TEST_UNSET_VARIABLE"}}}"#)).unwrap();
@@ -242,7 +268,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 16] = [
+        let cases: [(&[u8], &str); 18] = [
             (br#"{"passthrough": [{"prefix": "/v1/../x"}]}"#, ".passthrough[0]"),
             (br#"{"passthrough": [{"prefix": "/v1/files", "methods": []}]}"#, ".passthrough[0]"),
             (br#"{"providers": {"a": {"authority": "https://api.openai.com"}}}"#, ".providers.a.authority"),
@@ -258,6 +284,8 @@ mod tests {
                 ".providers.a.model_path",
             ),
             (br#"{"providers": {"a": {"schema": "anthropic", "auth_header": "x"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"model_path": "/m/{model}"}}}"#, ".providers.a.model_path"),
+            (br#"{"providers": {"a": {"schema": "bedrock", "chat_path": "/x"}}}"#, ".providers.a.chat_path"),
             (br#"{"providers": {"a": {"api_key": ""}}}"#, ".providers.a.api_key"),
             (br#"{"providers": {"a": {"default_max_tokens": 0}}}"#, ".providers.a.default_max_tokens"),
             (br#"{"providers": {"a": {"auth_header": "Api Key"}}}"#, ".providers.a.auth_header"),

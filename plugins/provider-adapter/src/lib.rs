@@ -16,7 +16,8 @@
 //! - **Schemas** (`sluice_shared::translate`): a request is sent in its provider's schema or
 //!   refused ([`attempt::unspoken`]). An OpenAI chat or Responses request to an Anthropic
 //!   provider goes as a Messages request, an Anthropic Messages request to an OpenAI provider as
-//!   a chat request, any of the three to a Gemini provider as `generateContent` at the path of the model the rewriter
+//!   a chat request, any of the three to a Gemini provider as `generateContent` (to Bedrock as
+//!   Converse, its event-stream answers decoded with checksums) at the path of the model the rewriter
 //!   routed to (its facts `sluice.route.models` and `sluice.route.stream`: the path is set
 //!   before the body arrives); the answer comes back in the client's schema, JSON whole, a
 //!   stream event by event, usage and errors included. A request in its provider's own schema
@@ -37,19 +38,22 @@ use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
+use sluice_shared::eventstream;
 use sluice_shared::facts;
 use sluice_shared::host::{Clock, Properties};
 use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
-use sluice_shared::translate::{StreamReader, StreamWriter};
+use sluice_shared::translate::{Event, StreamReader, StreamWriter};
 
 use crate::attempt::{Seen, Translation};
 use crate::config::{Config, Schema};
 
 const NAME: &str = "sluice.provider_adapter";
-/// Longest SSE line accepted from the provider.
+/// Longest SSE line (or AWS event-stream message) accepted from the provider.
 const MAX_SSE_LINE: usize = 4 << 20;
+/// Bedrock's stream content type.
+const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 /// Where an endpoint names its provider.
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "sluice", "provider"];
 
@@ -112,6 +116,7 @@ impl Module for ProviderAdapter {
             translation: None,
             include_usage: false,
             path_stream: None,
+            model: String::new(),
             status: 0,
             answer: Answer::Untouched,
         })
@@ -126,9 +131,46 @@ enum Answer {
 }
 
 struct StreamState {
-    parser: SseParser,
+    framing: Framing,
     reader: Box<dyn StreamReader>,
     writer: Box<dyn StreamWriter>,
+}
+
+/// How the provider's stream is framed.
+enum Framing {
+    Sse(SseParser),
+    /// AWS event-stream (Bedrock), binary and checksummed.
+    Aws(eventstream::Decoder),
+}
+
+impl Framing {
+    /// The (event name, data) pairs a chunk completes; at the end, what a cut or corrupt
+    /// stream leaves is reported as an error event for the client.
+    fn events(&mut self, chunk: &[u8], end: bool) -> Vec<(Option<String>, String)> {
+        match self {
+            Framing::Sse(parser) => {
+                let mut events = parser.push(chunk);
+                if end {
+                    events.extend(parser.finish());
+                }
+                events.into_iter().map(|e| (e.event, e.data)).collect()
+            }
+            Framing::Aws(decoder) => {
+                let was_broken = decoder.broken().is_some();
+                let mut events: Vec<(Option<String>, String)> = decoder
+                    .push(chunk)
+                    .into_iter()
+                    .map(|m| (Some(m.event_type), String::from_utf8_lossy(&m.payload).into_owned()))
+                    .collect();
+                if (decoder.broken().is_some() && !was_broken) || (end && decoder.pending() > 0) {
+                    log::warn!("{NAME}: the provider's event stream is corrupt or cut ({:?})", decoder.broken());
+                    let message = r#"{"message":"The provider's stream was corrupt or cut."}"#;
+                    events.push((Some("internalServerException".into()), message.into()));
+                }
+                events
+            }
+        }
+    }
 }
 
 /// One attempt's glue.
@@ -143,8 +185,10 @@ struct Filter {
     translation: Option<Translation>,
     /// A translated request's client wants usage at the end of its stream.
     include_usage: bool,
-    /// The attempt's path says whether the answer streams (Gemini).
+    /// The attempt's path says whether the answer streams (Gemini, Bedrock).
     path_stream: Option<bool>,
+    /// The model the path names, for answers that do not name theirs (Bedrock's).
+    model: String,
     /// The answer's status.
     status: u16,
     answer: Answer,
@@ -219,7 +263,13 @@ impl plugin::Filter for Filter {
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
         self.translation = plan.translate;
-        self.path_stream = (provider.schema == Schema::Gemini).then_some(stream);
+        let model_in_path = matches!(provider.schema, Schema::Gemini | Schema::Bedrock);
+        self.path_stream = model_in_path.then_some(stream);
+        self.model = if model_in_path {
+            models.as_deref().and_then(|text| chain::model_in(text, name)).unwrap_or_default()
+        } else {
+            String::new()
+        };
         Action::Continue
     }
 
@@ -262,9 +312,17 @@ impl plugin::Filter for Filter {
         let Some(translation) = self.translation else { return Action::Continue };
         self.status = proxy::response_status().unwrap_or(0);
         let content_type = proxy::response_header_text("content-type").unwrap_or_default();
-        self.answer = if content_type.starts_with("text/event-stream") {
+        let framing = if content_type.starts_with("text/event-stream") {
+            Some(Framing::Sse(SseParser::new(MAX_SSE_LINE)))
+        } else if content_type.starts_with(AWS_EVENT_STREAM) {
+            proxy::set_response_header("content-type", "text/event-stream");
+            Some(Framing::Aws(eventstream::Decoder::new(MAX_SSE_LINE)))
+        } else {
+            None
+        };
+        self.answer = if let Some(framing) = framing {
             Answer::Stream(Box::new(StreamState {
-                parser: SseParser::new(MAX_SSE_LINE),
+                framing,
                 reader: translation.provider.stream_reader(),
                 writer: translation.client.stream_writer(Self::created(), self.include_usage),
             }))
@@ -291,7 +349,12 @@ impl plugin::Filter for Filter {
                 }
                 let body = proxy::response_body(body_size).unwrap_or_default();
                 let translated = match translation.provider.read_answer(self.status, &body) {
-                    Ok(answer) => translation.client.write_answer(&answer, Self::created()),
+                    Ok(mut answer) => {
+                        if answer.model.is_empty() {
+                            answer.model = self.model.clone();
+                        }
+                        translation.client.write_answer(&answer, Self::created())
+                    }
                     // The provider's status stays: the client's SDK raises by it.
                     Err(error) => translation.client.write_error(&error).1,
                 };
@@ -301,15 +364,16 @@ impl plugin::Filter for Filter {
                 Action::Continue
             }
             Answer::Stream(state) => {
-                let StreamState { parser, reader, writer } = &mut **state;
+                let StreamState { framing, reader, writer } = &mut **state;
                 let chunk = proxy::response_body(body_size).unwrap_or_default();
-                let mut events = parser.push(&chunk);
-                if end_of_stream {
-                    events.extend(parser.finish());
-                }
                 let mut out = String::new();
-                for event in events {
-                    for canonical in reader.read(event.event.as_deref(), &event.data) {
+                for (name, data) in framing.events(&chunk, end_of_stream) {
+                    for mut canonical in reader.read(name.as_deref(), &data) {
+                        if let Event::Start { model, .. } = &mut canonical {
+                            if model.is_empty() {
+                                model.clone_from(&self.model);
+                            }
+                        }
                         for (name, data) in writer.write(&canonical) {
                             sse::write_event(&mut out, name, &data);
                         }

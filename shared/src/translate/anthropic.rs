@@ -242,20 +242,17 @@ fn stop_reason(finish: Finish) -> &'static str {
 
 /// Anthropic's `input_tokens` leaves out cache reads and writes; the canonical input has them.
 fn read_usage(usage: &WireUsage) -> Usage {
-    let cached = usage.cache_read_input_tokens.unwrap_or(0);
-    let cache_written = usage.cache_creation_input_tokens.unwrap_or(0);
-    Usage {
-        input: usage.input_tokens.unwrap_or(0) + cached + cache_written,
-        output: usage.output_tokens.unwrap_or(0),
-        cached,
-        cache_written,
-        reasoning: 0,
-    }
+    Usage::cache_apart(
+        usage.input_tokens.unwrap_or(0),
+        usage.output_tokens.unwrap_or(0),
+        usage.cache_read_input_tokens.unwrap_or(0),
+        usage.cache_creation_input_tokens.unwrap_or(0),
+    )
 }
 
 fn write_usage(usage: &Usage) -> WireUsage {
     WireUsage {
-        input_tokens: Some(usage.input.saturating_sub(usage.cached + usage.cache_written)),
+        input_tokens: Some(usage.fresh_input()),
         output_tokens: Some(usage.output),
         cache_read_input_tokens: Some(usage.cached),
         cache_creation_input_tokens: Some(usage.cache_written),

@@ -15,6 +15,7 @@
 //! wrong schema).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
@@ -149,6 +150,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Counts from a schema whose input leaves cache reads and writes out (Anthropic, Bedrock).
+    pub fn cache_apart(fresh_input: u64, output: u64, cached: u64, cache_written: u64) -> Usage {
+        Usage { input: fresh_input + cached + cache_written, output, cached, cache_written, reasoning: 0 }
+    }
+
+    /// The input tokens neither read from nor written to a cache.
+    pub fn fresh_input(&self) -> u64 {
+        self.input.saturating_sub(self.cached + self.cache_written)
+    }
+
     /// Later counts replace earlier ones; a count not given stays.
     pub fn merge(&mut self, later: Usage) {
         let keep = |old: &mut u64, new: u64| {
@@ -244,6 +255,9 @@ pub enum Wire {
     /// Gemini `generateContent` (Google AI Studio and Vertex AI); the model and streaming are
     /// in the path.
     Gemini,
+    /// Amazon Bedrock Converse; the model and streaming are in the path, streams are AWS
+    /// event-stream framed (`crate::eventstream`).
+    Bedrock,
 }
 
 impl Wire {
@@ -253,6 +267,7 @@ impl Wire {
             Wire::OpenaiResponses => openai_responses::read_request(body),
             Wire::Anthropic => anthropic::read_request(body),
             Wire::Gemini => gemini::read_request(body),
+            Wire::Bedrock => bedrock::read_request(body),
         }
     }
 
@@ -263,6 +278,7 @@ impl Wire {
             Wire::OpenaiResponses => openai_responses::write_request(chat),
             Wire::Anthropic => anthropic::write_request(chat, default_max_tokens),
             Wire::Gemini => gemini::write_request(chat),
+            Wire::Bedrock => bedrock::write_request(chat),
         }
     }
 
@@ -273,6 +289,7 @@ impl Wire {
             Wire::OpenaiResponses => openai_responses::read_answer(status, body),
             Wire::Anthropic => anthropic::read_answer(status, body),
             Wire::Gemini => gemini::read_answer(status, body),
+            Wire::Bedrock => bedrock::read_answer(status, body),
         }
     }
 
@@ -282,6 +299,7 @@ impl Wire {
             Wire::OpenaiResponses => openai_responses::write_answer(answer, created),
             Wire::Anthropic => anthropic::write_answer(answer),
             Wire::Gemini => gemini::write_answer(answer),
+            Wire::Bedrock => bedrock::write_answer(answer),
         }
     }
 
@@ -292,6 +310,7 @@ impl Wire {
             Wire::OpenaiResponses => openai_responses::write_error(error),
             Wire::Anthropic => anthropic::write_error(error),
             Wire::Gemini => gemini::write_error(error),
+            Wire::Bedrock => bedrock::write_error(error),
         }
     }
 
@@ -302,6 +321,7 @@ impl Wire {
             Wire::OpenaiResponses => Box::<openai_responses::Reader>::default(),
             Wire::Anthropic => Box::<anthropic::Reader>::default(),
             Wire::Gemini => Box::<gemini::Reader>::default(),
+            Wire::Bedrock => Box::<bedrock::Reader>::default(),
         }
     }
 
@@ -312,6 +332,7 @@ impl Wire {
             Wire::OpenaiResponses => Box::new(openai_responses::Writer::new(created)),
             Wire::Anthropic => Box::<anthropic::Writer>::default(),
             Wire::Gemini => Box::<gemini::Writer>::default(),
+            Wire::Bedrock => Box::<bedrock::Writer>::default(),
         }
     }
 }

@@ -54,6 +54,20 @@ const FIXTURES: &[(&str, &str)] = &[
     ),
     ("responses-to-chat.answer.json", include_str!("../../fixtures/translate/responses-to-chat.answer.json")),
     ("responses-to-chat.stream.json", include_str!("../../fixtures/translate/responses-to-chat.stream.json")),
+    ("chat-to-bedrock.request.json", include_str!("../../fixtures/translate/chat-to-bedrock.request.json")),
+    ("bedrock-to-anthropic.request.json", include_str!("../../fixtures/translate/bedrock-to-anthropic.request.json")),
+    ("bedrock-to-chat.answer.json", include_str!("../../fixtures/translate/bedrock-to-chat.answer.json")),
+    ("bedrock-to-anthropic.answer.json", include_str!("../../fixtures/translate/bedrock-to-anthropic.answer.json")),
+    ("bedrock-to-chat.error.json", include_str!("../../fixtures/translate/bedrock-to-chat.error.json")),
+    ("chat-to-bedrock.answer.json", include_str!("../../fixtures/translate/chat-to-bedrock.answer.json")),
+    ("bedrock-to-chat.stream.json", include_str!("../../fixtures/translate/bedrock-to-chat.stream.json")),
+    ("bedrock-to-responses.stream.json", include_str!("../../fixtures/translate/bedrock-to-responses.stream.json")),
+    ("bedrock-to-anthropic.stream.json", include_str!("../../fixtures/translate/bedrock-to-anthropic.stream.json")),
+    (
+        "bedrock-to-anthropic.exception-stream.json",
+        include_str!("../../fixtures/translate/bedrock-to-anthropic.exception-stream.json"),
+    ),
+    ("chat-to-bedrock.stream.json", include_str!("../../fixtures/translate/chat-to-bedrock.stream.json")),
 ];
 
 fn wire(name: &str) -> Wire {
@@ -62,6 +76,7 @@ fn wire(name: &str) -> Wire {
         "openai_responses" => Wire::OpenaiResponses,
         "anthropic" => Wire::Anthropic,
         "gemini" => Wire::Gemini,
+        "bedrock" => Wire::Bedrock,
         other => panic!("unknown wire {other}"),
     }
 }
