@@ -47,14 +47,14 @@ def chat_sse():
 
 
 ANTHROPIC_JSON = json.dumps({
-    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+    "id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
     "content": [{"type": "text", "text": "The capital of France is Paris."}],
     "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 21, "output_tokens": 7},
 })
 
 
 def anthropic_sse():
-    message = {"id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+    message = {"id": "msg_bench", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
                "content": [], "stop_reason": None, "usage": {"input_tokens": 21, "output_tokens": 0}}
     events = [("message_start", {"type": "message_start", "message": message}),
               ("content_block_start", {"type": "content_block_start", "index": 0,
@@ -144,7 +144,7 @@ BENCH_BUDGET = {
 BENCH_REWRITE = {"models": {"gpt-4o": {"targets": [
     {"provider": "openai", "model": "gpt-4o-2024-08-06", "cluster": "provider_openai"}]}}}
 BENCH_TRANSLATE = {"models": {"gpt-4o": {"targets": [
-    {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "cluster": "provider_anthropic"}]}}}
+    {"provider": "anthropic", "model": "claude-haiku-4-5", "cluster": "provider_anthropic"}]}}}
 # The PII scrubber's prompts: ~2 KB and ~100 KB of prose with an email, a phone number and an IP
 # address every ~1 KB (redacted on the way in; the answer is then checked for placeholders).
 PII_PROMPTS = ["2k-pii", "100k-pii"]

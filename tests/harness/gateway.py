@@ -34,17 +34,17 @@ DEMO_MODELS = {
     "models": {
         "gpt-4o": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "provider_openai"}]},
         "gpt-4o-mini": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
-        "claude-3-5-haiku-latest": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
+        "claude-haiku-4-5": {"targets": [{"provider": "anthropic", "model": "claude-haiku-4-5",
                                                  "cluster": "provider_anthropic"}]},
         "chat-fast": {"targets": [{"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai"}]},
-        "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest",
+        "chat-claude": {"targets": [{"provider": "anthropic", "model": "claude-haiku-4-5",
                                      "cluster": "provider_anthropic"}]},
         "gemini-flash": {"targets": [{"provider": "gemini", "model": "gemini-2.5-flash", "cluster": "provider_gemini"}]},
         "bedrock-haiku": {"targets": [{"provider": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0",
                                        "cluster": "provider_bedrock"}]},
         # OpenAI first; Anthropic when OpenAI fails (envoy-config/gateway.yaml: chain_openai_anthropic).
         "chat-quality": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_openai_anthropic"}],
-                         "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]},
+                         "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]},
     },
 }
 
@@ -73,7 +73,7 @@ Try:
     -d '{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"Count to five."}}]}}'
 
   curl -s {base}/v1/messages -H 'x-api-key: {DEMO_KEY}' -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
-    -d '{{"model":"claude-3-5-haiku-latest","max_tokens":64,"messages":[{{"role":"user","content":"Hi"}}]}}'
+    -d '{{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{{"role":"user","content":"Hi"}}]}}'
 
   curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     -d '{{"model":"chat-claude","messages":[{{"role":"user","content":"Hi"}}]}}'   # OpenAI in, Anthropic behind

@@ -36,6 +36,7 @@ Run: python -m harness.mock_provider --port 18080
 import asyncio
 import contextvars
 import gzip
+import hashlib
 import json
 import struct
 import time
@@ -360,6 +361,46 @@ def bedrock_stream(model, text, usage):
     return b"".join(out)
 
 
+# The AWS credentials the Bedrock mock knows (AWS's documentation example pair).
+AWS_KEYS = {"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
+
+
+def sigv4_problem(request, raw: bytes):
+    """Why a SigV4-signed request's signature is wrong (None when it holds), checked with
+    botocore's signer over exactly the headers the request says it signed."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    authorization = request.headers.get("authorization", "")
+    fields = dict(part.strip().split("=", 1) for part in authorization[len("AWS4-HMAC-SHA256 "):].split(","))
+    access_key, date, region, service, _ = fields["Credential"].split("/")
+    if access_key not in AWS_KEYS:
+        return f"unknown access key {access_key}"
+    signed = fields["SignedHeaders"].split(";")
+    headers = {name: request.headers.get(name, "") for name in signed}
+    url = f"https://{request.headers.get('host')}{request.raw_path}"
+    aws = AWSRequest(method=request.method, url=url, data=raw, headers=headers)
+    aws.context["timestamp"] = request.headers.get("x-amz-date", "")
+    class Exactly(SigV4Auth):
+        # botocore leaves some headers (user-agent) out of what it signs; a signer may sign them.
+        def headers_to_sign(self, aws_request):
+            signed_headers = super().headers_to_sign(aws_request)
+            for name in signed:
+                if name not in signed_headers:
+                    signed_headers[name] = aws_request.headers[name]
+            return signed_headers
+
+    auth = Exactly(Credentials(access_key, AWS_KEYS[access_key], request.headers.get("x-amz-security-token")),
+                   service, region)
+    claimed = request.headers.get("x-amz-content-sha256")
+    if claimed is not None and claimed != hashlib.sha256(raw).hexdigest():
+        return "x-amz-content-sha256 is not the body's hash"
+    canonical = auth.canonical_request(aws)
+    expected = auth.signature(auth.string_to_sign(aws, canonical), aws)
+    return None if expected == fields["Signature"] else f"signature mismatch; canonical request was:\n{canonical}"
+
+
 BEDROCK_ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
                   429: "ThrottlingException", 503: "ServiceUnavailableException"}
 
@@ -437,6 +478,14 @@ async def handle(request: web.Request, api: str):
         # The model and the answer's shape are in the path: `<model>:generateContent`.
         model, _, method = request.match_info["call"].partition(":")
         req = {**req, "model": model, "stream": method == "streamGenerateContent"}
+    if api == "bedrock" and request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
+        problem = sigv4_problem(request, raw)
+        if problem:
+            RECENT[-1]["sigv4"] = problem
+            headers = {"x-amzn-errortype": "InvalidSignatureException"}
+            return web.json_response({"message": "The request signature we calculated does not match the signature you "
+                                                 "provided."}, status=403, headers=headers)
+        RECENT[-1]["sigv4"] = "valid"
     if api == "bedrock":
         # `/model/<model id, percent-encoded>/converse` or `/converse-stream`.
         req = {**req, "model": request.match_info["model"], "stream": request.match_info["method"] == "converse-stream"}

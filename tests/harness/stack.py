@@ -73,7 +73,8 @@ def use_real_providers(config_text: str, providers) -> str:
 
 # The variables the shipped configuration reads provider keys from: a test's gateway gets only
 # the keys it is given, never the machine's own.
-PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_BEARER_TOKEN_BEDROCK")
+PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_BEARER_TOKEN_BEDROCK",
+                          "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 ROUTING_FILTERS = ("envoy.filters.http.buffer", "envoy.filters.http.header_mutation")
 

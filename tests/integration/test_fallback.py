@@ -20,7 +20,7 @@ OPENAI_SECRET = "sk-openai-test-6f1c0e"
 ANTHROPIC_SECRET = "sk-ant-test-93b7aa"
 KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET}
 
-PRIMARY, FALLBACK = "gpt-4o", "claude-sonnet-4-5"
+PRIMARY, FALLBACK = "gpt-4o", "claude-sonnet-4-6"
 CHAIN = {"targets": [{"provider": "openai", "model": PRIMARY, "cluster": "chain_openai_anthropic"}],
          "fallbacks": [{"provider": "anthropic", "model": FALLBACK}]}
 CONFIG = {

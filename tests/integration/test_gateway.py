@@ -43,7 +43,7 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         quality = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-fail-model": "gpt-4o=503"},
                                 json={"model": "chat-quality", "messages": [{"role": "user", "content": "Hi"}]})
         assert quality.status_code == 200 and quality.headers["x-sluice-provider"] == "anthropic"
-        assert quality.json()["model"] == "claude-sonnet-4-5"
+        assert quality.json()["model"] == "claude-sonnet-4-6"
         # The banner's PII line: the provider sees a placeholder, the client the address.
         assert "x-mock-text: I will write to <EMAIL_1>." in banner
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},
@@ -73,7 +73,7 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         labels = {"model": "gpt-4o", "provider": "openai", "team": "demo"}
         assert sum_samples(metrics, "sluice_tokens_total", {**labels, "direction": "input"}) == 21
         # The fallback's tokens belong to the provider and model that answered.
-        fallback = {"model": "claude-sonnet-4-5", "provider": "anthropic", "team": "demo", "direction": "input"}
+        fallback = {"model": "claude-sonnet-4-6", "provider": "anthropic", "team": "demo", "direction": "input"}
         assert sum_samples(metrics, "sluice_tokens_total", fallback) == 21
         assert sum_samples(metrics, "sluice_cost_micro_usd_total", labels) > 0
         workdir = re.search(r"Envoy log: (\S+)/envoy.log", banner).group(1)

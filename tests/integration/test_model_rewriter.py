@@ -30,7 +30,7 @@ CONFIG = {
         "chat-quality": {"targets": [target("gpt-4o")], "owned_by": "platform"},
         "chat-long": {"targets": [target("small-ctx", window=50), target("big-ctx", window=100_000)]},
         "chat-tiny": {"targets": [target("tiny", window=20)]},
-        "chat-claude": {"targets": [target("claude-3-5-haiku-latest", cluster="provider_anthropic",
+        "chat-claude": {"targets": [target("claude-haiku-4-5", cluster="provider_anthropic",
                                            provider="anthropic")]},
         "chat-sticky": {"targets": [target("sticky-a"), target("sticky-b")],
                         "sticky": {"by": "header", "header": "x-session"}},
@@ -270,7 +270,7 @@ def test_openai_sdk_through_an_anthropic_provider_json(gateway):
     assert sent["path"] == "/v1/messages"
     body = json.loads(sent["body"])
     assert (body["model"], body["system"], body["max_tokens"], body["stop_sequences"]) == \
-        ("claude-3-5-haiku-latest", "Be brief.", 50, ["END"])
+        ("claude-haiku-4-5", "Be brief.", 50, ["END"])
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
     assert sent["headers"].get("anthropic-version") == "2023-06-01"
     # The token counter, behind the adapter, counts the translated answer.

@@ -85,7 +85,7 @@ def test_stream_restores_placeholders_split_anywhere(gateway, piece_chars, chunk
 
 
 def test_anthropic_messages_are_scrubbed_and_streams_restored(gateway):
-    payload = {"model": "claude-3-5-haiku-latest", "max_tokens": 50, "stream": True,
+    payload = {"model": "claude-haiku-4-5", "max_tokens": 50, "stream": True,
                "system": f"The operator is {EMAIL}.", "messages": [{"role": "user", "content": f"Call {PHONE}"}]}
     r = post(gateway, payload, path="/v1/messages", stream=True, headers={"x-mock-text": "Calling <PHONE_1> for <EMAIL_1>", "x-mock-piece-chars": "4"})
     assert stream_text(r) == f"Calling {PHONE} for {EMAIL}"

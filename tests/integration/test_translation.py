@@ -15,14 +15,16 @@ import pytest
 import requests
 
 from harness.procs import wait_until
-from harness.stack import DEMO_KEY, connection_manager, running
+from harness.stack import DEMO_KEY, Stack, connection_manager, running
 
 OPENAI_SECRET = "sk-openai-test-51d0aa"
 ANTHROPIC_SECRET = "sk-ant-test-2e7c41"
 GEMINI_SECRET = "AIza-gemini-test-93b1"
 BEDROCK_SECRET = "ABSK-bedrock-test-7f20"
+# The AWS key pair the Bedrock mock knows (AWS's documentation example).
+AWS_KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}
 KEYS = {"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET,
-        "AWS_BEARER_TOKEN_BEDROCK": BEDROCK_SECRET}
+        "AWS_BEARER_TOKEN_BEDROCK": BEDROCK_SECRET, **AWS_KEYS}
 TEXT = "The capital of France is Paris."
 GPT, CLAUDE, GEMINI = "gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"
 BEDROCK = "anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -35,6 +37,8 @@ CONFIG = {
         "claude-direct": {"targets": [{"provider": "anthropic", "model": CLAUDE, "cluster": "provider_anthropic"}]},
         "gemini-direct": {"targets": [{"provider": "gemini", "model": GEMINI, "cluster": "provider_gemini"}]},
         "bedrock-direct": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock"}]},
+        # The same, signed with SigV4 by Envoy's signer (a cluster this module adds).
+        "bedrock-signed": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock_signed"}]},
         # OpenAI first, Anthropic when it fails.
         "gpt-then-claude": {"targets": [{"provider": "openai", "model": GPT, "cluster": "chain_openai_anthropic"}],
                             "fallbacks": [{"provider": "anthropic", "model": CLAUDE}]},
@@ -75,9 +79,34 @@ def with_gemini_chain(config):
     routes.insert(0, route)
 
 
+def with_signed_bedrock(config):
+    """Adds `provider_bedrock_signed`: the Bedrock cluster with `aws_sigv4` and Envoy's SigV4
+    signer after the adapter, as `plugins/provider-adapter/README.md` shows."""
+    clusters = config["static_resources"]["clusters"]
+    signed = copy.deepcopy(next(c for c in clusters if c["name"] == "provider_bedrock"))
+    signed["name"] = signed["load_assignment"]["cluster_name"] = "provider_bedrock_signed"
+    options = signed["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    adapter = options["http_filters"][0]["typed_config"]["config"]
+    adapter["configuration"]["value"] = json.dumps({"providers": {"bedrock": {
+        "schema": "bedrock", "aws_sigv4": True, "authority": "bedrock-runtime.us-east-1.amazonaws.com"}}})
+    options["http_filters"].insert(1, {"name": "envoy.filters.http.aws_request_signing", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning",
+        "service_name": "bedrock", "region": "us-east-1", "use_unsigned_payload": False}})
+    clusters.append(signed)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    route = copy.deepcopy(next(r for r in routes if r["route"]["cluster"] == "provider_bedrock"))
+    route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = "provider_bedrock_signed"
+    routes.insert(0, route)
+
+
+def patched(config):
+    with_gemini_chain(config)
+    with_signed_bedrock(config)
+
+
 @pytest.fixture(scope="module")
 def gateway():
-    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=with_gemini_chain)
+    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=patched)
 
 
 @pytest.fixture(scope="module")
@@ -576,3 +605,36 @@ def test_openai_sdk_responses_reach_bedrock(gateway, openai_sdk):
     with openai_sdk.responses.stream(model="bedrock-direct", input="Capital of France?") as stream:
         final = stream.get_final_response()
     assert (final.status, final.output_text, final.model) == ("completed", TEXT, BEDROCK)
+
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_bedrock_requests_signed_with_sigv4_pass_botocores_check(gateway, claude_sdk, stream):
+    since = time.time()
+    ask = {"model": "bedrock-signed", "max_tokens": 50, "messages": [{"role": "user", "content": "Capital of France?"}],
+           # A client's own AWS headers are not the signer's to use.
+           "extra_headers": {"x-amz-security-token": "client-token", "x-amz-date": "20000101T000000Z"}}
+    if stream:
+        with claude_sdk.messages.stream(**ask) as s:
+            text = "".join(s.text_stream)
+    else:
+        text = claude_sdk.messages.create(**ask).content[0].text
+    assert text == TEXT
+    [record] = [r for r in requests.get(gateway.mock("/mock/requests")).json() if r["time"] >= since]
+    assert record["sigv4"] == "valid", record.get("sigv4")
+    headers = {k.lower(): v for k, v in record["headers"].items()}
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "x-amz-security-token" not in headers and headers["x-amz-date"] != "20000101T000000Z"
+    for header in ("x-api-key", "x-goog-api-key", "anthropic-version"):
+        assert header not in headers, header
+
+
+def test_a_wrong_aws_secret_is_rejected_by_the_provider():
+    keys = {**KEYS, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    with Stack(configs={"sluice.model_rewriter": CONFIG}, provider_keys=keys, patch=patched) as stack:
+        client = anthropic.Anthropic(base_url=stack.url(""), api_key=DEMO_KEY, max_retries=0, timeout=30)
+        with pytest.raises(anthropic.PermissionDeniedError) as raised:
+            client.messages.create(model="bedrock-signed", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        assert "signature" in raised.value.body["error"]["message"]
+        [record] = requests.get(stack.mock("/mock/requests")).json()
+        assert record["sigv4"].startswith("signature mismatch")

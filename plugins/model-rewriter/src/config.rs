@@ -327,7 +327,7 @@ mod tests {
 
     const MODELS: &str = r#""models": {"chat-fast": {"targets": [
         {"provider": "openai", "model": "gpt-4o-mini", "cluster": "provider_openai", "weight": 9},
-        {"provider": "anthropic", "model": "claude-3-5-haiku-latest", "cluster": "provider_anthropic"}]}}"#;
+        {"provider": "anthropic", "model": "claude-haiku-4-5", "cluster": "provider_anthropic"}]}}"#;
 
     #[test]
     fn example() {

@@ -20,6 +20,13 @@ use crate::config::{Config, Provider, Schema, MODEL_SLOT};
 /// before every attempt, so none reaches a provider.
 pub const INTERNAL_PREFIX: &str = "x-sluice-";
 
+/// Whether a client's request header must not reach `provider`: the gateway's own, and for
+/// Bedrock AWS's (`x-amz-*`: a client must not supply a date, token or hash for the signer).
+pub fn foreign_header(provider: Option<&Provider>, name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX)
+        || (provider.is_some_and(|p| p.schema == Schema::Bedrock) && name.starts_with("x-amz-"))
+}
+
 /// Whether an attempt may go out: an API request the chain classified (the client's own API,
 /// or a chat request an earlier attempt sent elsewhere), the model list, or a passthrough path.
 pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
@@ -186,7 +193,10 @@ pub fn plan(
 
     // Credentials: never another provider's, and this provider's own when it has one.
     let own = provider.credential_header();
-    if credential.is_some() || chain {
+    if provider.aws_sigv4 {
+        // Envoy's signer adds the only credential this request carries.
+        plan.remove.extend(["authorization", "x-api-key", "x-goog-api-key"].map(str::to_string));
+    } else if credential.is_some() || chain {
         let mut others: Vec<&str> = config.providers.values().map(Provider::credential_header).collect();
         others.extend(["authorization", "x-api-key", "x-goog-api-key"]);
         others.sort_unstable();
@@ -194,6 +204,7 @@ pub fn plan(
         plan.remove.extend(others.into_iter().filter(|h| *h != own).map(str::to_string));
     }
     match credential {
+        _ if provider.aws_sigv4 => {}
         Some(key) => plan.set.push((own.to_string(), provider.credential_value(key))),
         // A chain attempt whose key is missing must not carry what an earlier attempt set.
         None if chain => plan.remove.push(own.to_string()),
@@ -529,6 +540,21 @@ mod tests {
             assert!(p.remove.contains(&"x-api-key".to_string()) && p.remove.contains(&"anthropic-version".to_string()));
         }
         assert!(plan(&c, "bedrock", bedrock, Some("k"), &seen("/v1/chat/completions", None)).is_err());
+    }
+
+    #[test]
+    fn a_sigv4_bedrock_attempt_carries_no_credential_for_envoys_signer_to_replace() {
+        let c = config(r#"{"providers": {"bedrock": {"schema": "bedrock", "aws_sigv4": true}}}"#);
+        let bedrock = &c.providers["bedrock"];
+        let seen =
+            Seen { models: Some(r#"{"bedrock": "amazon.nova-lite-v1:0"}"#), ..seen("/v1/chat/completions", None) };
+        let p = plan(&c, "bedrock", bedrock, None, &seen).unwrap();
+        assert!(p.set.iter().all(|(h, _)| h != "authorization"));
+        for header in ["authorization", "x-api-key", "x-goog-api-key"] {
+            assert!(p.remove.contains(&header.to_string()), "{header}");
+        }
+        assert!(foreign_header(Some(bedrock), "x-amz-security-token"));
+        assert!(foreign_header(None, "x-sluice-cluster") && !foreign_header(None, "x-amz-date"));
     }
 
     #[test]

@@ -82,6 +82,11 @@ pub struct Provider {
     /// `/model/{model}` (Bedrock). Vertex AI:
     /// `/v1/projects/<project>/locations/<region>/publishers/google/models/{model}`.
     pub model_path: Option<String>,
+    /// Bedrock schema: the request is signed with AWS SigV4 by Envoy's
+    /// `envoy.filters.http.aws_request_signing` filter after the adapter (credentials from
+    /// Envoy's environment, region in that filter). The adapter then removes every credential
+    /// header and sets none; `api_key` and `api_key_env` must be unset.
+    pub aws_sigv4: bool,
 }
 
 impl Default for Config {
@@ -107,6 +112,7 @@ impl Default for Provider {
             anthropic_version: "2023-06-01".to_string(),
             default_max_tokens: 4096,
             model_path: None,
+            aws_sigv4: false,
         }
     }
 }
@@ -121,13 +127,14 @@ impl Validate for Config {
         }
         for (name, provider) in &self.providers {
             let at = |field: &str| format!(".providers.{name}{field}");
+            let signed = provider.aws_sigv4;
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                 return Err(ConfigError::at(".providers", format!("`{name}`: names use letters, digits, `_` and `-`")));
             }
             provider.validate().map_err(|e| ConfigError::at(at(&e.path), e.message))?;
             // In a chain, a provider without its own key would receive the request as an earlier
             // attempt left it: with another provider's credential.
-            if chain && provider.api_key.is_none() && provider.api_key_env.is_none() {
+            if chain && !signed && provider.api_key.is_none() && provider.api_key_env.is_none() {
                 return Err(ConfigError::at(
                     at(".api_key_env"),
                     "with more than one provider, each needs `api_key` or `api_key_env`",
@@ -176,6 +183,12 @@ impl Validate for Provider {
         let model_in_path = matches!(self.schema, Schema::Gemini | Schema::Bedrock);
         if model_in_path && self.chat_path.is_some() {
             return Err(ConfigError::at(".chat_path", "is for the openai schema (this schema uses `model_path`)"));
+        }
+        if self.aws_sigv4 && self.schema != Schema::Bedrock {
+            return Err(ConfigError::at(".aws_sigv4", "is for the bedrock schema"));
+        }
+        if self.aws_sigv4 && (self.api_key.is_some() || self.api_key_env.is_some() || self.auth_header.is_some()) {
+            return Err(ConfigError::at(".aws_sigv4", "a signed request carries no `api_key` or `auth_header`"));
         }
         if let Some(path) = &self.model_path {
             if !model_in_path {
@@ -268,7 +281,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 18] = [
+        let cases: [(&[u8], &str); 20] = [
             (br#"{"passthrough": [{"prefix": "/v1/../x"}]}"#, ".passthrough[0]"),
             (br#"{"passthrough": [{"prefix": "/v1/files", "methods": []}]}"#, ".passthrough[0]"),
             (br#"{"providers": {"a": {"authority": "https://api.openai.com"}}}"#, ".providers.a.authority"),
@@ -286,6 +299,11 @@ mod tests {
             (br#"{"providers": {"a": {"schema": "anthropic", "auth_header": "x"}}}"#, ".providers.a.schema"),
             (br#"{"providers": {"a": {"model_path": "/m/{model}"}}}"#, ".providers.a.model_path"),
             (br#"{"providers": {"a": {"schema": "bedrock", "chat_path": "/x"}}}"#, ".providers.a.chat_path"),
+            (br#"{"providers": {"a": {"aws_sigv4": true}}}"#, ".providers.a.aws_sigv4"),
+            (
+                br#"{"providers": {"a": {"schema": "bedrock", "aws_sigv4": true, "api_key": "k"}}}"#,
+                ".providers.a.aws_sigv4",
+            ),
             (br#"{"providers": {"a": {"api_key": ""}}}"#, ".providers.a.api_key"),
             (br#"{"providers": {"a": {"default_max_tokens": 0}}}"#, ".providers.a.default_max_tokens"),
             (br#"{"providers": {"a": {"auth_header": "Api Key"}}}"#, ".providers.a.auth_header"),

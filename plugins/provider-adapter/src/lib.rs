@@ -216,17 +216,18 @@ impl plugin::Filter for Filter {
             return self.fail(&ApiError::not_found("Unknown request URL.").with_code("unknown_url"));
         }
         let marked = facts::read(&Host, facts::ATTEMPT_API).and_then(|name| Api::from_name(&name));
-        // Internal headers never leave the gateway.
+        let endpoint_provider = Host.get_property(&ENDPOINT_PROVIDER).and_then(|b| String::from_utf8(b).ok());
+        let found = attempt::provider(&self.config, endpoint_provider.as_deref());
+        // Internal headers never leave the gateway (nor AWS's, from a client, to Bedrock).
         for name in proxy::request_header_names() {
-            if name.starts_with(attempt::INTERNAL_PREFIX) {
+            if attempt::foreign_header(found.as_ref().ok().map(|(_, p)| *p), &name) {
                 proxy::remove_request_header(&name);
             }
         }
         if self.config.providers.is_empty() {
             return Action::Continue;
         }
-        let endpoint_provider = Host.get_property(&ENDPOINT_PROVIDER).and_then(|b| String::from_utf8(b).ok());
-        let (name, provider) = match attempt::provider(&self.config, endpoint_provider.as_deref()) {
+        let (name, provider) = match found {
             Ok(found) => found,
             Err(reason) => {
                 log::error!("{NAME}: {reason}");
