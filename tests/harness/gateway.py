@@ -45,6 +45,11 @@ DEMO_MODELS = {
         # OpenAI first; Anthropic when OpenAI fails (envoy-config/gateway.yaml: chain_openai_anthropic).
         "chat-quality": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_openai_anthropic"}],
                          "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}]},
+        # The seed's chain: OpenAI, Anthropic, Gemini, then gpt-4o-mini (envoy-config/gateway.yaml: chain_seed).
+        "chat-resilient": {"targets": [{"provider": "openai", "model": "gpt-4o", "cluster": "chain_seed"}],
+                           "fallbacks": [{"provider": "anthropic", "model": "claude-sonnet-4-6"},
+                                         {"provider": "gemini", "model": "gemini-2.5-flash"},
+                                         {"provider": "openai_last", "model": "gpt-4o-mini"}]},
     },
 }
 
@@ -57,6 +62,7 @@ def curl_lines(stack, real):
     model = "gpt-4o-mini" if real.get("openai") or not real else "gpt-4o"
     # The mock can be told to fail the primary; real providers fail on their own.
     fail_primary = "" if real else "-H 'x-mock-fail-model: gpt-4o=503' "
+    fail_three = "" if real else "-H 'x-mock-fail-model: gpt-4o=503,claude-sonnet-4-6=503,gemini-2.5-flash=429' "
     # The mock answers with the placeholder it received, as a model would repeat it.
     echo_placeholder = "" if real else "-H 'x-mock-text: I will write to <EMAIL_1>.' "
     return f"""
@@ -80,6 +86,9 @@ Try:
 
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     {fail_primary}-d '{{"model":"chat-quality","messages":[{{"role":"user","content":"Hi"}}]}}'   # fallback: see x-sluice-provider
+
+  curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
+    {fail_three}-d '{{"model":"chat-resilient","messages":[{{"role":"user","content":"Hi"}}]}}'   # OpenAI, Anthropic, Gemini, then gpt-4o-mini
 
   curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     {echo_placeholder}-d '{{"model":"{model}","messages":[{{"role":"user","content":"Write to jane@example.com"}}]}}'   # the provider sees <EMAIL_1>, you see the address

@@ -6,7 +6,8 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-status: 500          answer with this status and an OpenAI/Anthropic-style error body
   x-mock-latency-ms: 50       wait before the answer headers
   x-mock-slow-model: m=300    wait 300 ms more when the request's model is m (routing tests)
-  x-mock-fail-model: m=503    answer with this status when the request's model is m (fallback tests)
+  x-mock-fail-model: m=503    answer with this status when the request's model is m (fallback tests;
+                              several: m1=503,m2=429)
   x-mock-text: ...            the generated text, percent-decoded (default: "The capital of France is Paris.")
   x-mock-tool-calls: [...]    percent-encoded JSON list of {"name", "arguments": {...}}: the answer calls
                               these tools after its text (chat and messages, JSON and streams; streamed
@@ -60,9 +61,12 @@ def header_int(request, name, default):
 
 
 def for_model(request, header, req):
-    """The number of a `model=number` header when the request is for that model, else None."""
-    model, _, number = request.headers.get(header, "").partition("=")
-    return int(number) if model and req.get("model") == model and number.isdigit() else None
+    """The number a `model=number[,model=number...]` header gives the request's model, else None."""
+    for entry in request.headers.get(header, "").split(","):
+        model, _, number = entry.strip().partition("=")
+        if model and req.get("model") == model and number.isdigit():
+            return int(number)
+    return None
 
 
 def usage_numbers(request):

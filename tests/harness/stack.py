@@ -52,7 +52,8 @@ def use_real_providers(config_text: str, providers) -> str:
     config = yaml.safe_load(config_text)
     hosts = {"provider_openai": ("openai", "api.openai.com"), "provider_anthropic": ("anthropic", "api.anthropic.com"),
              "provider_gemini": ("gemini", "generativelanguage.googleapis.com"),
-             "provider_bedrock": ("bedrock", "bedrock-runtime.us-east-1.amazonaws.com")}
+             "provider_bedrock": ("bedrock", "bedrock-runtime.us-east-1.amazonaws.com"),
+             "provider_openai_last": ("openai", "api.openai.com")}
     for cluster in config["static_resources"]["clusters"]:
         provider, host = hosts.get(cluster["name"], (None, None))
         if provider not in providers:

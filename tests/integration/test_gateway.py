@@ -44,6 +44,18 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
                                 json={"model": "chat-quality", "messages": [{"role": "user", "content": "Hi"}]})
         assert quality.status_code == 200 and quality.headers["x-sluice-provider"] == "anthropic"
         assert quality.json()["model"] == "claude-sonnet-4-6"
+        # The banner's seed-chain line: three providers fail, the last resort answers.
+        three = "gpt-4o=503,claude-sonnet-4-6=503,gemini-2.5-flash=429"
+        assert f"x-mock-fail-model: {three}" in banner and "chat-resilient" in banner
+        resilient = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-fail-model": three},
+                                  json={"model": "chat-resilient", "messages": [{"role": "user", "content": "Hi"}]})
+        assert resilient.status_code == 200, resilient.text
+        assert (resilient.headers["x-sluice-provider"], resilient.json()["model"]) == ("openai_last", "gpt-4o-mini")
+        # Two fail: Gemini answers, in OpenAI's shape (another question: the cache has the first).
+        gemini = requests.post(url, headers={"authorization": f"Bearer {key}",
+                                             "x-mock-fail-model": "gpt-4o=503,claude-sonnet-4-6=503"},
+                               json={"model": "chat-resilient", "messages": [{"role": "user", "content": "Hello?"}]})
+        assert (gemini.headers["x-sluice-provider"], gemini.json()["object"]) == ("gemini", "chat.completion")
         # The banner's PII line: the provider sees a placeholder, the client the address.
         assert "x-mock-text: I will write to <EMAIL_1>." in banner
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},

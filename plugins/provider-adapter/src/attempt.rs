@@ -27,10 +27,13 @@ pub fn foreign_header(provider: Option<&Provider>, name: &str) -> bool {
         || (provider.is_some_and(|p| p.schema == Schema::Bedrock) && name.starts_with("x-amz-"))
 }
 
-/// Whether an attempt may go out: an API request the chain classified (the client's own API,
-/// or a chat request an earlier attempt sent elsewhere), the model list, or a passthrough path.
-pub fn admitted(config: &Config, method: &str, path: &str) -> bool {
-    Class::of(method, path) != Class::Other || config.passthrough.iter().any(|rule| rule.matches(method, path))
+/// Whether an attempt may go out: an API request the gateway classified (by its path, or, when
+/// an earlier attempt sent it to another provider's path, by that attempt's mark `marked`), the
+/// model list, or a passthrough path.
+pub fn admitted(config: &Config, method: &str, path: &str, marked: Option<Api>) -> bool {
+    marked.is_some()
+        || Class::of(method, path) != Class::Other
+        || config.passthrough.iter().any(|rule| rule.matches(method, path))
 }
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const OPENAI_RESPONSES_PATH: &str = "/v1/responses";
@@ -627,16 +630,19 @@ mod tests {
     #[test]
     fn only_classified_requests_are_admitted() {
         let mut c = config(CHAIN);
-        assert!(admitted(&c, "POST", "/v1/chat/completions"));
-        assert!(admitted(&c, "POST", "/v1/messages"));
-        assert!(admitted(&c, "GET", "/v1/models"));
+        assert!(admitted(&c, "POST", "/v1/chat/completions", None));
+        assert!(admitted(&c, "POST", "/v1/messages", None));
+        assert!(admitted(&c, "GET", "/v1/models", None));
+        // An earlier attempt sent the request to a Gemini path: its mark admits the next attempt.
+        let gemini = "/v1beta/models/gemini-2.5-flash:generateContent";
+        assert!(!admitted(&c, "POST", gemini, None) && admitted(&c, "POST", gemini, CHAT));
         for (method, path) in
             [("GET", "/v1/files"), ("PUT", "/v1/chat/completions"), ("POST", "/v1/chat/%63ompletions")]
         {
-            assert!(!admitted(&c, method, path), "{method} {path}");
+            assert!(!admitted(&c, method, path, None), "{method} {path}");
         }
         c.passthrough = vec![sluice_shared::api::PathRule { prefix: "/v1/files".into(), methods: vec!["GET".into()] }];
-        assert!(admitted(&c, "GET", "/v1/files/f-1"));
-        assert!(!admitted(&c, "POST", "/v1/files"));
+        assert!(admitted(&c, "GET", "/v1/files/f-1", None));
+        assert!(!admitted(&c, "POST", "/v1/files", None));
     }
 }

@@ -212,10 +212,10 @@ impl plugin::Filter for Filter {
         // Default deny: a credential goes only with a request the gateway classified.
         let path = proxy::request_header_text(":path").unwrap_or_default();
         let method = proxy::request_header_text(":method").unwrap_or_default();
-        if !attempt::admitted(&self.config, &method, &path) {
+        let marked = facts::read(&Host, facts::ATTEMPT_API).and_then(|name| Api::from_name(&name));
+        if !attempt::admitted(&self.config, &method, &path, marked) {
             return self.fail(&ApiError::not_found("Unknown request URL.").with_code("unknown_url"));
         }
-        let marked = facts::read(&Host, facts::ATTEMPT_API).and_then(|name| Api::from_name(&name));
         let endpoint_provider = Host.get_property(&ENDPOINT_PROVIDER).and_then(|b| String::from_utf8(b).ok());
         let found = attempt::provider(&self.config, endpoint_provider.as_deref());
         // Internal headers never leave the gateway (nor AWS's, from a client, to Bedrock).
