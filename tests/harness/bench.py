@@ -9,6 +9,7 @@ harness/bench_report.py, to docs/benchmark-results.md.
 """
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -69,13 +70,49 @@ def anthropic_sse():
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
 
 
+GEMINI_MODEL, BEDROCK_MODEL = "gemini-2.5-flash", "anthropic.claude-haiku-4-5-20251001-v1:0"
+GEMINI_USAGE = {"promptTokenCount": 21, "candidatesTokenCount": 7, "totalTokenCount": 28}
+GEMINI_JSON = json.dumps({"candidates": [{"content": {"role": "model", "parts": [
+    {"text": "The capital of France is Paris."}]}, "finishReason": "STOP", "index": 0}],
+    "usageMetadata": GEMINI_USAGE, "modelVersion": GEMINI_MODEL, "responseId": "bench"})
+
+
+def gemini_sse():
+    pieces = ["The ", "capital ", "of ", "France ", "is ", "Paris."]
+    chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}, "index": 0}],
+               "modelVersion": GEMINI_MODEL} for p in pieces]
+    chunks[-1]["candidates"][0]["finishReason"] = "STOP"
+    chunks[-1]["usageMetadata"] = GEMINI_USAGE
+    return "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks)
+
+
+BEDROCK_USAGE = {"inputTokens": 21, "outputTokens": 7, "totalTokens": 28}
+BEDROCK_JSON = json.dumps({"output": {"message": {"role": "assistant", "content": [
+    {"text": "The capital of France is Paris."}]}}, "stopReason": "end_turn", "usage": BEDROCK_USAGE})
+
+
+def bedrock_stream() -> bytes:
+    from .mock_provider import event_stream_message
+    pieces = ["The ", "capital ", "of ", "France ", "is ", "Paris."]
+    messages = [event_stream_message("messageStart", {"role": "assistant"})]
+    messages += [event_stream_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}})
+                 for p in pieces]
+    messages += [event_stream_message("contentBlockStop", {"contentBlockIndex": 0}),
+                 event_stream_message("messageStop", {"stopReason": "end_turn"}),
+                 event_stream_message("metadata", {"usage": BEDROCK_USAGE, "metrics": {"latencyMs": 1}})]
+    return b"".join(messages)
+
+
 def upstream_config(port, admin_port):
     def route(path, body, content_type, headers=None):
         match = {"path": path}
         if headers:
             match["headers"] = [{"name": k, "string_match": {"exact": v}} for k, v in headers.items()]
+        # Binary bodies (AWS event-stream) go base64-encoded.
+        source = ({"inline_bytes": base64.b64encode(body).decode()} if isinstance(body, bytes)
+                  else {"inline_string": body})
         return {"match": match,
-                "direct_response": {"status": 200, "body": {"inline_string": body}},
+                "direct_response": {"status": 200, "body": source},
                 "response_headers_to_add": [{"header": {"key": "content-type", "value": content_type},
                                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
     return {
@@ -95,6 +132,12 @@ def upstream_config(port, admin_port):
                         # travels in a header.
                         route("/v1/messages", anthropic_sse(), "text/event-stream", {"x-bench-answer": "sse"}),
                         route("/v1/messages", ANTHROPIC_JSON, "application/json"),
+                        route(f"/v1beta/models/{GEMINI_MODEL}:generateContent", GEMINI_JSON, "application/json"),
+                        route(f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent", gemini_sse(), "text/event-stream"),
+                        route("/model/" + BEDROCK_MODEL.replace(":", "%3A") + "/converse", BEDROCK_JSON,
+                              "application/json"),
+                        route("/model/" + BEDROCK_MODEL.replace(":", "%3A") + "/converse-stream", bedrock_stream(),
+                              "application/vnd.amazon.eventstream"),
                     ]}]},
                     # The whole request is read before the direct response: an HTTP/1.1 answer
                     # sent before the request body ends closes the connection, and the gateway
@@ -145,6 +188,12 @@ BENCH_REWRITE = {"models": {"gpt-4o": {"targets": [
     {"provider": "openai", "model": "gpt-4o-2024-08-06", "cluster": "provider_openai"}]}}}
 BENCH_TRANSLATE = {"models": {"gpt-4o": {"targets": [
     {"provider": "anthropic", "model": "claude-haiku-4-5", "cluster": "provider_anthropic"}]}}}
+# The same request to a Gemini and to a Bedrock target (the model in the path; Bedrock's stream
+# in AWS event-stream frames).
+BENCH_GEMINI = {"models": {"gpt-4o": {"targets": [
+    {"provider": "gemini", "model": GEMINI_MODEL, "cluster": "provider_gemini"}]}}}
+BENCH_BEDROCK = {"models": {"gpt-4o": {"targets": [
+    {"provider": "bedrock", "model": BEDROCK_MODEL, "cluster": "provider_bedrock"}]}}}
 # The PII scrubber's prompts: ~2 KB and ~100 KB of prose with an email, a phone number and an IP
 # address every ~1 KB (redacted on the way in; the answer is then checked for placeholders).
 PII_PROMPTS = ["2k-pii", "100k-pii"]
@@ -332,6 +381,9 @@ def all_variants(wasm_dir: Path, work: Path) -> list:
             ("budget-enforcer", ["sluice.budget_enforcer"], wasm_dir, {}, base),
             ("model-rewriter", ["sluice.model_rewriter"], wasm_dir, BENCH_REWRITE, base),
             ("translation", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_TRANSLATE, base),
+            ("translation-gemini", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_GEMINI, base),
+            ("translation-bedrock", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_BEDROCK,
+             base),
             ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS),
             *[(name, ["sluice.semantic_cache"], wasm_dir, {}, [prompt]) for name, prompt in CACHE_PROMPTS.items()]]
 

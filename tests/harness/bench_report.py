@@ -29,6 +29,10 @@ SECTIONS = [
                        "picked from the `x-sluice-cluster` header after Envoy's buffer filter)", False),
     ("translation", "Model rewriter + provider adapter (the same request sent to an Anthropic target: translated "
                     "to Messages, the answer translated back, JSON or SSE)", False),
+    ("translation-gemini", "Model rewriter + provider adapter to a Gemini target (translated to `generateContent` "
+                           "at the routed model's path, the answer back, JSON or SSE)", False),
+    ("translation-bedrock", "Model rewriter + provider adapter to a Bedrock target (translated to Converse; the "
+                            "stream decoded from AWS event-stream frames, checksums verified)", False),
     ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; prompts "
                      "of ~2 KB and ~100 KB holding an email, a phone number and an IP address per ~330 bytes)", False),
     ("cache-exact", "Semantic cache, exact hit (one Redis `GET` through webdis, answered by the gateway; plain "
