@@ -75,6 +75,8 @@ pub struct Plan {
     pub mark: Option<Api>,
     /// The request and its answer are translated.
     pub translate: Option<Translation>,
+    /// The model the path names (Gemini, Bedrock): answers that name none are given it.
+    pub path_model: Option<String>,
     /// The body must be read: to translate it, or to take the chain's model out of it.
     pub read_body: bool,
 }
@@ -117,7 +119,7 @@ pub fn takes(schema: Schema) -> &'static [Api] {
 /// answer or a stream. An error when the route named no model (no model rewriter ran) or, for
 /// Gemini, one that cannot be a path segment; Bedrock's model ids (`anthropic.claude-...:0`,
 /// ARNs) are percent-encoded into one segment.
-fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<String, String> {
+fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<(String, String), String> {
     let model = seen.models.and_then(|text| chain::model_in(text, provider_name)).ok_or_else(|| {
         format!("provider `{provider_name}` takes its model in the path, and no route named one (route the request with the model rewriter)")
     })?;
@@ -130,7 +132,7 @@ fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Resu
             if !ok {
                 return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`"));
             }
-            model
+            model.clone()
         }
     };
     let method = match (provider.schema, seen.stream) {
@@ -139,7 +141,8 @@ fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Resu
         (_, false) => ":generateContent",
         (_, true) => ":streamGenerateContent?alt=sse",
     };
-    Ok(format!("{}{method}", provider.model_path().replacen(MODEL_SLOT, &segment, 1)))
+    let path = format!("{}{method}", provider.model_path().replacen(MODEL_SLOT, &segment, 1));
+    Ok((path, model))
 }
 
 /// Every byte but RFC 3986's unreserved ones as `%XX`: one path segment whatever the text.
@@ -245,7 +248,9 @@ pub fn plan(
         ) if seen.has_body => {
             let wire = if schema == Schema::Gemini { Wire::Gemini } else { Wire::Bedrock };
             plan.translate = translated(client_wire(api), wire);
-            plan.path = Some(model_path(provider_name, provider, seen)?);
+            let (path, model) = model_path(provider_name, provider, seen)?;
+            plan.path = Some(path);
+            plan.path_model = Some(model);
         }
         _ => {}
     }
@@ -456,6 +461,7 @@ mod tests {
                 let p = plan(&c, "gemini", gemini, Some("g-key"), &seen).unwrap();
                 assert_eq!(p.translate, Some(Translation { client, provider: Wire::Gemini }));
                 assert_eq!(p.path, Some(format!("/v1beta/models/gemini-2.5-flash{method}")));
+                assert_eq!(p.path_model.as_deref(), Some("gemini-2.5-flash"));
                 assert!(p.set.contains(&("x-goog-api-key".into(), "g-key".into())));
                 for header in ["authorization", "x-api-key", "anthropic-version", "accept-encoding", "content-length"] {
                     assert!(p.remove.contains(&header.to_string()), "{header}");

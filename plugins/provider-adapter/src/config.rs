@@ -180,7 +180,7 @@ impl Validate for Provider {
         if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header.is_some()) {
             return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are not for the anthropic schema"));
         }
-        let model_in_path = matches!(self.schema, Schema::Gemini | Schema::Bedrock);
+        let model_in_path = self.model_in_path();
         if model_in_path && self.chat_path.is_some() {
             return Err(ConfigError::at(".chat_path", "is for the openai schema (this schema uses `model_path`)"));
         }
@@ -230,6 +230,11 @@ impl Provider {
             (Schema::Openai | Schema::Bedrock, None) => "authorization",
             (Schema::Gemini, None) => "x-goog-api-key",
         }
+    }
+
+    /// Whether the model goes in the request's path (Gemini, Bedrock).
+    pub fn model_in_path(&self) -> bool {
+        matches!(self.schema, Schema::Gemini | Schema::Bedrock)
     }
 
     /// The model's path, `{model}` in it (Gemini and Bedrock).

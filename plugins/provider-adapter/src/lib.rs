@@ -47,7 +47,7 @@ use sluice_shared::sse::{self, SseParser};
 use sluice_shared::translate::{Event, StreamReader, StreamWriter};
 
 use crate::attempt::{Seen, Translation};
-use crate::config::{Config, Schema};
+use crate::config::Config;
 
 const NAME: &str = "sluice.provider_adapter";
 /// Longest SSE line (or AWS event-stream message) accepted from the provider.
@@ -234,8 +234,15 @@ impl plugin::Filter for Filter {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        let models = facts::read(&Host, facts::ROUTE_MODELS);
-        let stream = facts::read(&Host, facts::ROUTE_STREAM).as_deref() == Some("true");
+        // Only a provider with the model in its path needs the route's facts (two host calls).
+        let (models, stream) = if provider.model_in_path() {
+            (
+                facts::read(&Host, facts::ROUTE_MODELS),
+                facts::read(&Host, facts::ROUTE_STREAM).as_deref() == Some("true"),
+            )
+        } else {
+            (None, false)
+        };
         let seen =
             Seen { method: &method, path: &path, marked, has_body: !end_of_stream, models: models.as_deref(), stream };
         if let Some(why) = attempt::unspoken(name, provider, &seen) {
@@ -264,13 +271,8 @@ impl plugin::Filter for Filter {
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
         self.translation = plan.translate;
-        let model_in_path = matches!(provider.schema, Schema::Gemini | Schema::Bedrock);
-        self.path_stream = model_in_path.then_some(stream);
-        self.model = if model_in_path {
-            models.as_deref().and_then(|text| chain::model_in(text, name)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        self.path_stream = plan.path_model.is_some().then_some(stream);
+        self.model = plan.path_model.unwrap_or_default();
         Action::Continue
     }
 
