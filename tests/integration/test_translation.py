@@ -36,6 +36,7 @@ CONFIG = {
         "gpt-direct": {"targets": [{"provider": "openai", "model": GPT, "cluster": "provider_openai"}]},
         "claude-direct": {"targets": [{"provider": "anthropic", "model": CLAUDE, "cluster": "provider_anthropic"}]},
         "gemini-direct": {"targets": [{"provider": "gemini", "model": GEMINI, "cluster": "provider_gemini"}]},
+        "vertex-direct": {"targets": [{"provider": "vertex", "model": "gemini-2.5-pro", "cluster": "provider_vertex"}]},
         "bedrock-direct": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock"}]},
         # The same, signed with SigV4 by Envoy's signer (a cluster this module adds).
         "bedrock-signed": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock_signed"}]},
@@ -99,9 +100,32 @@ def with_signed_bedrock(config):
     routes.insert(0, route)
 
 
+VERTEX_TOKEN = "ya29.vertex-test-token"
+VERTEX_PATH = "/v1/projects/p1/locations/europe-west4/publishers/google/models/{model}"
+
+
+def with_vertex(config):
+    """Adds `provider_vertex`: the Gemini schema at Vertex AI's path, with a bearer token."""
+    clusters = config["static_resources"]["clusters"]
+    vertex = copy.deepcopy(next(c for c in clusters if c["name"] == "provider_gemini"))
+    vertex["name"] = vertex["load_assignment"]["cluster_name"] = "provider_vertex"
+    endpoint = vertex["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    endpoint["metadata"]["filter_metadata"]["sluice"]["provider"] = "vertex"
+    options = vertex["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    options["http_filters"][0]["typed_config"]["config"]["configuration"]["value"] = json.dumps({"providers": {
+        "vertex": {"schema": "gemini", "api_key": VERTEX_TOKEN, "auth_header": "authorization",
+                   "authority": "europe-west4-aiplatform.googleapis.com", "model_path": VERTEX_PATH}}})
+    clusters.append(vertex)
+    routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    route = copy.deepcopy(next(r for r in routes if r["route"]["cluster"] == "provider_gemini"))
+    route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = "provider_vertex"
+    routes.insert(0, route)
+
+
 def patched(config):
     with_gemini_chain(config)
     with_signed_bedrock(config)
+    with_vertex(config)
 
 
 @pytest.fixture(scope="module")
@@ -638,3 +662,24 @@ def test_a_wrong_aws_secret_is_rejected_by_the_provider():
         assert "signature" in raised.value.body["error"]["message"]
         [record] = requests.get(stack.mock("/mock/requests")).json()
         assert record["sigv4"].startswith("signature mismatch")
+
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_vertex_ai_is_the_gemini_schema_at_its_own_path_with_a_bearer_token(gateway, claude_sdk, stream):
+    since = time.time()
+    ask = {"model": "vertex-direct", "max_tokens": 40, "messages": [{"role": "user", "content": "Capital of France?"}]}
+    if stream:
+        with claude_sdk.messages.stream(**ask) as s:
+            text, final = "".join(s.text_stream), s.get_final_message()
+    else:
+        final = claude_sdk.messages.create(**ask)
+        text = final.content[0].text
+    assert (text, final.model) == (TEXT, "gemini-2.5-pro")
+    [(path, headers, body)] = attempts(gateway, since, query=True)
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    assert path == VERTEX_PATH.format(model="gemini-2.5-pro") + ":" + method
+    assert headers.get("authorization") == f"Bearer {VERTEX_TOKEN}"
+    assert headers.get("host") == "europe-west4-aiplatform.googleapis.com"
+    assert "x-goog-api-key" not in headers and "x-api-key" not in headers
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
