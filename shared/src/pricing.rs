@@ -97,6 +97,10 @@ const BUILTIN: &[(&str, Price)] = &[
     ("gemini-2.5-flash", Price::new(0.30, 2.50, 0.03, 0.30)),
     ("gemini-2.5-flash-lite", Price::new(0.10, 0.40, 0.01, 0.10)),
     ("gemini-2.0-flash", Price::new(0.10, 0.40, 0.025, 0.10)),
+    // Amazon Nova on Bedrock (on-demand, us-east-1; cached reads at a quarter).
+    ("nova-micro", Price::new(0.035, 0.14, 0.00875, 0.035)),
+    ("nova-lite", Price::new(0.06, 0.24, 0.015, 0.06)),
+    ("nova-pro", Price::new(0.80, 3.20, 0.20, 0.80)),
 ];
 
 #[derive(Debug, Clone)]
@@ -171,7 +175,8 @@ mod tests {
         // Bedrock's ids: region and vendor prefixes, a version suffix.
         assert_eq!(table.lookup("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap().output, 4.00);
         assert_eq!(table.lookup("us.anthropic.claude-sonnet-4-20250514-v1:0").unwrap().output, 15.00);
-        assert!(table.lookup("us.amazon.nova-lite-v1:0").is_none());
+        assert_eq!(table.lookup("us.amazon.nova-lite-v1:0").unwrap().output, 0.24);
+        assert!(table.lookup("meta.llama3-1-70b-instruct-v1:0").is_none());
         assert!(table.lookup("my-llama").is_none());
     }
 
