@@ -17,6 +17,57 @@ pub enum Api {
     Responses,
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Gemini `POST .../models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
+    /// (Google AI Studio, Vertex AI): the model and streaming are in the path ([`GeminiCall`]).
+    GeminiGenerate,
+}
+
+/// What a Gemini call's path says: the model, and whether the answer streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeminiCall<'a> {
+    pub model: &'a str,
+    pub stream: bool,
+}
+
+impl<'a> GeminiCall<'a> {
+    /// Reads `.../models/{model}:generateContent` or `.../models/{model}:streamGenerateContent`
+    /// (query ignored: see [`Api::from_path`] for `alt=sse`). The model is one segment of
+    /// letters, digits and `.-_@`.
+    pub fn of(path: &'a str) -> Option<GeminiCall<'a>> {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let (head, method) = path.rsplit_once(':')?;
+        let stream = match method {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return None,
+        };
+        let (parent, model) = head.rsplit_once('/')?;
+        let named = !model.is_empty()
+            && !model.starts_with('.')
+            && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+        (named && parent.ends_with("/models")).then_some(GeminiCall { model, stream })
+    }
+}
+
+/// The value of the query parameter `name` in `path`, if present (not percent-decoded).
+pub fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let query = path.split('#').next().unwrap_or_default().split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+/// `path` without any query parameter `name` (a `?` left with no parameters is dropped).
+pub fn without_query_param(path: &str, name: &str) -> String {
+    let Some((base, query)) = path.split_once('?') else { return path.to_string() };
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name).collect();
+    if kept.iter().all(|p| p.is_empty()) {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    }
 }
 
 /// The wire schema family of an API, which decides how usage and streams are read.
@@ -24,6 +75,7 @@ pub enum Api {
 pub enum Schema {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 /// What a request is to the gateway.
@@ -43,10 +95,11 @@ impl Class {
     /// a percent-encoded, dot-segment or empty-segment path is `Other` even when a provider
     /// would decode it into an API path, so the decision never depends on Envoy's normalisation.
     pub fn of(method: &str, path: &str) -> Class {
-        let Some(path) = clean_path(path) else { return Class::Other };
+        let Some(clean) = clean_path(path) else { return Class::Other };
+        // The whole path: a Gemini stream's query says how it is framed.
         match (method, Api::from_path(path)) {
             ("POST", Some(api)) => Class::Api(api),
-            ("GET", None) if is_models_path(path) => Class::Models,
+            ("GET", None) if is_models_path(clean) => Class::Models,
             _ => Class::Other,
         }
     }
@@ -121,9 +174,23 @@ impl PathRule {
 }
 
 impl Api {
-    /// Classifies a request path (query string ignored). Matching is on the path's ending so that
-    /// prefixed deployments (`/openai/deployments/x/chat/completions`, `/proxy/v1/messages`) work.
+    pub const ALL: [Api; 6] = [
+        Api::ChatCompletions,
+        Api::Completions,
+        Api::Embeddings,
+        Api::Responses,
+        Api::AnthropicMessages,
+        Api::GeminiGenerate,
+    ];
+
+    /// Classifies a request path. Matching is on the path's ending so that prefixed deployments
+    /// (`/openai/deployments/x/chat/completions`, `/proxy/v1/messages`) work. The query matters
+    /// only to a Gemini stream, which must ask for server-sent events (`alt=sse`): Gemini's
+    /// other stream framing (one JSON array) is not read.
     pub fn from_path(path: &str) -> Option<Api> {
+        if let Some(call) = GeminiCall::of(path) {
+            return (!call.stream || query_param(path, "alt") == Some("sse")).then_some(Api::GeminiGenerate);
+        }
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let path = path.trim_end_matches('/');
         if path.ends_with("/chat/completions") {
@@ -144,6 +211,7 @@ impl Api {
     pub fn schema(self) -> Schema {
         match self {
             Api::AnthropicMessages => Schema::Anthropic,
+            Api::GeminiGenerate => Schema::Gemini,
             _ => Schema::OpenAi,
         }
     }
@@ -156,20 +224,20 @@ impl Api {
             Api::Embeddings => "embeddings",
             Api::Responses => "responses",
             Api::AnthropicMessages => "messages",
+            Api::GeminiGenerate => "generate_content",
         }
     }
 
     /// The API of a [`Api::name`].
     pub fn from_name(name: &str) -> Option<Api> {
-        [Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
-            .into_iter()
-            .find(|api| api.name() == name)
+        Api::ALL.into_iter().find(|api| api.name() == name)
     }
 
     /// The provider family assumed when no routing module said otherwise.
     pub fn default_provider(self) -> &'static str {
         match self.schema() {
             Schema::Anthropic => "anthropic",
+            Schema::Gemini => "gemini",
             Schema::OpenAi => "openai",
         }
     }
@@ -250,7 +318,58 @@ mod tests {
     }
 
     #[test]
+    fn gemini_calls_name_their_model_and_stream_in_the_path() {
+        let call = |path| (Api::from_path(path), GeminiCall::of(path));
+        let json = GeminiCall { model: "gemini-2.5-flash", stream: false };
+        assert_eq!(call("/v1beta/models/gemini-2.5-flash:generateContent"), (Some(Api::GeminiGenerate), Some(json)));
+        let stream = GeminiCall { model: "chat-fast", stream: true };
+        assert_eq!(
+            call("/v1beta/models/chat-fast:streamGenerateContent?alt=sse"),
+            (Some(Api::GeminiGenerate), Some(stream))
+        );
+        // Vertex AI's path, and the key in the query.
+        let vertex =
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent?key=k";
+        assert_eq!(Class::of("POST", vertex), Class::Api(Api::GeminiGenerate));
+        let stream = "/v1beta/models/m:streamGenerateContent?key=k&alt=sse";
+        assert_eq!(Class::of("POST", stream), Class::Api(Api::GeminiGenerate));
+        // A stream in Gemini's JSON-array framing is not read, so not classified.
+        for path in [
+            "/v1beta/models/m:streamGenerateContent",
+            "/v1beta/models/m:streamGenerateContent?alt=json",
+            "/v1beta/models/m:countTokens",
+            "/v1beta/models/:generateContent",
+            "/v1beta/models/.x:generateContent",
+            "/v1beta/tunedModels:generateContent",
+            "/v1beta/models/m:generateContent/x",
+            "/v1beta/files/m:generateContent",
+            "/v1beta/models/m%3AgenerateContent",
+        ] {
+            assert_eq!(Class::of("POST", path), Class::Other, "{path}");
+        }
+        assert_eq!(Class::of("GET", "/v1beta/models/m:generateContent"), Class::Other);
+    }
+
+    #[test]
+    fn query_parameters_are_read_and_removed_whole() {
+        assert_eq!(query_param("/p?alt=sse&key=k1", "key"), Some("k1"));
+        assert_eq!(query_param("/p?monkey=k1", "key"), None);
+        assert_eq!(query_param("/p?key", "key"), Some(""));
+        assert_eq!(query_param("/p", "key"), None);
+        assert_eq!(without_query_param("/p?alt=sse&key=k1", "key"), "/p?alt=sse");
+        assert_eq!(without_query_param("/p?key=k1&alt=sse&key=k2", "key"), "/p?alt=sse");
+        assert_eq!(without_query_param("/p?key=k1", "key"), "/p");
+        assert_eq!(without_query_param("/p?monkey=1", "key"), "/p?monkey=1");
+        assert_eq!(without_query_param("/p", "key"), "/p");
+    }
+
+    #[test]
     fn schema_and_names() {
+        for api in Api::ALL {
+            assert_eq!(Api::from_name(api.name()), Some(api));
+        }
+        assert_eq!(Api::GeminiGenerate.schema(), Schema::Gemini);
+        assert_eq!(Api::GeminiGenerate.default_provider(), "gemini");
         assert_eq!(Api::AnthropicMessages.schema(), Schema::Anthropic);
         assert_eq!(Api::Responses.schema(), Schema::OpenAi);
         assert_eq!(Api::ChatCompletions.name(), "chat_completions");

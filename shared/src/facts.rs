@@ -72,6 +72,9 @@ pub const ROUTE_RULE: Fact = Fact("sluice.route.rule");
 /// the request to another path (a translated attempt): later attempts of the request
 /// (retries, fallbacks) still know what the client sent.
 pub const ATTEMPT_API: Fact = Fact("sluice.attempt.api");
+/// A Gemini client's own path (its model and streaming), set with [`ATTEMPT_API`] when an
+/// adapter sent the request to another path; without any `key=` parameter.
+pub const ATTEMPT_PATH: Fact = Fact("sluice.attempt.path");
 /// Cheaper model the budget enforcer asks for because a limit with `action: downgrade` is
 /// spent (the model rewriter routes it; the enforcer also rewrites the request's `model`).
 pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");
@@ -202,6 +205,8 @@ mod tests {
             ROUTE_MODEL,
             ROUTE_MODELS,
             ROUTE_STREAM,
+            ATTEMPT_API,
+            ATTEMPT_PATH,
             ROUTE_LOGICAL,
             ROUTE_RULE,
             IDENTITY_KEY,

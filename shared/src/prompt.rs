@@ -10,7 +10,8 @@
 use serde::Deserialize;
 
 use crate::anthropic;
-use crate::api::Api;
+use crate::api::{Api, GeminiCall, Schema};
+use crate::gemini;
 use crate::json::from_object;
 use crate::openai::{self, StreamOptions, TextOrTokens};
 use crate::tokenizer::{Encoding, TokenTally};
@@ -56,7 +57,22 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strea
 
 /// Reads only a request's top-level fields (the rest is skipped, not allocated). An error means
 /// the body is not a JSON object of the expected shape.
-pub fn summarize(body: &[u8]) -> Result<RequestSummary, serde_json::Error> {
+///
+/// A Gemini call names its model and streaming in its `path`: the body's `model`, which only the
+/// gateway's own modules write (a downgrade, a route), wins over the path's.
+pub fn summarize(api: Api, path: &str, body: &[u8]) -> Result<RequestSummary, serde_json::Error> {
+    let mut summary = summarize_body(body)?;
+    if api.schema() == Schema::Gemini {
+        let call = GeminiCall::of(path);
+        if summary.model.is_empty() {
+            summary.model = call.map(|c| c.model.to_string()).unwrap_or_default();
+        }
+        summary.stream = call.is_some_and(|c| c.stream);
+    }
+    Ok(summary)
+}
+
+fn summarize_body(body: &[u8]) -> Result<RequestSummary, serde_json::Error> {
     let top: TopLevel = from_object(body)?;
     Ok(RequestSummary {
         model: top.model,
@@ -131,6 +147,27 @@ pub fn estimate_prompt(api: Api, body: &[u8], exact_budget_bytes: usize) -> Resu
             add_json_list(&mut tally, req.tools.as_deref());
             tally
         }
+        Api::GeminiGenerate => {
+            let req: gemini::GenerateRequest = from_object(body)?;
+            // The model is in the path: Gemini's own tokenizer is not public, so the default
+            // encoding estimates it.
+            let mut tally = TokenTally::new(Encoding::for_model(""), exact_budget_bytes);
+            for content in req.system_instruction.iter().chain(&req.contents) {
+                tally.add_overhead(TOKENS_PER_MESSAGE);
+                for part in &content.parts {
+                    tally.add_text(part.text.as_deref().unwrap_or_default());
+                    if let Some(call) = &part.function_call {
+                        tally.add_text(&call.name);
+                        tally.add_text(&call.args.to_string());
+                    }
+                    if let Some(response) = &part.function_response {
+                        tally.add_text(&response.response.to_string());
+                    }
+                }
+            }
+            add_json_list(&mut tally, req.tools.as_deref());
+            tally
+        }
     };
     Ok(PromptEstimate { tokens: tally.total(), extrapolated: tally.is_estimated(), encoding: tally.encoding() })
 }
@@ -200,24 +237,40 @@ mod tests {
     fn summary_reads_only_the_top_level() {
         let body =
             br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":"not checked"}"#;
-        let summary = summarize(body).unwrap();
+        let summary = summarize_body(body).unwrap();
         assert_eq!(
             summary,
             RequestSummary { model: "gpt-4o".into(), stream: true, has_stream_options: true, include_usage: true }
         );
-        assert_eq!(summarize(b"{}").unwrap(), RequestSummary::default());
-        let null_options = summarize(br#"{"stream_options":null}"#).unwrap();
+        assert_eq!(summarize_body(b"{}").unwrap(), RequestSummary::default());
+        let null_options = summarize_body(br#"{"stream_options":null}"#).unwrap();
         assert!(null_options.has_stream_options && !null_options.include_usage);
-        let nested = summarize(br#"{"messages":[{"content":"\"stream_options\""}]}"#).unwrap();
+        let nested = summarize_body(br#"{"messages":[{"content":"\"stream_options\""}]}"#).unwrap();
         assert!(!nested.has_stream_options, "only the top-level key counts");
         for bad in [&b""[..], b"{", b"[]", b"null", br#"{"model":5}"#, br#"{"stream":"yes"}"#, b"\xff\xfe"] {
-            assert!(summarize(bad).is_err(), "{bad:?}");
+            assert!(summarize_body(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
+    fn a_gemini_summary_reads_the_path() {
+        let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+        let summary = summarize(Api::GeminiGenerate, path, br#"{"contents":[]}"#).unwrap();
+        assert_eq!((summary.model.as_str(), summary.stream), ("gemini-2.5-flash", true));
+        // The gateway's own rewrite of the model wins; a body cannot ask for a stream.
+        let summary = summarize(Api::GeminiGenerate, path, br#"{"model":"chat-fast","stream":false}"#).unwrap();
+        assert_eq!((summary.model.as_str(), summary.stream), ("chat-fast", true));
+        let json = summarize(Api::GeminiGenerate, "/v1beta/models/m:generateContent", br#"{"stream":true}"#).unwrap();
+        assert!(!json.stream);
+        // Other APIs ignore the path.
+        let chat = summarize(Api::ChatCompletions, path, br#"{"model":"gpt-4o"}"#).unwrap();
+        assert_eq!((chat.model.as_str(), chat.stream), ("gpt-4o", false));
+        assert!(summarize(Api::GeminiGenerate, path, b"[]").is_err());
+    }
+
+    #[test]
     fn every_api_is_estimated() {
-        let cases: [(Api, &[u8]); 5] = [
+        let cases: [(Api, &[u8]); 6] = [
             (Api::Completions, br#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say hi"}"#),
             (Api::Embeddings, br#"{"model":"text-embedding-3-small","input":["a b","c"]}"#),
             (Api::Embeddings, br#"{"model":"text-embedding-3-small","input":[1,2,3]}"#),
@@ -228,6 +281,10 @@ mod tests {
             (
                 Api::AnthropicMessages,
                 br#"{"model":"claude-sonnet-4","max_tokens":5,"system":"sys","messages":[{"role":"user","content":"hi"}]}"#,
+            ),
+            (
+                Api::GeminiGenerate,
+                br#"{"systemInstruction":{"parts":[{"text":"sys"}]},"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#,
             ),
         ];
         for (api, body) in cases {

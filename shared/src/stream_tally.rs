@@ -3,6 +3,7 @@
 
 use crate::anthropic;
 use crate::api::{Api, Schema};
+use crate::gemini;
 use crate::openai;
 use crate::sse::{SseEvent, SseParser};
 use crate::usage::ReportedUsage;
@@ -134,6 +135,7 @@ impl StreamTally {
         let readable = match (self.api, self.api.schema()) {
             (Api::Responses, _) => self.on_responses_event(data),
             (_, Schema::Anthropic) => self.on_anthropic_event(data),
+            (_, Schema::Gemini) => self.on_gemini_chunk(data),
             (_, Schema::OpenAi) => self.on_openai_chunk(data),
         };
         if !readable {
@@ -203,6 +205,29 @@ impl StreamTally {
             }
             "message_stop" => self.completed = true,
             _ => {}
+        }
+        true
+    }
+
+    /// Each Gemini chunk carries the usage so far (the last one wins); the stream is complete
+    /// once a candidate has a finish reason.
+    fn on_gemini_chunk(&mut self, data: &str) -> bool {
+        let Ok(chunk) = serde_json::from_str::<gemini::GenerateAnswer>(data) else {
+            return false;
+        };
+        if self.model.is_none() {
+            self.model.clone_from(&chunk.model_version);
+        }
+        for (index, text) in crate::usage::gemini_texts(&chunk).iter().enumerate() {
+            self.output.push(index, text);
+        }
+        if let Some(usage) = &chunk.usage_metadata {
+            let reported = ReportedUsage::from(usage);
+            self.usage.input = reported.input.or(self.usage.input);
+            self.usage.output = reported.output.or(self.usage.output);
+        }
+        if chunk.candidates.iter().any(|c| c.finish_reason.is_some()) {
+            self.completed = true;
         }
         true
     }
@@ -326,6 +351,22 @@ mod tests {
         assert!(tally.completed());
         assert_eq!(tally.usage().output, Some(OutputUsage { completion: 9, reasoning: 6 }));
         assert_eq!(tally.output().texts(), &["Hey".to_string()]);
+    }
+
+    #[test]
+    fn gemini_stream_keeps_the_last_usage_and_completes_on_a_finish_reason() {
+        let mut tally = StreamTally::new(Api::GeminiGenerate, 1 << 20);
+        let first = b"data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}],\"modelVersion\":\"gemini-2.5-flash\",\"usageMetadata\":{\"promptTokenCount\":7}}\r\n\r\n";
+        tally.push(first);
+        assert!(!tally.completed());
+        tally.push(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"lo\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":2,\"thoughtsTokenCount\":4}}\r\n\r\n");
+        assert!(tally.completed());
+        assert_eq!(tally.model(), Some("gemini-2.5-flash"));
+        assert_eq!(tally.usage().input.map(|i| i.prompt), Some(7));
+        assert_eq!(tally.usage().output, Some(OutputUsage { completion: 6, reasoning: 4 }));
+        assert_eq!(tally.output().texts(), &["Hello".to_string()]);
+        tally.push(b"data: {not json\n\n");
+        assert_eq!(tally.events(), (3, 1));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::anthropic;
 use crate::api::{Api, Schema};
+use crate::gemini;
 use crate::json::from_object;
 use crate::openai;
 
@@ -65,6 +66,26 @@ impl From<&openai::ResponsesUsage> for ReportedUsage {
     }
 }
 
+/// Gemini counts tool-use prompt tokens apart from the prompt, and thoughts apart from the
+/// answer; both are billed (as input and output), so both are counted in.
+impl From<&gemini::UsageMetadata> for ReportedUsage {
+    fn from(u: &gemini::UsageMetadata) -> Self {
+        let reasoning = u.thoughts_token_count.unwrap_or(0);
+        let cached = u.cached_content_token_count.unwrap_or(0);
+        ReportedUsage {
+            input: u.prompt_token_count.map(|prompt| InputUsage {
+                prompt: prompt.saturating_add(u.tool_use_prompt_token_count.unwrap_or(0)),
+                cached,
+                cache_write: 0,
+            }),
+            output: u
+                .candidates_token_count
+                .or(u.thoughts_token_count.map(|_| 0))
+                .map(|answer| OutputUsage { completion: answer.saturating_add(reasoning), reasoning }),
+        }
+    }
+}
+
 impl From<&anthropic::Usage> for ReportedUsage {
     fn from(u: &anthropic::Usage) -> Self {
         let cached = u.cache_read_input_tokens.unwrap_or(0);
@@ -113,6 +134,12 @@ pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> 
             };
             Ok(Answer { model: r.model, usage, output_texts })
         }
+        (_, Schema::Gemini) => {
+            let r: gemini::GenerateAnswer = from_object(body)?;
+            let usage = r.usage_metadata.as_ref().map(ReportedUsage::from).unwrap_or_default();
+            let output_texts = if usage.output.is_some() { Vec::new() } else { gemini_texts(&r) };
+            Ok(Answer { model: r.model_version, usage, output_texts })
+        }
         (_, Schema::OpenAi) => {
             let r: openai::CompletionAnswer = from_object(body)?;
             let usage = r.usage.as_ref().map(ReportedUsage::from).unwrap_or_default();
@@ -121,6 +148,23 @@ pub fn parse_answer(api: Api, body: &[u8]) -> Result<Answer, serde_json::Error> 
             Ok(Answer { model: r.model, usage, output_texts })
         }
     }
+}
+
+/// Generated text per candidate (function call arguments as their JSON text).
+pub fn gemini_texts(answer: &gemini::GenerateAnswer) -> Vec<String> {
+    answer
+        .candidates
+        .iter()
+        .map(|candidate| {
+            let parts = candidate.content.iter().flat_map(|c| c.parts.iter());
+            parts
+                .map(|p| {
+                    let call = p.function_call.as_ref().map(|c| c.args.to_string());
+                    format!("{}{}", p.text.as_deref().unwrap_or_default(), call.unwrap_or_default())
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn choice_text(choice: &openai::Choice) -> String {
@@ -141,6 +185,25 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn reads_gemini_usage_with_thoughts_and_tool_prompts() {
+        let body =
+            br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi"}]}}],"modelVersion":"gemini-2.5-flash",
+            "usageMetadata":{"promptTokenCount":10,"toolUsePromptTokenCount":2,"cachedContentTokenCount":4,
+            "candidatesTokenCount":3,"thoughtsTokenCount":5,"totalTokenCount":20}}"#;
+        let a = parse_answer(Api::GeminiGenerate, body).unwrap();
+        assert_eq!(a.model.as_deref(), Some("gemini-2.5-flash"));
+        assert_eq!(a.usage.input, Some(InputUsage { prompt: 12, cached: 4, cache_write: 0 }));
+        assert_eq!(a.usage.output, Some(OutputUsage { completion: 8, reasoning: 5 }));
+        assert!(a.output_texts.is_empty());
+        let bare = parse_answer(
+            Api::GeminiGenerate,
+            br#"{"candidates":[{"content":{"parts":[{"text":"Hel"},{"functionCall":{"name":"f","args":{"a":1}}}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!((bare.usage, bare.output_texts), (ReportedUsage::default(), vec![r#"Hel{"a":1}"#.to_string()]));
+    }
 
     #[test]
     fn openai_chat_answer() {
@@ -196,5 +259,6 @@ mod tests {
         assert!(parse_answer(Api::ChatCompletions, b"{not json").is_err());
         assert!(parse_answer(Api::ChatCompletions, br#"{"choices":"nope"}"#).is_err());
         assert!(parse_answer(Api::AnthropicMessages, b"").is_err());
+        assert!(parse_answer(Api::GeminiGenerate, b"[]").is_err());
     }
 }

@@ -84,6 +84,9 @@ Try:
   curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     -d '{{"model":"chat-claude","messages":[{{"role":"user","content":"Hi"}}]}}'   # OpenAI in, Anthropic behind
 
+  curl -sN '{base}/v1beta/models/chat-claude:streamGenerateContent?alt=sse' -H 'x-goog-api-key: {DEMO_KEY}' \\
+    -H 'content-type: application/json' -d '{{"contents":[{{"role":"user","parts":[{{"text":"Hi"}}]}}]}}'   # Gemini in (google-genai), Anthropic behind
+
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \\
     {fail_primary}-d '{{"model":"chat-quality","messages":[{{"role":"user","content":"Hi"}}]}}'   # fallback: see x-sluice-provider
 

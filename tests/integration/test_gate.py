@@ -38,11 +38,23 @@ APIS = {
     "embeddings": "/v1/embeddings",
     "responses": "/v1/responses",
     "messages": "/v1/messages",
+    # The model, and streaming, are in the path (see `api_path`).
+    "gemini": "/v1beta/models/{model}:generateContent",
 }
+GEMINI_KEY = "AIza-provider-gemini-credential"
 PROTOCOLS = ["h1", "h2"]
 
 
+def api_path(api, model=ALLOWED, stream=False):
+    if api == "gemini":
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"/v1beta/models/{model}:{method}"
+    return APIS[api]
+
+
 def body(api, model, text, stream=False):
+    if api == "gemini":
+        return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
     b = {
         "chat": {"model": model, "messages": [{"role": "user", "content": text}]},
         "completions": {"model": model, "prompt": text},
@@ -72,7 +84,8 @@ def adapter_passthrough(config):
 @pytest.fixture(scope="module")
 def gate():
     yield from running(configs={"sluice.budget_enforcer": BUDGET},
-                       provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY},
+                       provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+                                      "GEMINI_API_KEY": GEMINI_KEY},
                        patch=adapter_passthrough)
 
 
@@ -103,7 +116,7 @@ TRAILERS = {"x-checksum": "abc123"}
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("api", APIS)
 def test_trailers_do_not_skip_the_key_check(gate, protocol, api):
-    answer, sent = send(gate, protocol, "POST", APIS[api], key=UNKNOWN, data=body(api, ALLOWED, "hi"),
+    answer, sent = send(gate, protocol, "POST", api_path(api), key=UNKNOWN, data=body(api, ALLOWED, "hi"),
                         trailers=TRAILERS)
     assert answer.status == 401, answer
     assert sent == []
@@ -112,7 +125,8 @@ def test_trailers_do_not_skip_the_key_check(gate, protocol, api):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("api", APIS)
 def test_trailers_do_not_skip_the_model_allow_list(gate, protocol, api):
-    answer, sent = send(gate, protocol, "POST", APIS[api], data=body(api, FORBIDDEN, "hi"), trailers=TRAILERS)
+    answer, sent = send(gate, protocol, "POST", api_path(api, FORBIDDEN), data=body(api, FORBIDDEN, "hi"),
+                        trailers=TRAILERS)
     assert answer.status == 403, answer
     assert answer.json()["error"]["code"] == "model_not_allowed"
     assert sent == []
@@ -124,13 +138,40 @@ def test_trailers_do_not_skip_the_model_allow_list(gate, protocol, api):
 def test_trailers_do_not_skip_the_pii_scrubber(gate, protocol, api, stream):
     if stream and api == "embeddings":
         pytest.skip("embeddings do not stream")
-    answer, sent = send(gate, protocol, "POST", APIS[api], data=body(api, ALLOWED, f"Mail {EMAIL} today", stream),
+    answer, sent = send(gate, protocol, "POST", api_path(api, stream=stream),
+                        data=body(api, ALLOWED, f"Mail {EMAIL} today", stream),
                         trailers=TRAILERS)
     assert answer.status == 200, answer
     [request] = sent
     assert EMAIL not in request["body"] and "<EMAIL_1>" in request["body"]
-    expected = ("x-api-key", ANTHROPIC_KEY) if api == "messages" else ("authorization", f"Bearer {PROVIDER_KEY}")
+    expected = {"messages": ("x-api-key", ANTHROPIC_KEY), "gemini": ("x-goog-api-key", GEMINI_KEY)}.get(
+        api, ("authorization", f"Bearer {PROVIDER_KEY}"))
     assert header(request, expected[0]) == expected[1]
+
+
+KEY_CARRIERS = ["authorization", "x-api-key", "x-goog-api-key", "query"]
+
+
+def carried(api, carrier, key):
+    """(path, headers) that present `key` the way `carrier` does, to `api`."""
+    if carrier == "query":
+        return f"{api_path(api)}?key={key}", {}
+    value = f"Bearer {key}" if carrier == "authorization" else key
+    return api_path(api), {carrier: value}
+
+
+@pytest.mark.parametrize("carrier", KEY_CARRIERS)
+@pytest.mark.parametrize("api", APIS)
+def test_every_key_carrier_is_checked_and_never_passed_on(gate, api, carrier):
+    path, headers = carried(api, carrier, UNKNOWN)
+    answer, sent = send(gate, "h1", "POST", path, key=None, data=body(api, ALLOWED, "hi"), headers=headers)
+    assert answer.status == 401, answer
+    assert sent == []
+    path, headers = carried(api, carrier, GOOD)
+    answer, sent = send(gate, "h1", "POST", path, key=None, data=body(api, ALLOWED, "hi"), headers=headers)
+    assert answer.status == 200, answer
+    [request] = sent
+    assert GOOD not in json.dumps(request["headers"]) + request["raw_path"], request
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -370,6 +411,11 @@ EVERYWHERE = {
                                                                                     "data": f"contact {EMAIL}"}}]}]}),
     "completions-nested-prompt": ("completions", {"model": ALLOWED, "prompt": [[EMAIL]], "suffix": EMAIL}),
     "embeddings-user": ("embeddings", {"model": ALLOWED, "input": "hi", "user": EMAIL}),
+    "gemini-system-and-call": ("gemini", {"systemInstruction": {"parts": [{"text": f"ops: {EMAIL}"}]}, "contents": [
+        {"role": "model", "parts": [{"functionCall": {"name": "mail", "args": {"to": EMAIL}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "mail", "response": {"output": f"sent to {EMAIL}"}}}]}]}),
+    "gemini-tool-declaration": ("gemini", {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "tools": [
+        {"functionDeclarations": [{"name": "mail", "description": f"writes to {EMAIL}"}]}]}),
 }
 
 
@@ -377,7 +423,7 @@ EVERYWHERE = {
 @pytest.mark.parametrize("case", EVERYWHERE)
 def test_every_string_is_scanned_in_every_schema(gate, case, protocol):
     api, payload = EVERYWHERE[case]
-    answer, sent = send(gate, protocol, "POST", APIS[api], data=json.dumps(payload).encode())
+    answer, sent = send(gate, protocol, "POST", api_path(api), data=json.dumps(payload).encode())
     assert answer.status == 200, answer
     [request] = sent
     assert EMAIL not in request["body"] and "o'brien@example.com" not in request["body"], request["body"]
@@ -389,9 +435,10 @@ def test_every_string_is_scanned_in_every_schema(gate, case, protocol):
 def test_duplicate_members_anywhere_are_400(gate, api, protocol):
     text = body(api, ALLOWED, "hi").decode()
     # A second copy of a nested member: parsers disagree on which one wins.
-    doubled = text.replace('"hi"', f'"hi", "content": "{EMAIL}"', 1) if api in ("chat", "messages") else \
+    member = {"chat": "content", "messages": "content", "gemini": "text"}.get(api)
+    doubled = text.replace('"hi"', f'"hi", "{member}": "{EMAIL}"', 1) if member else \
         text[:-1] + f', "model": "{FORBIDDEN}"}}'
-    answer, sent = send(gate, protocol, "POST", APIS[api], data=doubled.encode())
+    answer, sent = send(gate, protocol, "POST", api_path(api), data=doubled.encode())
     assert answer.status == 400, answer
     assert sent == []
 
@@ -484,7 +531,7 @@ def test_an_unpriced_model_is_refused_under_a_usd_limit_without_a_default_price(
     with Stack(configs={"sluice.budget_enforcer": config}, concurrency=1,
                modules=["sluice.budget_enforcer", "sluice.token_counter"]) as s:
         for api in APIS:
-            answer, sent = send(s, "h1", "POST", APIS[api], key=OPEN, data=body(api, "self-hosted-llama", "hi"))
+            answer, sent = send(s, "h1", "POST", api_path(api, "self-hosted-llama"), key=OPEN, data=body(api, "self-hosted-llama", "hi"))
             assert answer.status == 403, (api, answer)
             assert answer.json()["error"]["code"] == "model_unpriced"
             assert sent == []

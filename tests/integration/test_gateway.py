@@ -2,6 +2,7 @@
 the chain runs in the VMs its build promises."""
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -38,6 +39,14 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         claude = requests.post(url, headers={"authorization": f"Bearer {key}"},
                                json={"model": "chat-claude", "messages": [{"role": "user", "content": "Hi"}]})
         assert claude.status_code == 200 and claude.json()["object"] == "chat.completion"
+        # The banner's Gemini-client line: a Gemini stream, answered by Anthropic.
+        assert "/v1beta/models/chat-claude:streamGenerateContent?alt=sse' -H 'x-goog-api-key" in banner
+        gemini_client = requests.post(url.replace("/v1/chat/completions", "/v1beta/models/chat-claude:streamGenerateContent"),
+                                      params={"alt": "sse"}, headers={"x-goog-api-key": key},
+                                      json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]})
+        assert gemini_client.status_code == 200 and gemini_client.headers["x-sluice-provider"] == "anthropic"
+        chunks = [json.loads(line[6:]) for line in gemini_client.text.splitlines() if line.startswith("data: ")]
+        assert chunks and chunks[-1]["candidates"][0]["finishReason"] == "STOP"
         # The banner's fallback line: OpenAI fails, Anthropic answers in OpenAI's shape.
         assert "x-mock-fail-model: gpt-4o=503" in banner
         quality = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-fail-model": "gpt-4o=503"},

@@ -683,3 +683,244 @@ def test_vertex_ai_is_the_gemini_schema_at_its_own_path_with_a_bearer_token(gate
     assert headers.get("host") == "europe-west4-aiplatform.googleapis.com"
     assert "x-goog-api-key" not in headers and "x-api-key" not in headers
     assert body["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
+
+
+# Gemini clients: the official `google-genai` SDK, its key in `x-goog-api-key` (or `key=`), the
+# model and streaming in the path, to providers of every schema.
+from google import genai  # noqa: E402
+from google.genai import errors as genai_errors  # noqa: E402
+from google.genai import types as genai_types  # noqa: E402
+
+# Logical model -> (provider, upstream model).
+SCHEMAS = {"gpt-direct": ("openai", GPT), "claude-direct": ("anthropic", CLAUDE),
+           "gemini-direct": ("gemini", GEMINI), "bedrock-direct": ("bedrock", BEDROCK)}
+WEATHER_DECLARATION = genai_types.Tool(function_declarations=[genai_types.FunctionDeclaration(
+    name="weather", description=WEATHER["description"], parameters_json_schema=WEATHER["input_schema"])])
+
+
+@pytest.fixture(scope="module")
+def genai_sdk(gateway):
+    # No retries unless asked for: each call is one attempt.
+    return genai.Client(api_key=DEMO_KEY, http_options=genai_types.HttpOptions(base_url=gateway.url(""), timeout=30_000))
+
+
+def genai_config(headers=None, **fields):
+    return genai_types.GenerateContentConfig(http_options=genai_types.HttpOptions(headers=headers or {}), **fields)
+
+
+def provider_attempt(stack, since, model, stream):
+    """The one request the provider of logical `model` received since `since`, checked for its own
+    path and credential and for the virtual key's absence; its body."""
+    seen = [r for r in requests.get(stack.mock("/mock/requests")).json() if r["time"] >= since]
+    assert len(seen) == 1, seen
+    [r] = seen
+    headers = {k.lower(): v for k, v in r["headers"].items()}
+    assert DEMO_KEY not in json.dumps(headers) and DEMO_KEY not in r["raw_path"], r
+    provider, upstream = SCHEMAS[model]
+    body = json.loads(r["body"])
+    if provider == "openai":
+        assert_openai_attempt(r["path"], headers, body, model=upstream)
+        assert body.get("stream", False) is stream
+    elif provider == "anthropic":
+        assert r["path"] == "/v1/messages" and headers.get("x-api-key") == ANTHROPIC_SECRET
+        assert body["model"] == upstream and body.get("stream", False) is stream
+    elif provider == "gemini":
+        assert_gemini_attempt(r["path"] + (f"?{r['query']}" if r["query"] else ""), headers, body, stream=stream)
+    else:
+        assert headers.get("authorization") == f"Bearer {BEDROCK_SECRET}" and "x-goog-api-key" not in headers
+        method = "converse-stream" if stream else "converse"
+        assert r["raw_path"] == f"/model/{urllib.parse.quote(upstream, safe='')}/{method}"
+    return body
+
+
+def counted(gateway, model, prompt, completion):
+    """The access log line of a request to logical `model` the token counter counted so."""
+    return wait_until(lambda: next((l for l in reversed(gateway.access_log())
+                                    if l.get("route_logical") == model and l.get("prompt_tokens") == str(prompt)
+                                    and l.get("completion_tokens") == str(completion)), None), "counted log line")
+
+
+@pytest.mark.parametrize("model", list(SCHEMAS))
+def test_genai_sdk_gets_an_answer_from_every_provider_schema(gateway, genai_sdk, model):
+    since = time.time()
+    response = genai_sdk.models.generate_content(
+        model=model, contents="Capital of France?",
+        config=genai_config({"x-mock-prompt-tokens": "12", "x-mock-completion-tokens": "9"},
+                            system_instruction="Be brief.", max_output_tokens=100, temperature=0.3))
+    assert response.text == TEXT
+    assert response.candidates[0].finish_reason == genai_types.FinishReason.STOP
+    usage = response.usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (12, 9)
+    body = provider_attempt(gateway, since, model, stream=False)
+    # The system prompt and the token limit reach each provider in its own schema.
+    assert "Be brief." in json.dumps(body)
+    limit = {"openai": ("max_completion_tokens",), "anthropic": ("max_tokens",),
+             "gemini": ("generationConfig", "maxOutputTokens"), "bedrock": ("inferenceConfig", "maxTokens")}
+    value = body
+    for member in limit[SCHEMAS[model][0]]:
+        value = value[member]
+    assert value == 100
+    # The token counter reads the Gemini-schema answer the client got.
+    line = counted(gateway, model, 12, 9)
+    assert line["model"] == model and float(line["cost_usd"]) > 0
+
+
+@pytest.mark.parametrize("model", list(SCHEMAS))
+def test_genai_sdk_streams_from_every_provider_schema(gateway, genai_sdk, model):
+    since = time.time()
+    chunks = list(genai_sdk.models.generate_content_stream(
+        model=model, contents="Capital of France?",
+        config=genai_config({"x-mock-prompt-tokens": "11", "x-mock-completion-tokens": "4", "x-mock-chunk-bytes": "7"})))
+    assert "".join(c.text or "" for c in chunks) == TEXT
+    assert [c.candidates[0].finish_reason for c in chunks if c.candidates and c.candidates[0].finish_reason] == \
+        [genai_types.FinishReason.STOP]
+    usage = chunks[-1].usage_metadata
+    assert (usage.prompt_token_count, usage.candidates_token_count) == (11, 4)
+    provider_attempt(gateway, since, model, stream=True)
+    counted(gateway, model, 11, 4)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("model", list(SCHEMAS))
+def test_genai_sdk_tool_call_round_trip_through_every_provider_schema(gateway, genai_sdk, model, stream):
+    since = time.time()
+    ask = {"model": model, "contents": "Weather in Paris and Oslo?",
+           "config": genai_config({**tool_calls(), "x-mock-piece-chars": "3", "x-mock-chunk-bytes": "9"},
+                                  tools=[WEATHER_DECLARATION],
+                                  tool_config=genai_types.ToolConfig(
+                                      function_calling_config=genai_types.FunctionCallingConfig(mode="ANY")))}
+    if stream:
+        parts = [p for c in genai_sdk.models.generate_content_stream(**ask) if c.candidates
+                 for p in (c.candidates[0].content.parts if c.candidates[0].content else None) or []]
+    else:
+        parts = genai_sdk.models.generate_content(**ask).candidates[0].content.parts
+    calls = [p for p in parts if p.function_call]
+    assert [(p.function_call.name, p.function_call.args) for p in calls] == [(c["name"], c["arguments"]) for c in CALLS]
+    body = provider_attempt(gateway, since, model, stream=stream)
+    assert "weather" in json.dumps(body) and WEATHER["description"] in json.dumps(body)
+
+    # The results go back by name, in order; the provider sees them as answers to its calls.
+    since = time.time()
+    answer = genai_sdk.models.generate_content(model=model, config=genai_config(tools=[WEATHER_DECLARATION]), contents=[
+        genai_types.Content(role="user", parts=[genai_types.Part(text="Weather in Paris and Oslo?")]),
+        genai_types.Content(role="model", parts=calls),
+        genai_types.Content(role="user", parts=[
+            genai_types.Part.from_function_response(name="weather", response={"output": "21C"}),
+            genai_types.Part.from_function_response(name="weather", response={"output": "4C"}),
+            genai_types.Part(text="Which is warmer?")])])
+    assert answer.text == TEXT
+    body = provider_attempt(gateway, since, model, stream=False)
+    provider = SCHEMAS[model][0]
+    if provider == "openai":
+        assistant, first, second, question = body["messages"][1:]
+        ids = [c["id"] for c in assistant["tool_calls"]]
+        assert len(set(ids)) == 2
+        assert [(m["tool_call_id"], m["role"]) for m in (first, second)] == [(i, "tool") for i in ids]
+        assert "21C" in first["content"] and "4C" in second["content"]
+        assert question == {"role": "user", "content": "Which is warmer?"}
+    elif provider == "anthropic":
+        uses = [b["id"] for b in body["messages"][1]["content"] if b["type"] == "tool_use"]
+        results = [b for b in body["messages"][2]["content"] if b["type"] == "tool_result"]
+        assert len(set(uses)) == 2 and [r["tool_use_id"] for r in results] == uses
+    elif provider == "gemini":
+        _, model_turn, results = body["contents"]
+        assert [p["functionCall"]["args"] for p in model_turn["parts"]] == [c["arguments"] for c in CALLS]
+        assert [p["functionResponse"]["response"] for p in results["parts"][:2]] == [{"output": "21C"}, {"output": "4C"}]
+    else:
+        uses = [b["toolUse"]["toolUseId"] for b in body["messages"][1]["content"] if "toolUse" in b]
+        results = [b["toolResult"]["toolUseId"] for b in body["messages"][2]["content"] if "toolResult" in b]
+        assert len(set(uses)) == 2 and results == uses
+
+
+@pytest.mark.parametrize("model", list(SCHEMAS))
+@pytest.mark.parametrize("status,error,name", [(400, genai_errors.ClientError, "INVALID_ARGUMENT"),
+                                                (429, genai_errors.ClientError, "RESOURCE_EXHAUSTED"),
+                                                (503, genai_errors.ServerError, "UNAVAILABLE")])
+def test_provider_errors_reach_the_genai_sdk_as_its_own(gateway, genai_sdk, model, status, error, name):
+    with pytest.raises(error) as raised:
+        genai_sdk.models.generate_content(model=model, contents="hi", config=genai_config({"x-mock-status": str(status)}))
+    assert (raised.value.code, raised.value.status) == (status, name)
+    assert raised.value.message == f"mock error {status}"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("model,fallback", [("gpt-then-claude", "claude-direct"), ("gpt-then-gemini", "gemini-direct")])
+def test_a_gemini_call_falls_back_to_another_schema_with_its_own_model_and_stream(gateway, genai_sdk, model,
+                                                                                 fallback, stream):
+    since = time.time()
+    ask = {"model": model, "contents": "Capital of France?", "config": genai_config({"x-mock-fail-model": f"{GPT}=503"})}
+    if stream:
+        text = "".join(c.text or "" for c in genai_sdk.models.generate_content_stream(**ask))
+    else:
+        text = genai_sdk.models.generate_content(**ask).text
+    assert text == TEXT
+    (_, first_headers, first), (second_path, second_headers, second) = attempts(gateway, since, query=True)
+    assert first["model"] == GPT and first.get("stream", False) is stream
+    assert first_headers.get("authorization") == f"Bearer {OPENAI_SECRET}"
+    if fallback == "gemini-direct":
+        # Back in the client's own schema, at the fallback model's path, the gateway's members gone.
+        assert_gemini_attempt(second_path, second_headers, second, stream=stream)
+        assert second["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
+    else:
+        assert second_path == "/v1/messages" and second["model"] == CLAUDE and second.get("stream", False) is stream
+
+
+def test_a_key_in_the_query_is_taken_and_never_passed_on(gateway):
+    since = time.time()
+    body = {"contents": [{"role": "user", "parts": [{"text": "Capital of France?"}]}]}
+    for model in ("gpt-direct", "gemini-direct"):
+        r = requests.post(gateway.url(f"/v1beta/models/{model}:generateContent?key={DEMO_KEY}"), json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["candidates"][0]["content"]["parts"] == [{"text": TEXT}]
+    seen = [r for r in requests.get(gateway.mock("/mock/requests")).json() if r["time"] >= since]
+    assert [r["path"] for r in seen] == ["/v1/chat/completions", f"/v1beta/models/{GEMINI}:generateContent"]
+    assert all(DEMO_KEY not in r["raw_path"] + json.dumps(r["headers"]) for r in seen)
+    # A stream keeps its other parameters; a wrong key in the query is refused like any other.
+    since = time.time()
+    url = gateway.url(f"/v1beta/models/gemini-direct:streamGenerateContent?key={DEMO_KEY}&alt=sse")
+    r = requests.post(url, json=body, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    [record] = [r for r in requests.get(gateway.mock("/mock/requests")).json() if r["time"] >= since]
+    assert record["query"] == "alt=sse"
+    r = requests.post(gateway.url("/v1beta/models/gemini-direct:generateContent?key=sk-wrong"), json=body, timeout=30)
+    assert r.status_code == 401, r.text
+    log = [l for l in gateway.access_log() if l.get("path", "").startswith("/v1beta/")]
+    assert log and all(DEMO_KEY not in json.dumps(l) and "sk-wrong" not in json.dumps(l) for l in log)
+
+
+@pytest.mark.parametrize("path,status,hint", [
+    # Gemini's JSON-array stream is not read: refused with a hint, never sent.
+    ("/v1beta/models/gemini-direct:streamGenerateContent", 404, "alt=sse"),
+    ("/v1beta/models/gemini-direct:countTokens", 404, "Unknown request URL"),
+    ("/v1beta/models/gemini-direct%3AgenerateContent", 404, "Unknown request URL"),
+    ("/v1beta/models/:generateContent", 404, "Unknown request URL")])
+def test_gemini_paths_the_gateway_does_not_read_are_refused_and_never_sent(gateway, path, status, hint):
+    since = time.time()
+    r = requests.post(gateway.url(path), headers={"x-goog-api-key": DEMO_KEY},
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, timeout=30)
+    assert r.status_code == status and hint in r.json()["error"]["message"], r.text
+    assert attempts(gateway, since) == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("model", ["gpt-direct", "gemini-direct"])
+def test_a_gemini_prompts_pii_is_scrubbed_and_its_answer_restored(gateway, genai_sdk, model, stream):
+    since = time.time()
+    ask = {"model": model, "contents": "Write to jane.doe@example.com please.",
+           "config": genai_config({"x-mock-text": urllib.parse.quote("Sent to <EMAIL_1> today."), "x-mock-piece-chars": "3"})}
+    if stream:
+        text = "".join(c.text or "" for c in genai_sdk.models.generate_content_stream(**ask))
+    else:
+        text = genai_sdk.models.generate_content(**ask).text
+    assert text == "Sent to jane.doe@example.com today."
+    body = provider_attempt(gateway, since, model, stream=stream)
+    assert "jane.doe@example.com" not in json.dumps(body) and "<EMAIL_1>" in json.dumps(body)
+
+
+def test_a_gemini_body_that_is_no_generate_request_is_refused(gateway, genai_sdk):
+    since = time.time()
+    for body in (b"[]", b'{"contents": 5}', b"{not json", b'{"contents": [], "contents": []}'):
+        r = requests.post(gateway.url("/v1beta/models/gpt-direct:generateContent"), data=body,
+                          headers={"x-goog-api-key": DEMO_KEY, "content-type": "application/json"}, timeout=30)
+        assert r.status_code == 400, (body, r.text)
+    assert attempts(gateway, since) == []

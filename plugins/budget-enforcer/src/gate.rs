@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use proxy_wasm::types::Action as Flow;
-use sluice_shared::api::{clean_path, Api, Class};
+use sluice_shared::api::{clean_path, query_param, without_query_param, Api, Class};
 use sluice_shared::callout::{Callout, CalloutResponse};
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
@@ -65,6 +65,8 @@ pub struct Request {
     digest: Option<Digest>,
     identity: Option<Rc<Identity>>,
     api: Option<Api>,
+    /// The request's path (a Gemini call names its model there), its key parameter removed.
+    path: String,
     /// The `passthrough` entry that admits a path outside the APIs.
     passthrough: Option<usize>,
     /// The body, kept until admission (prompt estimate, downgrade rewrite).
@@ -91,6 +93,9 @@ pub struct Request {
     waiting_for: String,
 }
 
+/// The request headers that may carry a client's key (Bearer, Anthropic's, Gemini's).
+const KEY_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
+
 /// What a check's reply asks the caller to do next.
 pub enum AfterCheck {
     /// Settled (admitted, queued or refused).
@@ -112,6 +117,7 @@ impl Request {
                 digest: None,
                 identity: None,
                 api: None,
+                path: String::new(),
                 passthrough: None,
                 body: None,
                 body_size: 0,
@@ -132,17 +138,28 @@ impl Request {
     }
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Flow {
+        let mut path = proxy::request_header_text(":path").unwrap_or_default();
+        let query_key = query_param(&path, "key").map(keys::query_value);
         let key = keys::presented_key(
             proxy::request_header("authorization").as_deref(),
-            proxy::request_header("x-api-key").as_deref(),
+            &[
+                proxy::request_header("x-api-key").as_deref(),
+                proxy::request_header("x-goog-api-key").as_deref(),
+                query_key.as_deref(),
+            ],
         );
-        // The virtual key is ours: it never reaches the provider.
-        proxy::remove_request_header("authorization");
-        proxy::remove_request_header("x-api-key");
+        // The virtual key is ours: it never reaches the provider, nor (in the path) a log.
+        for header in KEY_HEADERS {
+            proxy::remove_request_header(header);
+        }
+        if query_key.is_some() {
+            path = without_query_param(&path, "key");
+            proxy::set_request_path(&path);
+        }
         let Some(key) = key else {
             return self.refuse(
                 ApiError::unauthorized(
-                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key`.",
+                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`, `x-api-key` or `x-goog-api-key`.",
                 )
                 .with_code("missing_api_key"),
                 Refusal::MissingKey,
@@ -150,7 +167,6 @@ impl Request {
             );
         };
         let method = proxy::request_header_text(":method").unwrap_or_default();
-        let path = proxy::request_header_text(":path").unwrap_or_default();
         let class = Class::of(&method, &path);
         if class == Class::Other {
             let rules = &self.settings.config.passthrough;
@@ -160,6 +176,7 @@ impl Request {
             }
         }
         self.api = class.api();
+        self.path = path;
         if self.api.is_some() && end_of_stream {
             return self.refuse(
                 ApiError::bad_request("The request has no body.").with_code("missing_body"),
@@ -203,8 +220,8 @@ impl Request {
 
     fn on_request_body(&mut self, body: Vec<u8>, body_size: usize) -> Flow {
         self.body_size = body_size;
-        if self.api.is_some() && body_size > 0 {
-            match sluice_shared::json::unique_members(&body).and_then(|()| prompt::summarize(&body)) {
+        if let (Some(api), true) = (self.api, body_size > 0) {
+            match sluice_shared::json::unique_members(&body).and_then(|()| prompt::summarize(api, &self.path, &body)) {
                 Ok(summary) => self.model = summary.model,
                 Err(e) => {
                     // An unreadable body could hide its model from us and not from the
@@ -773,9 +790,11 @@ impl Request {
     fn refuse_path(&mut self, method: &str, path: &str) -> Flow {
         // The query is never echoed: clients put keys there.
         let shown: String = clean_path(path).unwrap_or("(unnormalised path)").chars().take(200).collect();
+        // Gemini's JSON-array stream is not read: only its server-sent events are.
+        let hint = if shown.ends_with(":streamGenerateContent") { " Stream with `?alt=sse`." } else { "" };
         self.refuse(
             ApiError::not_found(format!(
-                "Unknown request URL: {} {shown}.",
+                "Unknown request URL: {} {shown}.{hint}",
                 method.chars().take(20).collect::<String>()
             ))
             .with_code("unknown_url"),

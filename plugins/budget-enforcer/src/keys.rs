@@ -39,14 +39,45 @@ impl From<&KeyConfig> for Identity {
     }
 }
 
-/// The key a client presented: `Authorization: Bearer <key>`, else `x-api-key` (Anthropic's).
-pub fn presented_key(authorization: Option<&[u8]>, x_api_key: Option<&[u8]>) -> Option<Vec<u8>> {
+/// The key a client presented: `Authorization: Bearer <key>`, else the first of `others`
+/// present and not blank (the gate passes Anthropic's `x-api-key`, Gemini's `x-goog-api-key`
+/// and Gemini's `key=` query parameter, in that order).
+pub fn presented_key(authorization: Option<&[u8]>, others: &[Option<&[u8]>]) -> Option<Vec<u8>> {
     let bearer = authorization.and_then(|value| {
         let value = value.trim_ascii();
         let scheme = value.get(..7)?;
         scheme.eq_ignore_ascii_case(b"bearer ").then(|| value.get(7..).unwrap_or_default().trim_ascii().to_vec())
     });
-    bearer.or_else(|| x_api_key.map(|v| v.trim_ascii().to_vec())).filter(|k| !k.is_empty())
+    let other = || others.iter().flatten().map(|v| v.trim_ascii()).find(|v| !v.is_empty()).map(<[u8]>::to_vec);
+    bearer.filter(|k| !k.is_empty()).or_else(other)
+}
+
+/// A query parameter's value as bytes: `%XX` decoded, `+` as a space (form encoding).
+pub fn query_value(value: &str) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (byte, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 pub type Digest = [u8; 32];
@@ -159,14 +190,26 @@ mod tests {
 
     #[test]
     fn presented_keys() {
-        assert_eq!(presented_key(Some(b"Bearer sk-1"), None), Some(b"sk-1".to_vec()));
-        assert_eq!(presented_key(Some(b"bearer   sk-1 "), Some(b"other")), Some(b"sk-1".to_vec()));
-        assert_eq!(presented_key(None, Some(b"sk-2")), Some(b"sk-2".to_vec()));
-        assert_eq!(presented_key(Some(b"Basic abc"), Some(b"sk-2")), Some(b"sk-2".to_vec()));
-        assert_eq!(presented_key(Some(b"Bearer "), None), None);
-        assert_eq!(presented_key(Some(b"Bear"), None), None);
-        assert_eq!(presented_key(None, Some(b"  ")), None);
-        assert_eq!(presented_key(Some(b"Bearer \xff\xfe"), None), Some(b"\xff\xfe".to_vec()));
+        let one = |v: Option<&'static [u8]>| [v, None, None];
+        assert_eq!(presented_key(Some(b"Bearer sk-1"), &one(None)), Some(b"sk-1".to_vec()));
+        assert_eq!(presented_key(Some(b"bearer   sk-1 "), &one(Some(b"other"))), Some(b"sk-1".to_vec()));
+        assert_eq!(presented_key(None, &one(Some(b"sk-2"))), Some(b"sk-2".to_vec()));
+        assert_eq!(presented_key(Some(b"Basic abc"), &one(Some(b"sk-2"))), Some(b"sk-2".to_vec()));
+        assert_eq!(presented_key(Some(b"Bearer "), &one(None)), None);
+        assert_eq!(presented_key(Some(b"Bear"), &one(None)), None);
+        assert_eq!(presented_key(None, &one(Some(b"  "))), None);
+        // Gemini's header, then its query parameter; a blank one does not hide the next.
+        assert_eq!(presented_key(None, &[None, Some(b"g-1"), Some(b"q-1")]), Some(b"g-1".to_vec()));
+        assert_eq!(presented_key(None, &[Some(b" "), None, Some(b"q-1")]), Some(b"q-1".to_vec()));
+        assert_eq!(presented_key(Some(b"Bearer "), &[None, None, Some(b"q-1")]), Some(b"q-1".to_vec()));
+        assert_eq!(presented_key(Some(b"Bearer \xff\xfe"), &one(None)), Some(b"\xff\xfe".to_vec()));
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(query_value("sk-a%2Bb+c%zz%4"), b"sk-a+b c%zz%4".to_vec());
+        assert_eq!(query_value("%FF"), vec![0xff]);
+        assert_eq!(query_value(""), Vec::<u8>::new());
     }
 
     #[test]

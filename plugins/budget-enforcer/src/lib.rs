@@ -2,8 +2,10 @@
 //!
 //! Lets a platform team hand out virtual keys and never be surprised by a bill.
 //!
-//! - **Identity** ([`keys`]): the key comes from `Authorization: Bearer` or `x-api-key`, is
-//!   hashed (SHA-256) and found among the configured keys or in Redis; it never goes upstream.
+//! - **Identity** ([`keys`]): the key comes from `Authorization: Bearer`, `x-api-key`,
+//!   `x-goog-api-key` or a `key=` query parameter (each client schema's own), is hashed (SHA-256)
+//!   and found among the configured keys or in Redis; it never goes upstream, and the query
+//!   parameter is taken out of the path.
 //!   No key or an unknown one: 401; a model the key may not use: 403. The key's alias, team and
 //!   user (and its allow-list, for the model rewriter) are published as facts
 //!   (`sluice.identity.*`).

@@ -40,10 +40,10 @@ use sluice_shared::api::Api;
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::facts;
-use sluice_shared::openai::ChatCompletionRequest;
 use sluice_shared::plugin::{self, Module};
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
+use sluice_shared::translate::{Part, Turn, Wire};
 
 use sluice_shared::host::Clock;
 use sluice_shared::pricing::PriceTable;
@@ -108,6 +108,7 @@ impl Module for ModelRewriter {
             header_names: Rc::clone(&self.header_names),
             rng: Rc::clone(&self.rng),
             api: None,
+            path: String::new(),
             headers: Vec::new(),
         })
     }
@@ -122,6 +123,8 @@ struct Filter {
     header_names: Rc<Vec<String>>,
     rng: Rc<Cell<u64>>,
     api: Option<Api>,
+    /// The request's path (a Gemini call names its model there).
+    path: String,
     /// The routing headers, read with the request headers.
     headers: Vec<(String, String)>,
 }
@@ -164,7 +167,7 @@ impl Filter {
     /// Routes a complete request body; answers locally when it cannot be routed.
     fn steer(&mut self, body: &[u8], body_size: usize) -> Action {
         let Some(api) = self.api else { return Action::Continue };
-        let Ok(summary) = prompt::summarize(body) else { return Action::Continue };
+        let Ok(summary) = prompt::summarize(api, &self.path, body) else { return Action::Continue };
         let config = &self.config;
         let headers = std::mem::take(&mut self.headers);
         let key = facts::read(&Host, facts::IDENTITY_KEY);
@@ -176,9 +179,14 @@ impl Filter {
             .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
             .unwrap_or(0);
         let complexity = routing::needs_complexity(config).then(|| {
-            let request: Option<ChatCompletionRequest> = sluice_shared::json::from_object(body).ok();
-            let texts: Vec<String> =
-                request.map(|r| r.messages.iter().map(|m| m.content.texts().concat()).collect()).unwrap_or_default();
+            // Every chat schema is read through its translator: the same texts score the same.
+            let chat = Wire::of_client(api).and_then(|wire| wire.read_request(body).ok());
+            let texts: Vec<String> = chat
+                .map(|c| {
+                    let system = (!c.system.is_empty()).then(|| c.system.join("\n"));
+                    system.into_iter().chain(c.turns.iter().map(turn_text)).collect()
+                })
+                .unwrap_or_default();
             complexity::score(&config.complexity, &texts.iter().map(String::as_str).collect::<Vec<_>>())
         });
         let request = RequestFacts {
@@ -281,6 +289,15 @@ impl Filter {
     }
 }
 
+/// A turn's text, for the complexity score.
+fn turn_text(turn: &Turn) -> String {
+    let texts = turn.parts.iter().filter_map(|p| match p {
+        Part::Text(text) | Part::ToolResult { content: text, .. } => Some(text.as_str()),
+        _ => None,
+    });
+    texts.collect()
+}
+
 impl plugin::Filter for Filter {
     fn on_done(&mut self) {
         // After every module's log: the token counter's counts are known.
@@ -311,6 +328,7 @@ impl plugin::Filter for Filter {
             }
         }
         self.api = if method == "POST" && !end_of_stream { Api::from_path(&path) } else { None };
+        self.path = path;
         if self.api.is_some() && !self.config.models.is_empty() {
             // The body's model may be rewritten: it cannot keep its length.
             proxy::remove_request_header("content-length");

@@ -6,8 +6,11 @@
 //! channels ([`TextStream`]), so a placeholder split across events is restored. Text held back
 //! is released with the choice's finishing chunk (chat), or in a delta event inserted before the
 //! block's `content_block_stop` (Anthropic) or before `response.output_text.done` /
-//! `response.completed` (Responses). Other event shapes get their complete placeholders restored
-//! event by event.
+//! `response.completed` (Responses). Gemini chunks are text channels per candidate (answer text
+//! and thoughts apart): what is held is released into the chunk that carries the candidate's
+//! `finishReason`, or in a chunk of its own when the stream ends without one. Other event shapes
+//! get their complete placeholders restored event by event. Tool arguments that arrive as JSON
+//! objects (Gemini's `args`, Anthropic's `input`) have every string in them restored.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +28,12 @@ enum Channel {
     Block(u64),
     /// A Responses API output text: (output index, content index).
     Output(u64, u64),
+    /// A Gemini candidate's text (`thought: false`) or thoughts (`true`).
+    Candidate(u64, bool),
 }
+
+/// Gemini's finish reason for an answer withheld by the gateway (a safety stop, as Gemini's own).
+const GEMINI_WITHHELD: &str = "SAFETY";
 
 /// One SSE event out: its `event:` name, if any, and its data.
 pub type Event = (Option<String>, String);
@@ -85,6 +93,9 @@ impl Answer {
                 changed = true;
             }
         });
+        if value.get("candidates").is_some() {
+            texts = gemini_texts(&value);
+        }
         if self.format.is_some() && texts.iter().any(|t| !is_json(t)) {
             self.format_violation = true;
         }
@@ -107,6 +118,10 @@ impl Answer {
         if value.get("choices").is_some() {
             self.openai_chunk(&mut value, a, tally);
             self.template = Some(value.clone());
+            return vec![own(value.to_string())];
+        }
+        if value.get("candidates").is_some() {
+            self.gemini_chunk(&mut value, a, tally);
             return vec![own(value.to_string())];
         }
         match value.get("type").and_then(Value::as_str) {
@@ -245,6 +260,89 @@ impl Answer {
         }
     }
 
+    /// A Gemini chunk: each candidate's text parts through its channels; at its finish reason,
+    /// the held text released into the chunk, and a blocked or rejected answer stopped.
+    fn gemini_chunk(&mut self, chunk: &mut Value, a: &Answering<'_>, tally: &mut Tally) {
+        let Some(candidates) = chunk.get_mut("candidates").and_then(Value::as_array_mut) else { return };
+        for (position, candidate) in candidates.iter_mut().enumerate() {
+            let index = candidate.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+            let finishing = candidate.get("finishReason").is_some_and(Value::is_string);
+            let mut parts = candidate.pointer_mut("/content/parts").and_then(Value::as_array_mut).map(std::mem::take);
+            for part in parts.iter_mut().flatten() {
+                let thought = part.get("thought").and_then(Value::as_bool).unwrap_or(false);
+                if let Some(Value::String(text)) = part.get_mut("text") {
+                    *text = self.channel(Channel::Candidate(index, thought)).push(text, false, a, tally);
+                }
+                if let Some(args) = part.pointer_mut("/functionCall/args") {
+                    restore_strings(args, a);
+                }
+            }
+            if finishing {
+                for thought in [true, false] {
+                    let Some(stream) = self.channels.get_mut(&Channel::Candidate(index, thought)) else { continue };
+                    let rest = stream.push("", true, a, tally);
+                    if !rest.is_empty() {
+                        let parts = parts.get_or_insert_with(Vec::new);
+                        parts.push(if thought {
+                            json!({"text": rest, "thought": true})
+                        } else {
+                            json!({"text": rest})
+                        });
+                    }
+                }
+            }
+            if let Some(parts) = parts {
+                let content =
+                    candidate.as_object_mut().map(|c| c.entry("content").or_insert_with(|| json!({"role": "model"})));
+                if let Some(content) = content.and_then(Value::as_object_mut) {
+                    content.insert("parts".into(), Value::Array(parts));
+                }
+            }
+            if finishing {
+                let stream = self.channel(Channel::Candidate(index, false));
+                let violation = stream.keep_released && !stream.released.is_empty() && !is_json(&stream.released);
+                let blocked = stream.blocked;
+                if violation {
+                    self.format_violation = true;
+                }
+                let rejected = violation && self.format == Some(FormatAction::Reject);
+                if blocked || rejected || self.any_blocked() {
+                    self.blocked |= blocked;
+                    if let Some(c) = candidate.as_object_mut() {
+                        c.insert("finishReason".into(), json!(GEMINI_WITHHELD));
+                        if rejected {
+                            c.remove("content");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gemini text still held when a stream ends without a finish reason: one chunk per
+    /// candidate.
+    fn flush_gemini(&mut self, a: &Answering<'_>, tally: &mut Tally) -> Vec<Event> {
+        let open: Vec<(u64, bool)> = self
+            .channels
+            .keys()
+            .filter_map(|c| match c {
+                Channel::Candidate(i, thought) => Some((*i, *thought)),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (index, thought) in open {
+            let rest = self.channel(Channel::Candidate(index, thought)).push("", true, a, tally);
+            if rest.is_empty() {
+                continue;
+            }
+            let part = if thought { json!({"text": rest, "thought": true}) } else { json!({"text": rest}) };
+            let chunk = json!({"candidates": [{"index": index, "content": {"role": "model", "parts": [part]}}]});
+            out.push((None, chunk.to_string()));
+        }
+        out
+    }
+
     /// Text still held when a chat stream ends without finishing its choices.
     fn flush_openai(&mut self, a: &Answering<'_>, tally: &mut Tally) -> Vec<Event> {
         let open: Vec<u64> = self
@@ -276,18 +374,56 @@ impl Answer {
 
     /// End of a stream that had no `[DONE]`.
     pub fn finish(&mut self, a: &Answering<'_>, tally: &mut Tally) -> Vec<Event> {
-        self.flush_openai(a, tally)
+        let mut out = self.flush_openai(a, tally);
+        out.extend(self.flush_gemini(a, tally));
+        out
     }
 }
 
+/// Restores complete placeholders in every string of a JSON value (tool arguments as an object).
+fn restore_strings(value: &mut Value, a: &Answering<'_>) {
+    if a.restore && !a.vault.is_empty() {
+        every_string(value, &mut |text: &mut String| *text = restore(text, a.vault));
+    }
+}
+
+fn every_string(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| every_string(v, f)),
+        Value::Object(map) => map.values_mut().for_each(|v| every_string(v, f)),
+        _ => {}
+    }
+}
+
+/// A Gemini answer's text per candidate, thoughts left out.
+fn gemini_texts(value: &Value) -> Vec<String> {
+    let candidates = value.get("candidates").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    candidates
+        .iter()
+        .map(|c| {
+            let parts = c.pointer("/content/parts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            parts
+                .iter()
+                .filter(|p| !p.get("thought").and_then(Value::as_bool).unwrap_or(false))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect()
+        })
+        .collect()
+}
+
 /// Calls `f` on every answer text: `content`, `text`, `arguments`, `partial_json` and
-/// `output_text` strings, at any depth; the flag says whether it is a message's content.
+/// `output_text` strings, and every string inside tool arguments given as objects (`args`,
+/// `input`), at any depth; the flag says whether it is a message's content.
 fn walk_texts(value: &mut Value, f: &mut dyn FnMut(&mut String, bool)) {
     match value {
         Value::Object(map) => {
             let is_message = map.contains_key("role");
             for (key, v) in map.iter_mut() {
                 match v {
+                    Value::Object(_) if matches!(key.as_str(), "args" | "input") => {
+                        every_string(v, &mut |s: &mut String| f(s, false));
+                    }
                     Value::String(s)
                         if matches!(
                             key.as_str(),
@@ -306,9 +442,14 @@ fn walk_texts(value: &mut Value, f: &mut dyn FnMut(&mut String, bool)) {
 }
 
 /// Withholds a JSON answer's text: OpenAI choices end with `content_filter`, Anthropic messages
-/// with `refusal`.
+/// with `refusal`, Gemini candidates with `SAFETY`.
 fn withhold(value: &mut Value) {
-    if let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) {
+    if let Some(candidates) = value.get_mut("candidates").and_then(Value::as_array_mut) {
+        for candidate in candidates.iter_mut().filter_map(Value::as_object_mut) {
+            candidate.remove("content");
+            candidate.insert("finishReason".into(), json!(GEMINI_WITHHELD));
+        }
+    } else if let Some(choices) = value.get_mut("choices").and_then(Value::as_array_mut) {
         for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
             if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
                 message.insert("content".into(), json!(""));
@@ -483,5 +624,85 @@ mod tests {
             .flat_map(|d| good.event(None, d, &a, &mut Tally::default()))
             .collect();
         assert_eq!(text_of(&events), "{\"a\": 1}");
+    }
+
+    fn gemini_chunk(text: &str, finish: Option<&str>) -> String {
+        let mut candidate = json!({"index": 0, "content": {"role": "model", "parts": [{"text": text}]}});
+        if let Some(reason) = finish {
+            candidate["finishReason"] = json!(reason);
+        }
+        json!({"candidates": [candidate], "modelVersion": "gemini-2.5-flash"}).to_string()
+    }
+
+    fn gemini_text(events: &[Event]) -> String {
+        let values = events.iter().filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok());
+        values.map(|v| gemini_texts(&v).concat()).collect()
+    }
+
+    #[test]
+    fn gemini_stream_restores_split_placeholders_and_releases_at_the_finish() {
+        let v = vault();
+        let a = Answering { vault: &v, restore: true, scan: None };
+        let mut answer = Answer::new(None);
+        let mut tally = Tally::default();
+        let mut events = Vec::new();
+        for d in
+            [gemini_chunk("Mail <EMA", None), gemini_chunk("IL_1> or <EMAIL", None), gemini_chunk("", Some("STOP"))]
+        {
+            events.extend(answer.event(None, &d, &a, &mut tally));
+        }
+        assert_eq!(gemini_text(&events), "Mail jane@x.com or <EMAIL");
+        let last: Value = serde_json::from_str(&events[2].1).unwrap();
+        assert_eq!(
+            (last["candidates"][0]["finishReason"].as_str(), last["modelVersion"].as_str()),
+            (Some("STOP"), Some("gemini-2.5-flash"))
+        );
+        // Cut before the finish: what is held comes in a chunk of its own.
+        let mut cut = Answer::new(None);
+        let mut events = cut.event(None, &gemini_chunk("Hi <EMAIL_", None), &a, &mut tally);
+        events.extend(cut.finish(&a, &mut tally));
+        assert_eq!(gemini_text(&events), "Hi <EMAIL_");
+        // Arguments arrive whole, as an object.
+        let call = json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "send", "args": {"to": ["<EMAIL_1>"]}}}]}}]});
+        let out = cut.event(None, &call.to_string(), &a, &mut tally);
+        assert!(out[0].1.contains("jane@x.com"), "{out:?}");
+    }
+
+    #[test]
+    fn gemini_answers_are_withheld_with_a_safety_stop() {
+        let v = vault();
+        let scrubber = Scrubber::new(&Config::default()).unwrap();
+        let a = Answering { vault: &v, restore: true, scan: Some((&scrubber, OutputAction::Block)) };
+        let mut answer = Answer::new(None);
+        let mut events = Vec::new();
+        for d in [gemini_chunk("Write to bob@", None), gemini_chunk("y.org today", Some("STOP"))] {
+            events.extend(answer.event(None, &d, &a, &mut Tally::default()));
+        }
+        assert!(!gemini_text(&events).contains("bob@"), "{events:?}");
+        assert!(events.iter().any(|(_, d)| d.contains("\"finishReason\":\"SAFETY\"")), "{events:?}");
+        // JSON: restored (text and arguments), or withheld whole.
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Mail <EMAIL_1>"},
+            {"functionCall": {"name": "send", "args": {"to": "<EMAIL_1>"}}}]}, "finishReason": "STOP"}]});
+        let out: Value = serde_json::from_slice(
+            &Answer::new(None).json(body.to_string().as_bytes(), &a, &mut Tally::default()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["candidates"][0]["content"]["parts"][0]["text"], "Mail jane@x.com");
+        assert_eq!(out["candidates"][0]["content"]["parts"][1]["functionCall"]["args"]["to"], "jane@x.com");
+        let leaked = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "bob@y.org"}]}, "finishReason": "STOP"}]});
+        let out: Value = serde_json::from_slice(
+            &Answer::new(None).json(leaked.to_string().as_bytes(), &a, &mut Tally::default()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (out["candidates"][0].get("content"), out["candidates"][0]["finishReason"].as_str()),
+            (None, Some("SAFETY"))
+        );
+        // The JSON format check reads the candidates' text.
+        let plain = Answering { vault: &v, restore: true, scan: None };
+        let prose = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Sure! {}"}]}}]});
+        let mut flagged = Answer::new(Some(FormatAction::Flag));
+        assert_eq!(flagged.json(prose.to_string().as_bytes(), &plain, &mut Tally::default()), None);
+        assert!(flagged.format_violation);
     }
 }

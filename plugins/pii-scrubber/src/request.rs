@@ -21,7 +21,7 @@ use crate::scrub::{Scrubber, Tally, Vault};
 
 /// Members whose string values are structure, not user data, and are not scanned. Objects and
 /// arrays under them are (`response_format`, a `format` object, ...).
-pub const STRUCTURAL: [&str; 16] = [
+pub const STRUCTURAL: [&str; 18] = [
     "model",
     "role",
     "type",
@@ -38,6 +38,9 @@ pub const STRUCTURAL: [&str; 16] = [
     "service_tier",
     "truncation",
     "status",
+    // Gemini: a part's media type and the model's opaque reasoning state.
+    "mimeType",
+    "thoughtSignature",
 ];
 
 /// The roles the configuration may leave out; any other role is scanned.
@@ -70,6 +73,8 @@ impl Walk<'_> {
     fn scans(&self, role: &str) -> bool {
         let role = match role.to_ascii_lowercase() {
             legacy if legacy == "function" => "tool".to_string(),
+            // Gemini's name for the assistant.
+            gemini if gemini == "model" => "assistant".to_string(),
             role => role,
         };
         !KNOWN_ROLES.contains(&role.as_str()) || self.roles.contains(&role)
@@ -112,6 +117,8 @@ impl Walk<'_> {
                 }
                 let user = match role.as_deref() {
                     Some("user" | "tool" | "function") => true,
+                    // Gemini's assistant.
+                    Some("model") => false,
                     Some(r) if !KNOWN_ROLES.contains(&r) => true,
                     Some(_) => false,
                     None => user,
@@ -182,13 +189,16 @@ pub fn scan(body: &[u8], scrubber: &Scrubber, roles: &[String]) -> Result<Scanne
     let mut walk = Walk { scrubber, roles, scanned: Scanned::default(), changed: false };
     if let Some(object) = value.as_object_mut() {
         let format = object.get("response_format").and_then(|f| f.get("type")).and_then(Value::as_str);
-        walk.scanned.wants_json = matches!(format, Some("json_object" | "json_schema"));
+        let gemini_format =
+            object.get("generationConfig").and_then(|c| c.get("responseMimeType")).and_then(Value::as_str);
+        walk.scanned.wants_json =
+            matches!(format, Some("json_object" | "json_schema")) || gemini_format == Some("application/json");
         for (name, v) in object.iter_mut() {
             match name.as_str() {
                 // The prompt: user text for the injection guard.
-                "messages" | "prompt" | "input" => walk.value(v, name, true),
-                // Anthropic's system prompt; the Responses API's instructions.
-                "system" | "instructions" if !walk.scans("system") => {}
+                "messages" | "prompt" | "input" | "contents" => walk.value(v, name, true),
+                // Anthropic's system prompt; the Responses API's instructions; Gemini's.
+                "system" | "instructions" | "systemInstruction" if !walk.scans("system") => {}
                 _ => walk.value(v, name, false),
             }
         }
@@ -285,6 +295,14 @@ mod tests {
             format!(r#"{{"model": "m", "max_tokens": 1, "messages": [{{"role": "user", "content": [{{"type": "document", "source": {{"type": "base64", "media_type": "text/plain", "data": "{}"}}}}]}}]}}"#, b64("to jane@x.com")),
             r#"{"model": "m", "max_tokens": 1, "messages": [], "tools": [{"name": "f", "input_schema": {"type": "object", "properties": {"a": {"description": "jane@x.com"}}}}]}"#.into(),
             r#"{"model": "m", "max_tokens": 1, "messages": [], "metadata": {"user_id": "jane@x.com"}}"#.into(),
+            // Gemini generateContent
+            r#"{"contents": [{"role": "user", "parts": [{"text": "mail jane@x.com"}]}]}"#.into(),
+            r#"{"systemInstruction": {"parts": [{"text": "ops is jane@x.com"}]}, "contents": []}"#.into(),
+            r#"{"contents": [{"role": "model", "parts": [{"functionCall": {"name": "send", "args": {"to": "jane@x.com"}}}]}]}"#.into(),
+            r#"{"contents": [{"role": "user", "parts": [{"functionResponse": {"name": "send", "response": {"output": "sent to jane@x.com"}}}]}]}"#.into(),
+            format!(r#"{{"contents": [{{"role": "user", "parts": [{{"inlineData": {{"mimeType": "text/plain", "data": "{}"}}}}]}}]}}"#, b64("write to jane@x.com")),
+            r#"{"contents": [], "tools": [{"functionDeclarations": [{"name": "f", "description": "jane@x.com"}]}]}"#.into(),
+            r#"{"contents": [], "generationConfig": {"stopSequences": ["jane@x.com"]}}"#.into(),
             // Detection: a card number that is also valid base64 is not mistaken for a payload.
             r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "4111111111111111", "format": "wav"}}]}]}"#.into(),
         ];
@@ -303,6 +321,24 @@ mod tests {
             r#"{{"model": "jane@x.com", "messages": [{{"role": "user", "content": [{{"type": "image_url", "image_url": {{"url": "data:image/png;base64,{png}"}}}}]}}]}}"#
         );
         assert!(scan(body.as_bytes(), &scrubber(), &Config::default().roles).unwrap().body.is_none());
+    }
+
+    #[test]
+    fn gemini_roles_and_json_requests() {
+        let roles = parse_config::<Config>(Some(br#"{"roles": ["user"]}"#)).unwrap().roles;
+        let body = r#"{"systemInstruction": {"parts": [{"text": "ops@corp.com"}]},
+            "contents": [{"role": "model", "parts": [{"text": "bot@corp.com"}]}, {"role": "user", "parts": [{"text": "me@x.com"}]}],
+            "generationConfig": {"responseMimeType": "application/json"}}"#;
+        let scanned = scan(body.as_bytes(), &scrubber(), &roles).unwrap();
+        let out = String::from_utf8(scanned.body.unwrap()).unwrap();
+        // `model` is the assistant: left out with the system prompt; the user's turn is scrubbed.
+        assert!(out.contains("ops@corp.com") && out.contains("bot@corp.com") && !out.contains("me@x.com"), "{out}");
+        assert_eq!(scanned.user_texts, vec!["me@x.com".to_string()]);
+        assert!(scanned.wants_json);
+        // A thought signature is opaque state, never rewritten.
+        let signed =
+            r#"{"contents": [{"role": "model", "parts": [{"text": "ok", "thoughtSignature": "4111111111111111"}]}]}"#;
+        assert!(scan(signed.as_bytes(), &scrubber(), &Config::default().roles).unwrap().body.is_none());
     }
 
     #[test]

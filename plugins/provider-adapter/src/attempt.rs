@@ -10,7 +10,7 @@
 //! is a fresh copy of the client's for every attempt.
 
 use serde_json::Value;
-use sluice_shared::api::{Api, Class};
+use sluice_shared::api::{query_param, without_query_param, Api, Class, GeminiCall};
 use sluice_shared::chain;
 use sluice_shared::translate::Wire;
 
@@ -77,8 +77,21 @@ pub struct Plan {
     pub translate: Option<Translation>,
     /// The model the path names (Gemini, Bedrock): answers that name none are given it.
     pub path_model: Option<String>,
+    /// The client speaks Gemini: its model and streaming come from its path.
+    pub gemini: Option<GeminiClient>,
     /// The body must be read: to translate it, or to take the chain's model out of it.
     pub read_body: bool,
+}
+
+/// A Gemini client's call. Its body names no model and no stream; this attempt's body is
+/// given both (translated), or must agree with the model its path names (`in_path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeminiClient {
+    /// The model the client's path names.
+    pub model: String,
+    pub stream: bool,
+    /// The model this attempt's path names, when it names one (a Gemini or Bedrock provider).
+    pub in_path: Option<String>,
 }
 
 /// What an attempt sees of its request.
@@ -88,6 +101,9 @@ pub struct Seen<'a> {
     pub path: &'a str,
     /// The client's API, when an earlier attempt changed the request's path.
     pub marked: Option<Api>,
+    /// The client's own path, when an earlier attempt changed it (the fact `sluice.attempt.path`,
+    /// kept for Gemini calls, whose path names their model).
+    pub client_path: Option<&'a str>,
     pub has_body: bool,
     /// The route's models by provider (the rewriter's `sluice.route.models`), if it routed.
     pub models: Option<&'a str>,
@@ -100,27 +116,42 @@ impl Seen<'_> {
     pub fn api(&self) -> Option<Api> {
         self.marked.or_else(|| Class::of(self.method, self.path).api())
     }
+
+    /// A Gemini client's call, read from its own path.
+    pub fn gemini_call(&self) -> Option<GeminiCall<'_>> {
+        (self.api() == Some(Api::GeminiGenerate)).then(|| GeminiCall::of(self.client_path.unwrap_or(self.path)))?
+    }
+
+    /// The answer streams: the rewriter saw a stream, or a Gemini client's path asks for one.
+    pub fn streams(&self) -> bool {
+        self.stream || self.gemini_call().is_some_and(|c| c.stream)
+    }
+
+    /// The model for `provider_name`: the route's, else the one a Gemini client's path names.
+    fn model_for(&self, provider_name: &str) -> Option<String> {
+        let routed = self.models.and_then(|text| chain::model_in(text, provider_name));
+        routed.or_else(|| self.gemini_call().map(|c| c.model.to_string()))
+    }
 }
 
 /// The APIs a provider of `schema` takes from this adapter: natively, or translated here.
 pub fn takes(schema: Schema) -> &'static [Api] {
     match schema {
-        Schema::Openai => {
-            &[Api::ChatCompletions, Api::Completions, Api::Embeddings, Api::Responses, Api::AnthropicMessages]
-        }
+        Schema::Openai => &Api::ALL,
         Schema::Anthropic | Schema::Gemini | Schema::Bedrock => {
-            &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages]
+            &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages, Api::GeminiGenerate]
         }
     }
 }
 
 /// The path of an attempt to a provider with the model in its path (Gemini, Bedrock): the
-/// provider's model path with the model the route names for it, and the method for a JSON
-/// answer or a stream. An error when the route named no model (no model rewriter ran) or, for
+/// provider's model path with the model the route names for it (for a Gemini client not routed,
+/// the model its path names), and the method for a JSON answer or a stream. An error when no
+/// model is named (no model rewriter ran) or, for
 /// Gemini, one that cannot be a path segment; Bedrock's model ids (`anthropic.claude-...:0`,
 /// ARNs) are percent-encoded into one segment.
 fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Result<(String, String), String> {
-    let model = seen.models.and_then(|text| chain::model_in(text, provider_name)).ok_or_else(|| {
+    let model = seen.model_for(provider_name).ok_or_else(|| {
         format!("provider `{provider_name}` takes its model in the path, and no route named one (route the request with the model rewriter)")
     })?;
     let segment = match provider.schema {
@@ -135,7 +166,7 @@ fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Resu
             model.clone()
         }
     };
-    let method = match (provider.schema, seen.stream) {
+    let method = match (provider.schema, seen.streams()) {
         (Schema::Bedrock, false) => "/converse",
         (Schema::Bedrock, true) => "/converse-stream",
         (_, false) => ":generateContent",
@@ -177,11 +208,7 @@ pub fn unspoken(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Op
 
 /// The schema of a client's API, for one the adapter translates.
 fn client_wire(api: Api) -> Wire {
-    match api {
-        Api::AnthropicMessages => Wire::Anthropic,
-        Api::Responses => Wire::OpenaiResponses,
-        _ => Wire::OpenaiChat,
-    }
+    Wire::of_client(api).unwrap_or(Wire::OpenaiChat)
 }
 
 /// Plans an attempt to `provider` (named `provider_name`), whose credential is `credential`; an
@@ -199,6 +226,7 @@ pub fn plan(
 
     // Credentials: never another provider's, and this provider's own when it has one.
     let own = provider.credential_header();
+    let replaces_credentials = provider.aws_sigv4 || credential.is_some() || chain;
     if provider.aws_sigv4 {
         // Envoy's signer adds the only credential this request carries.
         plan.remove.extend(["authorization", "x-api-key", "x-goog-api-key"].map(str::to_string));
@@ -222,7 +250,9 @@ pub fn plan(
     }
     let translated = |client, provider| Some(Translation { client, provider });
     match (provider.schema, api) {
-        (Schema::Anthropic, Some(api @ (Api::ChatCompletions | Api::Responses))) if seen.has_body => {
+        (Schema::Anthropic, Some(api @ (Api::ChatCompletions | Api::Responses | Api::GeminiGenerate)))
+            if seen.has_body =>
+        {
             plan.translate = translated(client_wire(api), Wire::Anthropic);
             plan.path = Some(ANTHROPIC_PATH.into());
         }
@@ -230,8 +260,8 @@ pub fn plan(
         (Schema::Anthropic, Some(Api::AnthropicMessages)) if seen.marked.is_some() => {
             plan.path = Some(ANTHROPIC_PATH.into());
         }
-        (Schema::Openai, Some(Api::AnthropicMessages)) if seen.has_body => {
-            plan.translate = translated(Wire::Anthropic, Wire::OpenaiChat);
+        (Schema::Openai, Some(api @ (Api::AnthropicMessages | Api::GeminiGenerate))) if seen.has_body => {
+            plan.translate = translated(client_wire(api), Wire::OpenaiChat);
             plan.path = Some(provider.chat_path.as_deref().unwrap_or(OPENAI_CHAT_PATH).to_string());
         }
         (Schema::Openai, Some(Api::ChatCompletions)) => {
@@ -242,9 +272,15 @@ pub fn plan(
         (Schema::Openai, Some(Api::Responses)) if seen.marked.is_some() => {
             plan.path = Some(OPENAI_RESPONSES_PATH.into());
         }
+        // A Gemini call to a Gemini provider: at the provider's own path for the routed model.
+        (Schema::Gemini, Some(Api::GeminiGenerate)) => {
+            let (path, model) = model_path(provider_name, provider, seen)?;
+            plan.path = Some(path);
+            plan.path_model = Some(model);
+        }
         (
             schema @ (Schema::Gemini | Schema::Bedrock),
-            Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages)),
+            Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages | Api::GeminiGenerate)),
         ) if seen.has_body => {
             let wire = if schema == Schema::Gemini { Wire::Gemini } else { Wire::Bedrock };
             plan.translate = translated(client_wire(api), wire);
@@ -254,6 +290,15 @@ pub fn plan(
         }
         _ => {}
     }
+    // A key in the query (Gemini's `key=`) goes wherever the other credentials go.
+    if plan.path.is_none() && replaces_credentials && query_param(seen.path, "key").is_some() {
+        plan.path = Some(without_query_param(seen.path, "key"));
+    }
+    plan.gemini = seen.gemini_call().map(|call| GeminiClient {
+        model: call.model.to_string(),
+        stream: call.stream,
+        in_path: plan.path_model.clone(),
+    });
     match provider.schema {
         Schema::Anthropic => plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone())),
         // Anthropic's headers never reach another provider.
@@ -269,7 +314,8 @@ pub fn plan(
     if plan.path.is_some() {
         plan.mark = api;
     }
-    plan.read_body = seen.has_body && (plan.translate.is_some() || (chain && api.is_some()));
+    // A Gemini call's body always is: the gateway's `model` member must not reach the provider.
+    plan.read_body = seen.has_body && (plan.translate.is_some() || plan.gemini.is_some() || (chain && api.is_some()));
     if plan.read_body {
         // The body changes length.
         plan.remove.push("content-length".into());
@@ -288,18 +334,22 @@ pub struct Prepared {
 }
 
 /// Prepares an attempt's body: in a chain (`in_chain`), the chain's model for `provider_name`;
-/// the private chain member always removed; translated when `translate` says so.
-/// `body: None` leaves the body as it is.
+/// the private chain member always removed; translated when `translate` says so. A Gemini
+/// client's body (`gemini`) loses the gateway's `model` member and, translated, is given its
+/// model and stream. `body: None` leaves the body as it is.
 pub fn prepare_body(
     body: &[u8],
     provider_name: &str,
     provider: &Provider,
     in_chain: bool,
     translate: Option<Translation>,
+    gemini: Option<&GeminiClient>,
 ) -> Result<Prepared, String> {
     let mut value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
-        Err(_) if translate.is_none() => return Ok(Prepared { body: None, include_usage: false, stream: false }),
+        Err(_) if translate.is_none() && gemini.is_none() => {
+            return Ok(Prepared { body: None, include_usage: false, stream: false })
+        }
         Err(e) => return Err(format!("the body is not JSON ({e})")),
     };
     let had_chain = value.get(chain::MODELS_MEMBER).is_some();
@@ -309,7 +359,30 @@ pub fn prepare_body(
         return Err(format!("the route has no model for provider `{provider_name}`"));
     }
     // Only the rewriter's chain picks the model: a chain cluster's body has it rewritten.
-    if let (Some(model), true, Some(object)) = (chain_model, in_chain, value.as_object_mut()) {
+    let chain_model = chain_model.filter(|_| in_chain);
+    if let Some(call) = gemini {
+        let body_model = value.as_object_mut().and_then(|o| o.remove("model"));
+        let model = chain_model
+            .or_else(|| body_model.and_then(|m| m.as_str().map(str::to_string)))
+            .unwrap_or_else(|| call.model.clone());
+        if call.in_path.as_ref().is_some_and(|in_path| *in_path != model) {
+            // A module changed the model after the path was set: the provider must not get
+            // the path's model in place of that one.
+            return Err(format!(
+                "the model `{model}` differs from the routed path's (route the request with the model rewriter)"
+            ));
+        }
+        let Some(translation) = translate else {
+            let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+            return Ok(Prepared { body: Some(body), include_usage: false, stream: call.stream });
+        };
+        let mut chat = translation.client.read_request(&serde_json::to_vec(&value).map_err(|e| e.to_string())?)?;
+        chat.model = model;
+        chat.stream = call.stream;
+        let body = translation.provider.write_request(&chat, provider.default_max_tokens)?;
+        return Ok(Prepared { body: Some(body), include_usage: chat.stream_usage, stream: chat.stream });
+    }
+    if let (Some(model), Some(object)) = (chain_model, value.as_object_mut()) {
         object.insert("model".into(), Value::String(model));
     }
     let Some(translation) = translate else {
@@ -499,10 +572,97 @@ mod tests {
             let seen = Seen { models: Some(&text), ..seen("/v1/chat/completions", None) };
             assert!(plan(&c, "gemini", gemini, Some("g"), &seen).is_err(), "{model}");
         }
-        // Only chat, Responses and Messages requests are taken.
+        // Only chat, Responses, Messages and Gemini requests are taken.
         for path in ["/v1/embeddings", "/v1/completions"] {
             assert!(unspoken("gemini", gemini, &seen(path, None)).is_some(), "{path}");
         }
+    }
+
+    const GEMINI_CALL: &str = "/v1beta/models/chat-fast:streamGenerateContent?alt=sse&key=vk-1";
+
+    #[test]
+    fn a_gemini_call_reaches_every_schema_in_its_own_model_and_stream() {
+        let c = config(
+            r#"{"providers": {
+            "openai": {"api_key": "sk-o"},
+            "anthropic": {"schema": "anthropic", "api_key": "sk-a"},
+            "gemini": {"schema": "gemini", "api_key": "g-key"},
+            "bedrock": {"schema": "bedrock", "api_key": "ABSK-k"}}}"#,
+        );
+        let models = r#"{"openai": "gpt-4o", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash", "bedrock": "amazon.nova-lite-v1:0"}"#;
+        let routed = Seen { models: Some(models), ..seen(GEMINI_CALL, None) };
+        let cases = [
+            ("openai", Some(Wire::OpenaiChat), "/v1/chat/completions", None),
+            ("anthropic", Some(Wire::Anthropic), "/v1/messages", None),
+            ("gemini", None, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", Some("gemini-2.5-flash")),
+            (
+                "bedrock",
+                Some(Wire::Bedrock),
+                "/model/amazon.nova-lite-v1%3A0/converse-stream",
+                Some("amazon.nova-lite-v1:0"),
+            ),
+        ];
+        for (name, wire, path, in_path) in cases {
+            let provider = &c.providers[name];
+            assert_eq!(unspoken(name, provider, &routed), None, "{name}");
+            let p = plan(&c, name, provider, Some("k"), &routed).unwrap();
+            assert_eq!(p.translate.map(|t| (t.client, t.provider)), wire.map(|w| (Wire::Gemini, w)), "{name}");
+            // The client's key never travels in the path.
+            assert_eq!(p.path.as_deref(), Some(path), "{name}");
+            assert!(p.read_body && p.mark == Some(Api::GeminiGenerate), "{name}");
+            let client = GeminiClient { model: "chat-fast".into(), stream: true, in_path: in_path.map(str::to_string) };
+            assert_eq!(p.gemini, Some(client), "{name}");
+        }
+        // Not routed: the path's own model, also once an earlier attempt changed the path.
+        let gemini = &c.providers["gemini"];
+        let direct = "/v1beta/models/gemini-2.5-pro:generateContent";
+        let p = plan(&c, "gemini", gemini, Some("g"), &seen(direct, None)).unwrap();
+        assert_eq!(p.path.as_deref(), Some(direct));
+        let later = Seen { client_path: Some(direct), ..seen("/v1/chat/completions", Some(Api::GeminiGenerate)) };
+        let p = plan(&c, "gemini", gemini, Some("g"), &later).unwrap();
+        assert_eq!((p.path.as_deref(), p.path_model.as_deref()), (Some(direct), Some("gemini-2.5-pro")));
+    }
+
+    #[test]
+    fn a_gemini_body_loses_the_gateways_model_and_is_given_its_paths() {
+        let c = config(WITH_GEMINI);
+        let contents = r#""contents":[{"role":"user","parts":[{"text":"Hi"}]}]"#;
+        let routed =
+            format!(r#"{{"model":"gemini-2.5-flash","sluice_models":{{"gemini":"gemini-2.5-flash"}},{contents}}}"#);
+        let call = GeminiClient { model: "chat-fast".into(), stream: false, in_path: Some("gemini-2.5-flash".into()) };
+        let same = prepare_body(routed.as_bytes(), "gemini", &c.providers["gemini"], true, None, Some(&call)).unwrap();
+        let value: Value = serde_json::from_slice(&same.body.unwrap()).unwrap();
+        assert_eq!(value, serde_json::from_str::<Value>(&format!("{{{contents}}}")).unwrap());
+        // A model changed after the path was set (a downgrade with no rewriter) is refused.
+        let downgraded = format!(r#"{{"model":"gemini-2.5-flash-lite",{contents}}}"#);
+        let refused = prepare_body(downgraded.as_bytes(), "gemini", &c.providers["gemini"], false, None, Some(&call));
+        assert!(refused.unwrap_err().contains("gemini-2.5-flash-lite"));
+        // Translated: the model and the stream come from the call.
+        let to_openai = Some(Translation { client: Wire::Gemini, provider: Wire::OpenaiChat });
+        let stream = GeminiClient { model: "gpt-4o-mini".into(), stream: true, in_path: None };
+        let body = format!("{{{contents}}}");
+        let out =
+            prepare_body(body.as_bytes(), "openai", &c.providers["openai"], false, to_openai, Some(&stream)).unwrap();
+        let value: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        assert_eq!((value["model"].as_str(), value["stream"].as_bool()), (Some("gpt-4o-mini"), Some(true)));
+        assert!(out.stream && out.include_usage);
+        for bad in [&b"not json"[..], b"[]", br#"{"contents": 5}"#] {
+            assert!(prepare_body(bad, "openai", &c.providers["openai"], false, to_openai, Some(&stream)).is_err());
+        }
+        assert!(prepare_body(b"not json", "gemini", &c.providers["gemini"], false, None, Some(&call)).is_err());
+    }
+
+    #[test]
+    fn a_key_in_the_query_goes_where_the_other_credentials_go() {
+        let c = config(WITH_GEMINI);
+        let openai = &c.providers["openai"];
+        let p = plan(&c, "openai", openai, Some("sk-o"), &seen("/v1/chat/completions?key=vk&x=1", None)).unwrap();
+        assert_eq!(p.path.as_deref(), Some("/v1/chat/completions?x=1"));
+        // A provider whose credential comes from the request keeps the client's.
+        let own = config(r#"{"providers": {"openai": {}}}"#);
+        let p =
+            plan(&own, "openai", &own.providers["openai"], None, &seen("/v1/chat/completions?key=vk", None)).unwrap();
+        assert_eq!(p.path, None);
     }
 
     #[test]
@@ -599,28 +759,31 @@ mod tests {
         let c = config(CHAIN);
         let body = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o","anthropic":"claude-x"},
             "messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-        let to_anthropic = prepare_body(body, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).unwrap();
+        let to_anthropic =
+            prepare_body(body, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC, None).unwrap();
         let value: Value = serde_json::from_slice(&to_anthropic.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("claude-x"), None));
         assert!(to_anthropic.include_usage);
-        let to_openai = prepare_body(body, "openai", &c.providers["openai"], true, None).unwrap();
+        let to_openai = prepare_body(body, "openai", &c.providers["openai"], true, None, None).unwrap();
         let value: Value = serde_json::from_slice(&to_openai.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
         // Nothing to change: the body stays; not JSON: passed unless it must be translated.
-        assert_eq!(prepare_body(br#"{"model":"m"}"#, "openai", &c.providers["openai"], true, None).unwrap().body, None);
-        assert_eq!(prepare_body(b"\xff\xfe", "openai", &c.providers["openai"], true, None).unwrap().body, None);
-        assert!(prepare_body(b"\xff\xfe", "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).is_err());
+        assert_eq!(
+            prepare_body(br#"{"model":"m"}"#, "openai", &c.providers["openai"], true, None, None).unwrap().body,
+            None
+        );
+        assert_eq!(prepare_body(b"\xff\xfe", "openai", &c.providers["openai"], true, None, None).unwrap().body, None);
+        assert!(prepare_body(b"\xff\xfe", "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC, None).is_err());
         // Outside a chain, a client's member is dropped and picks nothing.
-        let single = prepare_body(body, "anthropic", &c.providers["anthropic"], false, TO_ANTHROPIC).unwrap();
+        let single = prepare_body(body, "anthropic", &c.providers["anthropic"], false, TO_ANTHROPIC, None).unwrap();
         let value: Value = serde_json::from_slice(&single.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!((value["model"].as_str(), value.get("sluice_models")), (Some("gpt-4o"), None));
-        assert!(
-            prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC).is_err()
-        );
+        assert!(prepare_body(br#"{"messages": 3}"#, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC, None)
+            .is_err());
         // An Anthropic Messages request for an OpenAI provider.
         let messages = br#"{"model":"claude-x","sluice_models":{"openai":"gpt-4o","anthropic":"claude-x"},
             "max_tokens":9,"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let to_openai = prepare_body(messages, "openai", &c.providers["openai"], true, TO_OPENAI).unwrap();
+        let to_openai = prepare_body(messages, "openai", &c.providers["openai"], true, TO_OPENAI, None).unwrap();
         let value: Value = serde_json::from_slice(&to_openai.body.unwrap_or_default()).unwrap_or_default();
         assert_eq!(value["model"], "gpt-4o");
         assert_eq!(value["messages"][0], serde_json::json!({"role": "user", "content": "hi"}));
@@ -629,7 +792,7 @@ mod tests {
         assert!(to_openai.include_usage);
         // A chain that leaves a provider out (not allowed for the key) is never sent to it.
         let partial = br#"{"model":"gpt-4o","sluice_models":{"openai":"gpt-4o"},"messages":[]}"#;
-        let refused = prepare_body(partial, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC);
+        let refused = prepare_body(partial, "anthropic", &c.providers["anthropic"], true, TO_ANTHROPIC, None);
         assert!(refused.unwrap_err().contains("no model for provider `anthropic`"));
     }
 
@@ -639,9 +802,11 @@ mod tests {
         assert!(admitted(&c, "POST", "/v1/chat/completions", None));
         assert!(admitted(&c, "POST", "/v1/messages", None));
         assert!(admitted(&c, "GET", "/v1/models", None));
-        // An earlier attempt sent the request to a Gemini path: its mark admits the next attempt.
-        let gemini = "/v1beta/models/gemini-2.5-flash:generateContent";
-        assert!(!admitted(&c, "POST", gemini, None) && admitted(&c, "POST", gemini, CHAT));
+        // A Gemini call is an API request of its own.
+        assert!(admitted(&c, "POST", "/v1beta/models/gemini-2.5-flash:generateContent", None));
+        // An earlier attempt sent the request to a Bedrock path: its mark admits the next attempt.
+        let bedrock = "/model/anthropic.claude-haiku-4-5/converse";
+        assert!(!admitted(&c, "POST", bedrock, None) && admitted(&c, "POST", bedrock, CHAT));
         for (method, path) in
             [("GET", "/v1/files"), ("PUT", "/v1/chat/completions"), ("POST", "/v1/chat/%63ompletions")]
         {

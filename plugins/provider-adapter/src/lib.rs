@@ -35,7 +35,7 @@ use std::rc::Rc;
 
 use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::Action;
-use sluice_shared::api::Api;
+use sluice_shared::api::{without_query_param, Api, Class};
 use sluice_shared::chain;
 use sluice_shared::errors::ApiError;
 use sluice_shared::eventstream;
@@ -117,6 +117,7 @@ impl Module for ProviderAdapter {
             include_usage: false,
             path_stream: None,
             model: String::new(),
+            gemini: None,
             status: 0,
             answer: Answer::Untouched,
         })
@@ -189,6 +190,8 @@ struct Filter {
     path_stream: Option<bool>,
     /// The model the path names, for answers that do not name theirs (Bedrock's).
     model: String,
+    /// The client speaks Gemini (its model and stream are in its path).
+    gemini: Option<attempt::GeminiClient>,
     /// The answer's status.
     status: u16,
     answer: Answer,
@@ -234,8 +237,11 @@ impl plugin::Filter for Filter {
                 return self.fail(&ApiError::bad_gateway("The gateway has no adapter configured for this provider."));
             }
         };
-        // Only a provider with the model in its path needs the route's facts (two host calls).
-        let (models, stream) = if provider.model_in_path() {
+        // Only a provider with the model in its path, or a Gemini client, needs the route's
+        // facts (two host calls), and only a Gemini client its own path once an earlier
+        // attempt changed it.
+        let gemini_client = Class::of(&method, &path).api().or(marked) == Some(Api::GeminiGenerate);
+        let (models, stream) = if provider.model_in_path() || gemini_client {
             (
                 facts::read(&Host, facts::ROUTE_MODELS),
                 facts::read(&Host, facts::ROUTE_STREAM).as_deref() == Some("true"),
@@ -243,8 +249,17 @@ impl plugin::Filter for Filter {
         } else {
             (None, false)
         };
-        let seen =
-            Seen { method: &method, path: &path, marked, has_body: !end_of_stream, models: models.as_deref(), stream };
+        let client_path =
+            if marked == Some(Api::GeminiGenerate) { facts::read(&Host, facts::ATTEMPT_PATH) } else { None };
+        let seen = Seen {
+            method: &method,
+            path: &path,
+            marked,
+            client_path: client_path.as_deref(),
+            has_body: !end_of_stream,
+            models: models.as_deref(),
+            stream,
+        };
         if let Some(why) = attempt::unspoken(name, provider, &seen) {
             return self.fail(&ApiError::bad_request(why).with_code("unsupported_api").with_param("model"));
         }
@@ -265,14 +280,18 @@ impl plugin::Filter for Filter {
         if let Some(path) = &plan.path {
             proxy::set_request_path(path);
         }
-        if let Some(api) = plan.mark {
+        if let (Some(api), None) = (plan.mark, marked) {
             facts::publish(&Host, facts::ATTEMPT_API, api.name());
+            if api == Api::GeminiGenerate {
+                facts::publish(&Host, facts::ATTEMPT_PATH, &without_query_param(&path, "key"));
+            }
         }
         self.provider = Some(name.to_string());
         self.read_body = plan.read_body;
         self.translation = plan.translate;
-        self.path_stream = plan.path_model.is_some().then_some(stream);
+        self.path_stream = plan.path_model.is_some().then_some(seen.streams());
         self.model = plan.path_model.unwrap_or_default();
+        self.gemini = plan.gemini;
         Action::Continue
     }
 
@@ -289,7 +308,8 @@ impl plugin::Filter for Filter {
         self.read_body = false;
         let Some(name) = self.provider.as_deref() else { return Action::Continue };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
-        match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translation) {
+        let gemini = self.gemini.as_ref();
+        match attempt::prepare_body(&body, name, provider, self.config.is_chain(), self.translation, gemini) {
             // The path promised the provider one answer shape; the body must ask for that one.
             Ok(prepared) if self.path_stream.is_some_and(|s| s != prepared.stream) => {
                 let message = "The request's `stream` differs from what the gateway routed.";

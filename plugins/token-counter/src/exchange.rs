@@ -102,6 +102,8 @@ enum Estimate {
 #[derive(Debug)]
 pub struct Exchange {
     api: Option<Api>,
+    /// A Gemini call's path, which names its model and stream.
+    gemini_path: Option<String>,
     started_ms: u64,
     request: Option<RequestSummary>,
     estimate: Estimate,
@@ -121,8 +123,10 @@ impl Exchange {
             Some("POST") => path.and_then(Api::from_path),
             _ => None,
         };
+        let gemini_path = path.filter(|_| api == Some(Api::GeminiGenerate)).map(str::to_string);
         Exchange {
             api,
+            gemini_path,
             started_ms: now_ms,
             request: None,
             estimate: Estimate::Unavailable,
@@ -166,7 +170,7 @@ impl Exchange {
         config: &Config,
     ) -> RequestDecision {
         let Some(api) = self.api else { return RequestDecision::default() };
-        let summary = match summarize(&body) {
+        let summary = match summarize(api, self.gemini_path.as_deref().unwrap_or_default(), &body) {
             Ok(summary) => summary,
             Err(_) => {
                 self.request_passthrough = Some("unparsable_request");

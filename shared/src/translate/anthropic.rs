@@ -22,7 +22,7 @@ use crate::anthropic::{
 
 pub fn read_request(body: &[u8]) -> Result<Chat, String> {
     let request: MessagesRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a Messages request: {e}"))?;
+        crate::json::from_object(body).map_err(|e| format!("the body is not a Messages request: {e}"))?;
     let mut chat = Chat {
         model: request.model,
         max_tokens: request.max_tokens,
@@ -269,7 +269,7 @@ fn error_kind(kind: &str, status: u16) -> ErrorKind {
         "rate_limit_error" => ErrorKind::RateLimit,
         "overloaded_error" => ErrorKind::Overloaded,
         "timeout_error" => ErrorKind::Timeout,
-        "api_error" => ErrorKind::Server,
+        // A generic type says less than a specific status (a proxy's 429 with `api_error`).
         _ => ErrorKind::of_status(status),
     }
 }

@@ -20,7 +20,7 @@ use crate::bedrock::{
 
 pub fn read_request(body: &[u8]) -> Result<Chat, String> {
     let request: ConverseRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a Converse request: {e}"))?;
+        crate::json::from_object(body).map_err(|e| format!("the body is not a Converse request: {e}"))?;
     let mut chat = Chat { stream_usage: true, ..Chat::default() };
     chat.system = request.system.unwrap_or_default().into_iter().map(|b| b.text).filter(|t| !t.is_empty()).collect();
     for message in request.messages {

@@ -33,7 +33,7 @@ const UNSIGNED: &str = "skip_thought_signature_validator";
 
 pub fn read_request(body: &[u8]) -> Result<Chat, String> {
     let request: GenerateRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a generateContent request: {e}"))?;
+        crate::json::from_object(body).map_err(|e| format!("the body is not a generateContent request: {e}"))?;
     let mut chat = Chat { stream_usage: true, ..Chat::default() };
     if let Some(system) = request.system_instruction {
         chat.system = system.parts.into_iter().filter_map(|p| p.text).filter(|t| !t.is_empty()).collect();
@@ -404,7 +404,7 @@ fn error_kind(status: &str, code: u16) -> ErrorKind {
         "RESOURCE_EXHAUSTED" => ErrorKind::RateLimit,
         "UNAVAILABLE" => ErrorKind::Overloaded,
         "DEADLINE_EXCEEDED" => ErrorKind::Timeout,
-        "INTERNAL" | "UNKNOWN" => ErrorKind::Server,
+        // A generic status says less than a specific HTTP code (`INTERNAL` with a 429).
         _ => ErrorKind::of_status(code),
     }
 }

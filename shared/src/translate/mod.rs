@@ -261,6 +261,18 @@ pub enum Wire {
 }
 
 impl Wire {
+    /// The schema of a client's API, for the chat APIs the translators read.
+    pub fn of_client(api: crate::api::Api) -> Option<Wire> {
+        use crate::api::Api;
+        match api {
+            Api::ChatCompletions => Some(Wire::OpenaiChat),
+            Api::Responses => Some(Wire::OpenaiResponses),
+            Api::AnthropicMessages => Some(Wire::Anthropic),
+            Api::GeminiGenerate => Some(Wire::Gemini),
+            Api::Completions | Api::Embeddings => None,
+        }
+    }
+
     pub fn read_request(self, body: &[u8]) -> Result<Chat, String> {
         match self {
             Wire::OpenaiChat => openai_chat::read_request(body),

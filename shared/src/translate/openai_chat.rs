@@ -18,7 +18,7 @@ use crate::openai::{
 
 pub fn read_request(body: &[u8]) -> Result<Chat, String> {
     let request: ChatCompletionRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a chat completions request: {e}"))?;
+        crate::json::from_object(body).map_err(|e| format!("the body is not a chat completions request: {e}"))?;
     let mut chat = Chat {
         model: request.model,
         max_tokens: request.max_completion_tokens.or(request.max_tokens),

@@ -26,7 +26,7 @@ use crate::openai::{
 
 pub fn read_request(body: &[u8]) -> Result<Chat, String> {
     let request: ResponsesRequest =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not a Responses request: {e}"))?;
+        crate::json::from_object(body).map_err(|e| format!("the body is not a Responses request: {e}"))?;
     let kept = [("previous_response_id", &request.previous_response_id), ("conversation", &request.conversation)];
     if let Some((name, _)) = kept.iter().find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())) {
         return Err(format!("`{name}` names state kept by OpenAI; send the whole conversation as `input`"));

@@ -271,6 +271,21 @@ fn gemini_members_with_no_canonical_form_are_refused_and_errors_read_in_every_sh
     assert_eq!((error.kind, error.message.as_str()), (super::ErrorKind::RateLimit, "quota"));
     let error = Wire::Gemini.read_answer(503, b"<html>busy</html>").unwrap_err();
     assert_eq!(error.kind, super::ErrorKind::Overloaded);
+    // A generic error type or status yields to a specific HTTP status, in every schema that has one.
+    let internal = json!({"error": {"code": 429, "message": "m", "status": "INTERNAL"}});
+    assert_eq!(
+        Wire::Gemini.read_answer(429, internal.to_string().as_bytes()).unwrap_err().kind,
+        super::ErrorKind::RateLimit
+    );
+    let api_error = json!({"type": "error", "error": {"type": "api_error", "message": "m"}});
+    assert_eq!(
+        Wire::Anthropic.read_answer(429, api_error.to_string().as_bytes()).unwrap_err().kind,
+        super::ErrorKind::RateLimit
+    );
+    assert_eq!(
+        Wire::Anthropic.read_answer(500, api_error.to_string().as_bytes()).unwrap_err().kind,
+        super::ErrorKind::Server
+    );
     // A prompt Gemini blocked has no candidate: a filtered, empty answer.
     let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}});
     let answer = Wire::Gemini.read_answer(200, blocked.to_string().as_bytes()).unwrap();
