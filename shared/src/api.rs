@@ -17,6 +17,9 @@ pub enum Api {
     Responses,
     /// Anthropic `POST /v1/messages`.
     AnthropicMessages,
+    /// Anthropic `POST /v1/messages/count_tokens`: a Messages request's prompt tokens, free of
+    /// charge (Claude Code calls it before each turn).
+    AnthropicCountTokens,
     /// Gemini `POST .../models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
     /// (Google AI Studio, Vertex AI): the model and streaming are in the path ([`GeminiCall`]).
     GeminiGenerate,
@@ -174,12 +177,13 @@ impl PathRule {
 }
 
 impl Api {
-    pub const ALL: [Api; 6] = [
+    pub const ALL: [Api; 7] = [
         Api::ChatCompletions,
         Api::Completions,
         Api::Embeddings,
         Api::Responses,
         Api::AnthropicMessages,
+        Api::AnthropicCountTokens,
         Api::GeminiGenerate,
     ];
 
@@ -203,6 +207,8 @@ impl Api {
             Some(Api::Responses)
         } else if path.ends_with("/v1/messages") {
             Some(Api::AnthropicMessages)
+        } else if path.ends_with("/v1/messages/count_tokens") {
+            Some(Api::AnthropicCountTokens)
         } else {
             None
         }
@@ -210,7 +216,7 @@ impl Api {
 
     pub fn schema(self) -> Schema {
         match self {
-            Api::AnthropicMessages => Schema::Anthropic,
+            Api::AnthropicMessages | Api::AnthropicCountTokens => Schema::Anthropic,
             Api::GeminiGenerate => Schema::Gemini,
             _ => Schema::OpenAi,
         }
@@ -224,6 +230,7 @@ impl Api {
             Api::Embeddings => "embeddings",
             Api::Responses => "responses",
             Api::AnthropicMessages => "messages",
+            Api::AnthropicCountTokens => "count_tokens",
             Api::GeminiGenerate => "generate_content",
         }
     }
@@ -240,6 +247,11 @@ impl Api {
             Schema::Gemini => "gemini",
             Schema::OpenAi => "openai",
         }
+    }
+
+    /// Whether the provider bills the call by its tokens (counting tokens is free).
+    pub fn is_billed(self) -> bool {
+        self != Api::AnthropicCountTokens
     }
 
     /// Whether the API accepts `stream_options.include_usage`.
@@ -369,6 +381,10 @@ mod tests {
             assert_eq!(Api::from_name(api.name()), Some(api));
         }
         assert_eq!(Api::GeminiGenerate.schema(), Schema::Gemini);
+        assert_eq!(Class::of("POST", "/v1/messages/count_tokens"), Class::Api(Api::AnthropicCountTokens));
+        assert_eq!(Api::AnthropicCountTokens.schema(), Schema::Anthropic);
+        assert!(!Api::AnthropicCountTokens.is_billed() && Api::AnthropicMessages.is_billed());
+        assert_eq!(Class::of("POST", "/v1/messages/count"), Class::Other);
         assert_eq!(Api::GeminiGenerate.default_provider(), "gemini");
         assert_eq!(Api::AnthropicMessages.schema(), Schema::Anthropic);
         assert_eq!(Api::Responses.schema(), Schema::OpenAi);

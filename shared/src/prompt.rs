@@ -130,7 +130,7 @@ pub fn estimate_prompt(api: Api, body: &[u8], exact_budget_bytes: usize) -> Resu
             add_json_list(&mut tally, req.tools.as_deref());
             tally
         }
-        Api::AnthropicMessages => {
+        Api::AnthropicMessages | Api::AnthropicCountTokens => {
             let req: anthropic::MessagesRequest = from_object(body)?;
             let mut tally = TokenTally::new(Encoding::for_model(&req.model), exact_budget_bytes);
             if let Some(system) = &req.system {

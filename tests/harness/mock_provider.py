@@ -465,6 +465,15 @@ async def record(request: web.Request) -> bytes:
     return raw
 
 
+async def count_tokens(request: web.Request):
+    """Anthropic's `/v1/messages/count_tokens`: the prompt tokens (`x-mock-prompt-tokens`)."""
+    await record(request)
+    status = header_int(request, "x-mock-status", 200)
+    if status != 200:
+        return web.json_response(error_body("messages", status), status=status)
+    return web.json_response({"input_tokens": header_int(request, "x-mock-prompt-tokens", 21)})
+
+
 async def other(request: web.Request):
     await record(request)
     return web.json_response({"object": "list", "data": []})
@@ -568,6 +577,7 @@ def app():
               ("responses", "/responses"), ("messages", "/messages")]
     for api, suffix in routes:
         application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
+    application.router.add_post("/v1/messages/count_tokens", count_tokens)
     # Azure OpenAI: the deployment in the path, `api-version` in the query.
     application.router.add_post("/openai/deployments/{deployment}/chat/completions",
                                 lambda request: handle(request, "chat"))

@@ -38,6 +38,7 @@ APIS = {
     "embeddings": "/v1/embeddings",
     "responses": "/v1/responses",
     "messages": "/v1/messages",
+    "count_tokens": "/v1/messages/count_tokens",
     # The model, and streaming, are in the path (see `api_path`).
     "gemini": "/v1beta/models/{model}:generateContent",
 }
@@ -61,6 +62,7 @@ def body(api, model, text, stream=False):
         "embeddings": {"model": model, "input": text},
         "responses": {"model": model, "input": text},
         "messages": {"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": text}]},
+        "count_tokens": {"model": model, "messages": [{"role": "user", "content": text}]},
     }[api]
     if stream:
         b["stream"] = True
@@ -144,7 +146,8 @@ def test_trailers_do_not_skip_the_pii_scrubber(gate, protocol, api, stream):
     assert answer.status == 200, answer
     [request] = sent
     assert EMAIL not in request["body"] and "<EMAIL_1>" in request["body"]
-    expected = {"messages": ("x-api-key", ANTHROPIC_KEY), "gemini": ("x-goog-api-key", GEMINI_KEY)}.get(
+    expected = {"messages": ("x-api-key", ANTHROPIC_KEY), "count_tokens": ("x-api-key", ANTHROPIC_KEY),
+                "gemini": ("x-goog-api-key", GEMINI_KEY)}.get(
         api, ("authorization", f"Bearer {PROVIDER_KEY}"))
     assert header(request, expected[0]) == expected[1]
 
@@ -435,7 +438,7 @@ def test_every_string_is_scanned_in_every_schema(gate, case, protocol):
 def test_duplicate_members_anywhere_are_400(gate, api, protocol):
     text = body(api, ALLOWED, "hi").decode()
     # A second copy of a nested member: parsers disagree on which one wins.
-    member = {"chat": "content", "messages": "content", "gemini": "text"}.get(api)
+    member = {"chat": "content", "messages": "content", "count_tokens": "content", "gemini": "text"}.get(api)
     doubled = text.replace('"hi"', f'"hi", "{member}": "{EMAIL}"', 1) if member else \
         text[:-1] + f', "model": "{FORBIDDEN}"}}'
     answer, sent = send(gate, protocol, "POST", api_path(api), data=doubled.encode())
@@ -532,6 +535,10 @@ def test_an_unpriced_model_is_refused_under_a_usd_limit_without_a_default_price(
                modules=["sluice.budget_enforcer", "sluice.token_counter"]) as s:
         for api in APIS:
             answer, sent = send(s, "h1", "POST", api_path(api, "self-hosted-llama"), key=OPEN, data=body(api, "self-hosted-llama", "hi"))
+            if api == "count_tokens":
+                # Counting tokens costs nothing, whatever the model's price.
+                assert answer.status == 200 and len(sent) == 1, (api, answer)
+                continue
             assert answer.status == 403, (api, answer)
             assert answer.json()["error"]["code"] == "model_unpriced"
             assert sent == []

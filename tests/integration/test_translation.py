@@ -924,3 +924,43 @@ def test_a_gemini_body_that_is_no_generate_request_is_refused(gateway, genai_sdk
                           headers={"x-goog-api-key": DEMO_KEY, "content-type": "application/json"}, timeout=30)
         assert r.status_code == 400, (body, r.text)
     assert attempts(gateway, since) == []
+
+
+# Anthropic's `count_tokens` (Claude Code calls it before each turn): Anthropic counts its own,
+# the gateway counts for every other schema; never billed.
+def test_count_tokens_reaches_an_anthropic_provider_with_its_model(gateway, claude_sdk):
+    since = time.time()
+    count = claude_sdk.messages.count_tokens(model="claude-direct", system="Be brief.",
+                                             messages=[{"role": "user", "content": "Capital of France?"}],
+                                             extra_headers={"x-mock-prompt-tokens": "33"})
+    assert count.input_tokens == 33
+    [(path, headers, body)] = attempts(gateway, since)
+    assert path == "/v1/messages/count_tokens" and headers.get("x-api-key") == ANTHROPIC_SECRET
+    assert body["model"] == CLAUDE and "max_tokens" not in body
+    line = wait_until(lambda: next((l for l in reversed(gateway.access_log())
+                                    if l.get("path") == "/v1/messages/count_tokens" and l.get("status") == 200), None),
+                      "count_tokens log line")
+    # Not metered: a count is billed nothing.
+    assert float(line.get("cost_usd") or 0) == 0 and line.get("prompt_tokens") in (None, "", "-", "0"), line
+
+
+@pytest.mark.parametrize("model", ["gpt-direct", "gemini-direct", "bedrock-direct"])
+def test_count_tokens_is_answered_by_the_gateway_for_other_schemas(gateway, claude_sdk, model):
+    since = time.time()
+    ask = lambda text: claude_sdk.messages.count_tokens(  # noqa: E731
+        model=model, messages=[{"role": "user", "content": text}]).input_tokens
+    short, long = ask("Capital of France?"), ask("Capital of France? " * 50)
+    assert 5 <= short < 30 and long > 10 * short, (short, long)
+    assert attempts(gateway, since) == []
+
+
+@pytest.mark.parametrize("extra,status", [({}, 200), ({"messages": "nope"}, 400), ({"model": "unknown-model"}, 404)])
+def test_count_tokens_with_an_odd_body_gets_a_clear_answer(gateway, extra, status):
+    since = time.time()
+    body = {"model": "gpt-direct", "messages": [{"role": "user", "content": "hi"}], **extra}
+    r = requests.post(gateway.url("/v1/messages/count_tokens"), json=body, timeout=30,
+                      headers={"x-api-key": DEMO_KEY, "anthropic-version": "2023-06-01"})
+    assert r.status_code == status, r.text
+    if status == 200:
+        assert isinstance(r.json()["input_tokens"], int)
+    assert attempts(gateway, since) == []

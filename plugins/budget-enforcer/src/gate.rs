@@ -344,7 +344,7 @@ impl Request {
         let applicable =
             limits::applicable(&settings.config, limits::Request { identity: &identity, model: &self.model });
         let usd_limited = applicable.iter().any(|(_, limit, _)| limit.kind == Kind::Usd);
-        if usd_limited && self.api.is_some() && self.price().is_none() {
+        if usd_limited && self.api.is_some_and(Api::is_billed) && self.price().is_none() {
             let model = self.model.clone();
             return self.refuse(
                 ApiError::forbidden(format!(
@@ -411,6 +411,10 @@ impl Request {
     }
 
     fn estimate_prompt(&self) -> Estimate {
+        if self.api.is_some_and(|api| !api.is_billed()) {
+            // Counting tokens costs nothing: nothing is reserved.
+            return Estimate { tokens: 0, micro_usd: 0 };
+        }
         let body = self.body.as_deref().unwrap_or_default();
         let tokens =
             match self.api.map(|api| prompt::estimate_prompt(api, body, self.settings.config.exact_count_bytes)) {

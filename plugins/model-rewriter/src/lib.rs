@@ -175,9 +175,14 @@ impl Filter {
         let allowed = facts::read(&Host, facts::IDENTITY_MODELS)
             .map(|globs| globs.split(',').map(str::to_string).collect())
             .unwrap_or_default();
-        let prompt_tokens = facts::read_u64(&Host, facts::PROMPT_ESTIMATE)
-            .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
-            .unwrap_or(0);
+        // A count of a prompt's tokens is answered whatever the window (that is what it is for).
+        let prompt_tokens = if api.is_billed() {
+            facts::read_u64(&Host, facts::PROMPT_ESTIMATE)
+                .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
+                .unwrap_or(0)
+        } else {
+            0
+        };
         let complexity = routing::needs_complexity(config).then(|| {
             // Every chat schema is read through its translator: the same texts score the same.
             let chat = Wire::of_client(api).and_then(|wire| wire.read_request(body).ok());

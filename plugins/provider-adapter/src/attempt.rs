@@ -38,6 +38,7 @@ pub fn admitted(config: &Config, method: &str, path: &str, marked: Option<Api>) 
 const OPENAI_CHAT_PATH: &str = "/v1/chat/completions";
 const OPENAI_RESPONSES_PATH: &str = "/v1/responses";
 const ANTHROPIC_PATH: &str = "/v1/messages";
+const ANTHROPIC_COUNT_PATH: &str = "/v1/messages/count_tokens";
 
 /// An attempt whose request and answer are translated: the client's schema and the provider's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct Plan {
     pub path_model: Option<String>,
     /// The client speaks Gemini: its model and streaming come from its path.
     pub gemini: Option<GeminiClient>,
+    /// A count of tokens for a provider that cannot count them: answered here, never sent.
+    pub count_here: bool,
     /// The body must be read: to translate it, or to take the chain's model out of it.
     pub read_body: bool,
 }
@@ -138,9 +141,13 @@ impl Seen<'_> {
 pub fn takes(schema: Schema) -> &'static [Api] {
     match schema {
         Schema::Openai => &Api::ALL,
-        Schema::Anthropic | Schema::Gemini | Schema::Bedrock => {
-            &[Api::ChatCompletions, Api::Responses, Api::AnthropicMessages, Api::GeminiGenerate]
-        }
+        Schema::Anthropic | Schema::Gemini | Schema::Bedrock => &[
+            Api::ChatCompletions,
+            Api::Responses,
+            Api::AnthropicMessages,
+            Api::AnthropicCountTokens,
+            Api::GeminiGenerate,
+        ],
     }
 }
 
@@ -260,6 +267,12 @@ pub fn plan(
         (Schema::Anthropic, Some(Api::AnthropicMessages)) if seen.marked.is_some() => {
             plan.path = Some(ANTHROPIC_PATH.into());
         }
+        // Anthropic counts its own (back to its path if an earlier attempt moved the request).
+        (Schema::Anthropic, Some(Api::AnthropicCountTokens)) => {
+            plan.path = seen.marked.map(|_| ANTHROPIC_COUNT_PATH.to_string());
+        }
+        // Only Anthropic counts a Messages request's tokens: the others get the gateway's count.
+        (_, Some(Api::AnthropicCountTokens)) => plan.count_here = true,
         (Schema::Openai, Some(api @ (Api::AnthropicMessages | Api::GeminiGenerate))) if seen.has_body => {
             plan.translate = translated(client_wire(api), Wire::OpenaiChat);
             plan.path = Some(provider.chat_path.as_deref().unwrap_or(OPENAI_CHAT_PATH).to_string());
@@ -315,12 +328,18 @@ pub fn plan(
         plan.mark = api;
     }
     // A Gemini call's body always is: the gateway's `model` member must not reach the provider.
-    plan.read_body = seen.has_body && (plan.translate.is_some() || plan.gemini.is_some() || (chain && api.is_some()));
+    plan.read_body = seen.has_body
+        && (plan.translate.is_some() || plan.gemini.is_some() || plan.count_here || (chain && api.is_some()));
     if plan.read_body {
         // The body changes length.
         plan.remove.push("content-length".into());
     }
     Ok(plan)
+}
+
+/// The answer to a count of tokens the adapter makes itself: Anthropic's shape.
+pub fn counted_tokens(tokens: u64) -> Vec<u8> {
+    serde_json::json!({ "input_tokens": tokens }).to_string().into_bytes()
 }
 
 /// A prepared request body.
@@ -650,6 +669,30 @@ mod tests {
             assert!(prepare_body(bad, "openai", &c.providers["openai"], false, to_openai, Some(&stream)).is_err());
         }
         assert!(prepare_body(b"not json", "gemini", &c.providers["gemini"], false, None, Some(&call)).is_err());
+    }
+
+    #[test]
+    fn a_count_of_tokens_goes_to_anthropic_and_is_answered_here_for_the_others() {
+        let c = config(
+            r#"{"providers": {
+            "openai": {"api_key": "sk-o"},
+            "anthropic": {"schema": "anthropic", "api_key": "sk-a"},
+            "gemini": {"schema": "gemini", "api_key": "g"},
+            "bedrock": {"schema": "bedrock", "api_key": "b"}}}"#,
+        );
+        let count = seen("/v1/messages/count_tokens", None);
+        for (name, provider) in &c.providers {
+            assert_eq!(unspoken(name, provider, &count), None, "{name}");
+            let p = plan(&c, name, provider, Some("k"), &count).unwrap();
+            let anthropic = name == "anthropic";
+            // Never translated, never sent to a model path (none is routed here).
+            assert_eq!((p.count_here, p.translate, p.path.is_some()), (!anthropic, None, false), "{name}");
+            assert_eq!(p.read_body, !anthropic || c.is_chain(), "{name}");
+        }
+        let back = seen("/v1/chat/completions", Some(Api::AnthropicCountTokens));
+        let p = plan(&c, "anthropic", &c.providers["anthropic"], Some("sk-a"), &back).unwrap();
+        assert_eq!(p.path.as_deref(), Some("/v1/messages/count_tokens"));
+        assert_eq!(counted_tokens(42), br#"{"input_tokens":42}"#.to_vec());
     }
 
     #[test]

@@ -44,7 +44,7 @@ use sluice_shared::host::{Clock, Properties};
 use sluice_shared::plugin::{self, Module};
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
-use sluice_shared::translate::{Event, StreamReader, StreamWriter};
+use sluice_shared::translate::{Event, StreamReader, StreamWriter, Wire};
 
 use crate::attempt::{Seen, Translation};
 use crate::config::Config;
@@ -118,6 +118,7 @@ impl Module for ProviderAdapter {
             path_stream: None,
             model: String::new(),
             gemini: None,
+            count_here: false,
             status: 0,
             answer: Answer::Untouched,
         })
@@ -192,6 +193,8 @@ struct Filter {
     model: String,
     /// The client speaks Gemini (its model and stream are in its path).
     gemini: Option<attempt::GeminiClient>,
+    /// A count of tokens answered here (the provider cannot count them).
+    count_here: bool,
     /// The answer's status.
     status: u16,
     answer: Answer,
@@ -292,6 +295,7 @@ impl plugin::Filter for Filter {
         self.path_stream = plan.path_model.is_some().then_some(seen.streams());
         self.model = plan.path_model.unwrap_or_default();
         self.gemini = plan.gemini;
+        self.count_here = plan.count_here;
         Action::Continue
     }
 
@@ -306,6 +310,17 @@ impl plugin::Filter for Filter {
 
     fn on_request_body(&mut self, body: Vec<u8>, size: usize) -> Action {
         self.read_body = false;
+        if self.count_here {
+            if let Err(why) = Wire::Anthropic.read_request(&body) {
+                return self.fail(&ApiError::bad_request(format!("The request cannot be counted: {why}.")));
+            }
+            // The token counter's count (exact where it has the model's encoding), else about
+            // four bytes per token.
+            let tokens =
+                facts::read_u64(&Host, facts::PROMPT_ESTIMATE).unwrap_or_else(|| body.len().div_ceil(4) as u64);
+            proxy::send_json(200, &attempt::counted_tokens(tokens));
+            return Action::Pause;
+        }
         let Some(name) = self.provider.as_deref() else { return Action::Continue };
         let Some(provider) = self.config.providers.get(name) else { return Action::Continue };
         let gemini = self.gemini.as_ref();

@@ -184,7 +184,9 @@ impl Exchange {
         };
         self.estimate = match published_estimate {
             Some(tokens) => Estimate::Published(tokens),
-            None if config.estimates_on_request() => estimate(api, &body, config),
+            // Counting tokens is the call's whole point: its estimate is always made (the
+            // provider adapter answers with it for a provider that cannot count).
+            None if config.estimates_on_request() || !api.is_billed() => estimate(api, &body, config),
             None => Estimate::Deferred(body),
         };
         self.request = Some(summary.clone());
@@ -210,6 +212,8 @@ impl Exchange {
             content_encoding.is_some_and(|e| !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity"));
         self.answer = match self.api {
             None => AnswerBody::Passthrough("other_api"),
+            // A count of tokens is billed nothing.
+            Some(api) if !api.is_billed() => AnswerBody::Passthrough("count_tokens"),
             Some(_) if encoded => AnswerBody::Passthrough("compressed"),
             Some(api) if content_type.starts_with("text/event-stream") => {
                 AnswerBody::Sse(Box::new(StreamTally::new(api, config.exact_count_bytes)))

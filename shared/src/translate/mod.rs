@@ -269,7 +269,7 @@ impl Wire {
             Api::Responses => Some(Wire::OpenaiResponses),
             Api::AnthropicMessages => Some(Wire::Anthropic),
             Api::GeminiGenerate => Some(Wire::Gemini),
-            Api::Completions | Api::Embeddings => None,
+            Api::Completions | Api::Embeddings | Api::AnthropicCountTokens => None,
         }
     }
 
