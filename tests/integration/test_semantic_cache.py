@@ -6,8 +6,11 @@ dependency down, and bad inputs."""
 import json
 import time
 
+import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 import requests
 
 from harness.procs import wait_until
@@ -162,6 +165,82 @@ def test_a_streamed_answer_is_stored_and_served_as_json(gateway):
     assert hit.headers["content-type"] == "application/json"
 
 
+# --- every chat schema: the Responses API, Anthropic Messages and Gemini clients hit too ---------
+
+def claude_client(stack):
+    return anthropic.Anthropic(base_url=stack.url(""), api_key=DEMO_KEY, max_retries=0, timeout=30)
+
+
+@pytest.mark.parametrize("first_stream,then_stream", [(False, False), (True, True), (True, False), (False, True)])
+def test_anthropic_clients_hit_exact_and_paraphrased_repeats_in_their_own_schema(gateway, first_stream, then_stream):
+    client = claude_client(gateway)
+    question = "What is the capital of France?"
+
+    def ask_claude(content, stream, headers=None):
+        ask = {"model": "claude-haiku-4-5", "max_tokens": 64, "system": "Be brief.",
+               "messages": [{"role": "user", "content": content}], "extra_headers": headers or {}}
+        if stream:
+            with client.messages.with_streaming_response.create(**ask, stream=True) as raw:
+                cache = raw.headers["x-sluice-cache"]
+            with client.messages.stream(**ask) as s:
+                return cache, "".join(s.text_stream), s.get_final_message()
+        raw = client.messages.with_raw_response.create(**ask)
+        message = raw.parse()
+        return raw.headers["x-sluice-cache"], message.content[0].text, message
+
+    cache, text_first, _ = ask_claude(question, first_stream, {"x-mock-text": "Mount Everest."})
+    assert (cache, text_first) == ("miss", "Mount Everest.")
+    wait_stored(gateway)
+    calls = provider_calls(gateway)
+    if then_stream:
+        # Two requests: the raw one (for the header) and the SDK's own stream; both are hits.
+        cache, text_then, final = ask_claude(question, True)
+    else:
+        cache, text_then, final = ask_claude(question, False)
+    assert (cache, text_then) == ("hit", "Mount Everest.")
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 0
+    paraphrase = ask_claude("Tell me the capital city of France", False)
+    assert paraphrase[:2] == ("hit", "Mount Everest.")
+    assert provider_calls(gateway) == calls
+    # Another system prompt or a member the chat form drops (`top_k`) is another question.
+    other = client.messages.with_raw_response.create(model="claude-haiku-4-5", max_tokens=64, extra_body={"top_k": 5}, system="Be brief.",
+                                                     messages=[{"role": "user", "content": question}])
+    assert other.headers["x-sluice-cache"] == "miss"
+
+
+def test_responses_clients_hit_in_their_own_schema(gateway):
+    client = openai.OpenAI(base_url=gateway.url("/v1"), api_key=DEMO_KEY, max_retries=0, timeout=30)
+    ask = {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "What is the chemical symbol for gold?"}
+    first = client.responses.with_raw_response.create(**ask, extra_headers={"x-mock-text": "Au."})
+    assert first.headers["x-sluice-cache"] == "miss" and first.parse().output_text == "Au."
+    wait_stored(gateway)
+    calls = provider_calls(gateway)
+    hit = client.responses.with_raw_response.create(**ask)
+    assert hit.headers["x-sluice-cache"] == "hit" and hit.parse().output_text == "Au."
+    with client.responses.stream(**ask) as stream:
+        assert stream.get_final_response().output_text == "Au."
+    assert provider_calls(gateway) == calls
+
+
+def test_gemini_clients_hit_in_their_own_schema(gateway):
+    client = genai.Client(api_key=DEMO_KEY, http_options=genai_types.HttpOptions(base_url=gateway.url(""), timeout=30_000))
+    question = "What is the largest ocean on Earth?"
+    first = client.models.generate_content(model="gemini-2.5-flash", contents=question, config=genai_types.GenerateContentConfig(
+        http_options=genai_types.HttpOptions(headers={"x-mock-text": "The Pacific."})))
+    assert first.text == "The Pacific." and first.sdk_http_response.headers["x-sluice-cache"] == "miss"
+    wait_stored(gateway)
+    calls = provider_calls(gateway)
+    hit = client.models.generate_content(model="gemini-2.5-flash", contents=question)
+    assert hit.text == "The Pacific." and hit.sdk_http_response.headers["x-sluice-cache"] == "hit"
+    streamed = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents=question))
+    assert "".join(c.text or "" for c in streamed) == "The Pacific."
+    assert streamed[-1].candidates[0].finish_reason == genai_types.FinishReason.STOP
+    # The model is in the path: another model is another entry.
+    other = client.models.generate_content(model="gemini-2.5-pro", contents=question)
+    assert other.sdk_http_response.headers["x-sluice-cache"] == "miss"
+    assert provider_calls(gateway) == calls + 1
+
+
 def test_entries_expire_with_their_ttl(gateway):
     question = "What is the speed of light?"
     ask(gateway, question, model="short-ttl-model")
@@ -201,7 +280,7 @@ def test_cache_control_no_store_and_no_cache(gateway):
 
 
 def test_errors_cut_answers_and_tool_calls_are_not_stored(gateway):
-    question = "What is the tallest mountain on Earth?"
+    question = "What is the capital of France?"
     assert ask(gateway, question, headers={"x-mock-status": "500"}).status_code == 500
     filtered = json.dumps({"id": "x", "object": "chat.completion", "model": "gpt-4o-mini", "choices": [
         {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}]})
@@ -252,6 +331,13 @@ def test_other_apis_pass_with_a_bypass(gateway):
     response = requests.post(gateway.url("/v1/embeddings"), json={"model": "text-embedding-3-small", "input": "hi"},
                              headers={"authorization": f"Bearer {DEMO_KEY}"}, timeout=30)
     assert (response.headers["x-sluice-cache"], response.headers["x-sluice-cache-reason"]) == ("bypass", "api")
+    count = requests.post(gateway.url("/v1/messages/count_tokens"), timeout=30, headers={"x-api-key": DEMO_KEY},
+                          json={"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]})
+    assert (count.headers["x-sluice-cache"], count.headers["x-sluice-cache-reason"]) == ("bypass", "api")
+    # A Messages body that is no Messages request is not looked up.
+    odd = requests.post(gateway.url("/v1/messages"), timeout=30, headers={"x-api-key": DEMO_KEY},
+                        json={"model": "claude-haiku-4-5", "max_tokens": 5, "messages": "hi"})
+    assert (odd.headers["x-sluice-cache"], odd.headers["x-sluice-cache-reason"]) == ("bypass", "unreadable")
     assert "x-sluice-cache" not in requests.get(gateway.url("/v1/models"), timeout=30,
                                                 headers={"authorization": f"Bearer {DEMO_KEY}"}).headers
 

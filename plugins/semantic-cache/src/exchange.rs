@@ -26,6 +26,7 @@ use crate::record::{Record, Skip, StreamAnswer};
 use crate::report::{self, Outcome, Timings};
 use crate::scripts::{self, Scripts};
 use crate::vector::{self, Embedding, Encoded, Planes};
+use crate::wire::{ChatStream, Foreign};
 
 const NAME: &str = "sluice.semantic_cache";
 /// Distinct values kept per metric label.
@@ -183,7 +184,8 @@ enum Phase {
 /// How a miss's answer is being collected for storage.
 enum Collecting {
     Json(Vec<u8>),
-    Stream(Box<(SseParser, StreamAnswer)>),
+    /// A client's stream of another schema is turned into chat chunks as it passes.
+    Stream(Box<(SseParser, Option<ChatStream>, StreamAnswer)>),
 }
 
 /// What a miss's answer will be stored under.
@@ -201,6 +203,8 @@ struct Filter {
     path: String,
     host: String,
     request: Option<CacheRequest>,
+    /// The client speaks another chat schema than Chat Completions.
+    foreign: Option<Foreign>,
     policy: Option<Policy>,
     keys: Option<Keys>,
     outcome: Option<Outcome>,
@@ -223,6 +227,7 @@ impl Filter {
             path: String::new(),
             host: String::new(),
             request: None,
+            foreign: None,
             policy: None,
             keys: None,
             outcome: None,
@@ -267,7 +272,12 @@ impl Filter {
             resolved = Some(policy);
             (policy.mode == Mode::Semantic).then_some(config.embed)
         };
-        let (Some(request), Some(policy)) = (CacheRequest::parse(body, semantic, &shared.salt), resolved) else {
+        let chat = match self.foreign {
+            Some(foreign) => foreign.chat_request(&self.path, body),
+            None => Some(body.to_vec()),
+        };
+        let request = chat.and_then(|chat| CacheRequest::parse(&chat, semantic, &shared.salt));
+        let (Some(request), Some(policy)) = (request, resolved) else {
             return self.bypass(Bypass::Unreadable);
         };
         if policy.mode == Mode::Off {
@@ -433,10 +443,17 @@ impl Filter {
             self.request.as_ref().map(|r| (r.stream, r.include_usage, r.exact.clone())).unwrap_or_default();
         let now = Host.now_ms();
         let id = format!("chatcmpl-cache-{}{now:x}", exact.get(..12).unwrap_or_default());
-        let (content_type, body) = if stream {
-            ("text/event-stream", record.sse(&id, now / 1000, include_usage))
-        } else {
-            ("application/json", record.json(&id, now / 1000))
+        let created = now / 1000;
+        let (content_type, body) = match (stream, self.foreign) {
+            (true, None) => ("text/event-stream", record.sse(&id, created, include_usage)),
+            (false, None) => ("application/json", record.json(&id, created)),
+            (true, Some(foreign)) => ("text/event-stream", foreign.sse(&record.sse(&id, created, true), created)),
+            (false, Some(foreign)) => {
+                let Some(body) = foreign.json(&record.json(&id, created), created) else {
+                    return self.miss();
+                };
+                ("application/json", body)
+            }
         };
         let mut extra = outcome.headers();
         if let Some((prompt, completion)) = record.original_tokens() {
@@ -540,7 +557,9 @@ impl plugin::Filter for Filter {
         match api {
             None => return Action::Continue,
             Some(Api::ChatCompletions) if !end_of_stream => {}
+            Some(api) if !end_of_stream && Foreign::of(api).is_some() => self.foreign = Foreign::of(api),
             Some(Api::ChatCompletions) => return self.bypass(Bypass::Unreadable),
+            Some(api) if Foreign::of(api).is_some() => return self.bypass(Bypass::Unreadable),
             Some(_) => return self.bypass(Bypass::Api),
         }
         self.host = proxy::request_header_text(":authority").unwrap_or_default();
@@ -583,7 +602,8 @@ impl plugin::Filter for Filter {
             self.skip_store("encoded");
         } else if content_type.starts_with("text/event-stream") {
             let max = self.shared.config.max_entry_bytes;
-            self.collecting = Some(Collecting::Stream(Box::new((SseParser::new(max), StreamAnswer::new(max)))));
+            let chat = self.foreign.map(|f| f.chat_stream(Host.now_ms() / 1000));
+            self.collecting = Some(Collecting::Stream(Box::new((SseParser::new(max), chat, StreamAnswer::new(max)))));
         } else if content_type.contains("json") {
             self.collecting = Some(Collecting::Json(Vec::new()));
         } else {
@@ -606,13 +626,21 @@ impl plugin::Filter for Filter {
                 body.extend_from_slice(&chunk);
             }
             Collecting::Stream(state) => {
-                let (parser, answer) = &mut **state;
+                let (parser, chat, answer) = &mut **state;
                 let mut events = parser.push(&chunk);
                 if end_of_stream {
                     events.extend(parser.finish());
                 }
                 for event in events {
-                    answer.push(&event.data);
+                    match chat {
+                        Some(chat) => {
+                            chat.push(event.event.as_deref(), &event.data).iter().for_each(|c| answer.push(c))
+                        }
+                        None => answer.push(&event.data),
+                    }
+                }
+                if let (true, Some(chat)) = (end_of_stream, chat) {
+                    chat.finish().iter().for_each(|c| answer.push(c));
                 }
             }
         }
@@ -621,9 +649,15 @@ impl plugin::Filter for Filter {
             return Action::Continue;
         }
         let record = match collecting {
-            Collecting::Json(body) => Record::from_json(&body, tool_calls),
+            Collecting::Json(body) => match self.foreign {
+                Some(foreign) => foreign
+                    .chat_answer(&body, Host.now_ms() / 1000)
+                    .ok_or(Skip::Unreadable)
+                    .and_then(|chat| Record::from_json(&chat, tool_calls)),
+                None => Record::from_json(&body, tool_calls),
+            },
             Collecting::Stream(state) => {
-                let (parser, answer) = *state;
+                let (parser, _, answer) = *state;
                 if parser.overflowed() {
                     Err(Skip::TooLarge)
                 } else {

@@ -1,6 +1,8 @@
 //! # Sluice semantic cache
 //!
-//! Answers repeated and paraphrased chat prompts from Redis, without calling the provider.
+//! Answers repeated and paraphrased chat prompts from Redis, without calling the provider, in
+//! every chat schema a client speaks (Chat Completions; the Responses API, Anthropic Messages
+//! and Gemini through their chat form, [`wire`]).
 //!
 //! - **Exact** ([`keys`]): a normalised key of everything that changes the answer (model,
 //!   messages, tools, parameters; not `stream` or `user`) finds byte-for-byte repeats, however
@@ -39,6 +41,7 @@ mod report;
 pub mod same_question;
 mod scripts;
 mod vector;
+mod wire;
 
 use proxy_wasm::traits::RootContext;
 
