@@ -499,6 +499,14 @@ async def handle(request: web.Request, api: str):
             return web.json_response({"message": "The request signature we calculated does not match the signature you "
                                                  "provided."}, status=403, headers=headers)
         RECENT[-1]["sigv4"] = "valid"
+    if api == "vertex-anthropic":
+        # Vertex takes the model in the path and the version in the body, never a `model` member.
+        if "model" in req or req.get("anthropic_version") != "vertex-2023-10-16":
+            return web.json_response({"error": {"code": 400, "message": "vertex: bad body", "status": "INVALID_ARGUMENT"}},
+                                     status=400)
+        model, _, method = request.match_info["call"].partition(":")
+        req = {**req, "model": model, "stream": method == "streamRawPredict"}
+        api = "messages"
     if api == "bedrock":
         # `/model/<model id, percent-encoded>/converse` or `/converse-stream`.
         req = {**req, "model": request.match_info["model"], "stream": request.match_info["method"] == "converse-stream"}
@@ -578,6 +586,9 @@ def app():
     for api, suffix in routes:
         application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
     application.router.add_post("/v1/messages/count_tokens", count_tokens)
+    # Claude on Vertex AI: `.../publishers/anthropic/models/<model>:rawPredict` (`:streamRawPredict`).
+    application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
+                                lambda request: handle(request, "vertex-anthropic"))
     # Azure OpenAI: the deployment in the path, `api-version` in the query.
     application.router.add_post("/openai/deployments/{deployment}/chat/completions",
                                 lambda request: handle(request, "chat"))

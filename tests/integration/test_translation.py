@@ -37,6 +37,8 @@ CONFIG = {
         "claude-direct": {"targets": [{"provider": "anthropic", "model": CLAUDE, "cluster": "provider_anthropic"}]},
         "gemini-direct": {"targets": [{"provider": "gemini", "model": GEMINI, "cluster": "provider_gemini"}]},
         "vertex-direct": {"targets": [{"provider": "vertex", "model": "gemini-2.5-pro", "cluster": "provider_vertex"}]},
+        "vertex-claude": {"targets": [{"provider": "vertex_claude", "model": "claude-sonnet-4-6@20260101",
+                                       "cluster": "provider_vertex_claude"}]},
         "bedrock-direct": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock"}]},
         # The same, signed with SigV4 by Envoy's signer (a cluster this module adds).
         "bedrock-signed": {"targets": [{"provider": "bedrock", "model": BEDROCK, "cluster": "provider_bedrock_signed"}]},
@@ -104,22 +106,30 @@ VERTEX_TOKEN = "ya29.vertex-test-token"
 VERTEX_PATH = "/v1/projects/p1/locations/europe-west4/publishers/google/models/{model}"
 
 
+VERTEX_CLAUDE_PATH = "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/{model}"
+
+
 def with_vertex(config):
-    """Adds `provider_vertex`: the Gemini schema at Vertex AI's path, with a bearer token."""
+    """Adds `provider_vertex` (the Gemini schema at Vertex AI's path) and `provider_vertex_claude`
+    (the Anthropic schema at Vertex AI's Claude path), each with a bearer token."""
     clusters = config["static_resources"]["clusters"]
-    vertex = copy.deepcopy(next(c for c in clusters if c["name"] == "provider_gemini"))
-    vertex["name"] = vertex["load_assignment"]["cluster_name"] = "provider_vertex"
-    endpoint = vertex["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    endpoint["metadata"]["filter_metadata"]["sluice"]["provider"] = "vertex"
-    options = vertex["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    options["http_filters"][0]["typed_config"]["config"]["configuration"]["value"] = json.dumps({"providers": {
-        "vertex": {"schema": "gemini", "api_key": VERTEX_TOKEN, "auth_header": "authorization",
-                   "authority": "europe-west4-aiplatform.googleapis.com", "model_path": VERTEX_PATH}}})
-    clusters.append(vertex)
     routes = connection_manager(config)["route_config"]["virtual_hosts"][0]["routes"]
-    route = copy.deepcopy(next(r for r in routes if r["route"]["cluster"] == "provider_gemini"))
-    route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = "provider_vertex"
-    routes.insert(0, route)
+    for name, provider in [
+        ("vertex", {"schema": "gemini", "api_key": VERTEX_TOKEN, "auth_header": "authorization",
+                    "authority": "europe-west4-aiplatform.googleapis.com", "model_path": VERTEX_PATH}),
+        ("vertex_claude", {"schema": "anthropic", "api_key": VERTEX_TOKEN, "auth_header": "authorization",
+                           "authority": "us-east5-aiplatform.googleapis.com", "model_path": VERTEX_CLAUDE_PATH})]:
+        vertex = copy.deepcopy(next(c for c in clusters if c["name"] == "provider_gemini"))
+        vertex["name"] = vertex["load_assignment"]["cluster_name"] = f"provider_{name}"
+        endpoint = vertex["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        endpoint["metadata"]["filter_metadata"]["sluice"]["provider"] = name
+        options = vertex["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        options["http_filters"][0]["typed_config"]["config"]["configuration"]["value"] = json.dumps(
+            {"providers": {name: provider}})
+        clusters.append(vertex)
+        route = copy.deepcopy(next(r for r in routes if r["route"]["cluster"] == "provider_gemini"))
+        route["match"]["headers"][0]["string_match"]["exact"] = route["route"]["cluster"] = f"provider_{name}"
+        routes.insert(0, route)
 
 
 def patched(config):
@@ -964,3 +974,46 @@ def test_count_tokens_with_an_odd_body_gets_a_clear_answer(gateway, extra, statu
     if status == 200:
         assert isinstance(r.json()["input_tokens"], int)
     assert attempts(gateway, since) == []
+
+
+# Claude on Vertex AI: the Anthropic schema at `.../publishers/anthropic/models/<model>:rawPredict`,
+# the model in the path, Vertex's `anthropic_version` in the body (the mock refuses anything else).
+@pytest.mark.parametrize("client", ["anthropic", "openai", "genai"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_claude_on_vertex_ai_from_every_client_schema(gateway, claude_sdk, openai_sdk, genai_sdk, client, stream):
+    since = time.time()
+    question = [{"role": "user", "content": "Capital of France?"}]
+    if client == "anthropic":
+        ask = {"model": "vertex-claude", "max_tokens": 40, "messages": question}
+        if stream:
+            with claude_sdk.messages.stream(**ask) as s:
+                text, model = "".join(s.text_stream), s.get_final_message().model
+        else:
+            message = claude_sdk.messages.create(**ask)
+            text, model = message.content[0].text, message.model
+    elif client == "openai":
+        if stream:
+            chunks = list(openai_sdk.chat.completions.create(model="vertex-claude", messages=question, stream=True))
+            text, model = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks[0].model
+        else:
+            completion = openai_sdk.chat.completions.create(model="vertex-claude", messages=question)
+            text, model = completion.choices[0].message.content, completion.model
+    else:
+        if stream:
+            chunks = list(genai_sdk.models.generate_content_stream(model="vertex-claude", contents="Capital of France?"))
+            text, model = "".join(c.text or "" for c in chunks), chunks[0].model_version
+        else:
+            response = genai_sdk.models.generate_content(model="vertex-claude", contents="Capital of France?")
+            text, model = response.text, response.model_version
+    assert (text, model) == (TEXT, "claude-sonnet-4-6@20260101")
+    [(path, headers, body)] = attempts(gateway, since)
+    method = "streamRawPredict" if stream else "rawPredict"
+    assert path == VERTEX_CLAUDE_PATH.format(model="claude-sonnet-4-6@20260101") + ":" + method
+    assert headers.get("authorization") == f"Bearer {VERTEX_TOKEN}"
+    assert headers.get("host") == "us-east5-aiplatform.googleapis.com"
+    for header in ("x-api-key", "anthropic-version", "x-goog-api-key"):
+        assert header not in headers, header
+    assert body["anthropic_version"] == "vertex-2023-10-16" and "model" not in body
+    assert body["messages"] == [{"role": "user", "content": "Capital of France?"}] or \
+        body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
+    assert body.get("stream", False) is stream

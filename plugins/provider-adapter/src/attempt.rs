@@ -176,6 +176,8 @@ fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Resu
     let method = match (provider.schema, seen.streams()) {
         (Schema::Bedrock, false) => "/converse",
         (Schema::Bedrock, true) => "/converse-stream",
+        (Schema::Anthropic, false) => ":rawPredict",
+        (Schema::Anthropic, true) => ":streamRawPredict",
         (_, false) => ":generateContent",
         (_, true) => ":streamGenerateContent?alt=sse",
     };
@@ -257,6 +259,21 @@ pub fn plan(
     }
     let translated = |client, provider| Some(Translation { client, provider });
     match (provider.schema, api) {
+        // Claude on Vertex AI: Messages at the routed model's path.
+        (
+            Schema::Anthropic,
+            Some(api @ (Api::ChatCompletions | Api::Responses | Api::AnthropicMessages | Api::GeminiGenerate)),
+        ) if provider.on_vertex_anthropic() && seen.has_body => {
+            if api != Api::AnthropicMessages {
+                plan.translate = translated(client_wire(api), Wire::Anthropic);
+            }
+            let (path, model) = model_path(provider_name, provider, seen)?;
+            plan.path = Some(path);
+            plan.path_model = Some(model);
+        }
+        (Schema::Anthropic, Some(Api::AnthropicCountTokens)) if provider.on_vertex_anthropic() => {
+            plan.count_here = true
+        }
         (Schema::Anthropic, Some(api @ (Api::ChatCompletions | Api::Responses | Api::GeminiGenerate)))
             if seen.has_body =>
         {
@@ -313,6 +330,10 @@ pub fn plan(
         in_path: plan.path_model.clone(),
     });
     match provider.schema {
+        // Vertex AI takes the version in the body.
+        Schema::Anthropic if provider.on_vertex_anthropic() => {
+            plan.remove.extend(["anthropic-version".to_string(), "anthropic-beta".to_string()]);
+        }
         Schema::Anthropic => plan.set.push(("anthropic-version".into(), provider.anthropic_version.clone())),
         // Anthropic's headers never reach another provider.
         Schema::Openai | Schema::Gemini | Schema::Bedrock if chain || plan.translate.is_some() => {
@@ -329,7 +350,11 @@ pub fn plan(
     }
     // A Gemini call's body always is: the gateway's `model` member must not reach the provider.
     plan.read_body = seen.has_body
-        && (plan.translate.is_some() || plan.gemini.is_some() || plan.count_here || (chain && api.is_some()));
+        && (plan.translate.is_some()
+            || plan.gemini.is_some()
+            || plan.count_here
+            || (provider.on_vertex_anthropic() && api.is_some())
+            || (chain && api.is_some()));
     if plan.read_body {
         // The body changes length.
         plan.remove.push("content-length".into());
@@ -352,11 +377,39 @@ pub struct Prepared {
     pub stream: bool,
 }
 
+/// The `anthropic_version` Claude on Vertex AI takes in the body.
+const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+/// Prepares an attempt's body ([`reshape`]); for Claude on Vertex AI, the Messages body then
+/// names no model (the path does) and carries Vertex's `anthropic_version`.
+pub fn prepare_body(
+    body: &[u8],
+    provider_name: &str,
+    provider: &Provider,
+    in_chain: bool,
+    translate: Option<Translation>,
+    gemini: Option<&GeminiClient>,
+) -> Result<Prepared, String> {
+    let prepared = reshape(body, provider_name, provider, in_chain, translate, gemini)?;
+    if !provider.on_vertex_anthropic() {
+        return Ok(prepared);
+    }
+    let mut value: Value = serde_json::from_slice(prepared.body.as_deref().unwrap_or(body))
+        .map_err(|e| format!("the body is not JSON ({e})"))?;
+    let object = value.as_object_mut().ok_or("the body is not a JSON object")?;
+    object.remove("model");
+    object.remove(chain::MODELS_MEMBER);
+    object.insert("anthropic_version".into(), Value::String(VERTEX_ANTHROPIC_VERSION.into()));
+    let stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    Ok(Prepared { body: Some(body), stream, ..prepared })
+}
+
 /// Prepares an attempt's body: in a chain (`in_chain`), the chain's model for `provider_name`;
 /// the private chain member always removed; translated when `translate` says so. A Gemini
 /// client's body (`gemini`) loses the gateway's `model` member and, translated, is given its
 /// model and stream. `body: None` leaves the body as it is.
-pub fn prepare_body(
+fn reshape(
     body: &[u8],
     provider_name: &str,
     provider: &Provider,
@@ -693,6 +746,45 @@ mod tests {
         let p = plan(&c, "anthropic", &c.providers["anthropic"], Some("sk-a"), &back).unwrap();
         assert_eq!(p.path.as_deref(), Some("/v1/messages/count_tokens"));
         assert_eq!(counted_tokens(42), br#"{"input_tokens":42}"#.to_vec());
+    }
+
+    #[test]
+    fn claude_on_vertex_is_messages_at_the_routed_models_path_with_the_version_in_the_body() {
+        let c = config(
+            r#"{"providers": {"vertex": {"schema": "anthropic", "api_key": "t", "auth_header": "authorization",
+                "model_path": "/v1/projects/p/locations/us-east5/publishers/anthropic/models/{model}"}}}"#,
+        );
+        let vertex = &c.providers["vertex"];
+        let models = r#"{"vertex": "claude-sonnet-4-6@20260101"}"#;
+        let base = "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-6@20260101";
+        for (path, translated) in [("/v1/messages", false), ("/v1/chat/completions", true)] {
+            for (stream, method) in [(false, ":rawPredict"), (true, ":streamRawPredict")] {
+                let seen = Seen { models: Some(models), stream, ..seen(path, None) };
+                let p = plan(&c, "vertex", vertex, Some("t"), &seen).unwrap();
+                assert_eq!(p.path, Some(format!("{base}{method}")), "{path}");
+                assert_eq!(p.translate.is_some(), translated, "{path}");
+                assert!(p.read_body && p.set.contains(&("authorization".into(), "Bearer t".into())));
+                assert!(
+                    p.remove.contains(&"anthropic-version".to_string()) && p.remove.contains(&"x-api-key".to_string())
+                );
+            }
+        }
+        // The body: no model, Vertex's version; the stream as asked.
+        let body = br#"{"model":"claude-sonnet-4-6@20260101","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let out = prepare_body(body, "vertex", vertex, false, None, None).unwrap();
+        let value: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        assert_eq!((value.get("model"), value["anthropic_version"].as_str()), (None, Some("vertex-2023-10-16")));
+        assert!(out.stream);
+        let chat = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let out = prepare_body(chat, "vertex", vertex, false, TO_ANTHROPIC, None).unwrap();
+        let value: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        assert_eq!((value.get("model"), value["max_tokens"].as_u64()), (None, Some(4096)));
+        // Unrouted, it cannot be addressed; counting tokens is the gateway's.
+        assert!(plan(&c, "vertex", vertex, Some("t"), &seen("/v1/messages", None)).is_err());
+        assert!(plan(&c, "vertex", vertex, Some("t"), &seen("/v1/messages/count_tokens", None)).unwrap().count_here);
+        // Only with a model path may the Anthropic schema take another credential header.
+        let bad = r#"{"providers": {"a": {"schema": "anthropic", "auth_header": "authorization"}}}"#;
+        assert!(sluice_shared::config::parse_config::<Config>(Some(bad.as_bytes())).is_err());
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub struct Provider {
     /// `vm_config.environment_variables.host_env_keys`).
     pub api_key_env: Option<String>,
     /// The header carrying the credential (default: the schema's own, `authorization` for
-    /// openai, `x-goog-api-key` for gemini; anthropic always uses `x-api-key`). `authorization`
-    /// gets `Bearer <key>`; any other (Azure OpenAI's `api-key`) gets the key alone.
+    /// openai and bedrock, `x-goog-api-key` for gemini, `x-api-key` for anthropic; anthropic
+    /// takes another only with `model_path`, on Vertex AI). `authorization` gets
+    /// `Bearer <key>`; any other (Azure OpenAI's `api-key`) gets the key alone.
     pub auth_header: Option<String>,
     /// OpenAI schema: the path chat requests are sent to, query included (Azure OpenAI:
     /// `/openai/deployments/<deployment>/chat/completions?api-version=2024-10-21`).
@@ -81,6 +82,10 @@ pub struct Provider {
     /// `/converse` or `/converse-stream`). Default: `/v1beta/models/{model}` (Gemini),
     /// `/model/{model}` (Bedrock). Vertex AI:
     /// `/v1/projects/<project>/locations/<region>/publishers/google/models/{model}`.
+    /// Anthropic schema, for Claude on Vertex AI only:
+    /// `/v1/projects/<project>/locations/<region>/publishers/anthropic/models/{model}` (then
+    /// `:rawPredict` or `:streamRawPredict`; the body names no model and carries Vertex's
+    /// `anthropic_version`).
     pub model_path: Option<String>,
     /// Bedrock schema: the request is signed with AWS SigV4 by Envoy's
     /// `envoy.filters.http.aws_request_signing` filter after the adapter (credentials from
@@ -177,8 +182,14 @@ impl Validate for Provider {
                 return Err(ConfigError::at(".authority", "must be a host name, optionally with a port"));
             }
         }
-        if self.schema == Schema::Anthropic && (self.chat_path.is_some() || self.auth_header.is_some()) {
-            return Err(ConfigError::at(".schema", "`chat_path` and `auth_header` are not for the anthropic schema"));
+        if self.schema == Schema::Anthropic && self.chat_path.is_some() {
+            return Err(ConfigError::at(".chat_path", "is not for the anthropic schema"));
+        }
+        if self.schema == Schema::Anthropic && self.auth_header.is_some() && self.model_path.is_none() {
+            return Err(ConfigError::at(
+                ".auth_header",
+                "the anthropic schema takes one only on Vertex AI (with `model_path`)",
+            ));
         }
         let model_in_path = self.model_in_path();
         if model_in_path && self.chat_path.is_some() {
@@ -192,7 +203,10 @@ impl Validate for Provider {
         }
         if let Some(path) = &self.model_path {
             if !model_in_path {
-                return Err(ConfigError::at(".model_path", "is for the gemini and bedrock schemas"));
+                return Err(ConfigError::at(
+                    ".model_path",
+                    "is for the gemini, bedrock and (Vertex AI) anthropic schemas",
+                ));
             }
             let ok = path.starts_with('/')
                 && path.matches(MODEL_SLOT).count() == 1
@@ -225,16 +239,21 @@ impl Provider {
     /// The header this provider's credential travels in.
     pub fn credential_header(&self) -> &str {
         match (self.schema, &self.auth_header) {
-            (Schema::Anthropic, _) => "x-api-key",
             (_, Some(header)) => header,
+            (Schema::Anthropic, None) => "x-api-key",
             (Schema::Openai | Schema::Bedrock, None) => "authorization",
             (Schema::Gemini, None) => "x-goog-api-key",
         }
     }
 
-    /// Whether the model goes in the request's path (Gemini, Bedrock).
+    /// Whether the model goes in the request's path (Gemini, Bedrock, Claude on Vertex AI).
     pub fn model_in_path(&self) -> bool {
-        matches!(self.schema, Schema::Gemini | Schema::Bedrock)
+        matches!(self.schema, Schema::Gemini | Schema::Bedrock) || self.on_vertex_anthropic()
+    }
+
+    /// Claude on Vertex AI: the Anthropic schema at a model path.
+    pub fn on_vertex_anthropic(&self) -> bool {
+        self.schema == Schema::Anthropic && self.model_path.is_some()
     }
 
     /// The model's path, `{model}` in it (Gemini and Bedrock).
@@ -301,7 +320,7 @@ mod tests {
                 br#"{"providers": {"a": {"schema": "gemini", "model_path": "/m/{model}?x=1"}}}"#,
                 ".providers.a.model_path",
             ),
-            (br#"{"providers": {"a": {"schema": "anthropic", "auth_header": "x"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"schema": "anthropic", "auth_header": "x"}}}"#, ".providers.a.auth_header"),
             (br#"{"providers": {"a": {"model_path": "/m/{model}"}}}"#, ".providers.a.model_path"),
             (br#"{"providers": {"a": {"schema": "bedrock", "chat_path": "/x"}}}"#, ".providers.a.chat_path"),
             (br#"{"providers": {"a": {"aws_sigv4": true}}}"#, ".providers.a.aws_sigv4"),
@@ -313,7 +332,7 @@ mod tests {
             (br#"{"providers": {"a": {"default_max_tokens": 0}}}"#, ".providers.a.default_max_tokens"),
             (br#"{"providers": {"a": {"auth_header": "Api Key"}}}"#, ".providers.a.auth_header"),
             (br#"{"providers": {"a": {"chat_path": "v1/chat"}}}"#, ".providers.a.chat_path"),
-            (br#"{"providers": {"a": {"schema": "anthropic", "chat_path": "/x"}}}"#, ".providers.a.schema"),
+            (br#"{"providers": {"a": {"schema": "anthropic", "chat_path": "/x"}}}"#, ".providers.a.chat_path"),
             (br#"{"providers": {"a b": {}}}"#, ".providers"),
             (br#"{"providers": {"a": {"api_key": "k"}, "b": {}}}"#, ".providers.b.api_key_env"),
         ];
