@@ -1,6 +1,6 @@
 //! Model prices (USD per million tokens) and request cost.
 //!
-//! The built-in table holds list prices as published by OpenAI and Anthropic in 2025; operators
+//! The built-in table holds list prices as published by OpenAI, Anthropic, Google and AWS; operators
 //! override or extend it per model in each plugin's `prices` config. A model matches its exact
 //! name first, then the longest known prefix (so dated variants like `gpt-4o-2024-08-06` match
 //! `gpt-4o`), after dropping a `provider/` prefix.
@@ -101,6 +101,16 @@ const BUILTIN: &[(&str, Price)] = &[
     ("nova-micro", Price::new(0.035, 0.14, 0.00875, 0.035)),
     ("nova-lite", Price::new(0.06, 0.24, 0.015, 0.06)),
     ("nova-pro", Price::new(0.80, 3.20, 0.20, 0.80)),
+    // Meta Llama on Bedrock (on-demand, us-east-1; no prompt caching, so cached reads at full price).
+    ("llama4-maverick-17b-instruct", Price::new(0.24, 0.97, 0.24, 0.24)),
+    ("llama4-scout-17b-instruct", Price::new(0.17, 0.66, 0.17, 0.17)),
+    ("llama3-3-70b-instruct", Price::new(0.72, 0.72, 0.72, 0.72)),
+    ("llama3-2-90b-instruct", Price::new(0.72, 0.72, 0.72, 0.72)),
+    ("llama3-2-11b-instruct", Price::new(0.16, 0.16, 0.16, 0.16)),
+    ("llama3-2-3b-instruct", Price::new(0.15, 0.15, 0.15, 0.15)),
+    ("llama3-2-1b-instruct", Price::new(0.10, 0.10, 0.10, 0.10)),
+    ("llama3-1-70b-instruct", Price::new(0.72, 0.72, 0.72, 0.72)),
+    ("llama3-1-8b-instruct", Price::new(0.22, 0.22, 0.22, 0.22)),
 ];
 
 #[derive(Debug, Clone)]
@@ -176,7 +186,8 @@ mod tests {
         assert_eq!(table.lookup("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap().output, 4.00);
         assert_eq!(table.lookup("us.anthropic.claude-sonnet-4-20250514-v1:0").unwrap().output, 15.00);
         assert_eq!(table.lookup("us.amazon.nova-lite-v1:0").unwrap().output, 0.24);
-        assert!(table.lookup("meta.llama3-1-70b-instruct-v1:0").is_none());
+        assert_eq!(table.lookup("meta.llama3-1-70b-instruct-v1:0").unwrap().output, 0.72);
+        assert_eq!(table.lookup("us.meta.llama4-maverick-17b-instruct-v1:0").unwrap().output, 0.97);
         assert!(table.lookup("my-llama").is_none());
     }
 

@@ -384,6 +384,9 @@ def all_variants(wasm_dir: Path, work: Path) -> list:
             ("translation-gemini", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_GEMINI, base),
             ("translation-bedrock", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_BEDROCK,
              base),
+            # The other side: clients of another schema (`CLIENT_REQUESTS`) to the OpenAI target.
+            ("client-anthropic", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_REWRITE, base),
+            ("client-gemini", ["sluice.model_rewriter", "sluice.provider_adapter"], wasm_dir, BENCH_REWRITE, base),
             ("pii-scrubber", ["sluice.pii_scrubber"], wasm_dir, {}, PII_PROMPTS),
             *[(name, ["sluice.semantic_cache"], wasm_dir, {}, [prompt]) for name, prompt in CACHE_PROMPTS.items()]]
 
@@ -420,9 +423,32 @@ def start_variants(variants, work, upstream_port, bodies, stacks, extras):
                 prime_cache(stack, bodies["short"])
 
 
+def client_request(variant, answer, body):
+    """The path and body a variant's client sends: a chat request, or for a `client-*` variant the
+    same prompt in that client's schema (written beside the chat body once)."""
+    if variant not in CLIENT_REQUESTS:
+        return f"/{answer}/v1/chat/completions", body
+    path, shape = CLIENT_REQUESTS[variant]
+    translated = body.with_name(f"{body.stem}-{variant}.json")
+    if not translated.exists():
+        prompt = json.loads(body.read_text())["messages"][0]["content"]
+        translated.write_text(json.dumps(shape(prompt)))
+    method = "streamGenerateContent?alt=sse" if answer == "sse" else "generateContent"
+    return f"/{answer}{path.format(method=method)}", translated
+
+
+# A client of another schema: its path (`{method}` for Gemini's) and its body for a prompt.
+CLIENT_REQUESTS = {
+    "client-anthropic": ("/v1/messages", lambda prompt: {
+        "model": "gpt-4o", "max_tokens": 256, "messages": [{"role": "user", "content": prompt}]}),
+    "client-gemini": ("/v1beta/models/gpt-4o:{method}", lambda prompt: {
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}]}),
+}
+
+
 def sample(stack, variant, answer, body, args, script):
     """One round of one variant: latency (1 connection, and paced), throughput and CPU."""
-    path = f"/{answer}/v1/chat/completions"
+    path, body = client_request(variant, answer, body)
     url = stack.url(path)
     control = CACHE_CONTROL.get(variant, "")
     wrk(url, body, 4, 1, script, control)  # warm-up

@@ -33,6 +33,10 @@ SECTIONS = [
                            "at the routed model's path, the answer back, JSON or SSE)", False),
     ("translation-bedrock", "Model rewriter + provider adapter to a Bedrock target (translated to Converse; the "
                             "stream decoded from AWS event-stream frames, checksums verified)", False),
+    ("client-anthropic", "Model rewriter + provider adapter, an Anthropic Messages client to the OpenAI target "
+                         "(the request translated to chat completions, the answer back to Messages, JSON or SSE)", False),
+    ("client-gemini", "Model rewriter + provider adapter, a Gemini client (`generateContent`, "
+                      "`streamGenerateContent?alt=sse`) to the OpenAI target, translated both ways", False),
     ("pii-scrubber", "PII scrubber, default config (every built-in entity redacted, the answer restored; prompts "
                      "of ~2 KB and ~100 KB holding an email, a phone number and an IP address per ~330 bytes)", False),
     ("cache-exact", "Semantic cache, exact hit (one Redis `GET` through webdis, answered by the gateway; plain "
