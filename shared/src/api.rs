@@ -45,11 +45,16 @@ impl<'a> GeminiCall<'a> {
             _ => return None,
         };
         let (parent, model) = head.rsplit_once('/')?;
-        let named = !model.is_empty()
-            && !model.starts_with('.')
-            && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
-        (named && parent.ends_with("/models")).then_some(GeminiCall { model, stream })
+        (is_model_segment(model) && parent.ends_with("/models")).then_some(GeminiCall { model, stream })
     }
+}
+
+/// Whether a model name can stand as one path segment as it is (Gemini's and Vertex's model
+/// paths): letters, digits and `.-_@`, not empty, not starting with `.`.
+pub fn is_model_segment(model: &str) -> bool {
+    !model.is_empty()
+        && !model.starts_with('.')
+        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'))
 }
 
 /// The value of the query parameter `name` in `path`, if present (not percent-decoded).

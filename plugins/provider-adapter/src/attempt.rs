@@ -10,7 +10,7 @@
 //! is a fresh copy of the client's for every attempt.
 
 use serde_json::Value;
-use sluice_shared::api::{query_param, without_query_param, Api, Class, GeminiCall};
+use sluice_shared::api::{is_model_segment, query_param, without_query_param, Api, Class, GeminiCall};
 use sluice_shared::chain;
 use sluice_shared::translate::Wire;
 
@@ -163,15 +163,8 @@ fn model_path(provider_name: &str, provider: &Provider, seen: &Seen<'_>) -> Resu
     })?;
     let segment = match provider.schema {
         Schema::Bedrock if !model.is_empty() => percent_encoded(&model),
-        _ => {
-            let ok = !model.is_empty()
-                && !model.starts_with('.')
-                && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
-            if !ok {
-                return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`"));
-            }
-            model.clone()
-        }
+        _ if is_model_segment(&model) => model.clone(),
+        _ => return Err(format!("the model `{model}` cannot be sent to provider `{provider_name}`")),
     };
     let method = match (provider.schema, seen.streams()) {
         (Schema::Bedrock, false) => "/converse",
@@ -650,17 +643,18 @@ mod tests {
         }
     }
 
+    /// One provider of each schema.
+    const EVERY_SCHEMA: &str = r#"{"providers": {
+        "openai": {"api_key": "sk-o"},
+        "anthropic": {"schema": "anthropic", "api_key": "sk-a"},
+        "gemini": {"schema": "gemini", "api_key": "g-key"},
+        "bedrock": {"schema": "bedrock", "api_key": "ABSK-k"}}}"#;
+
     const GEMINI_CALL: &str = "/v1beta/models/chat-fast:streamGenerateContent?alt=sse&key=vk-1";
 
     #[test]
     fn a_gemini_call_reaches_every_schema_in_its_own_model_and_stream() {
-        let c = config(
-            r#"{"providers": {
-            "openai": {"api_key": "sk-o"},
-            "anthropic": {"schema": "anthropic", "api_key": "sk-a"},
-            "gemini": {"schema": "gemini", "api_key": "g-key"},
-            "bedrock": {"schema": "bedrock", "api_key": "ABSK-k"}}}"#,
-        );
+        let c = config(EVERY_SCHEMA);
         let models = r#"{"openai": "gpt-4o", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash", "bedrock": "amazon.nova-lite-v1:0"}"#;
         let routed = Seen { models: Some(models), ..seen(GEMINI_CALL, None) };
         let cases = [
@@ -726,13 +720,7 @@ mod tests {
 
     #[test]
     fn a_count_of_tokens_goes_to_anthropic_and_is_answered_here_for_the_others() {
-        let c = config(
-            r#"{"providers": {
-            "openai": {"api_key": "sk-o"},
-            "anthropic": {"schema": "anthropic", "api_key": "sk-a"},
-            "gemini": {"schema": "gemini", "api_key": "g"},
-            "bedrock": {"schema": "bedrock", "api_key": "b"}}}"#,
-        );
+        let c = config(EVERY_SCHEMA);
         let count = seen("/v1/messages/count_tokens", None);
         for (name, provider) in &c.providers {
             assert_eq!(unspoken(name, provider, &count), None, "{name}");
