@@ -468,6 +468,29 @@ def test_openai_sdk_responses_reach_a_provider_of_another_schema(gateway, openai
         assert body["generationConfig"] == {"maxOutputTokens": 64}
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("model,fallback", [("gpt-then-claude", "anthropic"), ("gpt-then-gemini", "gemini")])
+def test_a_responses_request_falls_back_to_another_schema_in_its_own_shape(gateway, openai_sdk, model, fallback,
+                                                                           stream):
+    since = time.time()
+    ask = {"model": model, "input": "Capital of France?", "extra_headers": {"x-mock-fail-model": f"{GPT}=503"}}
+    if stream:
+        with openai_sdk.responses.stream(**ask) as s:
+            text = s.get_final_response().output_text
+    else:
+        text = openai_sdk.responses.create(**ask).output_text
+    assert text == TEXT
+    (first_path, first_headers, first), (second_path, second_headers, second) = attempts(gateway, since, query=True)
+    # OpenAI gets the client's own Responses request; the fallback its translation.
+    assert first_path == "/v1/responses" and first["model"] == GPT and first["input"] == "Capital of France?"
+    assert first_headers.get("authorization") == f"Bearer {OPENAI_SECRET}"
+    if fallback == "anthropic":
+        assert second_path == "/v1/messages" and second["model"] == CLAUDE
+        assert second_headers.get("x-api-key") == ANTHROPIC_SECRET and "authorization" not in second_headers
+    else:
+        assert_gemini_attempt(second_path, second_headers, second, stream=stream)
+
+
 @pytest.mark.parametrize("model", ["claude-direct", "gemini-direct"])
 def test_openai_sdk_responses_stream_through_the_sdks_own_accumulator(gateway, openai_sdk, model):
     with openai_sdk.responses.stream(model=model, input="Capital of France?",
