@@ -23,7 +23,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 ## Build every module to $(WASM_DIR)/*.wasm, and the bundle of all of them (sluice_bundle.wasm).
 ## The bundle links the modules without their own entry points (feature `standalone` off): its
 ## own cargo invocation and target directory, so neither build undoes the other's.
-build: rust-targets
+build: rust-targets system-packages
 	cargo build --release --target wasm32-wasip1 --workspace --exclude sluice-bundle
 	cargo build --profile bundle --target wasm32-wasip1 -p sluice-bundle --target-dir target/bundle
 	cp -p target/bundle/wasm32-wasip1/bundle/sluice_bundle.wasm $(WASM_DIR)/
@@ -51,6 +51,7 @@ system-packages:
 	for cmd in redis-server:redis-server webdis:webdis wrk:wrk node:nodejs curl:curl pgrep:procps taskset:util-linux skopeo:skopeo promtool:prometheus docker-registry:docker-registry; do \
 	  command -v "$${cmd%%:*}" >/dev/null || missing="$$missing $${cmd##*:}"; \
 	done; \
+	[ -f /usr/share/wordnet/data.noun ] || missing="$$missing wordnet-base"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -72,7 +73,7 @@ wasm-bindgen:
 	  cargo install -q --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-lint: rust-targets
+lint: rust-targets system-packages
 	cargo fmt --all --check
 	cargo fmt --manifest-path tests/embedder/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -80,7 +81,7 @@ lint: rust-targets
 	cargo clippy -p sluice-shared --features census --target wasm32-wasip1 -- -D warnings
 	$(EMBEDDER_CARGO) clippy $(EMBEDDER_FLAGS) --all-targets -- -D warnings
 
-unit-test:
+unit-test: system-packages
 	cargo test --workspace --exclude sluice-bundle
 	$(EMBEDDER_CARGO) test $(EMBEDDER_FLAGS)
 

@@ -108,6 +108,8 @@ pub const CACHE_STATUS: Fact = Fact("sluice.cache.status");
 pub const CACHE_REASON: Fact = Fact("sluice.cache.reason");
 /// Cosine similarity of a semantic hit (1 for an exact one).
 pub const CACHE_SIMILARITY: Fact = Fact("sluice.cache.similarity");
+/// The verifier's word on a grey-zone candidate: `same`, `different` or `none` (no usable answer).
+pub const CACHE_VERIFIED: Fact = Fact("sluice.cache.verified");
 /// Milliseconds from the complete request to the cache's decision (embedding included).
 pub const CACHE_LOOKUP_MS: Fact = Fact("sluice.cache.lookup_ms");
 /// Milliseconds the embedding service took.
@@ -219,6 +221,7 @@ mod tests {
             CACHE_STATUS,
             CACHE_REASON,
             CACHE_SIMILARITY,
+            CACHE_VERIFIED,
             CACHE_LOOKUP_MS,
             CACHE_EMBEDDING_MS,
         ] {

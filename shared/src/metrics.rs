@@ -59,6 +59,13 @@ pub const CACHE_STORES_TOTAL: &str = "sluice_cache_stores_total";
 /// Exact lookups the index answered, by `decision`: `absent` (no Redis call), `maybe` (asked
 /// Redis), `unready` (not in sync with Redis, so asked).
 pub const CACHE_INDEX_TOTAL: &str = "sluice_cache_index_total";
+/// Grey-zone candidates put to the cache's verifier, by `decision` (`same`, `different`,
+/// `none`: no usable answer, so the guard's miss stands) and `source` (`service`, or `memo`
+/// for a pair already decided).
+pub const CACHE_VERIFY_TOTAL: &str = "sluice_cache_verify_total";
+/// Complaints about cache hits (`x-sluice-cache-wrong`), by `decision`: `stricter` (the entry
+/// now needs `contradicted_threshold`), `evicted` or `unknown` (no such entry).
+pub const CACHE_WRONG_TOTAL: &str = "sluice_cache_wrong_total";
 /// Milliseconds from the complete request to the cache's decision, by `status`.
 pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";
 /// Milliseconds the embedding service took.

@@ -44,6 +44,7 @@ import time
 import urllib.parse
 import zlib
 from collections import deque
+from pathlib import Path
 
 from aiohttp import web
 
@@ -474,6 +475,38 @@ async def count_tokens(request: web.Request):
     return web.json_response({"input_tokens": header_int(request, "x-mock-prompt-tokens", 21)})
 
 
+def pair_groups():
+    """Labelled questions and paraphrases by group (tests/data/semantic_pairs.json); every near miss alone."""
+    groups = {}
+    pairs = json.loads((Path(__file__).resolve().parents[1] / "data" / "semantic_pairs.json").read_text())
+    for i, group in enumerate(pairs):
+        for text in [group["question"], *group["paraphrases"]]:
+            groups[text] = i
+    return groups
+
+
+PAIR_GROUPS = {}
+
+
+async def rerank(request: web.Request):
+    """A scripted ideal verifier in the rerank API shape: a document scores 0.99 when it asks what
+    the query asks (the same labelled group), else 0.01. A query containing `verifier-fails` is
+    answered 500, `verifier-slow` after 2 s, `verifier-garbage` with text that is no verdict."""
+    body = json.loads(await record(request) or b"{}")
+    query = body.get("query", "")
+    if "verifier-fails" in query:
+        return web.json_response({"error": "down"}, status=500)
+    if "verifier-slow" in query:
+        await asyncio.sleep(2)
+    if "verifier-garbage" in query:
+        return web.Response(text="I think so", content_type="text/plain")
+    if not PAIR_GROUPS:
+        PAIR_GROUPS.update(pair_groups())
+    group = PAIR_GROUPS.get(query, -1)
+    scores = [0.99 if group >= 0 and PAIR_GROUPS.get(doc, -2) == group else 0.01 for doc in body.get("documents", [])]
+    return web.json_response({"results": [{"index": i, "relevance_score": s} for i, s in enumerate(scores)]})
+
+
 async def other(request: web.Request):
     await record(request)
     return web.json_response({"object": "list", "data": []})
@@ -586,6 +619,7 @@ def app():
     for api, suffix in routes:
         application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
     application.router.add_post("/v1/messages/count_tokens", count_tokens)
+    application.router.add_post("/rerank", rerank)
     # Claude on Vertex AI: `.../publishers/anthropic/models/<model>:rawPredict` (`:streamRawPredict`).
     application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
                                 lambda request: handle(request, "vertex-anthropic"))

@@ -130,6 +130,72 @@ def test_models_system_prompts_and_tenants_never_share_entries(gateway):
     assert any(k.startswith("sluice:cache:key:solo:") for k in gateway.redis("KEYS", "sluice:cache:*").split())
 
 
+def test_a_contradicted_paraphrase_hit_makes_its_entry_stricter_then_evicts_it(gateway):
+    question, paraphrase = "What is the capital of France?", "Tell me the capital city of France"
+    stored(gateway, question)
+    hit = ask(gateway, paraphrase)
+    assert hit.headers["x-sluice-cache"] == "hit"
+    entry = hit.headers["x-sluice-cache-entry"]
+    assert len(entry) == 32 and float(hit.headers["x-sluice-cache-similarity"]) < 0.95
+    calls = provider_calls(gateway)
+    count = {d: gateway.metric("sluice_cache_wrong_total", decision=d) for d in ["stricter", "evicted"]}
+    # The client says the answer was wrong and asks again: a fresh answer, nothing looked up.
+    wrong = {"x-sluice-cache-wrong": entry, "cache-control": "no-store"}
+    complaint = ask(gateway, paraphrase, headers=wrong)
+    assert complaint.status_code == 200
+    assert (complaint.headers["x-sluice-cache"], complaint.headers["x-sluice-cache-reason"]) == ("bypass", "wrong")
+    assert provider_calls(gateway) == calls + 1
+    assert gateway.metric("sluice_cache_wrong_total", decision="stricter") == count["stricter"] + 1
+    # Now the entry answers paraphrases only at 0.95 and above; exact repeats still.
+    assert ask(gateway, paraphrase, headers={"cache-control": "no-store"}).headers["x-sluice-cache"] == "miss"
+    assert ask(gateway, question).headers["x-sluice-cache"] == "hit"
+    # A second contradiction evicts it.
+    assert ask(gateway, paraphrase, headers=wrong).headers["x-sluice-cache-reason"] == "wrong"
+    assert gateway.metric("sluice_cache_wrong_total", decision="evicted") == count["evicted"] + 1
+    assert ask(gateway, question, headers={"cache-control": "no-store"}).headers["x-sluice-cache"] == "miss"
+
+
+def test_a_contradicted_exact_hit_evicts_at_once_and_only_in_its_namespace(gateway):
+    question = "How many moons does Mars have?"
+    stored(gateway, question)
+    entry = ask(gateway, question).headers["x-sluice-cache-entry"]
+    count = {d: gateway.metric("sluice_cache_wrong_total", decision=d) for d in ["unknown", "evicted"]}
+    # Another team cannot touch this team's entries: the same id names nothing in its namespace.
+    other = ask(gateway, question, key=OTHER_TEAM_KEY, headers={"x-sluice-cache-wrong": entry, "cache-control": "no-store"})
+    assert other.headers["x-sluice-cache-reason"] == "wrong"
+    assert gateway.metric("sluice_cache_wrong_total", decision="unknown") == count["unknown"] + 1
+    assert ask(gateway, question).headers["x-sluice-cache"] == "hit"
+    # Not an entry id: ignored, the request is looked up as usual.
+    assert ask(gateway, question, headers={"x-sluice-cache-wrong": "it was wrong"}).headers["x-sluice-cache"] == "hit"
+    mine = ask(gateway, question, headers={"x-sluice-cache-wrong": entry.upper(), "cache-control": "no-store"})
+    assert mine.headers["x-sluice-cache-reason"] == "wrong"
+    assert gateway.metric("sluice_cache_wrong_total", decision="evicted") == count["evicted"] + 1
+    assert ask(gateway, question, headers={"cache-control": "no-store"}).headers["x-sluice-cache"] == "miss"
+    # The header never reaches the provider.
+    sent = requests.get(gateway.mock("/mock/requests")).json()
+    assert not any(name.lower().startswith("x-sluice") for r in sent for name in r["headers"])
+
+
+def test_a_follow_up_never_hits_another_conversations_entry(gateway):
+    def conversation(city, follow_up="And in winter?", key=DEMO_KEY, headers=None):
+        messages = [{"role": "user", "content": f"What is the weather like in {city} in summer?"},
+                    {"role": "assistant", "content": f"{city} is warm in summer."},
+                    {"role": "user", "content": follow_up}]
+        return requests.post(gateway.url(CHAT), json={"model": "gpt-4o-mini", "messages": messages}, timeout=30,
+                             headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+    assert conversation("Paris", headers={"x-mock-text": "Paris in winter"}).headers["x-sluice-cache"] == "miss"
+    wait_stored(gateway)
+    # The same conversation hits, exactly and paraphrased.
+    assert conversation("Paris").headers["x-sluice-cache"] == "hit"
+    assert conversation("Paris", follow_up="and in winter").headers["x-sluice-cache"] == "hit"
+    # The same follow-up after other turns is another question, however alike the words.
+    for city in ["London", "Paris, Texas"]:
+        response = conversation(city)
+        assert response.headers["x-sluice-cache"] == "miss", city
+        assert text(response) != "Paris in winter"
+
+
 def test_a_hit_replays_as_a_stream_the_openai_sdk_reads(gateway):
     stored(gateway, "Name the largest planet in the solar system.")
     client = openai.OpenAI(base_url=gateway.url("/v1"), api_key=DEMO_KEY, max_retries=0)

@@ -71,6 +71,61 @@ impl Default for Embedding {
     }
 }
 
+/// How the verifier is asked (`verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierKind {
+    /// `POST /rerank` (TEI, vLLM, Jina, Cohere): a relevance score.
+    #[default]
+    Rerank,
+    /// An OpenAI-compatible chat model asked yes or no.
+    Chat,
+}
+
+/// A service asked about grey-zone candidates (`verify`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verifier {
+    pub kind: VerifierKind,
+    /// Envoy cluster of the service.
+    pub cluster: String,
+    pub authority: String,
+    /// Default `/rerank` or `/v1/chat/completions` by kind.
+    pub path: Option<String>,
+    /// `model` sent (required for `chat`).
+    pub model: Option<String>,
+    pub timeout_ms: u64,
+    /// Lowest rerank score that serves.
+    pub min_score: f64,
+    /// Verdicts kept per worker.
+    pub cache_entries: usize,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            kind: VerifierKind::Rerank,
+            cluster: String::new(),
+            authority: String::new(),
+            path: None,
+            model: None,
+            timeout_ms: 300,
+            min_score: 0.5,
+            cache_entries: 4096,
+        }
+    }
+}
+
+impl Verifier {
+    pub fn path(&self) -> &str {
+        match (&self.path, self.kind) {
+            (Some(path), _) => path,
+            (None, VerifierKind::Rerank) => "/rerank",
+            (None, VerifierKind::Chat) => "/v1/chat/completions",
+        }
+    }
+}
+
 /// The exact index (`index`): which answers Redis may hold, known without asking it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,9 +173,20 @@ pub struct Config {
     pub mode: Mode,
     /// Lowest cosine similarity at which a cached prompt counts as the same question.
     pub threshold: f64,
-    /// Also require the same content words (`same_question`); without it, precision on the
+    /// Also require the same question (`same_question`); without it, precision on the
     /// project's labelled pairs falls to 0.66-0.85.
     pub guard: bool,
+    /// How much more similar than `threshold` a pair must be when the guard finds it only
+    /// close (one light verb differs).
+    pub close_margin: f64,
+    /// Asked about grey-zone candidates; none by default.
+    pub verify: Option<Verifier>,
+    /// Lowest similarity at which an entry whose hits were contradicted still answers a
+    /// paraphrase (`x-sluice-cache-wrong`).
+    pub contradicted_threshold: f64,
+    /// Contradictions of paraphrase hits that evict an entry (a contradicted exact hit evicts at
+    /// once).
+    pub evict_after: u32,
     pub embed: EmbedText,
     pub namespace: Namespace,
     pub ttl_seconds: u64,
@@ -149,8 +215,12 @@ impl Default for Config {
             redis: RedisBridge::default(),
             embedding: Embedding::default(),
             mode: Mode::Semantic,
-            threshold: 0.85,
+            threshold: 0.75,
             guard: true,
+            close_margin: 0.05,
+            verify: None,
+            contradicted_threshold: 0.95,
+            evict_after: 2,
             embed: EmbedText::LastUserTurn,
             namespace: Namespace::Team,
             ttl_seconds: 3600,
@@ -196,6 +266,33 @@ impl Validate for Config {
             return Err(ConfigError::at(".embedding.timeout_ms", "must be between 1 and 60000"));
         }
         check_threshold(".threshold", self.threshold)?;
+        check_threshold(".contradicted_threshold", self.contradicted_threshold)?;
+        if !(1..=100).contains(&self.evict_after) {
+            return Err(ConfigError::at(".evict_after", "must be between 1 and 100"));
+        }
+        if !(0.0..=0.5).contains(&self.close_margin) {
+            return Err(ConfigError::at(".close_margin", "must be between 0 and 0.5"));
+        }
+        if let Some(v) = &self.verify {
+            if v.cluster.is_empty() || v.authority.is_empty() {
+                return Err(ConfigError::at(".verify", "`cluster` and `authority` must not be empty"));
+            }
+            if v.kind == VerifierKind::Chat && v.model.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::at(".verify.model", "is required for `kind: chat`"));
+            }
+            if !v.path().starts_with('/') {
+                return Err(ConfigError::at(".verify.path", "must start with '/'"));
+            }
+            if !(1..=60_000).contains(&v.timeout_ms) {
+                return Err(ConfigError::at(".verify.timeout_ms", "must be between 1 and 60000"));
+            }
+            if !v.min_score.is_finite() {
+                return Err(ConfigError::at(".verify.min_score", "must be a number"));
+            }
+            if !(1..=1_000_000).contains(&v.cache_entries) {
+                return Err(ConfigError::at(".verify.cache_entries", "must be between 1 and 1000000"));
+            }
+        }
         check_ttl(".ttl_seconds", self.ttl_seconds)?;
         if self.max_request_bytes == 0 || self.max_entry_bytes == 0 || self.max_embed_chars == 0 {
             return Err(ConfigError::at(
@@ -320,6 +417,15 @@ mod tests {
             (r#"{"exact_index": {"sync_ms": 0}}"#, ".exact_index.sync_ms"),
             (r#"{"ttl_seconds": 90000}"#, ".ttl_seconds"),
             (r#"{"routes": [{"ttl_seconds": 90000}]}"#, ".routes[0].ttl_seconds"),
+            (r#"{"close_margin": 0.9}"#, ".close_margin"),
+            (r#"{"contradicted_threshold": 1.2}"#, ".contradicted_threshold"),
+            (r#"{"evict_after": 0}"#, ".evict_after"),
+            (r#"{"verify": {}}"#, ".verify"),
+            (r#"{"verify": {"cluster": "v", "authority": "v", "kind": "chat"}}"#, ".verify.model"),
+            (r#"{"verify": {"cluster": "v", "authority": "v", "path": "rerank"}}"#, ".verify.path"),
+            (r#"{"verify": {"cluster": "v", "authority": "v", "timeout_ms": 0}}"#, ".verify.timeout_ms"),
+            (r#"{"verify": {"cluster": "v", "authority": "v", "cache_entries": 0}}"#, ".verify.cache_entries"),
+            (r#"{"verify": {"cluster": "v", "authority": "v", "kind": "judge"}}"#, ".verify.kind"),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.path.starts_with(path), "{text}: {error}");

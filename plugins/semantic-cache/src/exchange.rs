@@ -1,8 +1,9 @@
 //! The proxy-wasm glue: one request's way through the cache.
 //!
 //! Request: complete body → exact index → (maybe) exact `GET` → (miss) embedding callout → Lua
-//! search → hit served locally, or the request continues upstream. Answer to a miss: read as it
-//! passes (JSON or SSE, never held back) and stored once complete.
+//! search → the guard's choice → (grey zone, with a verifier) verifier callout → hit served
+//! locally, or the request continues upstream. Answer to a miss: read as it passes (JSON or
+//! SSE, never held back) and stored once complete.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,11 +22,12 @@ use sluice_shared::sse::SseParser;
 use crate::config::{Config, Mode, Policy};
 use crate::index::{Answer, Index, Sync};
 use crate::keys::{CacheRequest, Keys};
-use crate::lookup::{self, Bypass, CacheControl};
+use crate::lookup::{self, Bypass, CacheControl, Choice, Guard, Hit};
 use crate::record::{Record, Skip, StreamAnswer};
 use crate::report::{self, Outcome, Timings};
 use crate::scripts::{self, Scripts};
 use crate::vector::{self, Embedding, Encoded, Planes};
+use crate::verify::{self, Verdicts};
 use crate::wire::{ChatStream, Foreign};
 
 const NAME: &str = "sluice.semantic_cache";
@@ -34,6 +36,10 @@ const MAX_LABEL_VALUES: usize = 50;
 /// Headers of a hit: what the stored answer cost when the provider generated it.
 const CACHED_PROMPT_TOKENS: &str = "x-sluice-cache-prompt-tokens";
 const CACHED_COMPLETION_TOKENS: &str = "x-sluice-cache-completion-tokens";
+/// Header of a hit the verifier confirmed.
+const VERIFIED: &str = "x-sluice-cache-verified";
+/// Header of a hit: the entry's id, for a complaint ([`lookup::WRONG_HEADER`]).
+const ENTRY: &str = "x-sluice-cache-entry";
 
 /// What every request of a configuration shares.
 struct Shared {
@@ -48,6 +54,8 @@ struct Shared {
     /// Hyperplanes for the embedding model's vector length, built on its first vector.
     planes: RefCell<Option<Rc<Planes>>>,
     index: Option<Index>,
+    /// The verifier's verdicts by pair of questions.
+    verdicts: RefCell<Verdicts>,
 }
 
 impl Shared {
@@ -124,6 +132,7 @@ impl Module for SemanticCache {
             search_cached: Cell::new(false),
             planes: RefCell::new(None),
             index,
+            verdicts: RefCell::new(Verdicts::default()),
         }));
         Ok(())
     }
@@ -175,6 +184,10 @@ enum Phase {
     Searching {
         resent: bool,
     },
+    /// The verifier is asked about a grey-zone candidate.
+    Verifying,
+    /// A complaint about an earlier hit is recorded.
+    Complaining,
     /// Answered from the cache.
     Served,
     /// The answer was sent to Redis; its reply arrives if the request is still open.
@@ -215,6 +228,12 @@ struct Filter {
     encoded: Option<Encoded>,
     /// Whether a successful answer is to be stored.
     store: bool,
+    /// The grey-zone candidate the verifier is asked about, and its pair key.
+    asking: Option<(u64, Hit)>,
+    /// The entry an earlier hit came from, which this request says was wrong.
+    complaint: Option<String>,
+    /// The verifier's word on the candidate served.
+    verified: Option<&'static str>,
     collecting: Option<Collecting>,
 }
 
@@ -236,6 +255,9 @@ impl Filter {
             embedding_started_ms: 0,
             encoded: None,
             store: false,
+            asking: None,
+            complaint: None,
+            verified: None,
             collecting: None,
         }
     }
@@ -295,6 +317,9 @@ impl Filter {
         self.request = Some(request);
         self.policy = Some(policy);
         self.keys = Some(keys);
+        if let Some(id) = self.complaint.clone() {
+            return self.complain(&id);
+        }
         if self.control.no_cache {
             return self.bypass(Bypass::NoCache);
         }
@@ -308,6 +333,30 @@ impl Filter {
         }
         let command = [&b"GET"[..], answer_key.as_bytes()];
         self.send(&config.redis.command(&command), Phase::ExactLookup, Bypass::RedisDown)
+    }
+
+    /// Records that a hit from entry `id` was wrong: the very request that was answered (same
+    /// exact hash) evicts the entry; a paraphrase makes it stricter, then evicts it.
+    fn complain(&mut self, id: &str) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let (Some(keys), Some(request)) = (&self.keys, &self.request) else { return self.bypass(Bypass::Wrong) };
+        let kind = if request.exact == id { "exact" } else { "semantic" };
+        let evict_after = shared.config.evict_after.to_string();
+        let command =
+            shared.scripts.wrong.call(false, &[keys.answer(id), keys.entry(id)], &[kind, evict_after.as_str()]);
+        self.send(&shared.config.redis.command(&as_args(&command)), Phase::Complaining, Bypass::Wrong)
+    }
+
+    fn on_complained(&mut self, response: &CalloutResponse) -> Action {
+        let decision = match self.shared.config.redis.reply(response) {
+            Ok(RedisValue::Text(text)) if matches!(text.as_str(), "evicted" | "stricter" | "unknown") => text,
+            other => {
+                log::warn!("{NAME}: complaint not recorded: {other:?}");
+                "failed".to_string()
+            }
+        };
+        report::complaint(&Host, &mut self.shared.registry.borrow_mut(), &decision);
+        self.bypass(Bypass::Wrong)
     }
 
     fn send(&mut self, call: &Callout, phase: Phase, on_failure: Bypass) -> Action {
@@ -340,7 +389,10 @@ impl Filter {
         let reply = self.shared.config.redis.reply(response);
         match reply {
             Ok(RedisValue::Text(text)) => match Record::from_text(&text) {
-                Some(record) => self.serve(&record, Outcome::Hit { semantic: false, similarity: 1.0 }),
+                Some(record) => {
+                    let id = self.request.as_ref().map(|r| r.exact.clone()).unwrap_or_default();
+                    self.serve(&Hit { similarity: 1.0, record, id }, false)
+                }
                 None => self.semantic_or_miss(),
             },
             Ok(_) => self.semantic_or_miss(),
@@ -401,6 +453,7 @@ impl Filter {
             &encoded.bytes,
             &encoded.signature,
             policy.threshold,
+            config.contradicted_threshold.max(policy.threshold),
             config.bucket_capacity,
             &keys.entry_prefix(),
         );
@@ -430,15 +483,80 @@ impl Filter {
         };
         let question =
             self.request.as_ref().and_then(|r| r.semantic.as_ref()).map(|q| q.text.clone()).unwrap_or_default();
-        match lookup::pick(found.candidates, &question, shared.config.guard) {
-            Some((similarity, record)) => self.serve(&record, Outcome::Hit { semantic: true, similarity }),
-            None => self.miss(),
+        let config = &shared.config;
+        let threshold = self.policy.map_or(config.threshold, |p| p.threshold);
+        let guard = config.guard.then_some(Guard { threshold, close_margin: config.close_margin });
+        match lookup::pick(found.candidates, &question, guard) {
+            Choice::Serve(hit) => self.serve(&hit, true),
+            Choice::Ask { hit, question: cached } => self.verify(&question, &cached, hit),
+            Choice::Miss => self.miss(),
         }
+    }
+
+    /// Asks the verifier about a grey-zone candidate, unless it decided the pair before.
+    fn verify(&mut self, question: &str, cached: &str, hit: Hit) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let Some(verifier) = &shared.config.verify else { return self.miss() };
+        let key = verify::pair_key(question, cached);
+        let known = shared.verdicts.borrow().get(key);
+        if let Some(same) = known {
+            return self.verdict(Some(same), "memo", &hit);
+        }
+        let call = Callout::post(
+            &verifier.cluster,
+            &verifier.authority,
+            verifier.path(),
+            "application/json",
+            verify::request_body(verifier, question, cached),
+        )
+        .timeout(std::time::Duration::from_millis(verifier.timeout_ms));
+        match proxy::dispatch(&call) {
+            Ok(_) => {
+                self.asking = Some((key, hit));
+                self.phase = Phase::Verifying;
+                Action::Pause
+            }
+            Err(e) => {
+                log::warn!("{NAME}: callout to verifier `{}` not sent: {e:?}", verifier.cluster);
+                self.verdict(None, "service", &hit)
+            }
+        }
+    }
+
+    fn on_verified(&mut self, response: &CalloutResponse) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let (Some(verifier), Some((key, hit))) = (&shared.config.verify, self.asking.take()) else {
+            return self.miss();
+        };
+        let same = if response.is_success() { verify::read_answer(verifier, &response.body) } else { None };
+        if same.is_none() {
+            log::warn!("{NAME}: verifier answered HTTP {} without a usable verdict", response.status);
+        }
+        if let Some(same) = same {
+            shared.verdicts.borrow_mut().put(key, same, verifier.cache_entries);
+        }
+        self.verdict(same, "service", &hit)
+    }
+
+    /// Serves or misses as the verifier said; without a verdict the guard's miss stands.
+    fn verdict(&mut self, same: Option<bool>, source: &str, hit: &Hit) -> Action {
+        let decision = match same {
+            Some(true) => "same",
+            Some(false) => "different",
+            None => "none",
+        };
+        report::verified(&Host, &mut self.shared.registry.borrow_mut(), decision, source);
+        if same == Some(true) {
+            self.verified = Some(decision);
+            return self.serve(hit, true);
+        }
+        self.miss()
     }
 
     /// Answers from the cache, in the shape the client asked for: zero usage in the body, the
     /// stored answer's token counts in headers.
-    fn serve(&mut self, record: &Record, outcome: Outcome) -> Action {
+    fn serve(&mut self, hit: &Hit, semantic: bool) -> Action {
+        let (record, outcome) = (&hit.record, Outcome::Hit { semantic, similarity: hit.similarity });
         let (stream, include_usage, exact) =
             self.request.as_ref().map(|r| (r.stream, r.include_usage, r.exact.clone())).unwrap_or_default();
         let now = Host.now_ms();
@@ -456,6 +574,10 @@ impl Filter {
             }
         };
         let mut extra = outcome.headers();
+        extra.push((ENTRY, hit.id.clone()));
+        if let Some(verified) = self.verified {
+            extra.push((VERIFIED, verified.to_string()));
+        }
         if let Some((prompt, completion)) = record.original_tokens() {
             extra.push((CACHED_PROMPT_TOKENS, prompt.to_string()));
             extra.push((CACHED_COMPLETION_TOKENS, completion.to_string()));
@@ -544,6 +666,8 @@ impl plugin::Filter for Filter {
             Phase::ExactLookup => self.on_exact(response),
             Phase::Embedding => self.on_embedding(response),
             Phase::Searching { resent } => self.on_search(response, resent),
+            Phase::Verifying => self.on_verified(response),
+            Phase::Complaining => self.on_complained(response),
             Phase::Storing => return self.on_stored(response),
             Phase::Idle | Phase::ReadingBody | Phase::Served => return,
         };
@@ -564,6 +688,7 @@ impl plugin::Filter for Filter {
         }
         self.host = proxy::request_header_text(":authority").unwrap_or_default();
         self.control = CacheControl::parse(proxy::request_header("cache-control").as_deref());
+        self.complaint = lookup::complaint(proxy::request_header(lookup::WRONG_HEADER).as_deref());
         self.phase = Phase::ReadingBody;
         Action::Continue
     }

@@ -15,9 +15,12 @@
 //!   system prompt and parameters, with cosine similarity at or above the threshold. The search
 //!   compares at most `(lsh_bits + 1) * bucket_capacity` entries (256 by default), however many
 //!   the cache holds; optional LSH buckets keep more entries searchable for the same cost.
-//! - **Guard** ([`same_question`]): a similar prompt must also ask the same thing (same content
-//!   words, same conversion target), because embeddings put "capital of France" and "capital of
-//!   Germany" close together.
+//! - **Guard** ([`same_question`]): a similar prompt must also ask the same question, because
+//!   embeddings put "capital of France" and "capital of Germany" close together: the same
+//!   content words (WordNet synonyms forgiven, from a table built at compile time, [`lexicon`]),
+//!   numbers, negation, question words and conversion direction.
+//! - **Verifier** ([`verify`], optional): a rerank service or a chat model settles the guard's
+//!   grey zone; verdicts are kept per pair, and failures leave the guard's miss.
 //! - **Serving** ([`record`]): a hit is answered locally as JSON or as a replayed SSE stream,
 //!   with `x-sluice-cache: hit` and `x-sluice-cache-similarity`.
 //! - **Storing**: a successful answer to a miss is kept with a TTL (not errors, not cut streams,
@@ -35,12 +38,14 @@ mod config;
 mod exchange;
 mod index;
 mod keys;
+mod lexicon;
 mod lookup;
 mod record;
 mod report;
 pub mod same_question;
 mod scripts;
 mod vector;
+mod verify;
 mod wire;
 
 use proxy_wasm::traits::RootContext;

@@ -73,6 +73,18 @@ pub fn lookup<H: Properties + MetricsHost>(
     }
 }
 
+/// The verifier's word on a grey-zone candidate (`same`, `different`, `none`), from the
+/// `service` or its `memo`.
+pub fn verified<H: Properties + MetricsHost>(host: &H, registry: &mut MetricRegistry, decision: &str, source: &str) {
+    facts::publish(host, facts::CACHE_VERIFIED, decision);
+    registry.add(host, metrics::CACHE_VERIFY_TOTAL, &[("decision", decision), ("source", source)], 1);
+}
+
+/// What a complaint about a hit did (`stricter`, `evicted`, `unknown`, or `failed` to reach Redis).
+pub fn complaint(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
+    registry.add(host, metrics::CACHE_WRONG_TOTAL, &[("decision", decision)], 1);
+}
+
 /// What the exact index said before a lookup.
 pub fn index(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
     registry.add(host, metrics::CACHE_INDEX_TOTAL, &[("decision", decision)], 1);

@@ -14,10 +14,11 @@ use sluice_shared::redis::{RedisValue, Script};
 
 /// KEYS: the buckets to read. ARGV: query vector (one byte per component, level + 128), its
 /// 8-byte signature, most signature bits an entry may differ in, threshold, most candidates
-/// returned, entries read per bucket, prefix of entry keys. A bucket item is the entry's signature
-/// followed by its id: entries whose signature is too far are skipped after 8 byte comparisons;
-/// the others are compared in full. Replies `{scanned, compared, similarity_1, question_1,
-/// answer_1, ...}`, best first, similarities as text.
+/// returned, entries read per bucket, prefix of entry keys, the threshold of an entry whose hits
+/// were contradicted (field `w`, [`WRONG`]). A bucket item is the entry's signature followed by its
+/// id: entries whose signature is too far are skipped after 8 byte comparisons; the others are
+/// compared in full. Replies `{scanned, compared, similarity_1, question_1, answer_1, id_1, ...}`,
+/// best first, similarities as text.
 pub const SEARCH: &str = r#"
 local POP = '0112122312232334122323342334344512232334233434452334344534454556122323342334344523343445344545562334344534454556344545564556566712232334233434452334344534454556233434453445455634454556455656672334344534454556344545564556566734454556455656674556566756676778'
 local q = {string.byte(ARGV[1], 1, -1)}
@@ -30,7 +31,7 @@ for i = 1, n do
 end
 qn = math.sqrt(qn)
 local max_bits, threshold, top = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local capacity, prefix = tonumber(ARGV[6]), ARGV[7]
+local capacity, prefix, strict = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local found, scanned, compared = {}, 0, 0
 for _, bucket in ipairs(KEYS) do
   for _, item in ipairs(redis.call('LRANGE', bucket, 0, capacity - 1)) do
@@ -40,8 +41,8 @@ for _, bucket in ipairs(KEYS) do
     for k = 1, 8 do bits = bits + string.byte(POP, bit.bxor(s[k] or 0, qs[k] or 0) + 1) - 48 end
     if bits <= max_bits then
       local id = string.sub(item, 9)
-      local entry = redis.call('HMGET', prefix .. id, 'v', 'n')
-      local v, en = entry[1], tonumber(entry[2])
+      local entry = redis.call('HMGET', prefix .. id, 'v', 'n', 'w')
+      local v, en, wrong = entry[1], tonumber(entry[2]), tonumber(entry[3] or '0')
       if not v then
         redis.call('LREM', bucket, 0, item)
       elseif #v == n and en and en > 0 and qn > 0 then
@@ -51,7 +52,7 @@ for _, bucket in ipairs(KEYS) do
         local dot = 0
         for i = 1, n do dot = dot + e[i] * q[i] end
         local similarity = (dot - 128 * qsum) / (en * qn)
-        if similarity >= threshold then found[#found + 1] = {similarity, id} end
+        if similarity >= threshold and (wrong == 0 or similarity >= strict) then found[#found + 1] = {similarity, id} end
       end
     end
   end
@@ -65,9 +66,26 @@ for i = 1, math.min(top, #found) do
     reply[#reply + 1] = string.format('%.4f', found[i][1])
     reply[#reply + 1] = fields[1]
     reply[#reply + 1] = answer
+    reply[#reply + 1] = found[i][2]
   end
 end
 return reply
+"#;
+
+/// KEYS: an answer and its semantic entry (`x:<id>`, `e:<id>`). ARGV: `exact` (the complaint
+/// came with the very request that was answered: the answer itself is wrong) or `semantic` (a
+/// paraphrase was: the match is), and the contradictions that evict. Replies `evicted`,
+/// `stricter` (the entry now needs the contradicted threshold) or `unknown`.
+pub const WRONG: &str = r#"
+if ARGV[1] == 'exact' or redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('DEL', KEYS[1], KEYS[2]) > 0 then return 'evicted' end
+  return 'unknown'
+end
+if redis.call('HINCRBY', KEYS[2], 'w', 1) >= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 'evicted'
+end
+return 'stricter'
 "#;
 
 /// KEYS: the answer, the semantic entry and its bucket, the index's bitmap, changed pages and
@@ -201,11 +219,17 @@ pub struct Scripts {
     pub search: Script,
     pub store: Script,
     pub sync: Script,
+    pub wrong: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Self {
-        Scripts { search: Script::new(SEARCH), store: Script::new(STORE), sync: Script::new(SYNC) }
+        Scripts {
+            search: Script::new(SEARCH),
+            store: Script::new(STORE),
+            sync: Script::new(SYNC),
+            wrong: Script::new(WRONG),
+        }
     }
 }
 
@@ -215,6 +239,8 @@ pub struct Candidate {
     pub similarity: f64,
     pub question: String,
     pub record: String,
+    /// The entry's id (the exact hash of the request that stored it).
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,12 +259,13 @@ pub fn read_search(reply: &RedisValue) -> Option<Found> {
     let [scanned, compared, rest @ ..] = items else { return None };
     let (scanned, compared) = (count(scanned)?, count(compared)?);
     let mut candidates = Vec::new();
-    for triple in rest.chunks(3) {
-        if let [similarity, question, record] = triple {
+    for found in rest.chunks(4) {
+        if let [similarity, question, record, id] = found {
             candidates.push(Candidate {
                 similarity: similarity.as_text()?.parse().ok()?,
                 question: question.as_text()?.to_string(),
                 record: record.as_text()?.to_string(),
+                id: id.as_text()?.to_string(),
             });
         }
     }
@@ -255,6 +282,7 @@ pub fn search_args(
     vector: &[u8],
     signature: &[u8; 8],
     threshold: f64,
+    strict: f64,
     capacity: u32,
     entry_prefix: &str,
 ) -> Vec<Vec<u8>> {
@@ -266,6 +294,7 @@ pub fn search_args(
         TOP_CANDIDATES.to_string().into_bytes(),
         capacity.to_string().into_bytes(),
         entry_prefix.as_bytes().to_vec(),
+        strict.to_string().into_bytes(),
     ]
 }
 
@@ -282,16 +311,17 @@ mod tests {
             text("0.9312"),
             text("capital of France?"),
             text("{\"choices\":[]}"),
+            text("0123abcd"),
         ]);
         let found = read_search(&reply).unwrap();
         assert_eq!((found.scanned, found.compared), (12, 2));
         assert_eq!(found.candidates.len(), 1);
-        assert_eq!(found.candidates[0].similarity, 0.9312);
+        assert_eq!((found.candidates[0].similarity, found.candidates[0].id.as_str()), (0.9312, "0123abcd"));
         assert_eq!(read_search(&RedisValue::Array(vec![text("0"), text("0")])).unwrap().candidates, vec![]);
         for bad in [RedisValue::Nil, RedisValue::Array(vec![]), RedisValue::Array(vec![text("x")])] {
             assert_eq!(read_search(&bad), None, "{bad:?}");
         }
-        let garbled = RedisValue::Array(vec![text("1"), text("1"), text("high"), text("q"), text("a")]);
+        let garbled = RedisValue::Array(vec![text("1"), text("1"), text("high"), text("q"), text("a"), text("i")]);
         assert_eq!(read_search(&garbled), None);
     }
 
@@ -328,7 +358,7 @@ mod tests {
     #[test]
     fn search_calls_carry_binary_vectors() {
         let scripts = Scripts::default();
-        let args = search_args(&[0x81, 0x7f], &[1, 2, 3, 4, 5, 6, 7, 8], 0.85, 64, "sluice:cache:g:e:");
+        let args = search_args(&[0x81, 0x7f], &[1, 2, 3, 4, 5, 6, 7, 8], 0.85, 0.95, 64, "sluice:cache:g:e:");
         let command = scripts.search.call(true, &["b0"], &args);
         let expected: Vec<&[u8]> = vec![
             b"EVALSHA",
@@ -342,6 +372,7 @@ mod tests {
             b"3",
             b"64",
             b"sluice:cache:g:e:",
+            b"0.95",
         ];
         assert_eq!(command.iter().map(Vec::as_slice).collect::<Vec<_>>(), expected);
     }

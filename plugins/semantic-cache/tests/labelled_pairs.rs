@@ -1,30 +1,67 @@
 //! The paraphrase guard on the project's labelled pairs (`tests/data/semantic_pairs.json`):
-//! it must never let a near miss through, and must keep a share of the paraphrases. The same
-//! figures, with embeddings, come from `python -m harness.pair_quality`.
+//! 100 questions with 5 paraphrases and 5 near misses each, in a tuning half (the rules were
+//! chosen on it) and a reporting half (never used to choose them). Without embeddings, the guard
+//! alone: near misses it would serve, paraphrases it keeps. The same figures end to end, with
+//! embeddings, come from `tests/integration/test_cache_quality.py`.
 
-use sluice_semantic_cache::same_question::same_question;
+use sluice_semantic_cache::same_question::{judge, Verdict};
 
-#[test]
-fn no_near_miss_passes_and_some_paraphrases_do() {
+#[derive(Default, Debug)]
+struct Tally {
+    paraphrases: usize,
+    /// Paraphrases judged Same, Close, Unsure.
+    kept: [usize; 3],
+    near_misses: usize,
+    /// Near misses judged Same or Close, with the pair.
+    leaked: Vec<String>,
+    unsure_misses: usize,
+}
+
+fn tally(half: &str) -> Tally {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/semantic_pairs.json"))
         .unwrap_or_default();
     let groups: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let (mut kept, mut paraphrases, mut leaked) = (0, 0, Vec::new());
-    for group in groups.as_array().into_iter().flatten() {
+    let mut t = Tally::default();
+    for group in groups.as_array().into_iter().flatten().filter(|g| g["half"] == half) {
         let question = group["question"].as_str().unwrap_or_default();
         for p in group["paraphrases"].as_array().into_iter().flatten() {
-            paraphrases += 1;
-            kept += usize::from(same_question(question, p.as_str().unwrap_or_default()));
+            t.paraphrases += 1;
+            let verdict = judge(question, p.as_str().unwrap_or_default());
+            match verdict {
+                Verdict::Same => t.kept[0] += 1,
+                Verdict::Close => t.kept[1] += 1,
+                Verdict::Unsure => t.kept[2] += 1,
+                Verdict::Different => {}
+            }
         }
         for miss in group["near_misses"].as_array().into_iter().flatten() {
+            t.near_misses += 1;
             let text = miss["text"].as_str().unwrap_or_default();
-            if same_question(question, text) {
-                leaked.push(format!("{question} | {text}"));
+            match judge(question, text) {
+                Verdict::Same | Verdict::Close => t.leaked.push(format!("{} | {question} | {text}", miss["differs"])),
+                Verdict::Unsure => t.unsure_misses += 1,
+                Verdict::Different => {}
             }
         }
     }
-    assert_eq!(paraphrases, 200);
-    assert_eq!(leaked, Vec::<String>::new());
-    assert!(kept * 100 >= paraphrases * 15, "{kept} of {paraphrases} paraphrases kept");
-    println!("guard alone: {kept} of {paraphrases} paraphrases kept, 0 near misses");
+    t
+}
+
+#[test]
+fn the_tuning_half() {
+    let t = tally("tuning");
+    println!("tuning half: {t:#?}");
+    assert_eq!((t.paraphrases, t.near_misses), (230, 230));
+    assert_eq!(t.leaked, Vec::<String>::new());
+}
+
+#[test]
+fn the_reporting_half() {
+    let t = tally("reporting");
+    println!("reporting half: {t:#?}");
+    assert_eq!((t.paraphrases, t.near_misses), (270, 270));
+    // No near miss is served, at any similarity; the guard keeps over 40% of the paraphrases
+    // before the embeddings decide (measured: 120 same, 5 close).
+    assert_eq!(t.leaked, Vec::<String>::new());
+    assert!(t.kept[0] + t.kept[1] >= 115, "{:?}", t.kept);
 }
