@@ -281,6 +281,18 @@ def scrub_throughput():
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(.+?): ([\d.]+) MB/s", out, re.M)}
 
 
+def guard_speed():
+    """The semantic cache's paraphrase guard alone, in µs per comparison over the labelled pairs,
+    compiled to wasm and run in V8 (Node's WASI), as inside the module."""
+    subprocess.run(["cargo", "build", "-q", "--release", "--target", "wasm32-wasip1", "-p", "sluice-semantic-cache",
+                    "--example", "guard_speed"], cwd=ROOT, check=True, timeout=900)
+    program = ROOT / "target/wasm32-wasip1/release/examples/guard_speed.wasm"
+    out = subprocess.run(["node", "--no-warnings", str(ROOT / "tests/harness/run_wasi.mjs"), str(program)],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    found = re.search(r"guard: ([\d.]+) us per comparison", out)
+    return float(found.group(1)) if found else None
+
+
 def embedder_latency(stack, calls=40):
     """The reference embedding service alone, one call at a time, each a text it has not seen
     (so the model runs): p50 and p99 in ms."""
@@ -599,6 +611,7 @@ def main():
         extras["scrub_mb_per_s"] = scrub_throughput()
     if any(v in facts for v in CACHE_PROMPTS):
         extras["cache_scan"] = cache_scan.measure()
+        extras["guard_us"] = guard_speed()
     if not args.variants or "host-cost" in args.variants.split(","):
         from . import host_cost  # imports this module: loaded once it is complete
         extras["host_cost"] = host_cost.measure(wasm_dir)

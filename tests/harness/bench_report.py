@@ -98,6 +98,9 @@ def bench_section(r) -> str:
         figures = ", ".join(f"{name} {mbs:.0f} MB/s" for name, mbs in r["scrub_mb_per_s"].items())
         lines += [f"PII scrubber throughput inside the module (scrub alone, wasm in V8, every built-in detector; "
                   f"`plugins/pii-scrubber/examples/scrub_throughput.rs`): {figures}.", ""]
+    if r.get("guard_us"):
+        lines += [f"Semantic cache guard inside the module (one comparison of two prompts, wasm in V8, over the "
+                  f"1,000 labelled pairs; `plugins/semantic-cache/examples/guard_speed.rs`): {r['guard_us']:.1f} µs.", ""]
     cached = {name: v for name, v in variants.items() if "cache_outcomes" in v}
     if cached:
         lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(

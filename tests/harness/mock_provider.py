@@ -507,6 +507,25 @@ async def rerank(request: web.Request):
     return web.json_response({"results": [{"index": i, "relevance_score": s} for i, s in enumerate(scores)]})
 
 
+async def chat_verifier(request: web.Request):
+    """The same ideal verifier as a chat model asked yes or no (the cache's `verify.kind: chat`):
+    the user message is `Question A: …\nQuestion B: …`; `verifier-rambles` in it gets an answer
+    that is no verdict."""
+    body = json.loads(await record(request) or b"{}")
+    asked = body["messages"][-1]["content"]
+    first, _, second = asked.partition("\nQuestion B: ")
+    first = first.removeprefix("Question A: ")
+    if not PAIR_GROUPS:
+        PAIR_GROUPS.update(pair_groups())
+    group = PAIR_GROUPS.get(first, -1)
+    word = "yes" if group >= 0 and PAIR_GROUPS.get(second, -2) == group else "no"
+    if "verifier-rambles" in asked:
+        word = "Well, it depends."
+    return web.json_response({"id": "v", "object": "chat.completion", "model": body.get("model"),
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": word},
+                                           "finish_reason": "stop"}]})
+
+
 async def other(request: web.Request):
     await record(request)
     return web.json_response({"object": "list", "data": []})
@@ -620,6 +639,7 @@ def app():
         application.router.add_post("/v1" + suffix, lambda request, api=api: handle(request, api))
     application.router.add_post("/v1/messages/count_tokens", count_tokens)
     application.router.add_post("/rerank", rerank)
+    application.router.add_post("/verifier/v1/chat/completions", chat_verifier)
     # Claude on Vertex AI: `.../publishers/anthropic/models/<model>:rawPredict` (`:streamRawPredict`).
     application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
                                 lambda request: handle(request, "vertex-anthropic"))

@@ -153,6 +153,8 @@ def test_a_verdict_is_kept_per_pair(verifier_stack):
     first = ask(s, paraphrase)
     assert (first.headers["x-sluice-cache"], first.headers.get("x-sluice-cache-verified")) == ("hit", "same")
     assert first.json()["choices"][0]["message"]["content"] == "reset-answer"
+    line = wait_until(lambda: next((l for l in s.access_log() if l.get("cache_verified") == "same"), None), "log line")
+    assert line["cache"] == "hit" and line["cache_reason"] == "semantic"
     assert len(rerank_calls(s)) == before + 1
     # Verdicts are kept per worker: at most one more call per other worker, however often asked.
     for _ in range(8):
@@ -176,3 +178,28 @@ def test_a_verifier_that_fails_leaves_the_guards_miss(verifier_stack, trouble):
     # Failures are not kept: each request asks again.
     assert s.metric("sluice_cache_verify_total", decision="none") == before + 2
     assert s.vm_failures() == []
+
+
+def test_a_chat_verifier_is_asked_yes_or_no(embedder_stack):
+    chat = {"kind": "chat", "cluster": "provider_openai", "authority": "mock", "model": "judge-1",
+            "path": "/verifier/v1/chat/completions", "timeout_ms": 2000}
+    with Stack(configs={CACHE: {"namespace": "global", "verify": chat}}, modules=[CACHE],
+               embedder_from=embedder_stack) as s:
+        ask(s, "How do I reset my password?", "reset-answer")
+        ask(s, "How do I reset my router verifier-rambles?", "router-answer")
+        wait_until(lambda: len(s.redis("KEYS", "sluice:cache:*:x:*").split()) == 2 or None, "stored")
+        paraphrase = ask(s, "How do I recover my account password?")
+        assert (paraphrase.headers["x-sluice-cache"], paraphrase.headers.get("x-sluice-cache-verified")) == ("hit", "same")
+        # A near miss of the same words, which the guard is unsure about: the model says no.
+        near = ask(s, "How do I change my password?")
+        assert near.headers["x-sluice-cache"] == "miss"
+        assert ask(s, "How do I quickly reset my home router verifier-rambles?").headers["x-sluice-cache"] == "miss"
+        calls = [json.loads(r["body"]) for r in requests.get(s.mock("/mock/requests"), timeout=10).json()
+                 if r["path"] == "/verifier/v1/chat/completions"]
+        assert s.metric("sluice_cache_verify_total", decision="same") == 1
+        assert s.metric("sluice_cache_verify_total", decision="different") == 1
+        assert s.metric("sluice_cache_verify_total", decision="none") == 1
+    assert len(calls) == 3
+    assert all(c["model"] == "judge-1" and c["temperature"] == 0 and c["max_tokens"] == 1 for c in calls)
+    assert calls[0]["messages"][1]["content"] == ("Question A: How do I recover my account password?\n"
+                                                  "Question B: How do I reset my password?")

@@ -47,6 +47,7 @@ mod scripts;
 mod vector;
 mod verify;
 mod wire;
+mod words;
 
 use proxy_wasm::traits::RootContext;
 
