@@ -2,12 +2,14 @@
 //! Debian package `wordnet-base` (`make deps` installs it; `SLUICE_WORDNET` names another copy).
 //!
 //! Only what the guard's rules read is kept (see `src/lexicon.rs` for the layout):
-//! - single-word lemmas, flagged when the most frequent noun sense is a kind of person;
-//! - synonym pairs: two lemmas of one synset that is a tagged (attested) sense of both, and that
-//!   no sense of either marks antonyms or siblings (co-hyponyms of one hypernym: Saturday and
-//!   Sunday, Celsius and Fahrenheit);
-//! - derived words of one root (`differ` / `difference`, `safe` / `safely`), as synonyms;
-//! - irregular forms (`mice`, `ran`, `better`) to their base form.
+//! - single-word lemmas whose most frequent noun sense is an attested kind of person;
+//! - synonym pairs: two lemmas of one synset that is a tagged (attested) sense of both, that no
+//!   sense marks antonyms and no attested senses make siblings (co-hyponyms of one hypernym:
+//!   Saturday and Sunday, Celsius and Fahrenheit);
+//! - derived words of one root in attested senses (`differ` / `difference`), as synonyms;
+//! - antonyms (`open` / `close`), in any sense;
+//! - irregular forms of nouns and verbs (`mice`, `ran`) to their base form (not of adjectives:
+//!   `better` is not `good`).
 //!
 //! WordNet's licence allows redistribution; its notice is in `docs/licences/wordnet.txt`.
 
@@ -21,7 +23,6 @@ type Synset = (u8, u32);
 /// person.n.01
 const PERSON: Synset = (b'n', 7846);
 
-const FLAG_PERSON: u8 = 1;
 /// Marks a pair of antonyms (in the second word's number).
 const ANTONYM: u32 = 1 << 23;
 
@@ -133,22 +134,30 @@ fn load(dir: &Path) -> Data {
         }
     }
     // A derivational pointer names its words by number (hex "sstt": source, target).
+    let mut pairs = BTreeSet::new();
     for (from, to, words) in derived {
         let number = |at: std::ops::Range<usize>| words.get(at).and_then(|n| usize::from_str_radix(n, 16).ok());
         let word = |synset: &Synset, n: Option<usize>| {
             n.and_then(|n| n.checked_sub(1)).and_then(|n| data.words.get(synset).and_then(|w| w.get(n))).cloned()
         };
+        let attested = |w: &String, synset: &Synset| {
+            data.lemmas.get(w).is_some_and(|l| l.senses.iter().any(|(s, tagged)| s == synset && *tagged))
+        };
         if let (Some(a), Some(b)) = (word(&from, number(0..2)), word(&to, number(2..4))) {
+            if !attested(&a, &from) || !attested(&b, &to) {
+                continue;
+            }
             // Inflections the guard strips itself need no entry (`boil` / `boiling`).
             let inflected = |long: &str, short: &str| {
                 long.strip_prefix(short)
                     .is_some_and(|rest| ["s", "es", "ing", "ed", "d", "er", "r", "ly"].contains(&rest))
             };
             if simple(&a) && simple(&b) && a != b && !inflected(&a, &b) && !inflected(&b, &a) {
-                data.derived.insert(if a < b { (a, b) } else { (b, a) });
+                pairs.insert(if a < b { (a, b) } else { (b, a) });
             }
         }
     }
+    data.derived = pairs;
     data
 }
 
@@ -167,12 +176,9 @@ impl Data {
         false
     }
 
-    fn flags(&self, lemma: &Lemma) -> u8 {
-        let mut flags = 0;
-        if lemma.senses.iter().find(|((pos, _), _)| *pos == b'n').is_some_and(|(s, _)| self.is_person(*s)) {
-            flags |= FLAG_PERSON;
-        }
-        flags
+    /// The most frequent noun sense is an attested kind of person.
+    fn is_person_noun(&self, lemma: &Lemma) -> bool {
+        lemma.senses.iter().find(|((pos, _), _)| *pos == b'n').is_some_and(|(s, tagged)| *tagged && self.is_person(*s))
     }
 
     fn parents(&self, synset: &Synset) -> impl Iterator<Item = &Synset> {
@@ -253,66 +259,67 @@ fn main() {
         .into_iter()
         .chain(data.derived.iter().filter(|p| !antonyms.contains(*p)).map(|(a, b)| (a.clone(), b.clone(), false)))
         .collect();
-    let mut flags: BTreeMap<String, u8> = BTreeMap::new();
-    for (word, lemma) in &data.lemmas {
-        let f = data.flags(lemma);
-        if f != 0 {
-            flags.insert(word.clone(), f);
-        }
-    }
-    for (a, b, _) in &pairs {
-        flags.entry(a.clone()).or_insert(0);
-        flags.entry(b.clone()).or_insert(0);
-    }
+    let persons: BTreeSet<&String> =
+        data.lemmas.iter().filter(|(_, l)| data.is_person_noun(l)).map(|(w, _)| w).collect();
     // Irregular forms (`feet`, `ran`) point at their base, which is kept too.
     let exceptions: BTreeMap<&String, &String> = data
         .exceptions
         .iter()
         .filter(|(form, base)| data.lemmas.contains_key(*base) && !data.lemmas.contains_key(*form))
         .collect();
-    for base in exceptions.values() {
-        flags.entry((*base).clone()).or_insert(0);
-    }
-    let mut words: Vec<&str> = flags.keys().map(String::as_str).collect();
-    words.extend(exceptions.keys().map(|w| w.as_str()));
-    words.sort_unstable();
+    let mut kept: BTreeSet<&str> = persons.iter().map(|w| w.as_str()).collect();
+    kept.extend(pairs.iter().flat_map(|(a, b, _)| [a.as_str(), b.as_str()]));
+    kept.extend(exceptions.iter().flat_map(|(form, base)| [form.as_str(), base.as_str()]));
+    let words: Vec<&str> = kept.into_iter().collect();
     let index: HashMap<&str, u32> = words.iter().enumerate().map(|(i, w)| (*w, i as u32)).collect();
     let id = |w: &str| index.get(w).copied().unwrap_or(u32::MAX);
+    let u24 = |out: &mut Vec<u8>, n: u32| out.extend(n.to_le_bytes().iter().take(3));
 
-    // Layout: "SLX1", word count, pair count; word offsets (count + 1, u32); the words; per word
-    // its flags (u8) and base (u24: itself unless an irregular form); the pairs (u24, u24, the
-    // second's top bit set for antonyms), sorted.
-    let mut out = b"SLX1".to_vec();
-    out.extend((words.len() as u32).to_le_bytes());
-    out.extend((pairs.len() as u32).to_le_bytes());
+    // Layout (`src/lexicon.rs`): "SLX2"; the counts of words, irregular forms, persons and pairs
+    // (u32); word offsets (count + 1, u24); the words; irregular forms (form, base: u24 each);
+    // persons (u24); pairs (u24, u24: the second's top bit set for antonyms). All sorted.
+    let mut out = b"SLX2".to_vec();
+    for count in [words.len(), exceptions.len(), persons.len(), pairs.len()] {
+        out.extend((count as u32).to_le_bytes());
+    }
     let mut offset = 0u32;
     for w in &words {
-        out.extend(offset.to_le_bytes());
+        u24(&mut out, offset);
         offset += w.len() as u32;
     }
-    out.extend(offset.to_le_bytes());
+    u24(&mut out, offset);
     for w in &words {
         out.extend(w.as_bytes());
     }
-    for w in &words {
-        let base = exceptions.get(&w.to_string()).map_or(id(w), |b| id(b));
-        out.push(flags.get(*w).copied().unwrap_or(0));
-        out.extend(base.to_le_bytes().iter().take(3));
+    let mut irregular: Vec<(u32, u32)> = exceptions.iter().map(|(form, base)| (id(form), id(base))).collect();
+    irregular.sort_unstable();
+    for (form, base) in irregular {
+        u24(&mut out, form);
+        u24(&mut out, base);
+    }
+    for person in &persons {
+        u24(&mut out, id(person));
     }
     let mut numbered: Vec<(u32, u32, bool)> = pairs.iter().map(|(a, b, antonym)| (id(a), id(b), *antonym)).collect();
     numbered.sort_unstable();
     numbered.dedup_by_key(|(a, b, _)| (*a, *b));
     for (a, b, antonym) in numbered {
-        let b = b | if antonym { ANTONYM } else { 0 };
-        out.extend(a.to_le_bytes().iter().take(3));
-        out.extend(b.to_le_bytes().iter().take(3));
+        u24(&mut out, a);
+        u24(&mut out, b | if antonym { ANTONYM } else { 0 });
     }
     let target = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("lexicon.bin");
     if let Err(e) = fs::write(&target, &out) {
         eprintln!("cannot write {}: {e}", target.display());
         std::process::exit(1);
     }
-    let summary =
-        format!("{} words, {} pairs ({} antonyms), {} bytes\n", words.len(), pairs.len(), antonyms.len(), out.len());
+    let summary = format!(
+        "{} words, {} irregular forms, {} persons, {} pairs ({} antonyms), {} bytes\n",
+        words.len(),
+        exceptions.len(),
+        persons.len(),
+        pairs.len(),
+        antonyms.len(),
+        out.len()
+    );
     let _ = fs::write(target.with_extension("txt"), summary);
 }

@@ -124,8 +124,15 @@ def test_an_ideal_verifier_settles_the_grey_zone(embedder_stack):
         asked = [r for r in requests.get(s.mock("/mock/requests"), timeout=10).json() if r["path"] == "/rerank"]
         served = s.metric("sluice_cache_verify_total", decision="same", source="service")
         refused = s.metric("sluice_cache_verify_total", decision="different", source="service")
+        # The verifier's cost inside the lookup: lookups that asked it against those that did not.
+        lines = s.wait_access_log(640)
+    lookups = [l for l in lines if l.get("cache_lookup_ms") not in (None, "", "-")]
+    asked_ms = sorted(int(l["cache_lookup_ms"]) for l in lookups if l.get("cache_verified") not in (None, "", "-"))
+    other_ms = sorted(int(l["cache_lookup_ms"]) for l in lookups if l.get("cache_verified") in (None, "", "-"))
+    median = lambda xs: xs[len(xs) // 2] if xs else None
     print(f"\nsemantic cache with an ideal verifier, reporting half: {result}; verifier asked {len(asked)} times, "
-          f"{served:.0f} same, {refused:.0f} different")
+          f"{served:.0f} same, {refused:.0f} different; lookup ms median {median(asked_ms)} with the verifier "
+          f"({len(asked_ms)} lookups), {median(other_ms)} without ({len(other_ms)})")
     assert result["precision"] >= 0.98, result["wrong_examples"]
     assert result["recall"] >= 0.6, result
     assert served >= 30 and refused >= 30

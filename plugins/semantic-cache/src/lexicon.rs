@@ -1,14 +1,13 @@
 //! What WordNet says about single words, from the compact table `build.rs` makes at compile time
-//! (0.79 MB, read in place: nothing is parsed or allocated at start-up).
+//! (read in place: nothing is parsed or allocated at start-up).
 //!
-//! Layout (little-endian): `SLX1`, the word count `n`, the pair count `m`; `n + 1` word offsets
-//! (u32) into the words that follow (sorted, lower-case ASCII); per word a flag byte and its base
-//! form (u24: itself, unless it is an irregular form such as `mice`); `m` sorted pairs of word
-//! numbers (u24, u24), the second's top bit set when the pair are antonyms.
+//! Layout (little-endian): `SLX2`; the counts of words, irregular forms, persons and pairs (u32);
+//! word offsets (count + 1, u24) into the words that follow (sorted, lower-case ASCII); irregular
+//! forms (form, base: word numbers, u24 each) sorted by form; persons (word numbers, u24),
+//! sorted; pairs of word numbers (u24, u24), sorted, the second's top bit set for antonyms.
 
 static TABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lexicon.bin"));
 
-const FLAG_PERSON: u8 = 1;
 const ANTONYM: u32 = 1 << 23;
 const WORD_MASK: u32 = ANTONYM - 1;
 
@@ -26,8 +25,8 @@ pub enum Relation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Word(u32);
 
-fn u32_at(at: usize) -> u32 {
-    TABLE.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes)
+fn u32_at(at: usize) -> usize {
+    TABLE.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize
 }
 
 fn u24_at(at: usize) -> u32 {
@@ -37,53 +36,66 @@ fn u24_at(at: usize) -> u32 {
     }
 }
 
-fn words() -> usize {
-    if TABLE.get(..4) == Some(b"SLX1") {
-        u32_at(4) as usize
+/// The counts in the header: words, irregular forms, persons, pairs.
+fn count(which: usize) -> usize {
+    if TABLE.get(..4) == Some(b"SLX2") {
+        u32_at(4 + 4 * which)
     } else {
         0
     }
 }
 
-fn pairs() -> usize {
-    u32_at(8) as usize
+fn words() -> usize {
+    count(0)
 }
 
-const OFFSETS: usize = 12;
+const OFFSETS: usize = 20;
 
 fn text_start() -> usize {
-    OFFSETS + 4 * (words() + 1)
+    OFFSETS + 3 * (words() + 1)
 }
 
 fn text(i: usize) -> &'static [u8] {
-    let (from, to) = (u32_at(OFFSETS + 4 * i) as usize, u32_at(OFFSETS + 4 * (i + 1)) as usize);
+    let (from, to) = (u24_at(OFFSETS + 3 * i) as usize, u24_at(OFFSETS + 3 * (i + 1)) as usize);
     TABLE.get(text_start() + from..text_start() + to).unwrap_or_default()
 }
 
-fn entry(i: usize) -> usize {
-    text_start() + u32_at(OFFSETS + 4 * words()) as usize + 4 * i
+fn irregular_start() -> usize {
+    text_start() + u24_at(OFFSETS + 3 * words()) as usize
+}
+
+fn person_start() -> usize {
+    irregular_start() + 6 * count(1)
 }
 
 fn pair_start() -> usize {
-    entry(words())
+    person_start() + 3 * count(2)
 }
 
-/// The word itself, if the table has it.
-fn exact(word: &str) -> Option<Word> {
-    let (mut low, mut high) = (0, words());
+/// Binary search over `n` sorted records of `size` bytes from `start`: `order` tells how the
+/// record at an offset compares with the one wanted.
+fn search(start: usize, size: usize, n: usize, order: impl Fn(usize) -> std::cmp::Ordering) -> Option<usize> {
+    let (mut low, mut high) = (0, n);
     while low < high {
         let mid = low + (high - low) / 2;
-        match text(mid).cmp(word.as_bytes()) {
+        match order(start + size * mid) {
             std::cmp::Ordering::Less => low = mid + 1,
             std::cmp::Ordering::Greater => high = mid,
-            std::cmp::Ordering::Equal => return Some(Word(mid as u32)),
+            std::cmp::Ordering::Equal => return Some(start + size * mid),
         }
     }
     None
 }
 
+/// The word itself, if the table has it.
+fn exact(word: &str) -> Option<Word> {
+    let at = search(0, 1, words(), |i| text(i).cmp(word.as_bytes()))?;
+    Some(Word(at as u32))
+}
+
+/// The base of an irregular form, or the word itself.
 fn base_of(word: Word) -> Word {
-    Word(u24_at(entry(word.0 as usize) + 1))
+    search(irregular_start(), 6, count(1), |at| u24_at(at).cmp(&word.0)).map_or(word, |at| Word(u24_at(at + 3)))
 }
 
 /// Inflections WordNet's own morphology strips (`morphy`), most specific first.
@@ -137,32 +149,16 @@ pub fn irregular(word: &str) -> Option<&'static str> {
     (base != found).then(|| std::str::from_utf8(text(base.0 as usize)).unwrap_or_default())
 }
 
-fn flags(word: Word) -> u8 {
-    TABLE.get(entry(word.0 as usize)).copied().unwrap_or(0)
-}
-
 /// A kind of person in its most frequent noun sense (`artist`, `physicist`).
 pub fn is_person(word: Word) -> bool {
-    flags(word) & FLAG_PERSON != 0
+    search(person_start(), 3, count(2), |at| u24_at(at).cmp(&word.0)).is_some()
 }
 
 /// How two words relate, if WordNet says.
 pub fn relation(a: Word, b: Word) -> Option<Relation> {
     let (a, b) = if a < b { (a, b) } else { (b, a) };
-    let (mut low, mut high) = (0, pairs());
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let at = pair_start() + 6 * mid;
-        let (first, second) = (u24_at(at), u24_at(at + 3));
-        match (first, second & WORD_MASK).cmp(&(a.0, b.0)) {
-            std::cmp::Ordering::Less => low = mid + 1,
-            std::cmp::Ordering::Greater => high = mid,
-            std::cmp::Ordering::Equal => {
-                return Some(if second & ANTONYM != 0 { Relation::Antonyms } else { Relation::Synonyms })
-            }
-        }
-    }
-    None
+    let at = search(pair_start(), 6, count(3), |at| (u24_at(at), u24_at(at + 3) & WORD_MASK).cmp(&(a.0, b.0)))?;
+    Some(if u24_at(at + 3) & ANTONYM != 0 { Relation::Antonyms } else { Relation::Synonyms })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@
 //! "convert", "turn") is [`Verdict::Close`], served only at a higher similarity; anything else is
 //! [`Verdict::Unsure`], which a verifier may settle (see `verify.rs`).
 //!
-//! The lexical data is [`crate::lexicon`], 0.79 MB built from WordNet at compile time.
+//! The lexical data is [`crate::lexicon`], 0.35 MB built from WordNet at compile time.
 
 use std::collections::BTreeSet;
 
