@@ -64,7 +64,8 @@ pub const CACHE_INDEX_TOTAL: &str = "sluice_cache_index_total";
 /// for a pair already decided).
 pub const CACHE_VERIFY_TOTAL: &str = "sluice_cache_verify_total";
 /// Complaints about cache hits (`x-sluice-cache-wrong`), by `decision`: `stricter` (the entry
-/// now needs `contradicted_threshold`), `evicted` or `unknown` (no such entry).
+/// now needs `contradicted_threshold`), `evicted`, `unknown` (no such entry) or `unrecorded`
+/// (Redis did not answer; the request still bypasses the lookup).
 pub const CACHE_WRONG_TOTAL: &str = "sluice_cache_wrong_total";
 /// Milliseconds from the complete request to the cache's decision, by `status`.
 pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";

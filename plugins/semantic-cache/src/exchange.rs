@@ -352,7 +352,7 @@ impl Filter {
             Ok(RedisValue::Text(text)) if matches!(text.as_str(), "evicted" | "stricter" | "unknown") => text,
             other => {
                 log::warn!("{NAME}: complaint not recorded: {other:?}");
-                "failed".to_string()
+                "unrecorded".to_string()
             }
         };
         report::complaint(&Host, &mut self.shared.registry.borrow_mut(), &decision);

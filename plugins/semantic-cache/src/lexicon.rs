@@ -155,10 +155,16 @@ pub fn is_person(word: Word) -> bool {
 }
 
 /// How two words relate, if WordNet says.
-pub fn relation(a: Word, b: Word) -> Option<Relation> {
+fn relation(a: Word, b: Word) -> Option<Relation> {
     let (a, b) = if a < b { (a, b) } else { (b, a) };
     let at = search(pair_start(), 6, count(3), |at| (u24_at(at), u24_at(at + 3) & WORD_MASK).cmp(&(a.0, b.0)))?;
     Some(if u24_at(at + 3) & ANTONYM != 0 { Relation::Antonyms } else { Relation::Synonyms })
+}
+
+/// How WordNet relates any base forms of two lower-case words: antonyms if any are.
+pub fn relate(a: &str, b: &str) -> Option<Relation> {
+    let (a, b) = (lemmas(a), lemmas(b));
+    a.iter().flat_map(|x| b.iter().filter_map(|y| relation(*x, *y))).min_by_key(|r| *r != Relation::Antonyms)
 }
 
 #[cfg(test)]
@@ -166,13 +172,13 @@ mod tests {
     use super::*;
 
     fn rel(a: &str, b: &str) -> Option<Relation> {
-        let (a, b) = (lemmas(a), lemmas(b));
-        a.iter().flat_map(|x| b.iter().filter_map(|y| relation(*x, *y))).min_by_key(|r| *r != Relation::Antonyms)
+        relate(a, b)
     }
 
     #[test]
     fn synonyms_antonyms_and_strangers() {
-        assert!(words() > 10_000 && TABLE.len() < 1_000_000, "{} words, {} bytes", words(), TABLE.len());
+        // Memory per VM is the budget: the table is read in place, so its size is its cost.
+        assert!(words() > 10_000 && TABLE.len() < 500_000, "{} words, {} bytes", words(), TABLE.len());
         assert_eq!(rel("buy", "purchase"), Some(Relation::Synonyms));
         assert_eq!(rel("purchased", "buying"), Some(Relation::Synonyms));
         assert_eq!(rel("automobiles", "car"), Some(Relation::Synonyms));

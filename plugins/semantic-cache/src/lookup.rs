@@ -125,11 +125,11 @@ pub struct Guard {
 /// The most similar candidate that asks the same question and holds a readable answer, or else
 /// the most similar one the guard is unsure about.
 pub fn pick(candidates: Vec<Candidate>, question: &str, guard: Option<Guard>) -> Choice {
-    let asked = Prompt::read(question);
+    let asked = guard.map(|_| Prompt::read(question));
     let mut grey = None;
     for c in candidates {
         let Some(record) = Record::from_text(&c.record) else { continue };
-        let verdict = guard.map(|_| compare(&asked, &Prompt::read(&c.question)));
+        let verdict = asked.as_ref().map(|asked| compare(asked, &Prompt::read(&c.question)));
         let hit = Hit { similarity: c.similarity, record, id: c.id };
         match (verdict, guard) {
             (None, _) | (Some(Verdict::Same), _) => return Choice::Serve(hit),

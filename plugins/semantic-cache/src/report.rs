@@ -80,7 +80,8 @@ pub fn verified<H: Properties + MetricsHost>(host: &H, registry: &mut MetricRegi
     registry.add(host, metrics::CACHE_VERIFY_TOTAL, &[("decision", decision), ("source", source)], 1);
 }
 
-/// What a complaint about a hit did (`stricter`, `evicted`, `unknown`, or `failed` to reach Redis).
+/// What a complaint about a hit did (`stricter`, `evicted`, `unknown`, or `unrecorded`: Redis did
+/// not answer).
 pub fn complaint(host: &dyn MetricsHost, registry: &mut MetricRegistry, decision: &str) {
     registry.add(host, metrics::CACHE_WRONG_TOTAL, &[("decision", decision)], 1);
 }

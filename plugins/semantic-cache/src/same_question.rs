@@ -288,14 +288,15 @@ impl Prompt {
                 prompt.negated = true;
                 continue;
             }
-            match word {
-                "when" => prompt.asks.insert("when"),
-                "where" => prompt.asks.insert("where"),
-                "who" | "whom" => prompt.asks.insert("who"),
-                "why" => prompt.asks.insert("why"),
-                _ => false,
+            let question = match word {
+                "when" => Some("when"),
+                "where" => Some("where"),
+                "who" | "whom" => Some("who"),
+                "why" => Some("why"),
+                _ => None,
             };
-            if matches!(word, "when" | "where" | "who" | "whom" | "why") {
+            if let Some(question) = question {
+                prompt.asks.insert(question);
                 continue;
             }
             if matches!(word, "what" | "which") {
@@ -330,11 +331,6 @@ impl Prompt {
         prompt.directions = directions(&conversions);
         prompt
     }
-
-    /// The content words' keys.
-    pub fn keys(&self) -> BTreeSet<&str> {
-        self.terms.iter().map(|t| t.key.as_str()).collect()
-    }
 }
 
 /// Source and target of each conversion: "X to Y", "from X to Y", "to Y from X", "Y from X".
@@ -351,24 +347,12 @@ fn directions(conversions: &[(bool, Option<String>, String)]) -> Vec<(String, St
         .collect()
 }
 
-/// How WordNet relates any base forms of two words: antonyms if any are.
 fn relation(a: &Term, b: &Term) -> Option<Relation> {
-    let (a, b) = (lexicon::lemmas(&a.word), lexicon::lemmas(&b.word));
-    let mut found = None;
-    for x in &a {
-        for y in &b {
-            match lexicon::relation(*x, *y) {
-                Some(Relation::Antonyms) => return Some(Relation::Antonyms),
-                Some(Relation::Synonyms) => found = Some(Relation::Synonyms),
-                None => {}
-            }
-        }
-    }
-    found
+    lexicon::relate(&a.word, &b.word)
 }
 
 fn is_light(term: &Term) -> bool {
-    LIGHT_VERBS.contains(&stem(&term.word).as_str()) || LIGHT_VERBS.iter().any(|v| stem(v) == term.key)
+    LIGHT_VERBS.iter().any(|verb| stem(verb) == term.key)
 }
 
 /// A person noun after "which" or "what" (`artist`, not `artists`' other senses).
