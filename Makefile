@@ -17,7 +17,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(TOOLS)/bin:$(PATH)
 
 .PHONY: build deps rust-targets system-packages venv wasm-bindgen embedder lint unit-test wasm-test \
-        integration-test test test-unit test-integration test-deploy run bench bench-peers soak oci pin push \
+        integration-test test test-unit test-integration test-quality test-deploy run bench bench-peers soak oci pin push \
         docs clean
 
 ## Build every module to $(WASM_DIR)/*.wasm, and the bundle of all of them (sluice_bundle.wasm).
@@ -96,8 +96,8 @@ PYTEST = cd tests && $(RUN_PYTEST)
 # The whole suite, then every test in real Envoy again with the bundle: all modules in one
 # sluice_bundle.wasm sharing one VM per worker (harness/stack.py, SLUICE_BUNDLE).
 integration-test: build venv system-packages embedder
-	$(PYTEST) integration
-	cd tests && SLUICE_BUNDLE=1 $(RUN_PYTEST) $(addprefix integration/,$(ALL_INTEGRATION))
+	$(PYTEST) integration quality
+	cd tests && SLUICE_BUNDLE=1 $(RUN_PYTEST) $(addprefix integration/,$(ALL_INTEGRATION)) $(addprefix quality/,$(QUALITY_TESTS))
 
 ## Everything CI runs.
 test: deps build lint unit-test wasm-test integration-test
@@ -109,7 +109,7 @@ test-unit: rust-targets wasm-bindgen embedder unit-test wasm-test
 # MODULE, every test in real Envoy except the deploy tier.
 TESTS_budget-enforcer := test_budget_enforcer.py
 TESTS_pii-scrubber := test_pii_scrubber.py
-TESTS_semantic-cache := test_semantic_cache.py test_cache_quality.py test_embedder.py
+TESTS_semantic-cache := test_semantic_cache.py test_embedder.py
 TESTS_model-rewriter := test_model_rewriter.py test_fallback.py
 TESTS_provider-adapter := test_fallback.py test_translation.py
 TESTS_token-counter := test_token_counter.py
@@ -120,6 +120,12 @@ ALL_INTEGRATION := $(sort $(foreach m,budget-enforcer pii-scrubber semantic-cach
 test-integration: build venv system-packages embedder
 	@[ -z "$(MODULE)" ] || [ -n "$(TESTS_$(MODULE))" ] || { echo "unknown MODULE=$(MODULE)"; exit 2; }
 	$(PYTEST) $(addprefix integration/,$(if $(MODULE),$(TESTS_$(MODULE)),$(ALL_INTEGRATION)))
+
+## Measurements on labelled data, end to end in real Envoy (tests/quality): the semantic cache's
+## hit quality on the labelled pairs, with and without its guard and verifier.
+QUALITY_TESTS := test_cache_quality.py
+test-quality: build venv system-packages embedder
+	$(PYTEST) $(addprefix quality/,$(QUALITY_TESTS))
 
 ## Bundles, images, dashboards and shipped configs: the Istio and Envoy Gateway manifests, OCI
 ## layouts, alert rules and dashboard queries, `envoy --mode validate` of every bootstrap.

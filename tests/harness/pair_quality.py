@@ -4,7 +4,7 @@ tuning and a reporting half), at a range of thresholds: why the cache needs its 
 
 Each pair counts at a threshold when its cosine (all-MiniLM-L6-v2, tests/harness/minilm.py) is
 at or above it: recall over the paraphrases, precision over everything that would hit. The
-guard's own figures, end to end, come from tests/integration/test_cache_quality.py, and without
+guard's own figures, end to end, come from tests/quality/test_cache_quality.py, and without
 embeddings from `cargo test -p sluice-semantic-cache --test labelled_pairs -- --nocapture`.
 
 Run: python -m harness.pair_quality

@@ -281,7 +281,9 @@ def test_semantic_cache_manifest_matches_the_schema_and_sits_between_scrubber_an
 @pytest.mark.parametrize("bad", [
     {"threshold": 0}, {"threshold": 1.2}, {"namespace": "tenant"}, {"mode": "fuzzy"}, {"ttl_seconds": 0},
     {"lsh_bits": 9}, {"embedding": {"path": "v1/embeddings"}}, {"routes": [{"threshold": 2}]},
-    {"routes": [{"path_prefix": "support"}]}, {"treshold": 0.9},
+    {"routes": [{"path_prefix": "support"}]}, {"treshold": 0.9}, {"close_margin": 0.9}, {"verify": {}},
+    {"verify": {"cluster": "v", "authority": "v", "kind": "judge"}}, {"verify": {"cluster": "v", "authority": "v",
+    "timeout_ms": 0}}, {"contradicted_threshold": 1.2}, {"evict_after": 0},
 ])
 def test_cache_schema_rejects_what_the_module_rejects(bad):
     with pytest.raises(jsonschema.ValidationError):
@@ -295,6 +297,8 @@ def test_every_integration_test_file_belongs_to_a_make_tier():
               for f in line.split()}
     files = {p.name for p in (ROOT / "tests" / "integration").glob("test_*.py")}
     assert files == listed, f"not in a tier: {sorted(files - listed)}; gone: {sorted(listed - files)}"
+    quality = set(re.search(r"^QUALITY_TESTS := (.*)$", makefile, re.M).group(1).split())
+    assert quality == {p.name for p in (ROOT / "tests" / "quality").glob("test_*.py")}
     # The bundle pass runs ALL_INTEGRATION: every module's tier must be in it.
     tiers = set(re.findall(r"^TESTS_([a-z-]+) :=", makefile, re.M))
     bundled = set(re.search(r"^ALL_INTEGRATION := .*foreach m,([a-z -]+),", makefile, re.M).group(1).split())

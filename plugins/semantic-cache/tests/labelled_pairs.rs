@@ -2,7 +2,7 @@
 //! 100 questions with 5 paraphrases and 5 near misses each, in a tuning half (the rules were
 //! chosen on it) and a reporting half (never used to choose them). Without embeddings, the guard
 //! alone: near misses it would serve, paraphrases it keeps. The same figures end to end, with
-//! embeddings, come from `tests/integration/test_cache_quality.py`.
+//! embeddings, come from `tests/quality/test_cache_quality.py`.
 
 use sluice_semantic_cache::same_question::{judge, Verdict};
 
