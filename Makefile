@@ -109,6 +109,7 @@ test-unit: rust-targets wasm-bindgen embedder unit-test wasm-test
 # MODULE, every test in real Envoy except the deploy tier.
 TESTS_budget-enforcer := test_budget_enforcer.py
 TESTS_pii-scrubber := test_pii_scrubber.py
+TESTS_guard := test_guard.py
 TESTS_semantic-cache := test_semantic_cache.py test_embedder.py
 TESTS_model-rewriter := test_model_rewriter.py test_fallback.py
 TESTS_provider-adapter := test_fallback.py test_translation.py
@@ -116,7 +117,7 @@ TESTS_token-counter := test_token_counter.py
 TESTS_gate := test_gate.py
 TESTS_run := test_gateway.py
 DEPLOY_TESTS := test_configs.py test_istio_bundle.py test_oci.py test_monitoring.py
-ALL_INTEGRATION := $(sort $(foreach m,budget-enforcer pii-scrubber semantic-cache model-rewriter provider-adapter token-counter gate run,$(TESTS_$(m))))
+ALL_INTEGRATION := $(sort $(foreach m,budget-enforcer pii-scrubber guard semantic-cache model-rewriter provider-adapter token-counter gate run,$(TESTS_$(m))))
 test-integration: build venv system-packages embedder
 	@[ -z "$(MODULE)" ] || [ -n "$(TESTS_$(MODULE))" ] || { echo "unknown MODULE=$(MODULE)"; exit 2; }
 	$(PYTEST) $(addprefix integration/,$(if $(MODULE),$(TESTS_$(MODULE)),$(ALL_INTEGRATION)))

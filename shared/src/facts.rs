@@ -100,6 +100,13 @@ pub const PII_DETECTIONS: Fact = Fact("sluice.pii.detections");
 pub const PII_ENTITIES: Fact = Fact("sluice.pii.entities");
 /// Guard rules a request or its answer tripped, comma-separated (`flag` and `block` alike).
 pub const GUARD_FLAGGED: Fact = Fact("sluice.guard.flagged");
+/// The guard services' word on the request and its answer, the strongest of every check:
+/// `pass`, `unchecked` (a guard could not answer and lets text pass), `flag`, `redact`, `block`.
+pub const GUARD_DECISION: Fact = Fact("sluice.guard.decision");
+/// `guard:category` of every category a guard service reported as tripped, comma-separated.
+pub const GUARD_CATEGORIES: Fact = Fact("sluice.guard.categories");
+/// Milliseconds the request and its answer waited on guard services.
+pub const GUARD_WAIT_MS: Fact = Fact("sluice.guard.wait_ms");
 
 // Semantic cache.
 /// `hit`, `miss` or `bypass`.
@@ -218,6 +225,9 @@ mod tests {
             PII_DETECTIONS,
             PII_ENTITIES,
             GUARD_FLAGGED,
+            GUARD_DECISION,
+            GUARD_CATEGORIES,
+            GUARD_WAIT_MS,
             CACHE_STATUS,
             CACHE_REASON,
             CACHE_SIMILARITY,

@@ -7,6 +7,31 @@ use std::fmt;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// Members whose string values are structure, not user data (`model`, `role`, `type`, ids,
+/// enum-valued settings): the modules that read every text of a request (the PII scrubber, the
+/// guard) skip them. Objects and arrays under them are read (`response_format`, ...).
+pub const STRUCTURAL: [&str; 18] = [
+    "model",
+    "role",
+    "type",
+    "id",
+    "object",
+    "tool_call_id",
+    "tool_use_id",
+    "call_id",
+    "previous_response_id",
+    "media_type",
+    "detail",
+    "encoding_format",
+    "reasoning_effort",
+    "service_tier",
+    "truncation",
+    "status",
+    // Gemini: a part's media type and the model's opaque reasoning state.
+    "mimeType",
+    "thoughtSignature",
+];
+
 /// Parses a body that must be a JSON object. Serde would also accept an array for a struct
 /// (`[]` as "all fields default"), which no LLM API sends.
 pub fn from_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {

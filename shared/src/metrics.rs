@@ -50,6 +50,13 @@ pub const PII_DETECTIONS_TOTAL: &str = "sluice_pii_detections_total";
 /// Guard hits by rule and action (`flag`, `block`, `reject`): injection heuristics, banned
 /// patterns, `response_format`.
 pub const GUARD_TOTAL: &str = "sluice_guard_total";
+/// Guard service checks by `guard`, `direction` (prompt, answer) and `result` (pass, flag,
+/// redact, block, error).
+pub const GUARD_CHECKS_TOTAL: &str = "sluice_guard_checks_total";
+/// Tripped categories by `guard`, `category`, `action` (flag, redact, block) and `direction`.
+pub const GUARD_CATEGORIES_TOTAL: &str = "sluice_guard_categories_total";
+/// How long a guard service took to answer a check, by `guard` and `direction`.
+pub const GUARD_CHECK_MS: &str = "sluice_guard_check_ms";
 /// Cache lookups by `status` (`hit`, `miss`, `bypass`) and `reason` (`exact` or `semantic` for
 /// hits, `none` for misses, the bypass reason otherwise).
 pub const CACHE_LOOKUPS_TOTAL: &str = "sluice_cache_lookups_total";
@@ -92,6 +99,9 @@ pub const LABEL_KEYS: &[&str] = &[
     "action",
     "rule",
     "how",
+    "guard",
+    "category",
+    "result",
 ];
 
 /// Reported instead of a value once a label has too many distinct values.

@@ -300,6 +300,21 @@ pub fn resume_request() {
     }
 }
 
+/// Lets a paused answer continue to the client.
+pub fn resume_response() {
+    census::count(|| "resume_http_response".into());
+    if hostcalls::resume_http_response().is_err() {
+        log::warn!("could not resume the answer");
+    }
+}
+
+/// Adds `body` to the answer body Envoy buffered for a paused answer, after its first `at`
+/// bytes (a callout's reply may still write to it).
+pub fn append_response_body(at: usize, body: &[u8]) -> bool {
+    census::count(|| "set_response_body".into());
+    hostcalls::set_buffer(BufferType::HttpResponseBody, at, 0, body).is_ok()
+}
+
 /// Makes later hostcalls act on another context of this VM (a paused request, from the root
 /// context). `false` when that context is gone.
 pub fn switch_context(context_id: u32) -> bool {

@@ -612,6 +612,9 @@ def main():
     if any(v in facts for v in CACHE_PROMPTS):
         extras["cache_scan"] = cache_scan.measure()
         extras["guard_us"] = guard_speed()
+    if not args.variants or "guard-services" in args.variants.split(","):
+        from . import guard_cost
+        extras["guard_services"] = guard_cost.measure()
     if not args.variants or "host-cost" in args.variants.split(","):
         from . import host_cost  # imports this module: loaded once it is complete
         extras["host_cost"] = host_cost.measure(wasm_dir)

@@ -101,6 +101,26 @@ def bench_section(r) -> str:
     if r.get("guard_us"):
         lines += [f"Semantic cache guard inside the module (one comparison of two prompts, wasm in V8, over the "
                   f"1,000 labelled pairs; `plugins/semantic-cache/examples/guard_speed.rs`): {r['guard_us']:.1f} µs.", ""]
+    g = r.get("guard_services")
+    if g:
+        shape = g["stream_shape"]
+        lines += ["Guard services (`harness/guard_cost.py`, `--variants guard-services`): the guard filters with the mock "
+                  "provider's scripted moderation service, against plain Envoy in front of the same mock, 1 worker. "
+                  f"JSON: median of sequential chat requests. Streams: a {shape['piece_chars']}-character event every "
+                  f"{shape['delay_ms']} ms, {shape['events']} events; medians over streams.", "",
+                  "| gateway | JSON p50 ms | added | time to first token ms | added | chunk gap p50 ms | last byte ms | added |",
+                  "|---|---|---|---|---|---|---|---|"]
+        labels = {"plain": "plain Envoy", "prompt": "moderation on the prompt",
+                  "holdback": "moderation on the answer, holdback", "cut": "moderation on the answer, cut"}
+        for name, label in labels.items():
+            row = g.get(name, {})
+            cells = [row.get("json_p50_ms"), row.get("added_json_p50_ms"), row.get("ttft_ms"), row.get("added_ttft_ms"),
+                     row.get("chunk_gap_p50_ms"), row.get("last_byte_ms"), row.get("added_last_byte_ms")]
+            lines.append(f"| {label} | " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+        lines += ["", f"The moderation service alone answers in {g['plain'].get('moderation_service_p50_ms')} ms (median, "
+                  "called directly): the rest of a check's cost is the gateway's. Holdback releases text in bursts once "
+                  "a check passed it (hence the small chunk gap), so its cost is the time to first token; cut streams at "
+                  "once and holds only the end of the answer for the last check.", ""]
     cached = {name: v for name, v in variants.items() if "cache_outcomes" in v}
     if cached:
         lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(

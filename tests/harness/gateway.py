@@ -53,6 +53,14 @@ DEMO_MODELS = {
     },
 }
 
+# Guard services: the mock provider's scripted moderation service on prompts (before the cache)
+# and answers (after it, streams held back until checked).
+DEMO_MODERATION = {"name": "moderation", "kind": "moderation", "cluster": "guard_services", "authority": "guards",
+                   "categories": {"violence": {"threshold": 0.8, "action": "block"},
+                                  "harassment": {"threshold": 0.5, "action": "flag"}}, "default_action": "off"}
+DEMO_GUARDS = {"sluice.guard": {"guards": [{**DEMO_MODERATION, "check": ["prompt"]}]},
+               "sluice.guard_answers": {"guards": [{**DEMO_MODERATION, "check": ["answer"]}]}}
+
 # The semantic cache with its defaults (per-team entries, threshold 0.85, one hour).
 DEMO_CACHE = {}
 
@@ -109,6 +117,14 @@ A key of your own, kept in Redis (no config push), then revoked:
     -d '{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}'
   redis-cli -p {stack.redis_port} DEL sluice:key:$(printf %s sk-mine | sha256sum | cut -c1-64)   # 401 again within 10 s
 
+Guard services (the mock's scripted moderation reads [[score:category=value]] markers): a prompt
+it scores violent gets 400 content_filter; an answer it scores violent ends with content_filter:
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
+    -d '{{"model":"{model}","messages":[{{"role":"user","content":"Hurt them [[score:violence=0.93]]"}}]}}'
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
+    -H 'x-mock-text: Violent%20text%20%5B%5Bscore%3Aviolence%3D0.9%5D%5D' \
+    -d '{{"model":"{model}","messages":[{{"role":"user","content":"Tell me a story"}}]}}'
+
 Semantic cache: ask, then paraphrase; the second answer comes from Redis (x-sluice-cache: hit):
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
     -d '{{"model":"{model}","messages":[{{"role":"user","content":"Tell me the capital city of France"}}]}}' | grep -i x-sluice-cache
@@ -131,7 +147,7 @@ def main():
                               "gemini": os.environ.get("GEMINI_API_KEY"),
                               "bedrock": os.environ.get("AWS_BEARER_TOKEN_BEDROCK")}.items() if v}
     configs = {"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS,
-               "sluice.semantic_cache": DEMO_CACHE}
+               "sluice.semantic_cache": DEMO_CACHE, **DEMO_GUARDS}
     stack = Stack(configs=configs,
                   listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, with_embedder=True)
     stop = {"now": False}

@@ -26,6 +26,18 @@ Each request is scripted by its own `x-mock-*` headers (they pass through the ga
   x-mock-content-type: ...    override the content type
   x-mock-corrupt-at: 40       flip one bit of this byte of a stream (damage in transit)
 
+Scripted guard services (the guard module's tests) read markers in the texts they judge:
+
+  POST /v1/moderations        OpenAI moderation: every category scores 0.001 unless a text holds
+                              [[score:violence=0.93]] (several: [[score:hate=0.6,violence=0.2]]);
+                              `flagged` and `categories` say score >= 0.5
+  POST /guard/v1/chat/completions  a Llama Guard-style chat guard: `unsafe` and the categories
+                              of [[unsafe:S1,S10]] in the judged (last) message, else `safe`
+  POST /guard                 the webhook contract: [[block:secrets]], [[flag:tone]], or
+                              [[redact:word]] (each text with `word` replaced by `[redacted]`)
+  In any of them: [[guard-latency:500]] answers after 500 ms, [[guard-status:503]] with that
+  status, [[guard-garbage]] with text outside the protocol.
+
 Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is sent only when
 asked for. Any other method and path is recorded and answered 200 with an empty list, as a
 provider's files or batches API would: a request that should never have left the gateway shows.
@@ -618,6 +630,95 @@ async def handle(request: web.Request, api: str):
     return response
 
 
+MODERATION_CATEGORIES = ["harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic"]
+
+
+def markers(text: str, kind: str) -> list:
+    """The values of every `[[kind:value]]` marker in `text`."""
+    out, start = [], 0
+    while (at := text.find(f"[[{kind}:", start)) >= 0:
+        end = text.find("]]", at)
+        if end < 0:
+            break
+        out.append(text[at + len(kind) + 3:end])
+        start = end
+    return out
+
+
+async def guard_trouble(texts: list):
+    """A scripted guard's latency, failure or garbage, from the markers of the judged texts."""
+    joined = "\n".join(texts)
+    for delay in markers(joined, "guard-latency"):
+        await asyncio.sleep(int(delay) / 1000)
+    for status in markers(joined, "guard-status"):
+        return web.json_response({"error": {"message": "guard down"}}, status=int(status))
+    if "[[guard-garbage]]" in joined:
+        return web.Response(text="I am not sure what you mean.", content_type="text/plain")
+    return None
+
+
+async def moderation(request: web.Request):
+    body = json.loads(await record(request) or b"{}")
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if (trouble := await guard_trouble(texts)) is not None:
+        return trouble
+    results = []
+    for text in texts:
+        scores = {c: 0.001 for c in MODERATION_CATEGORIES}
+        for marker in markers(text, "score"):
+            for pair in marker.split(","):
+                name, _, value = pair.partition("=")
+                scores[name] = float(value)
+        flags = {c: v >= 0.5 for c, v in scores.items()}
+        results.append({"flagged": any(flags.values()), "categories": flags, "category_scores": scores})
+    return web.json_response({"id": "modr-mock", "model": body.get("model", "omni-moderation-latest"), "results": results})
+
+
+def judged_message(messages: list) -> str:
+    """The message a chat guard judges: the last one, or in Llama Guard's written prompt the last
+    turn of its conversation."""
+    text = (messages[-1].get("content") if messages else "") or ""
+    if "<BEGIN CONVERSATION>" in text:
+        conversation = text.split("<BEGIN CONVERSATION>", 1)[1].split("<END CONVERSATION>", 1)[0]
+        text = conversation.strip().split("\n\n")[-1]
+    return text
+
+
+async def chat_guard(request: web.Request):
+    body = json.loads(await record(request) or b"{}")
+    judged = judged_message(body.get("messages") or [])
+    if (trouble := await guard_trouble([judged])) is not None:
+        return trouble
+    unsafe = markers(judged, "unsafe")
+    verdict = "unsafe\n" + ",".join(unsafe) if unsafe else "safe"
+    return web.json_response({"id": "guard-1", "object": "chat.completion", "model": body.get("model"),
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict},
+                                           "finish_reason": "stop"}]})
+
+
+async def webhook(request: web.Request):
+    body = json.loads(await record(request) or b"{}")
+    texts = [t.get("text", "") for t in body.get("texts") or []]
+    if (trouble := await guard_trouble(texts)) is not None:
+        return trouble
+    joined = "\n".join(texts)
+    if blocked := markers(joined, "block"):
+        return web.json_response({"action": "block", "category": blocked[0], "reason": "scripted block"})
+    if words := markers(joined, "redact"):
+        redacted = []
+        for text in texts:
+            for word in words:
+                text = text.replace(word, "[redacted]")
+            redacted.append(text)
+        return web.json_response({"action": "redact", "texts": redacted})
+    if flagged := markers(joined, "flag"):
+        return web.json_response({"action": "flag", "categories": flagged})
+    return web.json_response({"action": "allow"})
+
+
 async def recent(_request):
     return web.json_response(list(RECENT))
 
@@ -640,6 +741,9 @@ def app():
     application.router.add_post("/v1/messages/count_tokens", count_tokens)
     application.router.add_post("/rerank", rerank)
     application.router.add_post("/verifier/v1/chat/completions", chat_verifier)
+    application.router.add_post("/v1/moderations", moderation)
+    application.router.add_post("/guard/v1/chat/completions", chat_guard)
+    application.router.add_post("/guard", webhook)
     # Claude on Vertex AI: `.../publishers/anthropic/models/<model>:rawPredict` (`:streamRawPredict`).
     application.router.add_post("/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
                                 lambda request: handle(request, "vertex-anthropic"))

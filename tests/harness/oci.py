@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 # The modules an operator deploys, and the bundle of all of them (the wasm floor is a benchmark
 # fixture).
-MODULES = ["token_counter", "budget_enforcer", "pii_scrubber", "semantic_cache", "model_rewriter", "provider_adapter",
+MODULES = ["token_counter", "budget_enforcer", "pii_scrubber", "guard", "semantic_cache", "model_rewriter", "provider_adapter",
            "bundle"]
 
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -122,6 +122,9 @@ def build_all(wasm_dir: Path, out_dir: Path):
 # in an EnvoyFilter, pinned by its module sha256 there; the bundle of all modules is an image for
 # Envoy and Envoy Gateway, not yet a WasmPlugin of the bundle).
 WASM_PLUGINS = [m for m in MODULES if m not in ("provider_adapter", "bundle")]
+# A module deployed as more than one WasmPlugin (the guard: prompts before the cache, answers
+# after it), each pinned to the same image.
+PLUGIN_NAMES = {"guard": ["sluice-guard", "sluice-guard-answers"]}
 
 
 def pins(rows) -> str:
@@ -130,8 +133,8 @@ def pins(rows) -> str:
     for row in rows:
         if row["module"] not in WASM_PLUGINS:
             continue
-        name = "sluice-" + row["module"].replace("_", "-")
-        docs.append(f"""apiVersion: extensions.istio.io/v1alpha1
+        for name in PLUGIN_NAMES.get(row["module"], ["sluice-" + row["module"].replace("_", "-")]):
+            docs.append(f"""apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata:
   name: {name}

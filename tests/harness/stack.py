@@ -220,6 +220,9 @@ DEFAULT_CONFIGS = {
     "sluice.model_rewriter": dict,
     # Every built-in entity redacted and restored.
     "sluice.pii_scrubber": dict,
+    # No guard services: every request passes unasked (prompts before the cache, answers after).
+    "sluice.guard": dict,
+    "sluice.guard_answers": dict,
     # Off unless a test turns it on: the other modules' tests repeat requests and count what
     # reaches the provider.
     "sluice.semantic_cache": lambda: {"mode": "off"},
@@ -360,6 +363,7 @@ class Stack:
             "BEDROCK_HOST": "127.0.0.1", "BEDROCK_PORT": mock_port,
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
             "EMBEDDER_PORT": getattr(self, "embedder_port", 9),
+            "GUARDS_HOST": "127.0.0.1", "GUARDS_PORT": getattr(self, "mock_port", 9),
         })
         if self.real_providers:
             text = use_real_providers(text, self.real_providers)

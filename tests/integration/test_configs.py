@@ -96,9 +96,13 @@ def test_budget_schema_rejects_what_the_plugin_rejects(bad):
         jsonschema.validate(bad, BUDGET_SCHEMA)
 
 
-SCHEMAS = {name: json.loads((ROOT / f"plugins/{name.split('.')[1].replace('_', '-')}/config.schema.json").read_text())
+# Each Sluice filter's schema; both guard filters (prompts, answers) run the guard module.
+PLUGIN_OF = {"sluice.guard_answers": "guard"}
+SCHEMAS = {name: json.loads((ROOT / f"plugins/{PLUGIN_OF.get(name, name.split('.')[1].replace('_', '-'))}"
+                                    "/config.schema.json").read_text())
            for name in ["sluice.token_counter", "sluice.budget_enforcer", "sluice.model_rewriter",
-                        "sluice.provider_adapter", "sluice.pii_scrubber", "sluice.semantic_cache"]}
+                        "sluice.provider_adapter", "sluice.pii_scrubber", "sluice.guard", "sluice.guard_answers",
+                        "sluice.semantic_cache"]}
 
 
 def wasm_filters(config):
@@ -113,11 +117,11 @@ def wasm_filters(config):
 
 
 def test_every_shipped_module_config_matches_its_schema(tmp_path):
-    from harness.gateway import DEMO_BUDGET, DEMO_MODELS
+    from harness.gateway import DEMO_BUDGET, DEMO_GUARDS, DEMO_MODELS
     for schema in SCHEMAS.values():
         jsonschema.Draft202012Validator.check_schema(schema)
     stacks = [Stack(workdir=tmp_path, listen_port=1, admin_port=2),
-              Stack(configs={"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS},
+              Stack(configs={"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS, **DEMO_GUARDS},
                     workdir=tmp_path, listen_port=1, admin_port=2)]
     for stack in stacks:
         found = wasm_filters(yaml.safe_load(stack.envoy_config()))
@@ -138,6 +142,14 @@ def test_every_shipped_module_config_matches_its_schema(tmp_path):
     ("sluice.provider_adapter", {"providers": {"a": {"api_key": "a", "api_key_env": "B"}}}),
     ("sluice.provider_adapter", {"providers": {"a b": {}}}),
     ("sluice.provider_adapter", {"providers": {"a": {"chat_path": "no-slash"}}}),
+    ("sluice.guard", {"guards": [{"name": "g", "kind": "moderation", "cluster": "c"}]}),
+    ("sluice.guard", {"guards": [{"name": "g", "kind": "judge", "cluster": "c", "authority": "a"}]}),
+    ("sluice.guard", {"guards": [{"name": "g h", "kind": "webhook", "cluster": "c", "authority": "a"}]}),
+    ("sluice.guard", {"guards": [{"name": "g", "kind": "webhook", "cluster": "c", "authority": "a", "timeout_ms": 0}]}),
+    ("sluice.guard", {"guards": [{"name": "g", "kind": "moderation", "cluster": "c", "authority": "a",
+                                  "categories": {"v": {"threshold": 2, "action": "block"}}}]}),
+    ("sluice.guard", {"stream": {"mode": "later"}}),
+    ("sluice.guard", {"routes": [{"match": {"apis": ["fax"]}}]}),
 ])
 def test_schemas_reject_what_the_modules_reject(name, bad):
     with pytest.raises(jsonschema.ValidationError):

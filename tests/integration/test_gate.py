@@ -7,6 +7,7 @@ also means "never sent"."""
 import copy
 import json
 import re
+import urllib.parse
 import uuid
 
 import pytest
@@ -83,9 +84,16 @@ def adapter_passthrough(config):
                 value["value"] = json.dumps(adapter)
 
 
+# A webhook guard on prompts and answers: it allows everything but the scripted markers.
+GUARD = {"name": "gate-policy", "kind": "webhook", "cluster": "guard_services", "authority": "guards",
+         "timeout_ms": 10_000}
+GUARDS = {"sluice.guard": {"guards": [{**GUARD, "check": ["prompt"]}]},
+          "sluice.guard_answers": {"guards": [{**GUARD, "check": ["answer"]}]}}
+
+
 @pytest.fixture(scope="module")
 def gate():
-    yield from running(configs={"sluice.budget_enforcer": BUDGET},
+    yield from running(configs={"sluice.budget_enforcer": BUDGET, **GUARDS},
                        provider_keys={"OPENAI_API_KEY": PROVIDER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
                                       "GEMINI_API_KEY": GEMINI_KEY},
                        patch=adapter_passthrough)
@@ -150,6 +158,38 @@ def test_trailers_do_not_skip_the_pii_scrubber(gate, protocol, api, stream):
                 "gemini": ("x-goog-api-key", GEMINI_KEY)}.get(
         api, ("authorization", f"Bearer {PROVIDER_KEY}"))
     assert header(request, expected[0]) == expected[1]
+
+
+@pytest.mark.parametrize("trailers", [None, TRAILERS], ids=["plain", "trailers"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("api", APIS)
+def test_no_request_gets_around_the_prompt_guard(gate, protocol, api, stream, trailers):
+    if stream and api in ("embeddings", "count_tokens"):
+        pytest.skip("no stream")
+    answer, sent = send(gate, protocol, "POST", api_path(api, stream=stream),
+                        data=body(api, ALLOWED, "Share it [[block:secrets]]", stream), trailers=trailers)
+    assert answer.status == 400, answer
+    assert answer.json()["error"]["code"] == "content_filter"
+    assert sent == []
+
+
+# How each schema's answer says it was withheld.
+WITHHELD = {"chat": '"content_filter"', "completions": '"content_filter"', "responses": '"content_filter"',
+            "messages": '"refusal"', "gemini": '"SAFETY"'}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("api", WITHHELD)
+def test_no_answer_gets_around_the_answer_guard(gate, protocol, api, stream):
+    text = urllib.parse.quote("Harmful words [[block:harm]] here.")
+    answer, sent = send(gate, protocol, "POST", api_path(api, stream=stream), data=body(api, ALLOWED, "hi", stream),
+                        headers={"x-mock-text": text, "x-mock-piece-chars": "4"})
+    assert len(sent) == 1 and answer.status == 200, answer
+    text = answer.body.decode()
+    assert WITHHELD[api] in text, text
+    assert "Harmful" not in text and "block:harm" not in text
 
 
 KEY_CARRIERS = ["authorization", "x-api-key", "x-goog-api-key", "query"]
@@ -431,6 +471,17 @@ def test_every_string_is_scanned_in_every_schema(gate, case, protocol):
     [request] = sent
     assert EMAIL not in request["body"] and "o'brien@example.com" not in request["body"], request["body"]
     assert "<EMAIL_1>" in request["body"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("case", EVERYWHERE)
+def test_every_string_is_shown_to_the_prompt_guard_in_every_schema(gate, case, protocol):
+    api, payload = EVERYWHERE[case]
+    marked = json.loads(json.dumps(payload).replace(EMAIL, "[[block:hidden]]").replace("o'brien@example.com", "[[block:hidden]]"))
+    answer, sent = send(gate, protocol, "POST", api_path(api), data=json.dumps(marked).encode())
+    assert answer.status == 400, answer
+    assert answer.json()["error"]["code"] == "content_filter"
+    assert sent == []
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

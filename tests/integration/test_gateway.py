@@ -70,6 +70,15 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         pii = requests.post(url, headers={"authorization": f"Bearer {key}", "x-mock-text": "I will write to <EMAIL_1>."},
                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Write to jane@example.com"}]})
         assert pii.json()["choices"][0]["message"]["content"] == "I will write to jane@example.com."
+        # The banner's guard lines: a prompt the moderation scores violent is refused, an answer withheld.
+        assert "Hurt them [[score:violence=0.93]]" in banner
+        hurt = requests.post(url, headers={"authorization": f"Bearer {key}"},
+                             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hurt them [[score:violence=0.93]]"}]})
+        assert hurt.status_code == 400 and hurt.json()["error"]["code"] == "content_filter"
+        story = requests.post(url, headers={"authorization": f"Bearer {key}",
+                                            "x-mock-text": "Violent%20text%20%5B%5Bscore%3Aviolence%3D0.9%5D%5D"},
+                              json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me a story"}]})
+        assert story.json()["choices"][0]["finish_reason"] == "content_filter"
         # The banner's typo line: an unknown model is 404, never sent on.
         assert "gpt-4o-minii" in banner
         typo = requests.post(url, headers={"authorization": f"Bearer {key}"},
@@ -109,11 +118,12 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
 
 
 def test_the_chain_runs_in_the_vms_its_build_promises():
-    """Envoy keeps one VM per worker, plus two on the main thread, for each distinct module: six
-    single modules at two workers are 24 VMs, the bundle (SLUICE_BUNDLE=1, plugins/bundle) is 4.
-    So the bundle pass of `make test` runs the bundle, and the bundle shares its VMs."""
+    """Envoy keeps one VM per worker, plus two on the main thread, for each distinct module: seven
+    single modules at two workers are 28 VMs (the two guard filters load one module with one
+    vm_config and share theirs), the bundle (SLUICE_BUNDLE=1, plugins/bundle) is 4. So the bundle
+    pass of `make test` runs the bundle, and the bundle shares its VMs."""
     with Stack(concurrency=2, with_embedder=False) as s:
         stats = s.get_text(s.admin("/stats?filter=wasm.envoy.wasm.runtime.v8.active"))
         active = int(stats.split(":")[-1])
-        assert active == (4 if stack.BUNDLED else 6 * 4), stats
+        assert active == (4 if stack.BUNDLED else 7 * 4), stats
         assert s.vm_failures() == []

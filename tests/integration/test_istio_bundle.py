@@ -117,13 +117,15 @@ def test_the_bundle_is_complete_and_has_no_duplicates():
 
 
 PHASES = ["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"]
-CHAIN = ["sluice-budget-enforcer", "sluice-pii-scrubber", "sluice-semantic-cache", "sluice-model-rewriter",
-         "sluice-token-counter"]
-FAIL = {"sluice-budget-enforcer": "FAIL_CLOSE", "sluice-pii-scrubber": "FAIL_CLOSE",
-        "sluice-semantic-cache": "FAIL_OPEN", "sluice-model-rewriter": "FAIL_CLOSE", "sluice-token-counter": "FAIL_OPEN"}
+CHAIN = ["sluice-budget-enforcer", "sluice-pii-scrubber", "sluice-guard", "sluice-semantic-cache",
+         "sluice-guard-answers", "sluice-model-rewriter", "sluice-token-counter"]
+FAIL = {"sluice-budget-enforcer": "FAIL_CLOSE", "sluice-pii-scrubber": "FAIL_CLOSE", "sluice-guard": "FAIL_CLOSE",
+        "sluice-semantic-cache": "FAIL_OPEN", "sluice-guard-answers": "FAIL_CLOSE", "sluice-model-rewriter": "FAIL_CLOSE",
+        "sluice-token-counter": "FAIL_OPEN"}
+# The module (plugins/<module>, image <module>:<tag>) of each plugin.
 SCHEMA_OF = {"sluice-budget-enforcer": "budget-enforcer", "sluice-pii-scrubber": "pii-scrubber",
-             "sluice-semantic-cache": "semantic-cache", "sluice-model-rewriter": "model-rewriter",
-             "sluice-token-counter": "token-counter"}
+             "sluice-guard": "guard", "sluice-semantic-cache": "semantic-cache", "sluice-guard-answers": "guard",
+             "sluice-model-rewriter": "model-rewriter", "sluice-token-counter": "token-counter"}
 
 
 def test_wasm_plugins_run_in_the_chain_order_with_their_failure_policy_and_configs():
@@ -148,7 +150,8 @@ def test_every_wasm_plugin_is_pinned_to_the_image_built_from_this_tree(tmp_path)
     pins = {d["metadata"]["name"]: d["spec"]["sha256"] for d in manifests("pins.yaml")}
     assert set(pins) == {d["metadata"]["name"] for d in docs if d["kind"] == "WasmPlugin"}
     built = oci.build_all(Stack(workdir=tmp_path).wasm_dir, tmp_path / "oci")
-    current = {"sluice-" + r["module"].replace("_", "-"): r["image"].split(":")[1] for r in built}
+    current = {name: r["image"].split(":")[1] for r in built
+               for name in oci.PLUGIN_NAMES.get(r["module"], ["sluice-" + r["module"].replace("_", "-")])}
     stale = {name: pin for name, pin in pins.items() if current[name] != pin}
     assert not stale, f"istio/pins.yaml is stale for {sorted(stale)}: run `make pin`"
 
@@ -195,7 +198,8 @@ def test_every_backend_a_plugin_calls_is_declared_with_a_traffic_policy():
             called.add(host)
             assert int(port) in entries.get(host, set()), f"{host}:{port} has no ServiceEntry"
             assert "outlierDetection" in policies.get(host, {}), f"{host} has no DestinationRule"
-    assert called == {"redis-bridge.sluice.internal", "embedder.sluice.internal"}
+    assert called == {"redis-bridge.sluice.internal", "embedder.sluice.internal", "moderation.sluice.internal",
+                      "llama-guard.sluice.internal", "policy.sluice.internal"}
 
 
 def test_the_waypoint_example_targets_its_gateway():
@@ -226,6 +230,6 @@ def test_envoy_gateway_policy_runs_the_chain_pinned_and_configured():
         name = entry["name"].replace("sluice.", "sluice-").replace("_", "-")
         assert entry["failOpen"] == (FAIL[name] == "FAIL_OPEN"), name
         assert entry["code"]["image"]["sha256"] == pins[name], f"{name}: run `make pin`"
-        assert entry["code"]["image"]["url"].split("/")[-1].startswith(name.removeprefix("sluice-") + ":")
+        assert entry["code"]["image"]["url"].split("/")[-1].startswith(SCHEMA_OF[name] + ":")
         schema = json.loads((ROOT / "plugins" / SCHEMA_OF[name] / "config.schema.json").read_text())
         jsonschema.validate(entry["config"], schema)

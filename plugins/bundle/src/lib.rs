@@ -19,9 +19,11 @@ use sluice_shared::proxy::Host;
 type Start = fn(u32) -> Box<dyn RootContext>;
 
 /// Root id to module, in chain order.
-const MODULES: [(&str, Start); 6] = [
+const MODULES: [(&str, Start); 7] = [
     ("sluice.budget_enforcer", sluice_budget_enforcer::root),
     ("sluice.pii_scrubber", sluice_pii_scrubber::root),
+    // Twice in the chain (prompts before the cache, answers after it), by one root id.
+    ("sluice.guard", sluice_guard::root),
     ("sluice.semantic_cache", sluice_semantic_cache::root),
     ("sluice.model_rewriter", sluice_model_rewriter::root),
     ("sluice.provider_adapter", sluice_provider_adapter::root),

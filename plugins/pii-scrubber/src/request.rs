@@ -19,29 +19,7 @@ use serde_json::Value;
 
 use crate::scrub::{Scrubber, Tally, Vault};
 
-/// Members whose string values are structure, not user data, and are not scanned. Objects and
-/// arrays under them are (`response_format`, a `format` object, ...).
-pub const STRUCTURAL: [&str; 18] = [
-    "model",
-    "role",
-    "type",
-    "id",
-    "object",
-    "tool_call_id",
-    "tool_use_id",
-    "call_id",
-    "previous_response_id",
-    "media_type",
-    "detail",
-    "encoding_format",
-    "reasoning_effort",
-    "service_tier",
-    "truncation",
-    "status",
-    // Gemini: a part's media type and the model's opaque reasoning state.
-    "mimeType",
-    "thoughtSignature",
-];
+pub use sluice_shared::json::STRUCTURAL;
 
 /// The roles the configuration may leave out; any other role is scanned.
 const KNOWN_ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
