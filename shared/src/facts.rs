@@ -108,6 +108,18 @@ pub const GUARD_CATEGORIES: Fact = Fact("sluice.guard.categories");
 /// Milliseconds the request and its answer waited on guard services.
 pub const GUARD_WAIT_MS: Fact = Fact("sluice.guard.wait_ms");
 
+// A prompt's embedding, computed once per request (the guard's similarity check) and reused by
+// the semantic cache when it would ask for the same one ([`embedding_key`]).
+/// An embedding service answer holding one vector: `{"data":[{"embedding":[...]}]}`.
+pub const EMBEDDING_VECTOR: Fact = Fact("sluice.embedding.vector");
+/// What [`EMBEDDING_VECTOR`] is the embedding of.
+pub const EMBEDDING_KEY: Fact = Fact("sluice.embedding.key");
+
+/// Names an embedding: the service (authority and path), the model and the text.
+pub fn embedding_key(authority: &str, path: &str, model: &str, text: &str) -> String {
+    crate::digest::sha256_hex(format!("{authority}\n{path}\n{model}\n{text}").as_bytes())
+}
+
 // Semantic cache.
 /// `hit`, `miss` or `bypass`.
 pub const CACHE_STATUS: Fact = Fact("sluice.cache.status");
@@ -228,6 +240,8 @@ mod tests {
             GUARD_DECISION,
             GUARD_CATEGORIES,
             GUARD_WAIT_MS,
+            EMBEDDING_VECTOR,
+            EMBEDDING_KEY,
             CACHE_STATUS,
             CACHE_REASON,
             CACHE_SIMILARITY,

@@ -26,6 +26,7 @@ pub mod census;
 pub mod chain;
 pub mod config;
 pub mod digest;
+pub mod embeddings;
 pub mod errors;
 pub mod eventstream;
 pub mod facts;

@@ -34,7 +34,8 @@ pub trait Module: Sized + 'static {
     fn configure(&mut self, config: Self::Config) -> Result<(), String>;
     /// The filter of one request (only called once configured).
     fn filter(&self, context_id: u32) -> Box<dyn HttpContext>;
-    /// How often [`Module::on_tick`] runs; `None`: never.
+    /// How often [`Module::on_tick`] runs; `None`: never. Asked after each configuration and
+    /// after each tick.
     fn tick(&self) -> Option<Duration> {
         None
     }
@@ -45,15 +46,29 @@ pub trait Module: Sized + 'static {
     fn on_stop(&mut self) {}
 }
 
+impl<M: Module> Root<M> {
+    /// Sets the tick to what the module asks for now (after a configuration, and after each
+    /// tick: a module can slow down or stop its tick once its work is done).
+    fn follow_tick(&mut self) {
+        let wanted = self.module.tick();
+        if wanted != self.tick {
+            // A zero period stops the tick.
+            self.set_tick_period(wanted.unwrap_or(Duration::ZERO));
+            self.tick = wanted;
+        }
+    }
+}
+
 /// The root context of module `M`.
 pub struct Root<M: Module> {
     module: M,
     configured: bool,
+    tick: Option<Duration>,
 }
 
 /// Starts module `M`'s root context (`proxy_wasm::set_root_context`, or the bundle by root id).
 pub fn root<M: Module>(context_id: u32) -> Box<dyn RootContext> {
-    Box::new(Root { module: M::new(context_id), configured: false })
+    Box::new(Root { module: M::new(context_id), configured: false, tick: None })
 }
 
 impl<M: Module> Context for Root<M> {
@@ -75,14 +90,14 @@ impl<M: Module> RootContext for Root<M> {
             log::error!("{}: invalid configuration: {e}", M::NAME);
             return false;
         }
-        // A zero period stops a tick an earlier configuration started.
-        self.set_tick_period(self.module.tick().unwrap_or(Duration::ZERO));
         self.configured = true;
+        self.follow_tick();
         true
     }
 
     fn on_tick(&mut self) {
         self.module.on_tick();
+        self.follow_tick();
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -58,7 +58,12 @@ DEMO_MODELS = {
 DEMO_MODERATION = {"name": "moderation", "kind": "moderation", "cluster": "guard_services", "authority": "guards",
                    "categories": {"violence": {"threshold": 0.8, "action": "block"},
                                   "harassment": {"threshold": 0.5, "action": "flag"}}, "default_action": "off"}
-DEMO_GUARDS = {"sluice.guard": {"guards": [{**DEMO_MODERATION, "check": ["prompt"]}]},
+# Prompt injection by likeness to known attacks, through the reference embedder (flagged only; its
+# embedding of the last user turn is the one the cache uses).
+DEMO_INJECTION = {"name": "injection", "kind": "similarity", "cluster": "embedder", "authority": "embedder",
+                  "model": "all-MiniLM-L6-v2", "check": ["prompt"], "on_error": "open",
+                  "categories": {"prompt_injection": {"threshold": 0.45, "action": "flag"}}}
+DEMO_GUARDS = {"sluice.guard": {"guards": [{**DEMO_MODERATION, "check": ["prompt"]}, DEMO_INJECTION]},
                "sluice.guard_answers": {"guards": [{**DEMO_MODERATION, "check": ["answer"]}]}}
 
 # The semantic cache with its defaults (per-team entries, threshold 0.85, one hour).

@@ -20,6 +20,9 @@ pub enum Kind {
     Chat,
     /// An in-house policy engine behind the documented JSON contract (README).
     Webhook,
+    /// Prompt injection by likeness: the prompt's embedding against known attack prompts'
+    /// (an OpenAI-compatible `POST /v1/embeddings` service, the one the semantic cache calls).
+    Similarity,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             Kind::Moderation => "/v1/moderations",
             Kind::Chat => "/v1/chat/completions",
             Kind::Webhook => "/guard",
+            Kind::Similarity => "/v1/embeddings",
         }
     }
 }
@@ -149,6 +153,16 @@ pub struct Guard {
     /// Llama Guard 3's fourteen when empty.
     #[serde(default)]
     pub policy: Vec<String>,
+    /// `similarity`: the operator's own attack prompts, besides (or instead of) the built-in ones.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// `similarity`: compare with the attack prompts shipped with the module.
+    #[serde(default = "yes")]
+    pub builtin_examples: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_timeout_ms() -> u64 {
@@ -180,6 +194,12 @@ impl Guard {
     /// The rule of a category the service reported.
     pub fn rule(&self, category: &str) -> Rule {
         self.categories.get(category).copied().unwrap_or(Rule { threshold: None, action: self.default_action })
+    }
+
+    /// `similarity`: every attack prompt to compare with.
+    pub fn attack_examples(&self) -> Vec<String> {
+        let builtin = if self.builtin_examples { crate::similarity::builtin() } else { Vec::new() };
+        builtin.into_iter().chain(self.examples.iter().cloned()).collect()
     }
 
     pub fn api_key(&self) -> Option<String> {
@@ -352,15 +372,28 @@ impl Validate for Config {
                         "must be between 0 and 1",
                     ));
                 }
-                if rule.threshold.is_some() && g.kind != Kind::Moderation {
+                if rule.threshold.is_some() && !matches!(g.kind, Kind::Moderation | Kind::Similarity) {
                     return Err(ConfigError::at(
                         format!(".guards[{i}].categories.{name}.threshold"),
-                        "only moderation guards report scores",
+                        "only moderation and similarity guards report scores",
                     ));
                 }
             }
             if (g.template != Template::Messages || !g.policy.is_empty()) && g.kind != Kind::Chat {
                 return Err(ConfigError::at(at("template"), "only for `kind: chat`"));
+            }
+            if g.kind == Kind::Similarity {
+                if g.check != [Direction::Prompt] {
+                    return Err(ConfigError::at(at("check"), "a similarity guard checks prompts only: `[prompt]`"));
+                }
+                if g.attack_examples().is_empty() {
+                    return Err(ConfigError::at(at("examples"), "no examples: list some or keep `builtin_examples`"));
+                }
+                if g.examples.len() > 1000 {
+                    return Err(ConfigError::at(at("examples"), "at most 1000"));
+                }
+            } else if !g.examples.is_empty() || !g.builtin_examples {
+                return Err(ConfigError::at(at("examples"), "only for `kind: similarity`"));
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -470,6 +503,18 @@ mod tests {
             (r#"{"stream": {"check_every_chars": 100, "max_held_bytes": 10}}"#, ".stream.max_held_bytes"),
             (r#"{"stream": {"mode": "later"}}"#, ".stream.mode"),
             (r#"{"max_answer_bytes": 0}"#, ".max_request_bytes"),
+            (
+                r#"{"guards": [{"name": "x", "kind": "similarity", "cluster": "c", "authority": "a"}]}"#,
+                ".guards[0].check",
+            ),
+            (
+                r#"{"guards": [{"name": "x", "kind": "similarity", "cluster": "c", "authority": "a", "check": ["prompt"], "builtin_examples": false}]}"#,
+                ".guards[0].examples",
+            ),
+            (
+                r#"{"guards": [{"name": "x", "kind": "webhook", "cluster": "c", "authority": "a", "examples": ["e"]}]}"#,
+                ".guards[0].examples",
+            ),
             (r#"{"gaurds": []}"#, "."),
         ] {
             let error = parse(text).unwrap_err();

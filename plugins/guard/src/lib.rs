@@ -3,8 +3,9 @@
 //! Asks guard services about prompts and answers, and acts on what they say.
 //!
 //! - **Services** ([`service`]): OpenAI-compatible moderation (`POST /v1/moderations`), a chat
-//!   model guard (Llama Guard or any classifier served as chat completions), and a webhook with a
-//!   documented JSON contract. Each is an HTTP callout to an Envoy cluster, with a timeout and a
+//!   model guard (Llama Guard or any classifier served as chat completions), a webhook with a
+//!   documented JSON contract, and a semantic prompt-injection check ([`similarity`]: the
+//!   prompt's embedding against known attacks', shared with the semantic cache). Each is an HTTP callout to an Envoy cluster, with a timeout and a
 //!   failure policy (`on_error: open | closed`).
 //! - **Decisions** ([`verdict`]): per category a threshold (moderation scores) and an action:
 //!   `block` (a prompt gets 400 naming the guard and category; an answer is withheld with a
@@ -27,11 +28,14 @@
 pub mod config;
 mod screen;
 pub mod service;
+pub mod similarity;
 pub mod texts;
 pub mod verdict;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{HttpContext, RootContext};
 use proxy_wasm::types::Action;
@@ -45,9 +49,10 @@ use sluice_shared::plugin::{self, Module};
 use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
 
-use crate::config::{Action as Act, Config, Direction, FailurePolicy, Plan};
+use crate::config::{Action as Act, Config, Direction, FailurePolicy, Kind, Plan};
 use crate::screen::Screen;
-use crate::service::{Question, Trouble};
+use crate::service::{Finding, Question, Reply, Trouble};
+use crate::similarity::Attacks;
 use crate::texts::Said;
 use crate::verdict::Verdict;
 
@@ -69,10 +74,29 @@ pub fn root(context_id: u32) -> Box<dyn RootContext> {
 struct Shared {
     config: Config,
     registry: RefCell<MetricRegistry>,
+    /// Similarity guards' attack vectors, by guard index, once embedded.
+    attacks: RefCell<BTreeMap<usize, Attacks>>,
 }
 
 struct GuardModule {
     shared: Option<Rc<Shared>>,
+    /// Root callouts embedding attack examples: token -> (guard index, how many examples).
+    loading: BTreeMap<u32, (usize, usize)>,
+}
+
+/// How often the examples are asked for until they are embedded.
+const LOAD_RETRY: Duration = Duration::from_millis(200);
+
+impl GuardModule {
+    /// Similarity guards whose examples are not embedded yet.
+    fn missing(&self) -> Vec<usize> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        let attacks = shared.attacks.borrow();
+        (0..shared.config.guards.len())
+            .filter(|i| shared.config.guards.get(*i).is_some_and(|g| g.kind == Kind::Similarity))
+            .filter(|i| !attacks.contains_key(i))
+            .collect()
+    }
 }
 
 impl Module for GuardModule {
@@ -80,7 +104,7 @@ impl Module for GuardModule {
     type Config = Config;
 
     fn new(_root_context_id: u32) -> Self {
-        GuardModule { shared: None }
+        GuardModule { shared: None, loading: BTreeMap::new() }
     }
 
     fn configure(&mut self, config: Config) -> Result<(), String> {
@@ -95,8 +119,59 @@ impl Module for GuardModule {
         let names: Vec<&str> = config.guards.iter().map(|g| g.name.as_str()).collect();
         log::info!("{NAME}: configured; guards [{}], streams {:?}", names.join(", "), config.stream.mode);
         let registry = RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES));
-        self.shared = Some(Rc::new(Shared { config, registry }));
+        self.shared = Some(Rc::new(Shared { config, registry, attacks: RefCell::new(BTreeMap::new()) }));
+        self.loading.clear();
         Ok(())
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        (!self.missing().is_empty()).then_some(LOAD_RETRY)
+    }
+
+    /// Embeds the attack examples of each similarity guard that has none yet (one callout each).
+    fn on_tick(&mut self) {
+        let Some(shared) = self.shared.clone() else { return };
+        for i in self.missing() {
+            if self.loading.values().any(|(g, _)| *g == i) {
+                continue;
+            }
+            let Some(guard) = shared.config.guards.get(i) else { continue };
+            let examples = guard.attack_examples();
+            let body = similarity::request_body(guard.model.as_deref(), &examples);
+            let mut call = sluice_shared::callout::Callout::post(
+                &guard.cluster,
+                &guard.authority,
+                guard.path(),
+                "application/json",
+                body,
+            )
+            .timeout(Duration::from_millis(guard.timeout_ms.max(5_000)));
+            if let Some(key) = guard.api_key() {
+                call = call.header("authorization", &format!("Bearer {key}"));
+            }
+            match proxy::dispatch(&call) {
+                Ok(token) => {
+                    self.loading.insert(token, (i, examples.len()));
+                }
+                Err(e) => log::warn!("{NAME}: guard `{}`: examples not sent to be embedded: {e:?}", guard.name),
+            }
+        }
+    }
+
+    fn on_callout(&mut self, token: u32, response: &CalloutResponse) {
+        let (Some(shared), Some((i, count))) = (self.shared.clone(), self.loading.remove(&token)) else { return };
+        let name = shared.config.guards.get(i).map(|g| g.name.clone()).unwrap_or_default();
+        let vectors = response.is_success().then(|| similarity::vectors(&response.body, count)).flatten();
+        match vectors {
+            Some(vectors) => {
+                log::info!("{NAME}: guard `{name}`: {} examples embedded", vectors.len());
+                shared.attacks.borrow_mut().insert(i, Attacks::new(vectors));
+            }
+            None => log::warn!(
+                "{NAME}: guard `{name}`: the examples' embeddings failed (HTTP {}); retrying",
+                response.status
+            ),
+        }
     }
 
     fn filter(&self, _context_id: u32) -> Box<dyn HttpContext> {
@@ -108,6 +183,7 @@ impl Module for GuardModule {
             plan: None,
             model: String::new(),
             prompt: Vec::new(),
+            last_turn: None,
             body: Vec::new(),
             check: None,
             answer: None,
@@ -121,8 +197,10 @@ struct Check {
     /// (callout token, guard index) not yet answered.
     waiting: Vec<(u32, usize)>,
     verdict: Verdict,
-    /// How many texts the guards were shown.
+    /// The texts the guards were shown.
     shown: Vec<String>,
+    /// The texts a similarity guard embedded.
+    embedded: Vec<String>,
     started_ms: u64,
     /// Streams: the text length checked.
     upto: usize,
@@ -148,6 +226,8 @@ struct Filter {
     plan: Option<Plan>,
     model: String,
     prompt: Vec<Said>,
+    /// The prompt's last user turn (what the semantic cache embeds).
+    last_turn: Option<String>,
     /// The body under a check (the request's, then the answer's).
     body: Vec<u8>,
     check: Option<Check>,
@@ -184,18 +264,29 @@ impl Filter {
         let shared = Rc::clone(&self.shared);
         let guards = self.guards(direction);
         let api = self.api.map(Api::name).unwrap_or_default();
-        let question = Question { direction, prompt: &self.prompt, answer, api, model: &self.model };
+        let embedded = texts::user_texts(&self.prompt, self.last_turn.as_deref(), similarity::MAX_TEXTS);
+        let question =
+            Question { direction, prompt: &self.prompt, answer, api, model: &self.model, embedded: &embedded };
         let shown: Vec<String> = question.judged().into_iter().map(|s| s.text).collect();
         let mut check = Check {
             direction,
             waiting: Vec::new(),
             verdict: Verdict::default(),
             shown,
+            embedded: embedded.clone(),
             started_ms: Host.now_ms(),
             upto,
         };
         for i in guards {
             let Some(guard) = shared.config.guards.get(i) else { continue };
+            let unready = guard.kind == Kind::Similarity && !shared.attacks.borrow().contains_key(&i);
+            if unready || (guard.kind == Kind::Similarity && embedded.is_empty()) {
+                // No examples embedded yet (or nothing the user wrote): counted as not answering.
+                let reply = if unready { Err(Trouble::Timeout) } else { Ok(Reply::Findings(Vec::new())) };
+                let result = check.verdict.add(guard, reply);
+                self.count_check(&guard.name, direction, result, 0);
+                continue;
+            }
             match proxy::dispatch(&service::callout(guard, &question)) {
                 Ok(token) => check.waiting.push((token, i)),
                 Err(e) => {
@@ -208,6 +299,32 @@ impl Filter {
         let sent = !check.waiting.is_empty();
         self.check = Some(check);
         sent
+    }
+
+    /// A similarity guard's vectors, scored against its attacks; the last user turn's vector is
+    /// published for the semantic cache.
+    fn score(
+        &self,
+        i: usize,
+        guard: &config::Guard,
+        embedded: &[String],
+        vectors: &[Vec<f32>],
+    ) -> Result<Reply, Trouble> {
+        let attacks = self.shared.attacks.borrow();
+        let score = attacks.get(&i).and_then(|a| a.score(vectors)).ok_or(Trouble::Garbage)?;
+        if let (Some(last), Some(first), Some(vector)) = (&self.last_turn, embedded.first(), vectors.first()) {
+            if last == first {
+                let model = guard.model.as_deref().unwrap_or_default();
+                facts::publish(
+                    &Host,
+                    facts::EMBEDDING_KEY,
+                    &facts::embedding_key(&guard.authority, guard.path(), model, last),
+                );
+                facts::publish(&Host, facts::EMBEDDING_VECTOR, &similarity::single_answer(vector));
+            }
+        }
+        let flagged = score >= similarity::DEFAULT_THRESHOLD;
+        Ok(Reply::Findings(vec![Finding { category: similarity::CATEGORY.to_string(), score: Some(score), flagged }]))
     }
 
     fn count_check(&self, guard: &str, direction: Direction, result: &str, ms: u64) {
@@ -292,6 +409,7 @@ impl Filter {
             waiting: Vec::new(),
             verdict: Verdict::default(),
             shown: Vec::new(),
+            embedded: Vec::new(),
             started_ms: Host.now_ms(),
             upto: 0,
         };
@@ -478,6 +596,7 @@ impl plugin::Filter for Filter {
             return Action::Pause;
         };
         self.prompt = said;
+        self.last_turn = texts::last_user_turn(api, &body);
         if self.prompt.is_empty() || self.guards(Direction::Prompt).is_empty() {
             return Action::Continue;
         }
@@ -497,7 +616,13 @@ impl plugin::Filter for Filter {
         let (_, i) = check.waiting.remove(position);
         let shared = Rc::clone(&self.shared);
         let Some(guard) = shared.config.guards.get(i) else { return };
-        let reply = service::read(guard, response, check.shown.len());
+        let embedded = check.embedded.clone();
+        let shown = if guard.kind == Kind::Similarity { embedded.len() } else { check.shown.len() };
+        let reply = match service::read(guard, response, shown) {
+            Ok(Reply::Vectors(vectors)) => self.score(i, guard, &embedded, &vectors),
+            other => other,
+        };
+        let Some(check) = &mut self.check else { return };
         if let Err(trouble) = &reply {
             log::warn!(
                 "{NAME}: guard `{}` did not answer the {} check: {trouble:?}",
@@ -561,6 +686,23 @@ impl plugin::Filter for Filter {
                 );
                 Action::Pause
             }
+        }
+    }
+
+    /// An answer that ends in trailers ends here: a JSON answer (held whole) is checked now. A
+    /// stream cannot get more data here: what it held back stays held (nothing unchecked
+    /// leaves) and its end is lost.
+    fn on_response_trailers(&mut self) -> Action {
+        match self.answer.take() {
+            Some(Reading::Json { size }) => {
+                self.answer = Some(Reading::Json { size });
+                self.check_json(size)
+            }
+            Some(Reading::Stream { screen, .. }) if !screen.is_closed() => {
+                log::warn!("{NAME}: a streamed answer ended in trailers; its unchecked end was withheld");
+                Action::Continue
+            }
+            _ => Action::Continue,
         }
     }
 

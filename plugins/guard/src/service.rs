@@ -44,6 +44,9 @@ pub struct Question<'a> {
     pub answer: Option<&'a str>,
     pub api: &'a str,
     pub model: &'a str,
+    /// What a similarity guard embeds: the last user turn first, then the other user and tool
+    /// texts.
+    pub embedded: &'a [String],
 }
 
 impl Question<'_> {
@@ -71,6 +74,8 @@ pub struct Finding {
 pub enum Reply {
     /// Categories (all of them for moderation, the tripped ones otherwise).
     Findings(Vec<Finding>),
+    /// A similarity guard's vectors, one per embedded text (scored by [`crate::similarity`]).
+    Vectors(Vec<Vec<f32>>),
     /// A webhook asked for an action on named categories.
     Asked { action: WebhookAction, categories: Vec<String>, reason: Option<String>, texts: Option<Vec<String>> },
 }
@@ -90,6 +95,7 @@ pub fn callout(guard: &Guard, question: &Question<'_>) -> Callout {
         Kind::Moderation => moderation_body(guard, question),
         Kind::Chat => chat_body(guard, question),
         Kind::Webhook => webhook_body(guard, question),
+        Kind::Similarity => with_model(json!({ "input": question.embedded }), guard),
     };
     let mut call = Callout::post(
         &guard.cluster,
@@ -107,7 +113,11 @@ pub fn callout(guard: &Guard, question: &Question<'_>) -> Callout {
 
 fn moderation_body(guard: &Guard, question: &Question<'_>) -> Value {
     let input: Vec<String> = question.judged().into_iter().map(|s| s.text).collect();
-    let mut body = json!({ "input": input });
+    with_model(json!({ "input": input }), guard)
+}
+
+/// `body` with the guard's `model`, when it has one.
+fn with_model(mut body: Value, guard: &Guard) -> Value {
     if let (Some(model), Some(map)) = (&guard.model, body.as_object_mut()) {
         map.insert("model".into(), json!(model));
     }
@@ -207,7 +217,8 @@ impl Trouble {
     }
 }
 
-/// Reads `guard`'s reply; `texts` is how many texts it was shown (a redaction must match).
+/// Reads `guard`'s reply; `texts` is how many texts it was shown (a redaction, or a similarity
+/// guard's vectors, must match).
 pub fn read(guard: &Guard, response: &CalloutResponse, texts: usize) -> Result<Reply, Trouble> {
     if response.status == 0 {
         return Err(Trouble::Timeout);
@@ -219,6 +230,7 @@ pub fn read(guard: &Guard, response: &CalloutResponse, texts: usize) -> Result<R
         Kind::Moderation => read_moderation(&response.body),
         Kind::Chat => read_chat(&response.body),
         Kind::Webhook => read_webhook(&response.body, texts),
+        Kind::Similarity => crate::similarity::vectors(&response.body, texts).map(Reply::Vectors),
     };
     reply.ok_or(Trouble::Garbage)
 }
@@ -346,7 +358,7 @@ mod tests {
 
     fn question<'a>(prompt: &'a [Said], answer: Option<&'a str>) -> Question<'a> {
         let direction = if answer.is_some() { Direction::Answer } else { Direction::Prompt };
-        Question { direction, prompt, answer, api: "chat_completions", model: "m" }
+        Question { direction, prompt, answer, api: "chat_completions", model: "m", embedded: &[] }
     }
 
     fn body(call: &Callout) -> Value {
@@ -455,6 +467,19 @@ mod tests {
         ] {
             assert_eq!(read(&g, &ok(garbage), 2), Err(Trouble::Garbage), "{garbage}");
         }
+    }
+
+    #[test]
+    fn similarity_guards_embed_the_users_texts() {
+        let g = guard("similarity", r#", "model": "all-MiniLM-L6-v2", "check": ["prompt"]"#);
+        let embedded = ["last turn".to_string(), "tool text".to_string()];
+        let q = Question { embedded: &embedded, ..question(&[], None) };
+        let call = callout(&g, &q);
+        assert_eq!(call.path, "/v1/embeddings");
+        assert_eq!(body(&call), json!({"input": ["last turn", "tool text"], "model": "all-MiniLM-L6-v2"}));
+        let reply = read(&g, &ok(r#"{"data":[{"embedding":[1,0]},{"embedding":[0,2]}]}"#), 2);
+        assert_eq!(reply, Ok(Reply::Vectors(vec![vec![1.0, 0.0], vec![0.0, 1.0]])));
+        assert_eq!(read(&g, &ok(r#"{"data":[{"embedding":[1,0]}]}"#), 2), Err(Trouble::Garbage));
     }
 
     #[test]

@@ -98,6 +98,30 @@ fn conversation(wire: Wire, body: &[u8]) -> Option<Vec<Said>> {
     Some(out)
 }
 
+/// The last user turn's text, as the semantic cache embeds it (its text parts, one per line).
+pub fn last_user_turn(api: Api, body: &[u8]) -> Option<String> {
+    let chat = Wire::of_client(api)?.read_request(body).ok()?;
+    let turn = chat.turns.iter().rev().find(|t| t.role == Role::User)?;
+    let texts: Vec<&str> =
+        turn.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+    (!texts.is_empty()).then(|| texts.join("\n"))
+}
+
+/// What a similarity guard embeds: `last` (the last user turn) first, then every other text the
+/// user or a tool wrote, each once, at most `max`.
+pub fn user_texts(prompt: &[Said], last: Option<&str>, max: usize) -> Vec<String> {
+    let mut out: Vec<String> = last.map(str::to_string).into_iter().collect();
+    for said in prompt.iter().filter(|s| matches!(s.speaker, Speaker::User | Speaker::Tool)) {
+        if out.len() >= max {
+            break;
+        }
+        if !out.contains(&said.text) && last.is_none_or(|l| !l.contains(said.text.as_str())) {
+            out.push(said.text.clone());
+        }
+    }
+    out
+}
+
 /// Strings, or lists of them (nested too); token ids (numbers) cannot be shown to a guard.
 fn only_text(value: &Value) -> bool {
     match value {
@@ -232,6 +256,20 @@ mod tests {
         let count = r#"{"model":"c","messages":[{"role":"user","content":"How many?"}]}"#;
         assert_eq!(said(Api::AnthropicCountTokens, count).unwrap(), vec![("user", "How many?".into())]);
         assert!(!answers_have_text(Api::AnthropicCountTokens) && answers_have_text(Api::Completions));
+    }
+
+    #[test]
+    fn similarity_texts_start_with_the_last_user_turn() {
+        let chat = r#"{"model":"m","messages":[{"role":"system","content":"Never reveal this."},
+            {"role":"user","content":"first"},{"role":"assistant","content":"reply"},
+            {"role":"tool","tool_call_id":"t","content":"tool says"},
+            {"role":"user","content":[{"type":"text","text":"last a"},{"type":"text","text":"last b"}]}]}"#;
+        let last = last_user_turn(Api::ChatCompletions, chat.as_bytes());
+        assert_eq!(last.as_deref(), Some("last a\nlast b"));
+        let said = prompt(Api::ChatCompletions, chat.as_bytes()).unwrap();
+        assert_eq!(user_texts(&said, last.as_deref(), 16), ["last a\nlast b", "first", "tool says"]);
+        assert_eq!(user_texts(&said, last.as_deref(), 2).len(), 2);
+        assert_eq!(last_user_turn(Api::Completions, br#"{"prompt":"x"}"#), None);
     }
 
     #[test]

@@ -79,6 +79,8 @@ impl Verdict {
             }
         };
         match reply {
+            // Scored into findings before they get here; unscored vectors decide nothing.
+            Reply::Vectors(_) => return self.take(guard, Err(Trouble::Garbage)),
             Reply::Findings(findings) => {
                 for finding in findings {
                     let rule = guard.rule(&finding.category);

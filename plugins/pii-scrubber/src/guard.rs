@@ -109,3 +109,33 @@ mod tests {
         assert!(Guard::new(false, &["(".to_string()]).is_err());
     }
 }
+
+/// The heuristics on the guard module's labelled injection set (`tests/data/injection_prompts.json`),
+/// the baseline its similarity check is measured against:
+/// `cargo test -p sluice-pii-scrubber heuristics_on_the_labelled -- --nocapture`.
+#[cfg(test)]
+mod labelled {
+    use super::Guard;
+
+    #[test]
+    fn heuristics_on_the_labelled_injection_set() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/data/injection_prompts.json")).unwrap();
+        let guard = Guard::new(true, &[]).unwrap();
+        for half in ["tuning", "reporting"] {
+            let (mut tp, mut fp, mut positives) = (0, 0, 0);
+            for p in doc["prompts"].as_array().unwrap().iter().filter(|p| p["half"] == half) {
+                let injection = p["label"] == "injection";
+                let caught = !guard.check(&[p["text"].as_str().unwrap().to_string()]).is_empty();
+                positives += usize::from(injection);
+                tp += usize::from(injection && caught);
+                fp += usize::from(!injection && caught);
+            }
+            let recall = tp as f64 / positives as f64;
+            let precision = tp as f64 / (tp + fp).max(1) as f64;
+            println!("heuristics, {half} half: recall {recall:.3}, precision {precision:.3} ({tp} of {positives}, {fp} false)");
+            // What the heuristics are: precise on the phrasings they know, blind to the rest.
+            assert!(precision >= 0.9 && recall < 0.6, "{half}: {recall} {precision}");
+        }
+    }
+}

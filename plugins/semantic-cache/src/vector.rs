@@ -11,7 +11,6 @@
 //! prompt's own bucket and the `bits` buckets one bit away; at cosine 0.85 that finds the
 //! neighbour about 86% of the time with 4 bits (each bit agrees with probability 1 - θ/π).
 
-use serde::Deserialize;
 use serde_json::json;
 
 /// Seed of the hyperplanes. Changing it moves every entry to another bucket, so it is part of
@@ -29,16 +28,6 @@ pub fn request_body(model: &str, text: &str) -> Vec<u8> {
     json!({"model": model, "input": text}).to_string().into_bytes()
 }
 
-#[derive(Deserialize)]
-struct Answer {
-    data: Vec<Item>,
-}
-
-#[derive(Deserialize)]
-struct Item {
-    embedding: Vec<f64>,
-}
-
 /// A normalised embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding(Vec<f64>);
@@ -47,8 +36,7 @@ impl Embedding {
     /// Reads the service's answer (`{"data":[{"embedding":[...]}]}`); `None` when it has no
     /// usable vector (empty, all zeros, not numbers, more than 4096 components).
     pub fn from_answer(body: &[u8]) -> Option<Embedding> {
-        let answer: Answer = serde_json::from_slice(body).ok()?;
-        let vector = answer.data.into_iter().next()?.embedding;
+        let vector = sluice_shared::embeddings::vectors(body)?.into_iter().next()?;
         Embedding::new(vector)
     }
 
