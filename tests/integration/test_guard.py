@@ -420,3 +420,17 @@ def test_an_answer_the_guards_cannot_read_follows_their_policy(closed, fail_open
     assert r.status_code == 502 and r.json()["error"]["code"] == "content_filter", r.text
     r = post(fail_open, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "gz-open"}]}, headers=gzip)
     assert r.status_code == 200, r.text
+
+
+def test_a_flagged_stream_passes_whole_and_is_reported(gateway):
+    text = "A slightly rude but harmless answer. " * 3 + "[[score:harassment=0.6]] The end."
+    assert stream_chat(gateway, text) == (text, "stop")
+    assert log_line(gateway, guard_categories="mod:harassment", streamed="true")["guard_decision"] == "flag"
+
+
+@pytest.mark.parametrize("trouble", TROUBLES)
+def test_a_stream_whose_guard_is_in_trouble_follows_the_policy(closed, fail_open, trouble):
+    text = f"A streamed answer. {TROUBLES[trouble]} More of it."
+    content, finish = stream_chat(closed, text)
+    assert finish == "content_filter" and TROUBLES[trouble] not in content
+    assert stream_chat(fail_open, text) == (text, "stop")

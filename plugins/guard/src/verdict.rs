@@ -7,6 +7,18 @@ use crate::service::{Reply, Trouble, WebhookAction};
 /// The category a guard that could not answer is reported under (with `on_error: closed`).
 pub const UNAVAILABLE: &str = "guard_unavailable";
 
+/// How strong a decision is (`pass` < `unchecked` < `flag` < `redact` < `block`), for the one
+/// fact both guard filters add to.
+pub fn rank(decision: &str) -> u8 {
+    match decision {
+        "block" => 4,
+        "redact" => 3,
+        "flag" => 2,
+        "unchecked" => 1,
+        _ => 0,
+    }
+}
+
 /// One tripped category.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -185,6 +197,13 @@ mod tests {
         assert_eq!((v.decision(), v.blocker().map(|h| h.category.as_str())), ("block", Some("violence")));
         assert!(v.message().contains("guard `mod` (category `violence`)"));
         assert!(!v.only_unavailable());
+    }
+
+    #[test]
+    fn decisions_are_ranked() {
+        let mut names = ["block", "pass", "redact", "unchecked", "flag"];
+        names.sort_by_key(|d| rank(d));
+        assert_eq!(names, ["pass", "unchecked", "flag", "redact", "block"]);
     }
 
     #[test]
