@@ -22,6 +22,25 @@ use crate::config::Validate;
 use crate::errors::ApiError;
 use crate::proxy;
 
+/// A module's entry points, from its `Module` type: `root` (its root context, which the bundle
+/// starts by root id) and, with the crate's `standalone` feature, the `.wasm` entry point that
+/// starts it alone.
+#[macro_export]
+macro_rules! entry {
+    ($module:ty) => {
+        #[cfg(feature = "standalone")]
+        proxy_wasm::main! {{
+            $crate::proxy::init_logging();
+            proxy_wasm::set_root_context(root);
+        }}
+
+        /// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
+        pub fn root(context_id: u32) -> Box<dyn proxy_wasm::traits::RootContext> {
+            $crate::plugin::root::<$module>(context_id)
+        }
+    };
+}
+
 /// A module's per-worker side: one value per root context.
 pub trait Module: Sized + 'static {
     /// The root id (Envoy `root_id`, Istio `pluginName`) and the prefix of its log lines.

@@ -44,15 +44,4 @@ mod state;
 mod verdict;
 mod worker;
 
-use proxy_wasm::traits::RootContext;
-
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    sluice_shared::plugin::root::<worker::BudgetEnforcer>(context_id)
-}
+sluice_shared::entry!(worker::BudgetEnforcer);

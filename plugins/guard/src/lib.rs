@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::traits::HttpContext;
 use sluice_shared::callout::{Callout, CalloutResponse};
 use sluice_shared::metrics::MetricRegistry;
 use sluice_shared::plugin::{self, Module};
@@ -55,16 +55,7 @@ const NAME: &str = "sluice.guard";
 /// Distinct values kept per metric label (guards, categories).
 const MAX_LABEL_VALUES: usize = 100;
 
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    plugin::root::<GuardModule>(context_id)
-}
+sluice_shared::entry!(GuardModule);
 
 /// What every request of a configuration shares.
 struct Shared {

@@ -34,7 +34,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::traits::HttpContext;
 use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::chain;
@@ -58,16 +58,7 @@ const NAME: &str = "sluice.model_rewriter";
 /// `envoy-config/gateway.yaml`).
 const GATEWAY_HEADERS: [&str; 1] = ["x-sluice-cluster"];
 
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    plugin::root::<ModelRewriter>(context_id)
-}
+sluice_shared::entry!(ModelRewriter);
 
 struct ModelRewriter {
     config: Rc<Config>,

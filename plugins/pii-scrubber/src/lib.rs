@@ -33,7 +33,7 @@ mod text_stream;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::traits::HttpContext;
 use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::errors::ApiError;
@@ -55,16 +55,7 @@ const MAX_SSE_LINE: usize = 4 << 20;
 /// Distinct values kept per metric label (entity types, rules).
 const MAX_LABEL_VALUES: usize = 100;
 
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    plugin::root::<PiiScrubber>(context_id)
-}
+sluice_shared::entry!(PiiScrubber);
 
 /// What every request of a configuration shares.
 struct Shared {

@@ -33,7 +33,7 @@ mod config;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::traits::HttpContext;
 use proxy_wasm::types::Action;
 use sluice_shared::api::{without_query_param, Api, Class};
 use sluice_shared::chain;
@@ -57,16 +57,7 @@ const AWS_EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 /// Where an endpoint names its provider.
 const ENDPOINT_PROVIDER: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "sluice", "provider"];
 
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    plugin::root::<ProviderAdapter>(context_id)
-}
+sluice_shared::entry!(ProviderAdapter);
 
 struct ProviderAdapter {
     config: Rc<Config>,

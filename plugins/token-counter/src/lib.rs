@@ -22,7 +22,7 @@ mod stream_usage;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use proxy_wasm::traits::{HttpContext, RootContext};
+use proxy_wasm::traits::HttpContext;
 use proxy_wasm::types::Action;
 use sluice_shared::chain;
 use sluice_shared::facts;
@@ -37,16 +37,7 @@ use crate::exchange::Exchange;
 
 const NAME: &str = "sluice.token_counter";
 
-#[cfg(feature = "standalone")]
-proxy_wasm::main! {{
-    sluice_shared::proxy::init_logging();
-    proxy_wasm::set_root_context(root);
-}}
-
-/// This module's root context: its own `.wasm` starts it, and so does the bundle, by root id.
-pub fn root(context_id: u32) -> Box<dyn RootContext> {
-    plugin::root::<TokenCounter>(context_id)
-}
+sluice_shared::entry!(TokenCounter);
 
 /// Per-VM state: the configuration and the metric ids, shared by every request of this worker.
 struct Settings {
