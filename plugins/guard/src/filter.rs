@@ -421,7 +421,7 @@ impl plugin::Filter for Filter {
         if !guarded {
             return Action::Continue;
         }
-        let Some(said) = texts::prompt(api, &body) else {
+        let Some(read) = texts::prompt(api, &body) else {
             self.api = None;
             proxy::send_error(
                 &ApiError::bad_request("The request body is not a request the guards can read.")
@@ -429,8 +429,8 @@ impl plugin::Filter for Filter {
             );
             return Action::Pause;
         };
-        self.prompt = said;
-        self.last_turn = texts::last_user_turn(api, &body);
+        self.prompt = read.said;
+        self.last_turn = read.last_turn;
         if self.prompt.is_empty() || self.guards(Direction::Prompt).is_empty() {
             return Action::Continue;
         }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 use sluice_shared::api::Api;
 use sluice_shared::json::STRUCTURAL;
-use sluice_shared::translate::{Answer, Part, Role, Wire};
+use sluice_shared::translate::{Answer, Chat, Part, Role, Wire};
 
 /// Who wrote a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +45,20 @@ impl Said {
     }
 }
 
-/// The prompt's texts: the conversation as the translators read it (system, turns in order),
-/// with every other string of the body (tool definitions, documents, metadata, unknown members;
-/// [`STRUCTURAL`] members aside) before its turns, so the last turn stays last. `None`: the body
-/// is not a JSON object, or its prompt is token ids (which no guard can read).
-pub fn prompt(api: Api, body: &[u8]) -> Option<Vec<Said>> {
+/// What a prompt says, read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompt {
+    /// Its texts: the conversation as the translators read it (system, turns in order), with
+    /// every other string of the body (tool definitions, documents, metadata, unknown members;
+    /// [`STRUCTURAL`] members aside) before its turns, so the last turn stays last.
+    pub said: Vec<Said>,
+    /// The last user turn's text, as the semantic cache embeds it (its text parts, one per line).
+    pub last_turn: Option<String>,
+}
+
+/// Reads a prompt of `api`. `None`: the body is not a JSON object, or its prompt is token ids
+/// (which no guard can read).
+pub fn prompt(api: Api, body: &[u8]) -> Option<Prompt> {
     let value: Value = serde_json::from_slice(body).ok()?;
     if !value.is_object() {
         return None;
@@ -66,7 +75,7 @@ pub fn prompt(api: Api, body: &[u8]) -> Option<Vec<Said>> {
     }
     // A token count reads a Messages request.
     let wire = Wire::of_client(api).or((api == Api::AnthropicCountTokens).then_some(Wire::Anthropic));
-    let turns = wire.and_then(|w| conversation(w, body)).unwrap_or_default();
+    let (turns, last_turn) = wire.and_then(|w| w.read_request(body).ok()).map(conversation).unwrap_or_default();
     let mut strings = Vec::new();
     every_string(&value, "", &mut strings);
     let known: HashSet<&str> = turns.iter().map(|s| s.text.as_str()).collect();
@@ -78,11 +87,16 @@ pub fn prompt(api: Api, body: &[u8]) -> Option<Vec<Said>> {
         .collect();
     let (system, rest): (Vec<Said>, Vec<Said>) = turns.into_iter().partition(|s| s.speaker == Speaker::System);
     let all = system.into_iter().chain(others).chain(rest);
-    Some(all.filter(|s| !s.text.trim().is_empty()).collect())
+    Some(Prompt { said: all.filter(|s| !s.text.trim().is_empty()).collect(), last_turn })
 }
 
-fn conversation(wire: Wire, body: &[u8]) -> Option<Vec<Said>> {
-    let chat = wire.read_request(body).ok()?;
+/// The turns' texts, and the last user turn's.
+fn conversation(chat: Chat) -> (Vec<Said>, Option<String>) {
+    let last_turn = chat.turns.iter().rev().find(|t| t.role == Role::User).and_then(|turn| {
+        let texts: Vec<&str> =
+            turn.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+        (!texts.is_empty()).then(|| texts.join("\n"))
+    });
     let mut out: Vec<Said> = chat.system.into_iter().map(|t| Said::new(Speaker::System, t)).collect();
     for turn in chat.turns {
         let speaker = if turn.role == Role::User { Speaker::User } else { Speaker::Assistant };
@@ -95,16 +109,7 @@ fn conversation(wire: Wire, body: &[u8]) -> Option<Vec<Said>> {
             }
         }
     }
-    Some(out)
-}
-
-/// The last user turn's text, as the semantic cache embeds it (its text parts, one per line).
-pub fn last_user_turn(api: Api, body: &[u8]) -> Option<String> {
-    let chat = Wire::of_client(api)?.read_request(body).ok()?;
-    let turn = chat.turns.iter().rev().find(|t| t.role == Role::User)?;
-    let texts: Vec<&str> =
-        turn.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
-    (!texts.is_empty()).then(|| texts.join("\n"))
+    (out, last_turn)
 }
 
 /// What a similarity guard embeds: `last` (the last user turn) first, then every other text the
@@ -218,7 +223,7 @@ mod tests {
     use super::*;
 
     fn said(api: Api, body: &str) -> Option<Vec<(&'static str, String)>> {
-        prompt(api, body.as_bytes()).map(|v| v.into_iter().map(|s| (s.speaker.name(), s.text)).collect())
+        prompt(api, body.as_bytes()).map(|p| p.said.into_iter().map(|s| (s.speaker.name(), s.text)).collect())
     }
 
     #[test]
@@ -264,12 +269,11 @@ mod tests {
             {"role":"user","content":"first"},{"role":"assistant","content":"reply"},
             {"role":"tool","tool_call_id":"t","content":"tool says"},
             {"role":"user","content":[{"type":"text","text":"last a"},{"type":"text","text":"last b"}]}]}"#;
-        let last = last_user_turn(Api::ChatCompletions, chat.as_bytes());
+        let Prompt { said, last_turn: last } = prompt(Api::ChatCompletions, chat.as_bytes()).unwrap();
         assert_eq!(last.as_deref(), Some("last a\nlast b"));
-        let said = prompt(Api::ChatCompletions, chat.as_bytes()).unwrap();
         assert_eq!(user_texts(&said, last.as_deref(), 16), ["last a\nlast b", "first", "tool says"]);
         assert_eq!(user_texts(&said, last.as_deref(), 2).len(), 2);
-        assert_eq!(last_user_turn(Api::Completions, br#"{"prompt":"x"}"#), None);
+        assert_eq!(prompt(Api::Completions, br#"{"prompt":"x"}"#).unwrap().last_turn, None);
     }
 
     #[test]
