@@ -68,6 +68,23 @@ pub const ROUTE_STREAM: Fact = Fact("sluice.route.stream");
 pub const ROUTE_LOGICAL: Fact = Fact("sluice.route.logical");
 /// The rule that picked the logical model (absent when the client named it).
 pub const ROUTE_RULE: Fact = Fact("sluice.route.rule");
+/// The prompt's nearest intent (semantic routes), `none` below every threshold, or
+/// `unavailable` when it could not be embedded; absent when no rule reads intents.
+pub const ROUTE_INTENT: Fact = Fact("sluice.route.intent");
+/// The cosine of the prompt with its nearest intent's nearest example.
+pub const ROUTE_INTENT_SCORE: Fact = Fact("sluice.route.intent_score");
+/// The pool endpoint (`ip:port`) picked for the request, then the ones its retries go to
+/// (comma-separated); copied by Envoy's header-mutation filter to
+/// `x-gateway-destination-endpoint` for the override-host load-balancing policy.
+pub const ROUTE_ENDPOINT: Fact = Fact("sluice.route.endpoint");
+/// Why the endpoint was picked (`headroom`, `prefix`, `lora`, `saturated`), or `stale` when no
+/// endpoint had fresh figures and Envoy balanced.
+pub const ROUTE_PICK: Fact = Fact("sluice.route.pick");
+/// Targets skipped because their latency breaker is open (`provider/model`, comma-separated).
+pub const ROUTE_SKIPPED: Fact = Fact("sluice.route.skipped");
+/// `open` or `closed` when this request's timing changed its target's breaker; `probe` when
+/// it was the request let through to probe a half-open one.
+pub const ROUTE_BREAKER: Fact = Fact("sluice.route.breaker");
 /// The client's API (`chat_completions`, `messages`, ...), set once a provider adapter sent
 /// the request to another path (a translated attempt): later attempts of the request
 /// (retries, fallbacks) still know what the client sent.
@@ -230,6 +247,12 @@ mod tests {
             ATTEMPT_PATH,
             ROUTE_LOGICAL,
             ROUTE_RULE,
+            ROUTE_INTENT,
+            ROUTE_INTENT_SCORE,
+            ROUTE_ENDPOINT,
+            ROUTE_PICK,
+            ROUTE_SKIPPED,
+            ROUTE_BREAKER,
             IDENTITY_KEY,
             IDENTITY_TEAM,
             IDENTITY_USER,

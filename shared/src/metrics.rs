@@ -79,6 +79,16 @@ pub const CACHE_LOOKUP_MS: &str = "sluice_cache_lookup_ms";
 /// Milliseconds the embedding service took.
 pub const CACHE_EMBEDDING_MS: &str = "sluice_cache_embedding_ms";
 
+// Model rewriter.
+/// Requests whose intent was read, by `intent` (a name, `none` or `unavailable`).
+pub const ROUTE_INTENTS_TOTAL: &str = "sluice_route_intents_total";
+/// Pool endpoints picked, by `pool`, `endpoint` and `reason` (`stale`: Envoy balanced).
+pub const ROUTE_PICKS_TOTAL: &str = "sluice_route_picks_total";
+/// Latency breakers opening and closing, by `provider`, `model` and `state`.
+pub const ROUTE_BREAKER_TOTAL: &str = "sluice_route_breaker_total";
+/// Pool endpoints' scrapes, by `pool`, `endpoint` and `result` (`ok`, `unreadable`, `down`).
+pub const ROUTE_SCRAPES_TOTAL: &str = "sluice_route_scrapes_total";
+
 /// Every label key used in metric names; each needs a `stats_tags` entry in Envoy.
 pub const LABEL_KEYS: &[&str] = &[
     "api",
@@ -102,6 +112,10 @@ pub const LABEL_KEYS: &[&str] = &[
     "guard",
     "category",
     "result",
+    "intent",
+    "pool",
+    "endpoint",
+    "state",
 ];
 
 /// Reported instead of a value once a label has too many distinct values.

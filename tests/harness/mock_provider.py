@@ -41,7 +41,8 @@ Scripted guard services (the guard module's tests) read markers in the texts the
 Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is sent only when
 asked for. Any other method and path is recorded and answered 200 with an empty list, as a
 provider's files or batches API would: a request that should never have left the gateway shows.
-`GET /mock/requests` returns the recent requests (method, path, headers, body) for assertions.
+`GET /mock/requests` returns the recent requests (method, path, headers, body) for assertions;
+Envoy's active health checks (user agent `Envoy/HC`) are answered but not recorded.
 
 Run: python -m harness.mock_provider --port 18080
 """
@@ -472,6 +473,9 @@ async def write_body(request, response, data: bytes):
 
 async def record(request: web.Request) -> bytes:
     raw = await request.read()
+    if request.headers.get("user-agent", "").startswith("Envoy/HC"):
+        # Envoy's active health checks (GET of a model list every 30 s) are not traffic.
+        return raw
     RECENT.append({"method": request.method, "path": request.path, "raw_path": request.raw_path,
                    "query": request.query_string, "headers": dict(request.headers),
                    "body": raw.decode("utf-8", "replace"), "time": time.time()})

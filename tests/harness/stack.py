@@ -235,7 +235,8 @@ class Stack:
     def __init__(self, configs=None, wasm_dir=None, concurrency=2, workdir=None,
                  listen_port=None, admin_port=None, with_mock=True, real_providers=None, modules=None,
                  upstream_port=None, envoy_cpus=None, backend_cpus=None, redis_from=None,
-                 provider_keys=None, patch=None, with_embedder=False, embedder_from=None, patient=None):
+                 provider_keys=None, patch=None, with_embedder=False, embedder_from=None, patient=None,
+                 with_pool=False):
         self.wasm_dir = Path(wasm_dir or os.environ.get("SLUICE_WASM_DIR") or DEFAULT_WASM_DIR)
         # Each module's config by filter name (`sluice.budget_enforcer`: ...); the others get
         # DEFAULT_CONFIGS. A module added to the chain needs a line there, not a new argument.
@@ -257,6 +258,8 @@ class Stack:
         # The reference embedding service (all-MiniLM-L6-v2), for the semantic cache: True, or
         # a dict of its options (harness/stack.py, start_embedder).
         self.with_embedder = with_embedder
+        # The simulated vLLM pool (harness/vllm_pool.py) behind `pool_vllm`: True, or its profile.
+        self.with_pool = with_pool
         # Real provider keys by provider (`openai`, `anthropic`): those clusters go to the real APIs.
         self.real_providers = real_providers or {}
         # Provider keys the adapters read from Envoy's environment (tests use made-up ones).
@@ -293,6 +296,8 @@ class Stack:
                 self.embedder_port = self.embedder_from.embedder_port
             elif self.with_embedder:
                 self.start_embedder()
+            if self.with_pool:
+                self.start_pool()
             self.start_envoy()
         except BaseException:
             self.stop()
@@ -300,7 +305,7 @@ class Stack:
         return self
 
     def stop(self):
-        for name in ["envoy", "mock", "embedder", "webdis", "redis"]:
+        for name in ["envoy", "mock", "pool", "embedder", "webdis", "redis"]:
             proc = self.procs.pop(name, None)
             if proc:
                 proc.stop()
@@ -344,6 +349,29 @@ class Stack:
     def start_mock(self):
         self.procs["mock"], self.mock_port = start_service("mock_provider", self.workdir)
 
+    def start_pool(self):
+        profile = self.with_pool if isinstance(self.with_pool, str) else "test"
+        port = free_port()
+        self.procs["pool"] = proc = Proc(
+            "pool", [*self.backend_pin(), sys.executable, "-m", "harness.vllm_pool", "--port", str(port),
+                     "--profile", profile], self.workdir / "pool.log", cwd=str(ROOT / "tests"))
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "pool", 60, proc)
+        self.pool_port = port
+        self.pool_endpoints = [e["address"] for e in self.pool()]
+
+    def pool(self) -> list:
+        """The simulated pool's endpoints: address, name, what each served."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.pool_port}/pool", timeout=10) as response:
+            return json.load(response)["endpoints"]
+
+    def pool_change(self, name: str, **change) -> dict:
+        """Changes one simulated endpoint (harness/vllm_pool.py: its parameters)."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.pool_port}/pool/{name}",
+                                         data=json.dumps(change).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
     def start_embedder(self):
         self.procs["embedder"], self.embedder_port = start_embedder(
             self.workdir, self.backend_pin(), self.with_embedder if isinstance(self.with_embedder, dict) else None)
@@ -356,7 +384,9 @@ class Stack:
             "ACCESS_LOG": self.workdir / "access.log",
             "WASM_DIR": self.wasm_dir,
             # `sluice.budget_enforcer` fills ${BUDGET_ENFORCER_CONFIG}, and so on.
-            **{name.split(".", 1)[1].upper() + "_CONFIG": json.dumps(config) for name, config in self.configs.items()},
+            # A config may be a function of the stack (one naming the simulated pool's endpoints).
+            **{name.split(".", 1)[1].upper() + "_CONFIG": json.dumps(config(self) if callable(config) else config)
+               for name, config in self.configs.items()},
             "OPENAI_HOST": "127.0.0.1", "OPENAI_PORT": mock_port,
             "ANTHROPIC_HOST": "127.0.0.1", "ANTHROPIC_PORT": mock_port,
             "GEMINI_HOST": "127.0.0.1", "GEMINI_PORT": mock_port,
@@ -364,6 +394,10 @@ class Stack:
             "WEBDIS_PORT": getattr(self, "webdis_port", 9),
             "EMBEDDER_PORT": getattr(self, "embedder_port", 9),
             "GUARDS_HOST": "127.0.0.1", "GUARDS_PORT": getattr(self, "mock_port", 9),
+            # Without the simulated pool its endpoints are closed ports (distinct: Envoy wants
+            # distinct hosts).
+            "POOL_HOST": "127.0.0.1",
+            **{f"POOL_PORT_{i}": port for i, port in enumerate(self.pool_ports())},
         })
         if self.real_providers:
             text = use_real_providers(text, self.real_providers)
@@ -377,6 +411,10 @@ class Stack:
                 self.patch(config)
             text = yaml.safe_dump(config, sort_keys=False)
         return text
+
+    def pool_ports(self) -> list:
+        endpoints = getattr(self, "pool_endpoints", None)
+        return [int(e.rsplit(":", 1)[1]) for e in endpoints] if endpoints else [9, 19, 29]
 
     def envoy_env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEY_VARIABLES}

@@ -11,7 +11,8 @@
 //! request serves both). System prompts and assistant turns are not compared: they are the
 //! application's and the model's words, not the user's.
 
-use serde_json::json;
+use sluice_shared::embeddings::Examples;
+pub use sluice_shared::embeddings::{request_body, single_answer, unit_vectors as vectors};
 
 /// The attack prompts shipped with the module, one per line.
 const BUILTIN: &str = include_str!("attacks.txt");
@@ -28,71 +29,30 @@ pub fn builtin() -> Vec<String> {
     BUILTIN.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect()
 }
 
-/// The embedding service's request for `texts`.
-pub fn request_body(model: Option<&str>, texts: &[String]) -> Vec<u8> {
-    let body = match model {
-        Some(model) => json!({ "input": texts, "model": model }),
-        None => json!({ "input": texts }),
-    };
-    body.to_string().into_bytes()
-}
-
-/// The normalised vectors of an embedding answer, in input order; `None` when it is not one
-/// vector per text of equal, usable length.
-pub fn vectors(body: &[u8], expected: usize) -> Option<Vec<Vec<f32>>> {
-    let data = sluice_shared::embeddings::vectors(body)?;
-    if data.len() != expected || expected == 0 {
-        return None;
-    }
-    let dimensions = data.first()?.len();
-    data.into_iter()
-        .map(|v| {
-            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            let usable = v.len() == dimensions && !v.is_empty() && norm > 0.0 && norm.is_finite();
-            usable.then(|| v.iter().map(|x| (x / norm) as f32).collect())
-        })
-        .collect()
-}
-
 /// The known attacks' vectors.
 #[derive(Debug, Default)]
 pub struct Attacks {
-    vectors: Vec<Vec<f32>>,
+    examples: Examples,
 }
 
 impl Attacks {
     pub fn new(vectors: Vec<Vec<f32>>) -> Attacks {
-        Attacks { vectors }
+        Attacks { examples: Examples::new(&vec![0; vectors.len()], vectors) }
     }
 
     pub fn len(&self) -> usize {
-        self.vectors.len()
+        self.examples.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.vectors.is_empty()
+        self.examples.is_empty()
     }
 
     /// The highest cosine between any of `texts` and any attack; `None` when the lengths differ
-    /// (another model answered).
+    /// (another model answered) or nothing was compared.
     pub fn score(&self, texts: &[Vec<f32>]) -> Option<f64> {
-        let mut best: Option<f64> = None;
-        for t in texts {
-            for a in &self.vectors {
-                if a.len() != t.len() {
-                    return None;
-                }
-                let cosine: f32 = a.iter().zip(t).map(|(x, y)| x * y).sum();
-                best = Some(best.map_or(f64::from(cosine), |b| b.max(f64::from(cosine))));
-            }
-        }
-        best
+        self.examples.scores(texts)?.into_values().reduce(f64::max)
     }
-}
-
-/// An embedding answer holding one vector, as the cache reads one.
-pub fn single_answer(vector: &[f32]) -> String {
-    json!({"data": [{"embedding": vector}]}).to_string()
 }
 
 #[cfg(test)]
@@ -108,22 +68,13 @@ mod tests {
     }
 
     #[test]
-    fn scores_are_the_best_cosine_and_answers_are_checked() {
+    fn scores_are_the_best_cosine() {
         let attacks = Attacks::new(vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         let texts = vectors(br#"{"data":[{"embedding":[3,4]},{"embedding":[1,0]}]}"#, 2).unwrap();
         assert!((attacks.score(&texts).unwrap() - 1.0).abs() < 1e-6);
         let one = vectors(br#"{"data":[{"embedding":[3,4]}]}"#, 1).unwrap();
         assert!((attacks.score(&one).unwrap() - 0.8).abs() < 1e-6);
         assert_eq!(attacks.score(&vectors(br#"{"data":[{"embedding":[1,0,0]}]}"#, 1).unwrap()), None);
-        for bad in [
-            &b"{}"[..],
-            br#"{"data":[]}"#,
-            br#"{"data":[{"embedding":[0,0]}]}"#,
-            br#"{"data":[{"embedding":[1]},{"embedding":[1,2]}]}"#,
-        ] {
-            assert_eq!(vectors(bad, 2).or(vectors(bad, 1)), None, "{bad:?}");
-        }
-        assert_eq!(vectors(br#"{"data":[{"embedding":[1]}]}"#, 2), None, "one vector per text");
     }
 
     #[test]

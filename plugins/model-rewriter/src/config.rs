@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use sluice_shared::config::{ConfigError, Validate};
+use sluice_shared::embeddings::Service;
 
 const MIB: usize = 1 << 20;
 
@@ -30,6 +31,15 @@ pub struct Config {
     pub prices: BTreeMap<String, sluice_shared::pricing::Price>,
     /// Largest request body read; larger requests get 413.
     pub max_request_bytes: usize,
+    /// The embedding service semantic routes (`intents`) ask; the same as the semantic cache's,
+    /// so one embedding of the last user turn serves both.
+    pub embedding: Service,
+    /// Semantic routes: what prompts are about, described by examples. A rule's
+    /// `when.intents` holds when the prompt's nearest intent is listed.
+    pub intents: Vec<Intent>,
+    /// Self-hosted pools (vLLM, SGLang, NIM) whose endpoints are picked per request from their
+    /// scraped metrics; a target names one with `pool`.
+    pub pools: BTreeMap<String, Pool>,
 }
 
 impl Default for Config {
@@ -44,6 +54,9 @@ impl Default for Config {
             health_window_ms: 30_000,
             prices: BTreeMap::new(),
             max_request_bytes: 16 * MIB,
+            embedding: Service::default(),
+            intents: Vec::new(),
+            pools: BTreeMap::new(),
         }
     }
 }
@@ -82,6 +95,146 @@ pub struct LogicalModel {
     /// with the provider adapter, which sets each attempt's model from this list.
     #[serde(default)]
     pub fallbacks: Vec<Fallback>,
+    /// Skip a target whose recent answers are slow (p95 latency or time to first token over
+    /// a window), for a while; then let one request probe it.
+    #[serde(default)]
+    pub breaker: Option<Breaker>,
+}
+
+/// A latency breaker (per target, shared by every worker).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Breaker {
+    /// Opens when the p95 of the answers' whole duration in the window exceeds this (ms).
+    pub p95_latency_ms: Option<u64>,
+    /// Opens when the p95 of the time to the answer's first body byte exceeds this (ms).
+    pub p95_ttft_ms: Option<u64>,
+    /// The window the percentiles are taken over (ms).
+    pub window_ms: u64,
+    /// Fewest answers in the window before the breaker may open.
+    pub min_samples: usize,
+    /// How long an open breaker skips its target before one request probes it (ms).
+    pub open_ms: u64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker { p95_latency_ms: None, p95_ttft_ms: None, window_ms: 60_000, min_samples: 10, open_ms: 30_000 }
+    }
+}
+
+/// A semantic route: what a prompt is about, by example.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    /// Name rules list in `when.intents`; published as `sluice.route.intent`.
+    pub name: String,
+    /// A sentence saying what these prompts ask for (embedded as one more example).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Prompts of this kind.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Lowest cosine with the nearest example for a prompt to count as this intent.
+    #[serde(default = "intent_threshold")]
+    pub threshold: f64,
+}
+
+/// Chosen on the tuning half of `tests/data/route_prompts.json` (see the README).
+pub const INTENT_THRESHOLD: f64 = 0.4;
+
+fn intent_threshold() -> f64 {
+    INTENT_THRESHOLD
+}
+
+impl Intent {
+    /// The texts embedded for this intent: its examples, then its description.
+    pub fn texts(&self) -> Vec<String> {
+        self.examples.iter().cloned().chain(self.description.clone()).collect()
+    }
+}
+
+/// A self-hosted pool: its endpoints, how their metrics are scraped and what headroom means.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// The endpoints (`ip:port`), as the pool cluster's load assignment has them: Envoy is
+    /// told to use one by that address.
+    pub endpoints: Vec<String>,
+    /// How each endpoint's Prometheus metrics are read.
+    #[serde(default)]
+    pub scrape: Scrape,
+    /// Which metric names the endpoints expose.
+    #[serde(default)]
+    pub engine: Engine,
+    /// An endpoint with more requests waiting than this has no headroom.
+    #[serde(default = "max_waiting")]
+    pub max_waiting: u64,
+    /// An endpoint whose KV cache is fuller than this (0-1) has no headroom.
+    #[serde(default = "max_kv_cache")]
+    pub max_kv_cache: f64,
+    /// Requests whose prompts share their first this many characters go to the same endpoint
+    /// while it has headroom (its prefix cache holds them); 0: no prefix affinity.
+    #[serde(default = "prefix_chars")]
+    pub prefix_chars: usize,
+    /// Prefer endpoints that have the requested LoRA adapter (the target's model) loaded.
+    #[serde(default = "yes")]
+    pub lora_affinity: bool,
+}
+
+fn max_waiting() -> u64 {
+    2
+}
+fn max_kv_cache() -> f64 {
+    0.9
+}
+fn prefix_chars() -> usize {
+    256
+}
+fn yes() -> bool {
+    true
+}
+
+/// How pool endpoints' metrics are fetched: a GET of `path` (then of `health_path`), through `cluster` (an
+/// `ORIGINAL_DST` cluster reading `x-envoy-original-dst-host`, so each endpoint is asked
+/// itself), every `interval_ms` by one worker; older than `stale_ms`, an endpoint's figures are
+/// not used.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scrape {
+    pub cluster: String,
+    pub path: String,
+    /// Asked after each good metrics scrape; an endpoint that fails it is not picked (Envoy's
+    /// override-host policy does not check host health itself). Empty: not asked.
+    pub health_path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub stale_ms: u64,
+}
+
+impl Default for Scrape {
+    fn default() -> Self {
+        Scrape {
+            cluster: "sluice_scrape".to_string(),
+            path: "/metrics".to_string(),
+            health_path: "/health".to_string(),
+            interval_ms: 200,
+            timeout_ms: 250,
+            stale_ms: 2_000,
+        }
+    }
+}
+
+/// The serving engine, which names its metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// vLLM (and NIM's vLLM backend): `vllm:num_requests_waiting`, `vllm:num_requests_running`,
+    /// `vllm:kv_cache_usage_perc` (or `vllm:gpu_cache_usage_perc`), `vllm:lora_requests_info`.
+    #[default]
+    Vllm,
+    /// SGLang: `sglang:num_queue_reqs`, `sglang:num_running_reqs`, `sglang:token_usage`.
+    Sglang,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -108,6 +261,9 @@ pub struct Target {
     /// Most prompt tokens the model accepts; a longer prompt skips this target.
     #[serde(default)]
     pub context_window: Option<u64>,
+    /// A pool of `pools` this target's cluster balances: the rewriter picks its endpoint.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 /// Strategies as LiteLLM users know them. All but `weighted` use per-target figures shared by
@@ -168,6 +324,8 @@ pub struct Condition {
     pub complexity_over: Option<f64>,
     /// The task hint header (`task_header`) has one of these values.
     pub tasks: Vec<String>,
+    /// The prompt's nearest intent (`intents`, at or above its threshold) is one of these.
+    pub intents: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -237,6 +395,79 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_intents(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, intent) in self.intents.iter().enumerate() {
+            let at = |field: &str| format!(".intents[{i}].{field}");
+            if intent.name.is_empty() || !names.insert(intent.name.as_str()) {
+                return Err(ConfigError::at(at("name"), "intent names must be unique and non-empty"));
+            }
+            if intent.texts().iter().all(|t| t.trim().is_empty()) {
+                return Err(ConfigError::at(at("examples"), "needs at least one example or a description"));
+            }
+            if !(intent.threshold > 0.0 && intent.threshold < 1.0) {
+                return Err(ConfigError::at(at("threshold"), "must be in (0, 1)"));
+            }
+        }
+        if !self.intents.is_empty() {
+            let e = &self.embedding;
+            for (field, value) in [("cluster", &e.cluster), ("authority", &e.authority), ("model", &e.model)] {
+                if value.is_empty() {
+                    return Err(ConfigError::at(format!(".embedding.{field}"), "must not be empty"));
+                }
+            }
+            if !e.path.starts_with('/') {
+                return Err(ConfigError::at(".embedding.path", "must start with `/`"));
+            }
+            if e.timeout_ms == 0 {
+                return Err(ConfigError::at(".embedding.timeout_ms", "must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        for (name, pool) in &self.pools {
+            let at = |field: &str| format!(".pools.{name}.{field}");
+            if pool.endpoints.is_empty() {
+                return Err(ConfigError::at(at("endpoints"), "needs at least one endpoint"));
+            }
+            let mut seen = HashSet::new();
+            for (i, endpoint) in pool.endpoints.iter().enumerate() {
+                if crate::pool::address(endpoint).is_none() || !seen.insert(endpoint.as_str()) {
+                    return Err(ConfigError::at(
+                        format!(".pools.{name}.endpoints[{i}]"),
+                        format!("`{endpoint}` is not a unique `ip:port` (as the cluster's load assignment has it)"),
+                    ));
+                }
+            }
+            let scrape = &pool.scrape;
+            if scrape.cluster.is_empty()
+                || !scrape.path.starts_with('/')
+                || !(scrape.health_path.is_empty() || scrape.health_path.starts_with('/'))
+            {
+                return Err(ConfigError::at(at("scrape"), "needs a cluster and a path starting with `/`"));
+            }
+            if scrape.interval_ms == 0 || scrape.timeout_ms == 0 || scrape.stale_ms <= scrape.interval_ms {
+                return Err(ConfigError::at(
+                    at("scrape.stale_ms"),
+                    "intervals must be positive and `stale_ms` longer than `interval_ms`",
+                ));
+            }
+            if !(pool.max_kv_cache > 0.0 && pool.max_kv_cache <= 1.0) {
+                return Err(ConfigError::at(at("max_kv_cache"), "must be in (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any rule reads the prompt's intent (its last user turn is then embedded).
+    pub fn reads_intents(&self) -> bool {
+        !self.intents.is_empty() && self.rules.iter().any(|r| !r.when.intents.is_empty())
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         for (name, model) in &self.models {
@@ -254,6 +485,11 @@ impl Validate for Config {
                 {
                     if value.is_empty() {
                         return Err(ConfigError::at(at(field), "must not be empty"));
+                    }
+                }
+                if let Some(pool) = &target.pool {
+                    if !self.pools.contains_key(pool) {
+                        return Err(ConfigError::at(at("pool"), format!("`{pool}` is not a configured pool")));
                     }
                 }
                 if target.context_window == Some(0) {
@@ -279,6 +515,17 @@ impl Validate for Config {
                     ));
                 }
             }
+            if let Some(breaker) = &model.breaker {
+                if breaker.p95_latency_ms.is_none() && breaker.p95_ttft_ms.is_none() {
+                    return Err(ConfigError::at(at("breaker"), "needs `p95_latency_ms` or `p95_ttft_ms`"));
+                }
+                if breaker.window_ms == 0 || breaker.open_ms == 0 || breaker.min_samples == 0 {
+                    return Err(ConfigError::at(
+                        at("breaker"),
+                        "`window_ms`, `open_ms` and `min_samples` must be positive",
+                    ));
+                }
+            }
             if let Some(Sticky::Header { header }) = &model.sticky {
                 if header.is_empty() {
                     return Err(ConfigError::at(at("sticky.header"), "must name a header"));
@@ -299,10 +546,17 @@ impl Validate for Config {
                     return Err(ConfigError::at(at("when.complexity_over"), "must be in [0, 1)"));
                 }
             }
+            for intent in &rule.when.intents {
+                if !self.intents.iter().any(|i| &i.name == intent) {
+                    return Err(ConfigError::at(at("when.intents"), format!("`{intent}` is not a configured intent")));
+                }
+            }
             if rule.when.header.as_ref().is_some_and(|h| h.name.is_empty() || h.values.is_empty()) {
                 return Err(ConfigError::at(at("when.header"), "needs a name and at least one value"));
             }
         }
+        self.validate_intents()?;
+        self.validate_pools()?;
         sluice_shared::pricing::validate_overrides(&self.prices)?;
         if self.task_header.is_empty() {
             return Err(ConfigError::at(".task_header", "must name a header"));
@@ -360,6 +614,21 @@ mod tests {
             (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q", "model": ""}]}}}"#.into(), ".models.m.fallbacks[0].model"),
             (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "fallbacks": [{"provider": "q"}]}}}"#.into(), ".models.m.fallbacks[0]"),
             (r#"{"complexity": {"keyword": -1}}"#.into(), ".complexity"),
+            (format!(r#"{{{MODELS}, "rules": [{{"name": "r", "when": {{"intents": ["code"]}}, "route_to": "chat-fast"}}]}}"#), ".rules[0].when.intents"),
+            (r#"{"intents": [{"name": "code"}]}"#.into(), ".intents[0].examples"),
+            (r#"{"intents": [{"name": "a", "examples": ["x"]}, {"name": "a", "examples": ["y"]}]}"#.into(), ".intents[1].name"),
+            (r#"{"intents": [{"name": "a", "examples": ["x"], "threshold": 1}]}"#.into(), ".intents[0].threshold"),
+            (r#"{"intents": [{"name": "a", "examples": ["x"]}], "embedding": {"cluster": ""}}"#.into(), ".embedding.cluster"),
+            (r#"{"intents": [{"name": "a", "examples": ["x"]}], "embedding": {"dimensions": 3}}"#.into(), ".embedding.dimensions"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c", "pool": "gpu"}]}}}"#.into(), ".models.m.targets[0].pool"),
+            (r#"{"pools": {"gpu": {"endpoints": []}}}"#.into(), ".pools.gpu.endpoints"),
+            (r#"{"pools": {"gpu": {"endpoints": ["vllm.local:8000"]}}}"#.into(), ".pools.gpu.endpoints[0]"),
+            (r#"{"pools": {"gpu": {"endpoints": ["10.0.0.1:80", "10.0.0.1:80"]}}}"#.into(), ".pools.gpu.endpoints[1]"),
+            (r#"{"pools": {"gpu": {"endpoints": ["10.0.0.1:80"], "scrape": {"interval_ms": 500, "stale_ms": 400}}}}"#.into(), ".pools.gpu.scrape.stale_ms"),
+            (r#"{"pools": {"gpu": {"endpoints": ["10.0.0.1:80"], "max_kv_cache": 0}}}"#.into(), ".pools.gpu.max_kv_cache"),
+            (r#"{"pools": {"gpu": {"endpoints": ["10.0.0.1:80"], "engine": "tgi"}}}"#.into(), ".pools.gpu.engine"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "breaker": {}}}}"#.into(), ".models.m.breaker"),
+            (r#"{"models": {"m": {"targets": [{"provider": "p", "model": "x", "cluster": "c"}], "breaker": {"p95_ttft_ms": 500, "open_ms": 0}}}}"#.into(), ".models.m.breaker"),
         ];
         for (json, path) in cases {
             let error = parse(&json).expect_err(&json);

@@ -4,6 +4,7 @@
 
 use sluice_shared::digest;
 
+use crate::breaker::{self, Admission};
 use crate::config::{Condition, Config, DisallowedRules, LogicalModel, Sticky, Strategy, Target, UnknownModels};
 use crate::stats::TargetStats;
 
@@ -40,6 +41,8 @@ pub struct RequestFacts<'a> {
     pub complexity: Option<f64>,
     /// The key's model allow-list (globs, from the budget enforcer); empty: any model.
     pub allowed: Vec<String>,
+    /// The prompt's nearest intent, when a rule reads it and one reached its threshold.
+    pub intent: Option<&'a str>,
 }
 
 impl RequestFacts<'_> {
@@ -86,6 +89,10 @@ pub struct Route<'c> {
     pub logical: &'c str,
     pub rule: Option<&'c str>,
     pub target: &'c Target,
+    /// Targets skipped because their latency breaker is open.
+    pub skipped: Vec<&'c Target>,
+    /// The target's breaker is half-open and this request probes it.
+    pub probe: bool,
 }
 
 /// Whether any rule needs the complexity score (it parses the messages).
@@ -125,7 +132,13 @@ pub fn route<'c>(
         return Routing::NotAllowed { logical };
     }
     match pick(logical, model, request, signals) {
-        Some(target) => Routing::Route(Route { logical, rule, target }),
+        Some((target, skipped)) => {
+            let probe = model
+                .breaker
+                .as_ref()
+                .is_some_and(|b| breaker::admission(&(signals.stats)(target), b, signals.now_ms) == Admission::Probe);
+            Routing::Route(Route { logical, rule, target, skipped, probe })
+        }
         None => Routing::TooLong {
             logical,
             largest_window: model.targets.iter().filter_map(|t| t.context_window).max().unwrap_or(0),
@@ -141,21 +154,47 @@ fn holds(when: &Condition, request: &RequestFacts<'_>, task_header: &str) -> boo
         && when.prompt_tokens_over.is_none_or(|n| request.prompt_tokens > n)
         && when.complexity_over.is_none_or(|n| request.complexity.is_some_and(|c| c > n))
         && listed(&when.tasks, request.header(task_header))
+        && (when.intents.is_empty() || request.intent.is_some_and(|i| when.intents.iter().any(|x| x == i)))
 }
 
-/// Chooses among the targets whose window fits the prompt, by the model's strategy.
+/// Chooses among the targets whose window fits the prompt and whose breaker is not open
+/// (all of them, when every breaker is), by the model's strategy; with the targets skipped.
 fn pick<'c>(
     logical: &str,
     model: &'c LogicalModel,
     request: &RequestFacts<'_>,
     signals: &Signals<'_>,
-) -> Option<&'c Target> {
+) -> Option<(&'c Target, Vec<&'c Target>)> {
     let fits: Vec<&Target> = model
         .targets
         .iter()
         .filter(|t| t.weight > 0 && t.context_window.is_none_or(|w| request.prompt_tokens <= w))
         .filter(|t| request.may_reach(logical, &t.model))
         .collect();
+    let now = signals.now_ms;
+    let (fits, skipped) = match &model.breaker {
+        Some(b) => {
+            let (open, closed): (Vec<&Target>, Vec<&Target>) =
+                fits.iter().partition(|t| breaker::admission(&(signals.stats)(t), b, now) == Admission::Open);
+            if closed.is_empty() {
+                (open, Vec::new())
+            } else {
+                (closed, open)
+            }
+        }
+        None => (fits, Vec::new()),
+    };
+    let chosen = by_strategy(model, &fits, request, signals)?;
+    Some((chosen, skipped))
+}
+
+fn by_strategy<'c>(
+    model: &LogicalModel,
+    fits: &[&'c Target],
+    request: &RequestFacts<'_>,
+    signals: &Signals<'_>,
+) -> Option<&'c Target> {
+    let fits = fits.to_vec();
     let now = signals.now_ms;
     match model.strategy {
         Strategy::Weighted => weighted(model, &fits, request, signals.roll),
@@ -232,6 +271,7 @@ mod tests {
             cluster: "provider_openai".into(),
             weight,
             context_window: window,
+            pool: None,
         }
     }
 
@@ -245,6 +285,7 @@ mod tests {
                 sticky: None,
                 owned_by: None,
                 fallbacks: Vec::new(),
+                breaker: None,
             },
         );
         models.insert(
@@ -255,6 +296,7 @@ mod tests {
                 sticky: None,
                 owned_by: None,
                 fallbacks: Vec::new(),
+                breaker: None,
             },
         );
         Config {

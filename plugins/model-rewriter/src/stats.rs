@@ -1,6 +1,7 @@
 //! What the strategies know about each target, shared by every worker through host shared data:
 //! requests in flight, a moving average of time to first byte, tokens used in the current
-//! minute, and the last failure. Every update is a compare-and-swap, retried a few times.
+//! minute, the last failure, and the latency breaker's samples and state ([`crate::breaker`]).
+//! Every update is a compare-and-swap, retried a few times.
 
 use serde::{Deserialize, Serialize};
 use sluice_shared::host::SharedData;
@@ -23,6 +24,22 @@ pub struct TargetStats {
     pub minute_tokens: u64,
     /// When the target last answered 429 or 5xx, or failed to answer (ms).
     pub last_failure_ms: u64,
+    /// Recent answers' timings, for a latency breaker (newest last).
+    pub recent: Vec<Timing>,
+    /// The latency breaker: open until this time (ms); 0: closed.
+    pub open_until_ms: u64,
+    /// When one request was let through to probe a breaker past `open_until_ms` (ms).
+    pub probe_ms: u64,
+}
+
+/// One answer's timings (ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    pub at_ms: u64,
+    /// Request start to the answer's end.
+    pub total_ms: u64,
+    /// Request start to the answer's first body byte.
+    pub ttft_ms: u64,
 }
 
 impl TargetStats {

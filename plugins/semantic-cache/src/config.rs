@@ -42,34 +42,9 @@ pub enum Mode {
     Off,
 }
 
-/// The embedding service (OpenAI-compatible `POST /v1/embeddings`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Embedding {
-    /// Envoy cluster of the service.
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    /// `model` sent in the request. Part of every semantic key: changing it starts afresh.
-    pub model: String,
-    /// Bearer token for the service, from this environment variable (passed to the VM with
-    /// `environment_variables.host_env_keys`).
-    pub api_key_env: Option<String>,
-    pub timeout_ms: u64,
-}
-
-impl Default for Embedding {
-    fn default() -> Self {
-        Embedding {
-            cluster: "embedder".to_string(),
-            authority: "embedder".to_string(),
-            path: "/v1/embeddings".to_string(),
-            model: "all-MiniLM-L6-v2".to_string(),
-            api_key_env: None,
-            timeout_ms: 500,
-        }
-    }
-}
+/// The embedding service (OpenAI-compatible `POST /v1/embeddings`); its `model` is part of
+/// every semantic key: changing it starts afresh.
+pub use sluice_shared::embeddings::Service as Embedding;
 
 /// How the verifier is asked (`verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -370,12 +345,6 @@ impl Config {
                 ttl_seconds: r.ttl_seconds.unwrap_or(base.ttl_seconds),
             },
         }
-    }
-
-    /// The embedding service's key, when one is configured and set.
-    pub fn embedding_key(&self) -> Option<String> {
-        let name = self.embedding.api_key_env.as_deref()?;
-        std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 }
 

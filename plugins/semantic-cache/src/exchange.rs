@@ -12,7 +12,6 @@ use proxy_wasm::traits::HttpContext;
 use proxy_wasm::types::Action;
 use sluice_shared::api::Api;
 use sluice_shared::callout::{Callout, CalloutResponse};
-use sluice_shared::facts;
 use sluice_shared::host::Clock;
 use sluice_shared::metrics::MetricRegistry;
 use sluice_shared::plugin::{self, Module};
@@ -48,7 +47,6 @@ struct Shared {
     scripts: Scripts,
     /// Scope tag of the embedding model and bucketing (see [`vector::embed_salt`]).
     salt: String,
-    embedding_key: Option<String>,
     registry: RefCell<MetricRegistry>,
     /// Redis has the search script (a `NOSCRIPT` reply resets it).
     search_cached: Cell<bool>,
@@ -109,7 +107,7 @@ impl Module for SemanticCache {
     }
 
     fn configure(&mut self, config: Config) -> Result<(), String> {
-        if config.embedding.api_key_env.is_some() && config.embedding_key().is_none() {
+        if config.embedding.api_key_env.is_some() && config.embedding.api_key().is_none() {
             log::warn!("{NAME}: `embedding.api_key_env` is set but the variable is empty or not passed to the VM");
         }
         log::info!(
@@ -121,14 +119,12 @@ impl Module for SemanticCache {
             config.embedding.cluster
         );
         let salt = vector::embed_salt(&config.embedding.model, config.lsh_bits);
-        let embedding_key = config.embedding_key();
         let index = config.exact_index.enabled.then(|| Index::new(&config.exact_index));
         self.sync = Sync::default();
         self.shared = Some(Rc::new(Shared {
             config,
             scripts: Scripts::default(),
             salt,
-            embedding_key,
             registry: RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES)),
             search_cached: Cell::new(false),
             planes: RefCell::new(None),
@@ -413,26 +409,12 @@ impl Filter {
             return self.miss();
         };
         let e = &config.embedding;
-        // The guard's similarity check may have embedded this very text already.
-        let key = facts::embedding_key(&e.authority, &e.path, &e.model, &query.text);
-        if facts::read(&Host, facts::EMBEDDING_KEY).as_deref() == Some(key.as_str()) {
-            if let Some(answer) = facts::read(&Host, facts::EMBEDDING_VECTOR) {
-                self.embedding_started_ms = Host.now_ms();
-                return self.on_embedding(&CalloutResponse { status: 200, body: answer.into_bytes() });
-            }
-        }
-        let mut call = Callout::post(
-            &e.cluster,
-            &e.authority,
-            &e.path,
-            "application/json",
-            vector::request_body(&e.model, &query.text),
-        )
-        .timeout(std::time::Duration::from_millis(e.timeout_ms));
-        if let Some(key) = &shared.embedding_key {
-            call = call.header("authorization", &format!("Bearer {key}"));
-        }
+        // A module before this one (the guard's similarity check) may have embedded this very text.
         self.embedding_started_ms = Host.now_ms();
+        if let Some(answer) = e.reuse(&Host, &query.text) {
+            return self.on_embedding(&CalloutResponse { status: 200, body: answer });
+        }
+        let call = e.callout(std::slice::from_ref(&query.text), std::time::Duration::from_millis(e.timeout_ms));
         self.send(&call, Phase::Embedding, Bypass::EmbedderDown)
     }
 
@@ -443,6 +425,10 @@ impl Filter {
             log::warn!("{NAME}: embedding service answered HTTP {} without a usable vector", response.status);
             return self.bypass(Bypass::EmbedderDown);
         };
+        // The model rewriter's semantic routes embed the same text: they reuse this one.
+        if let Some(query) = self.request.as_ref().and_then(|r| r.semantic.as_ref()) {
+            self.shared.config.embedding.share(&Host, &query.text, &response.body);
+        }
         self.encoded = Some(self.shared.encode(&embedding));
         self.search(false)
     }

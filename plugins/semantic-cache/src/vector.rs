@@ -11,8 +11,6 @@
 //! prompt's own bucket and the `bits` buckets one bit away; at cosine 0.85 that finds the
 //! neighbour about 86% of the time with 4 bits (each bit agrees with probability 1 - θ/π).
 
-use serde_json::json;
-
 /// Seed of the hyperplanes. Changing it moves every entry to another bucket, so it is part of
 /// the scope (see [`embed_salt`]).
 const HYPERPLANE_SEED: u64 = 0x5eed_5a1c_e0c0_ffee;
@@ -22,11 +20,6 @@ const SIGNATURE_PLANES: u32 = 32;
 
 /// Longest vector accepted (Lua unpacks a vector's bytes in one call, which allows ~8000).
 const MAX_DIMENSIONS: usize = 4096;
-
-/// The embedding service's request body.
-pub fn request_body(model: &str, text: &str) -> Vec<u8> {
-    json!({"model": model, "input": text}).to_string().into_bytes()
-}
 
 /// A normalised embedding.
 #[derive(Debug, Clone, PartialEq)]
