@@ -64,7 +64,7 @@ from aiohttp import web
 from .procs import serve_main
 
 DEFAULT_TEXT = "The capital of France is Paris."
-RECENT = deque(maxlen=200)
+RECENT = deque(maxlen=1000)
 
 
 def header_int(request, name, default):

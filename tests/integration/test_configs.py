@@ -43,6 +43,26 @@ def test_gateway_bootstrap_validates(tmp_path, variant):
     envoy_validate(tmp_path, text)
 
 
+def test_every_provider_chain_and_pool_cluster_has_health_checks_and_a_retry_budget(tmp_path):
+    """No retry storms and no silent dead providers: every cluster a request can be routed to
+    has a retry budget and thresholds; every provider and pool cluster an active health check
+    (30 s, 3 failures). Aggregate chains are checked through their members."""
+    config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    routed = {c for c in clusters if c.startswith(("provider_", "chain_", "pool_"))}
+    assert {"chain_seed", "chain_openai_anthropic", "pool_vllm", "provider_openai", "provider_bedrock"} <= routed
+    for name in routed:
+        thresholds = clusters[name]["circuit_breakers"]["thresholds"][0]
+        assert thresholds["retry_budget"] == {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3}, name
+        assert thresholds["max_requests"] == thresholds["max_pending_requests"] == 1024, name
+        if not name.startswith("chain_"):
+            (check,) = clusters[name]["health_checks"]
+            assert (check["interval"], check["unhealthy_threshold"], check["no_traffic_interval"]) == ("30s", 3, "30s")
+    policy = clusters["pool_vllm"]["load_balancing_policy"]["policies"][0]["typed_extension_config"]
+    assert policy["name"] == "envoy.load_balancing_policies.override_host"
+    assert clusters["sluice_scrape"]["type"] == "ORIGINAL_DST"
+
+
 def test_stats_tags_cover_every_label_key():
     keys = label_keys()
     gateway = (ROOT / "envoy-config/gateway.yaml").read_text()
@@ -194,7 +214,19 @@ def test_istio_model_rewriter_manifests_are_valid_envoy_config(tmp_path):
                     # Validation cannot fetch the module: the local build stands in for it.
                     wasm["vm_config"]["code"] = {"local": {"filename": str(Stack(workdir=tmp_path).wasm_dir /
                                                                            "sluice_provider_adapter.wasm")}}
-    config["static_resources"]["clusters"] += clusters
+    # Istio's own clusters replace the gateway's of the same name (the scrape cluster).
+    added = {c["name"] for c in clusters}
+    config["static_resources"]["clusters"] = [c for c in config["static_resources"]["clusters"]
+                                              if c["name"] not in added] + clusters
+    for cluster in clusters:
+        if cluster["name"].startswith("sluice_") and cluster["name"] not in {"sluice_artifacts", "sluice_scrape"}:
+            budget = cluster["circuit_breakers"]["thresholds"][0]["retry_budget"]
+            assert budget["budget_percent"]["value"] == 20.0, cluster["name"]
+        if "health_checks" in cluster:
+            assert {(h["interval"], h["unhealthy_threshold"]) for h in cluster["health_checks"]} == {("30s", 3)}
+    providers = [c for c in clusters if c["name"] in {"sluice_openai", "sluice_anthropic", "sluice_gemini",
+                                                        "sluice_bedrock", "sluice_pool_vllm"}]
+    assert len(providers) == 5 and all("health_checks" in c for c in providers)
 
     routes = [p["patch"]["value"] for p in patches(documents, "HTTP_ROUTE")]
     hcm["route_config"]["virtual_hosts"][0]["routes"][:0] = routes
