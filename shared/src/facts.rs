@@ -71,7 +71,8 @@ pub const ROUTE_RULE: Fact = Fact("sluice.route.rule");
 /// The prompt's nearest intent (semantic routes), `none` below every threshold, or
 /// `unavailable` when it could not be embedded; absent when no rule reads intents.
 pub const ROUTE_INTENT: Fact = Fact("sluice.route.intent");
-/// The cosine of the prompt with its nearest intent's nearest example.
+/// The cosine of the prompt with its nearest intent's nearest example (also when below the
+/// intent's threshold).
 pub const ROUTE_INTENT_SCORE: Fact = Fact("sluice.route.intent_score");
 /// The pool endpoint (`ip:port`) picked for the request, then the ones its retries go to
 /// (comma-separated); copied by Envoy's header-mutation filter to

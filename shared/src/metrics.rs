@@ -82,6 +82,9 @@ pub const CACHE_EMBEDDING_MS: &str = "sluice_cache_embedding_ms";
 // Model rewriter.
 /// Requests whose intent was read, by `intent` (a name, `none` or `unavailable`).
 pub const ROUTE_INTENTS_TOTAL: &str = "sluice_route_intents_total";
+/// Prompts the rewriter's semantic routes read, by `source`: `shared` (an embedding a module
+/// before it made of the same text) or `own` (its own callout).
+pub const ROUTE_EMBEDDINGS_TOTAL: &str = "sluice_route_embeddings_total";
 /// Pool endpoints picked, by `pool`, `endpoint` and `reason` (`stale`: Envoy balanced).
 pub const ROUTE_PICKS_TOTAL: &str = "sluice_route_picks_total";
 /// Latency breakers opening and closing, by `provider`, `model` and `state`.

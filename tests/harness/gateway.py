@@ -53,6 +53,20 @@ DEMO_MODELS = {
     },
 }
 
+
+
+def demo_models(stack) -> dict:
+    """The logical models, with the simulated vLLM pool's (its endpoints are known once it runs)."""
+    pool = {"provider": "vllm", "cluster": "pool_vllm", "pool": "vllm"}
+    return {
+        **DEMO_MODELS,
+        "models": {**DEMO_MODELS["models"],
+                   "llama": {"targets": [{**pool, "model": "llama-3.1-8b"}]},
+                   "sql-assistant": {"targets": [{**pool, "model": "sql-lora"}]}},
+        "pools": {"vllm": {"endpoints": stack.pool_endpoints}},
+    }
+
+
 # Guard services: the mock provider's scripted moderation service on prompts (before the cache)
 # and answers (after it, streams held back until checked).
 DEMO_MODERATION = {"name": "moderation", "kind": "moderation", "cluster": "guard_services", "authority": "guards",
@@ -134,6 +148,13 @@ Semantic cache: ask, then paraphrase; the second answer comes from Redis (x-slui
   curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
     -d '{{"model":"{model}","messages":[{{"role":"user","content":"Tell me the capital city of France"}}]}}' | grep -i x-sluice-cache
 
+A simulated vLLM pool of 3 endpoints (pool_vllm): the rewriter picks each request's endpoint from
+their scraped metrics; x-sluice-endpoint says which answered. The LoRA adapter sql-lora is loaded
+on one of them, so `sql-assistant` always goes there:
+  curl -si {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
+    -d '{{"model":"sql-assistant","messages":[{{"role":"user","content":"Count the orders per customer"}}]}}' | grep -i x-sluice-endpoint
+  curl -s http://127.0.0.1:{stack.pool_port}/pool   # what each endpoint served
+
 The reference embedding service (all-MiniLM-L6-v2, for the semantic cache):
   curl -s http://127.0.0.1:{stack.embedder_port}/v1/embeddings -d '{{"input":"What is the capital of France?"}}'
 
@@ -151,10 +172,11 @@ def main():
                               "anthropic": os.environ.get("ANTHROPIC_API_KEY"),
                               "gemini": os.environ.get("GEMINI_API_KEY"),
                               "bedrock": os.environ.get("AWS_BEARER_TOKEN_BEDROCK")}.items() if v}
-    configs = {"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": DEMO_MODELS,
+    configs = {"sluice.budget_enforcer": DEMO_BUDGET, "sluice.model_rewriter": demo_models,
                "sluice.semantic_cache": DEMO_CACHE, **DEMO_GUARDS}
     stack = Stack(configs=configs,
-                  listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, with_embedder=True)
+                  listen_port=LISTEN_PORT, admin_port=ADMIN_PORT, real_providers=real, with_embedder=True,
+                  with_pool=True)
     stop = {"now": False}
 
     def on_signal(*_):

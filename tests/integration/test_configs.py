@@ -43,10 +43,9 @@ def test_gateway_bootstrap_validates(tmp_path, variant):
     envoy_validate(tmp_path, text)
 
 
-def test_every_provider_chain_and_pool_cluster_has_health_checks_and_a_retry_budget(tmp_path):
-    """No retry storms and no silent dead providers: every cluster a request can be routed to
-    has a retry budget and thresholds; every provider and pool cluster an active health check
-    (30 s, 3 failures). Aggregate chains are checked through their members."""
+def test_every_provider_chain_and_pool_cluster_has_a_retry_budget_and_pools_health_checks(tmp_path):
+    """No retry storms: every cluster a request can be routed to has a retry budget and
+    thresholds; every pool cluster an active health check (30 s, 3 failures)."""
     config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     routed = {c for c in clusters if c.startswith(("provider_", "chain_", "pool_"))}
@@ -55,7 +54,7 @@ def test_every_provider_chain_and_pool_cluster_has_health_checks_and_a_retry_bud
         thresholds = clusters[name]["circuit_breakers"]["thresholds"][0]
         assert thresholds["retry_budget"] == {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3}, name
         assert thresholds["max_requests"] == thresholds["max_pending_requests"] == 1024, name
-        if not name.startswith("chain_"):
+        if name.startswith("pool_"):
             (check,) = clusters[name]["health_checks"]
             assert (check["interval"], check["unhealthy_threshold"], check["no_traffic_interval"]) == ("30s", 3, "30s")
     policy = clusters["pool_vllm"]["load_balancing_policy"]["policies"][0]["typed_extension_config"]
@@ -224,9 +223,7 @@ def test_istio_model_rewriter_manifests_are_valid_envoy_config(tmp_path):
             assert budget["budget_percent"]["value"] == 20.0, cluster["name"]
         if "health_checks" in cluster:
             assert {(h["interval"], h["unhealthy_threshold"]) for h in cluster["health_checks"]} == {("30s", 3)}
-    providers = [c for c in clusters if c["name"] in {"sluice_openai", "sluice_anthropic", "sluice_gemini",
-                                                        "sluice_bedrock", "sluice_pool_vllm"}]
-    assert len(providers) == 5 and all("health_checks" in c for c in providers)
+    assert any(c["name"] == "sluice_pool_vllm" and "health_checks" in c for c in clusters)
 
     routes = [p["patch"]["value"] for p in patches(documents, "HTTP_ROUTE")]
     hcm["route_config"]["virtual_hosts"][0]["routes"][:0] = routes

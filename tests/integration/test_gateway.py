@@ -79,6 +79,16 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
                                             "x-mock-text": "Violent%20text%20%5B%5Bscore%3Aviolence%3D0.9%5D%5D"},
                               json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Tell me a story"}]})
         assert story.json()["choices"][0]["finish_reason"] == "content_filter"
+        # The banner's pool line: the LoRA adapter's requests go to the endpoint that has it loaded.
+        assert "sql-assistant" in banner and "grep -i x-sluice-endpoint" in banner
+        pool_url = re.search(r"curl -s (http://127\.0\.0\.1:\d+/pool)", banner).group(1)
+        loaded = next(e for e in requests.get(pool_url).json()["endpoints"] if "sql-lora" in e["loras"])
+        time.sleep(1)
+        for table in ["orders", "invoices", "refunds"]:  # distinct: the demo's semantic cache is on
+            sql = requests.post(url, headers={"authorization": f"Bearer {key}"},
+                                json={"model": "sql-assistant",
+                                      "messages": [{"role": "user", "content": f"Count the {table} per customer"}]})
+            assert sql.status_code == 200 and sql.headers["x-sluice-endpoint"] == loaded["address"], sql.headers
         # The banner's typo line: an unknown model is 404, never sent on.
         assert "gpt-4o-minii" in banner
         typo = requests.post(url, headers={"authorization": f"Bearer {key}"},

@@ -141,9 +141,11 @@ impl Filter {
             return self.steer(&body, size, Intent::Unavailable);
         }
         if let Some(answer) = service.reuse(&Host, &text) {
+            shared.count(metrics::ROUTE_EMBEDDINGS_TOTAL, &[("source", "shared")]);
             let intent = self.intent(&answer);
             return self.steer(&body, size, intent);
         }
+        shared.count(metrics::ROUTE_EMBEDDINGS_TOTAL, &[("source", "own")]);
         let call = service.callout(std::slice::from_ref(&text), Duration::from_millis(service.timeout_ms));
         match proxy::dispatch(&call) {
             Ok(_) => {
@@ -261,8 +263,9 @@ impl Filter {
             Intent::Unavailable => ("unavailable".to_string(), None),
             Intent::Read(None) => ("none".to_string(), None),
             Intent::Read(Some(nearest)) => {
+                // The score is published either way: it is what thresholds are tuned on.
                 facts::publish(&Host, facts::ROUTE_INTENT_SCORE, &format!("{:.3}", nearest.score));
-                let name = config.intents.get(nearest.index).map(|i| i.name.clone());
+                let name = config.intents.get(nearest.index).map(|i| i.name.clone()).filter(|_| nearest.reached);
                 (name.clone().unwrap_or_else(|| "none".into()), name)
             }
         };

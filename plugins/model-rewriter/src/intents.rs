@@ -8,11 +8,13 @@ use sluice_shared::embeddings::Examples;
 
 use crate::config::Intent;
 
-/// A prompt's intent: the index in `intents` and the cosine with its nearest example.
+/// A prompt's nearest intent: the index in `intents`, the cosine with its nearest example, and
+/// whether that reaches the intent's threshold (only then is it the prompt's intent).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Nearest {
     pub index: usize,
     pub score: f64,
+    pub reached: bool,
 }
 
 /// Every intent's texts in one list (for one embedding callout), with their intent's index.
@@ -20,15 +22,18 @@ pub fn texts(intents: &[Intent]) -> (Vec<String>, Vec<usize>) {
     intents.iter().enumerate().flat_map(|(i, intent)| intent.texts().into_iter().map(move |t| (t, i))).unzip()
 }
 
-/// The prompt's intent, if the nearest one reaches its threshold; `Err` when the vector does
-/// not compare with the examples (another model answered).
+/// The prompt's nearest intent; `Err` when the vector does not compare with the examples
+/// (another model answered).
 pub fn nearest(intents: &[Intent], examples: &Examples, prompt: &[f32]) -> Result<Option<Nearest>, ()> {
     let scores = examples.scores(std::slice::from_ref(&prompt.to_vec())).ok_or(())?;
     let best = scores
         .into_iter()
-        .map(|(index, score)| Nearest { index, score })
+        .map(|(index, score)| {
+            let reached = intents.get(index).is_some_and(|i| score >= i.threshold);
+            Nearest { index, score, reached }
+        })
         .max_by(|a, b| a.score.partial_cmp(&b.score).unwrap_or(std::cmp::Ordering::Equal));
-    Ok(best.filter(|n| intents.get(n.index).is_some_and(|i| n.score >= i.threshold)))
+    Ok(best)
 }
 
 #[cfg(test)]
@@ -58,9 +63,10 @@ mod tests {
         let intents = [intent("a", &["x"], 0.5), intent("b", &["y"], 0.9)];
         let examples = Examples::new(&[0, 1], vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         let a = nearest(&intents, &examples, &[0.8, 0.6]).unwrap().unwrap();
-        assert!(a.index == 0 && (a.score - 0.8).abs() < 1e-6);
+        assert!(a.index == 0 && (a.score - 0.8).abs() < 1e-6 && a.reached);
         // Nearest is b, but below b's threshold: no intent (the next rule applies).
-        assert_eq!(nearest(&intents, &examples, &[0.6, 0.8]), Ok(None));
+        let b = nearest(&intents, &examples, &[0.6, 0.8]).unwrap().unwrap();
+        assert!(b.index == 1 && !b.reached);
         assert_eq!(nearest(&intents, &examples, &[1.0, 0.0, 0.0]), Err(()));
     }
 }
