@@ -125,7 +125,7 @@ test-integration: build venv system-packages embedder
 ## Measurements on labelled data, end to end in real Envoy (tests/quality): the semantic cache's
 ## hit quality on the labelled pairs, with and without its guard and verifier; the guard's
 ## semantic prompt-injection check on the labelled prompts.
-QUALITY_TESTS := test_cache_quality.py test_injection_quality.py
+QUALITY_TESTS := test_cache_quality.py test_injection_quality.py test_routing_quality.py
 test-quality: build venv system-packages embedder
 	$(PYTEST) $(addprefix quality/,$(QUALITY_TESTS))
 

@@ -154,6 +154,26 @@ impl Examples {
         self.vectors.is_empty()
     }
 
+    /// One vector per label: the unit mean of its examples (a label's centroid averages out
+    /// what its examples are about and keeps what they share).
+    pub fn centroids(&self) -> Examples {
+        let mut sums: std::collections::BTreeMap<usize, Vec<f32>> = std::collections::BTreeMap::new();
+        for (label, vector) in &self.vectors {
+            let sum = sums.entry(*label).or_insert_with(|| vec![0.0; vector.len()]);
+            for (s, v) in sum.iter_mut().zip(vector) {
+                *s += v;
+            }
+        }
+        let vectors = sums
+            .into_iter()
+            .filter_map(|(label, sum)| {
+                let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+                (norm > 0.0).then(|| (label, sum.iter().map(|x| x / norm).collect()))
+            })
+            .collect();
+        Examples { vectors }
+    }
+
     /// Each label's highest cosine with any of `texts`, by label; `None` when the lengths
     /// differ (another model answered).
     pub fn scores(&self, texts: &[Vec<f32>]) -> Option<std::collections::BTreeMap<usize, f64>> {
@@ -177,6 +197,18 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn centroids_are_unit_means_per_label() {
+        let examples = Examples::new(&[0, 0, 1], vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![0.0, 1.0]]);
+        let centroids = examples.centroids();
+        assert_eq!(centroids.len(), 2);
+        let scores = centroids.scores(&[vec![1.0, 0.0]]).unwrap();
+        assert!((scores[&0] - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-6, "{scores:?}");
+        assert!(scores[&1].abs() < 1e-6);
+        // Examples that cancel out leave no centroid.
+        assert!(Examples::new(&[0, 0], vec![vec![1.0], vec![-1.0]]).centroids().is_empty());
+    }
 
     #[test]
     fn reads_every_vector_in_order() {

@@ -74,6 +74,8 @@ pub const ROUTE_INTENT: Fact = Fact("sluice.route.intent");
 /// The cosine of the prompt with its nearest intent's nearest example (also when below the
 /// intent's threshold).
 pub const ROUTE_INTENT_SCORE: Fact = Fact("sluice.route.intent_score");
+/// The prompt's complexity score (0-1, three decimals), when a rule reads it.
+pub const ROUTE_COMPLEXITY: Fact = Fact("sluice.route.complexity");
 /// The pool endpoint (`ip:port`) picked for the request, then the ones its retries go to
 /// (comma-separated); copied by Envoy's header-mutation filter to
 /// `x-gateway-destination-endpoint` for the override-host load-balancing policy.
@@ -250,6 +252,7 @@ mod tests {
             ROUTE_RULE,
             ROUTE_INTENT,
             ROUTE_INTENT_SCORE,
+            ROUTE_COMPLEXITY,
             ROUTE_ENDPOINT,
             ROUTE_PICK,
             ROUTE_SKIPPED,

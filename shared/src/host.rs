@@ -35,6 +35,35 @@ pub trait SharedData {
     fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
+/// Tries of [`update_record`] before it gives up (other workers kept writing in between).
+const CAS_ATTEMPTS: usize = 16;
+
+/// Changes the JSON record under `key` in shared data by compare-and-swap, so no worker's
+/// change is lost; an absent or unreadable record starts as `T::default()`. `change` returns
+/// whether to write. `false` when it did not write (declined, contended, refused).
+pub fn update_record<T>(host: &dyn SharedData, key: &str, mut change: impl FnMut(&mut T) -> bool) -> bool
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default,
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = host.get_shared(key);
+        if cas.is_none() {
+            // Created empty first: a write without a version is unconditional on the host.
+            host.set_shared(key, b"{}", None);
+            continue;
+        }
+        let mut record: T = bytes.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        if !change(&mut record) {
+            return false;
+        }
+        let Ok(bytes) = serde_json::to_vec(&record) else { return false };
+        if host.set_shared(key, &bytes, cas) {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(any(test, feature = "fake-host"))]
 pub mod fake {
     //! In-memory host for unit tests.
@@ -117,5 +146,60 @@ pub mod fake {
         fn now_ms(&self) -> u64 {
             self.now.get()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeHost;
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[derive(serde::Serialize, serde::Deserialize, Default, Debug, PartialEq)]
+    struct Count {
+        n: u32,
+    }
+
+    #[test]
+    fn records_are_created_changed_and_left_alone_when_declined() {
+        let host = FakeHost::default();
+        assert!(update_record(&host, "k", |c: &mut Count| {
+            c.n += 1;
+            true
+        }));
+        assert!(update_record(&host, "k", |c: &mut Count| {
+            c.n += 1;
+            true
+        }));
+        assert_eq!(host.get_shared("k").0, Some(br#"{"n":2}"#.to_vec()));
+        assert!(!update_record(&host, "k", |c: &mut Count| {
+            c.n = 99;
+            false
+        }));
+        assert_eq!(host.get_shared("k").0, Some(br#"{"n":2}"#.to_vec()), "declined: not written");
+        // An unreadable record starts again from the default.
+        host.set_shared("k", b"not json", None);
+        assert!(update_record(&host, "k", |c: &mut Count| {
+            c.n += 1;
+            true
+        }));
+        assert_eq!(host.get_shared("k").0, Some(br#"{"n":1}"#.to_vec()));
+    }
+
+    #[test]
+    fn a_write_in_between_is_not_lost() {
+        let host = FakeHost::default();
+        let mut first = true;
+        assert!(update_record(&host, "k", |c: &mut Count| {
+            if first {
+                first = false;
+                // Another worker writes after this one read: this try's write must fail.
+                host.set_shared("k", br#"{"n":10}"#, None);
+            }
+            c.n += 1;
+            true
+        }));
+        assert_eq!(host.get_shared("k").0, Some(br#"{"n":11}"#.to_vec()));
     }
 }

@@ -615,6 +615,9 @@ def main():
     if not args.variants or "guard-services" in args.variants.split(","):
         from . import guard_cost
         extras["guard_services"] = guard_cost.measure()
+    if not args.variants or "pool" in args.variants.split(","):
+        from . import pool_bench
+        extras["pool_picking"] = pool_bench.measure()
     if not args.variants or "host-cost" in args.variants.split(","):
         from . import host_cost  # imports this module: loaded once it is complete
         extras["host_cost"] = host_cost.measure(wasm_dir)

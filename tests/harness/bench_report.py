@@ -121,6 +121,7 @@ def bench_section(r) -> str:
                   "called directly): the rest of a check's cost is the gateway's. Holdback releases text in bursts once "
                   "a check passed it (hence the small chunk gap), so its cost is the time to first token; cut streams at "
                   "once and holds only the end of the answer for the last check.", ""]
+    lines += pool_lines(r.get("pool_picking"))
     cached = {name: v for name, v in variants.items() if "cache_outcomes" in v}
     if cached:
         lines += ["What the cache did during those runs (access log, `status/reason`): " + "; ".join(
@@ -158,6 +159,26 @@ def bench_section(r) -> str:
         lines += ["Module sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in r["module_bytes"].items())
                   + ".", ""]
     return "\n".join(lines)
+
+
+def pool_lines(p) -> list:
+    if not p:
+        return []
+    shape = p["shape"]
+    labels = {"picked": "the model rewriter's pick (override-host)", "least_request": "Envoy least-request",
+              "round_robin": "Envoy round robin"}
+    lines = [f"Endpoint picking in a self-hosted pool (`harness/pool_bench.py`, `--variants pool`): the simulated vLLM "
+             f"pool's {shape['endpoints']} endpoints (one 1.6x slower; one LoRA adapter loaded each, room for one; "
+             f"small prefix caches), {shape['clients']} clients in a closed loop, {shape['requests']} requests per run "
+             f"(40% for three adapters, long shared system prompts, {shape['out_tokens']} output tokens); medians over "
+             f"{shape['rounds']} rounds.", "",
+             "| balancing | p50 ms | p99 ms | requests/s | adapter loads | prefix-cache hits |", "|---|---|---|---|---|---|"]
+    for mode, label in labels.items():
+        row = p.get(mode)
+        if row:
+            lines.append(f"| {label} | {row['p50_ms']} | {row['p99_ms']} | {row['throughput_rps']} | {row['lora_loads']} | "
+                         f"{row['prefix_hit_ratio']:.0%} |")
+    return lines + [""]
 
 
 def peers_section(r) -> str:

@@ -42,7 +42,8 @@ Streams honour `stream_options.include_usage` as OpenAI does: the usage chunk is
 asked for. Any other method and path is recorded and answered 200 with an empty list, as a
 provider's files or batches API would: a request that should never have left the gateway shows.
 `GET /mock/requests` returns the recent requests (method, path, headers, body) for assertions;
-Envoy's active health checks (user agent `Envoy/HC`) are answered but not recorded.
+Envoy's active health checks (user agent `Envoy/HC`) are answered but not recorded; `POST
+/mock/health-checks {"host": ..., "status": 503}` makes the ones with that Host header fail.
 
 Run: python -m harness.mock_provider --port 18080
 """
@@ -65,6 +66,8 @@ from .procs import serve_main
 
 DEFAULT_TEXT = "The capital of France is Paris."
 RECENT = deque(maxlen=1000)
+# Scripted answers to Envoy's active health checks, by Host (`POST /mock/health-checks`).
+HEALTH_CHECKS = {}
 
 
 def header_int(request, name, default):
@@ -544,7 +547,18 @@ async def chat_verifier(request: web.Request):
 
 async def other(request: web.Request):
     await record(request)
+    if request.headers.get("user-agent", "").startswith("Envoy/HC"):
+        status = HEALTH_CHECKS.get(request.host, 200)
+        return web.json_response({"object": "list", "data": []}, status=status)
     return web.json_response({"object": "list", "data": []})
+
+
+async def script_health_checks(request: web.Request):
+    """`POST /mock/health-checks {"host": "api.openai.com", "status": 503}`: Envoy's active
+    health checks sent with that Host header are answered with that status from now on."""
+    body = await request.json()
+    HEALTH_CHECKS[body["host"]] = int(body["status"])
+    return web.json_response(HEALTH_CHECKS)
 
 
 async def handle(request: web.Request, api: str):
@@ -762,6 +776,7 @@ def app():
     application.router.add_post("/model/{model}/{method:converse|converse-stream}",
                                 lambda request: handle(request, "bedrock"))
     application.router.add_get("/mock/requests", recent)
+    application.router.add_post("/mock/health-checks", script_health_checks)
     application.router.add_delete("/mock/requests", clear)
     application.router.add_get("/health", health)
     application.router.add_route("*", "/{tail:.*}", other)

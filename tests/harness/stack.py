@@ -191,6 +191,24 @@ def running(**arguments):
         assert not failures, f"a wasm VM failed: {failures}"
 
 
+def no_ejection(config: dict):
+    """Outlier detection off in effect (a patch): for tests that fail providers on purpose
+    and count the attempts; only a test about ejection may eject."""
+    for cluster in config["static_resources"]["clusters"]:
+        if "outlier_detection" in cluster:
+            cluster["outlier_detection"] = {"consecutive_5xx": 100000, "consecutive_gateway_failure": 100000}
+
+
+def patient_first_checks(config: dict):
+    """Health checks wait up to 20 s for an answer (shipped: 5 s). A host's first check is sent
+    as Envoy starts and decides alone; on a loaded 2-core machine Envoy's main thread can be
+    compiling the modules for longer than 5 s, and the host would then stay out for the 5 s
+    until its next check (`Stack.wait_healthy`)."""
+    for cluster in config["static_resources"]["clusters"]:
+        for check in cluster.get("health_checks") or []:
+            check["timeout"] = "20s"
+
+
 def fill_in(config: dict, defaults: dict) -> dict:
     """`config` with `defaults` wherever it has no value of its own (nested objects merged)."""
     out = dict(config)
@@ -403,14 +421,13 @@ class Stack:
             text = use_real_providers(text, self.real_providers)
         if self.modules is not None:
             text = keep_modules(text, self.modules)
-        if BUNDLED or self.patch:
-            config = yaml.safe_load(text)
-            if BUNDLED:
-                bundle(config)
-            if self.patch:
-                self.patch(config)
-            text = yaml.safe_dump(config, sort_keys=False)
-        return text
+        config = yaml.safe_load(text)
+        patient_first_checks(config)
+        if BUNDLED:
+            bundle(config)
+        if self.patch:
+            self.patch(config)
+        return yaml.safe_dump(config, sort_keys=False)
 
     def pool_ports(self) -> list:
         endpoints = getattr(self, "pool_endpoints", None)
@@ -434,6 +451,25 @@ class Stack:
         wait_until(lambda: http_ok(self.admin("/ready")), "envoy", 90, envoy)
         # From Envoy's start to its /ready (every VM started and configured): benchmarks report it.
         self.envoy_ready_seconds = round(time.monotonic() - started, 2)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout=20.0):
+        """Waits (a while, then goes on) until every health-checked host the harness serves (the
+        mock, the pool) passed a check: a first check at start can time out while Envoy compiles
+        the modules (envoy-config/gateway.yaml), and the host is then checked again 5 s later."""
+        pool = self.pool_ports() if self.with_pool else []
+        ports = {p for p in [getattr(self, "mock_port", None), getattr(self, "upstream_port", None), *pool] if p}
+        if not ports:
+            return
+
+        def pending():
+            lines = self.get_text(self.admin("/clusters")).splitlines()
+            return [l for l in lines if "::health_flags::" in l and "healthy" != l.rsplit("::", 1)[-1]
+                    and any(f":{port}::" in l for port in ports)]
+
+        deadline = time.monotonic() + timeout
+        while pending() and time.monotonic() < deadline:
+            time.sleep(0.25)
 
     # --- helpers ---------------------------------------------------------------------------
     def redis(self, *args) -> str:

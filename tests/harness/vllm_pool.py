@@ -18,7 +18,7 @@ cache's counters; `GET /health` answers 200. Every answer names its endpoint (`x
 The control port (`--port`) answers `GET /health`, `GET /pool` (the endpoints' addresses and what
 each served), and `POST /pool/<name>` with a JSON object changing that endpoint: any parameter
 above, `"health": 503`, `"metrics": "ok" | "broken" | "error"`, `"report_waiting": 10` (metrics
-claim a queue it does not have), `"loras": ["sql"]`.
+claim a queue it does not have), `"loras": ["sql"]`, `"flush_cache": true` (empties the prefix cache).
 
 Run: python -m harness.vllm_pool --port 18090 [--endpoints 3] [--profile bench]
 """
@@ -53,11 +53,11 @@ class Endpoint:
         self.metrics = "ok"
         self.report_waiting = None
         self.loras = OrderedDict()
+        self.cache = OrderedDict()
         self.update(params)
         self.waiting = []          # futures, in arrival order, with their KV need
         self.running = 0
         self.kv_used = 0
-        self.cache = OrderedDict()
         self.served = 0
         self.prefix_hits = 0
         self.prefix_queries = 0
@@ -67,6 +67,9 @@ class Endpoint:
         for key, value in params.items():
             if key == "loras":
                 self.loras = OrderedDict((name, True) for name in value)
+            elif key == "flush_cache":
+                if value:
+                    self.cache.clear()
             elif hasattr(self, key):
                 setattr(self, key, value)
             else:
@@ -230,7 +233,9 @@ def sse(data) -> bytes:
 # Heterogeneous on purpose: one endpoint slower, adapters loaded unevenly.
 PROFILES = {
     "test": [{"loras": []}, {"loras": ["sql-lora"]}, {"loras": []}],
-    "bench": [{"loras": ["sql-lora"]}, {"loras": ["chat-lora"]}, {"loras": [], "slow": 1.6}],
+    "bench": [{"loras": ["sql-lora"], "max_lora": 1, "prefix_blocks": 90},
+              {"loras": ["chat-lora"], "max_lora": 1, "prefix_blocks": 90},
+              {"loras": ["code-lora"], "max_lora": 1, "prefix_blocks": 90, "slow": 1.6}],
 }
 
 

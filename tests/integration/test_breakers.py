@@ -14,7 +14,7 @@ import requests
 
 from harness.client import post
 from harness.procs import wait_until
-from harness.stack import running
+from harness.stack import no_ejection, running
 
 SLOW, FAST = "breaker-slow", "breaker-fast"
 BREAKER = {"p95_latency_ms": 250, "window_ms": 60_000, "min_samples": 3, "open_ms": 3_000}
@@ -34,13 +34,6 @@ CONFIG = {
     },
 }
 KEYS = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g", "AWS_BEARER_TOKEN_BEDROCK": "b"}
-
-
-def no_ejection(config):
-    """Outlier detection would eject the failing providers: the budget alone is measured."""
-    for cluster in config["static_resources"]["clusters"]:
-        if "outlier_detection" in cluster:
-            cluster["outlier_detection"] = {"consecutive_5xx": 100000, "consecutive_gateway_failure": 100000}
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +117,40 @@ def test_a_failing_chain_under_load_gets_bounded_attempts(gateway):
     assert load <= attempts <= load * 1.5, attempts
     overflow = gateway.metric("envoy_cluster_upstream_rq_retry_overflow", envoy_cluster_name="chain_seed")
     assert overflow > 0, "the budget turned retries away"
+
+
+def checked_every_second(config):
+    """The provider clusters' active health checks every second (a test about them)."""
+    no_ejection(config)
+    for cluster in config["static_resources"]["clusters"]:
+        for check in cluster.get("health_checks") or []:
+            check.update({"interval": "1s", "unhealthy_interval": "1s", "no_traffic_interval": "1s",
+                          "no_traffic_healthy_interval": "1s"})
+
+
+def health(stack, cluster):
+    lines = stack.get_text(stack.admin("/clusters")).splitlines()
+    return {line.rsplit("::", 1)[-1] for line in lines if line.startswith(f"{cluster}::") and "::health_flags::" in line}
+
+
+def test_a_provider_failing_its_health_checks_is_skipped_until_they_pass():
+    """The shipped provider checks (GET of the model list, 3 failures): a primary whose checks
+    fail gets no attempts, its chain's requests go straight to the fallback; once its checks
+    pass again it answers again."""
+    for stack in running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=checked_every_second,
+                         modules=["sluice.budget_enforcer", "sluice.model_rewriter", "sluice.provider_adapter"]):
+        first = lambda: post(stack, {"model": "chat-chain", "messages": [{"role": "user", "content": "hi"}]})  # noqa: E731
+        assert first().json()["model"] == "gpt-4o"
+        try:
+            requests.post(stack.mock("/mock/health-checks"), json={"host": "api.openai.com", "status": 503}).raise_for_status()
+            wait_until(lambda: health(stack, "provider_openai") == {"/failed_active_hc"}, "the primary unhealthy", 30)
+            requests.delete(stack.mock("/mock/requests"))
+            for _ in range(5):
+                r = first()
+                assert r.status_code == 200 and r.json()["model"] == "claude-sonnet-4-6", r.text
+            seen = requests.get(stack.mock("/mock/requests")).json()
+            assert [s["path"] for s in seen] == ["/v1/messages"] * 5, "no attempt at the unhealthy primary"
+        finally:
+            requests.post(stack.mock("/mock/health-checks"), json={"host": "api.openai.com", "status": 200})
+        wait_until(lambda: health(stack, "provider_openai") == {"healthy"}, "the primary healthy again", 30)
+        assert first().json()["model"] == "gpt-4o"

@@ -43,9 +43,16 @@ def test_gateway_bootstrap_validates(tmp_path, variant):
     envoy_validate(tmp_path, text)
 
 
-def test_every_provider_chain_and_pool_cluster_has_a_retry_budget_and_pools_health_checks(tmp_path):
+def shipped_check(check):
+    """The shipped active health checks: every 30 s, 3 failures; an unhealthy host (or one in a
+    cluster without traffic yet) checked again every 5 s."""
+    return (check["interval"], check["unhealthy_threshold"], check["unhealthy_interval"], check["no_traffic_interval"],
+            check["no_traffic_healthy_interval"]) == ("30s", 3, "5s", "5s", "30s")
+
+
+def test_every_provider_chain_and_pool_cluster_has_a_retry_budget_and_health_checks(tmp_path):
     """No retry storms: every cluster a request can be routed to has a retry budget and
-    thresholds; every pool cluster an active health check (30 s, 3 failures)."""
+    thresholds; every provider and pool cluster an active health check."""
     config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
     routed = {c for c in clusters if c.startswith(("provider_", "chain_", "pool_"))}
@@ -54,9 +61,9 @@ def test_every_provider_chain_and_pool_cluster_has_a_retry_budget_and_pools_heal
         thresholds = clusters[name]["circuit_breakers"]["thresholds"][0]
         assert thresholds["retry_budget"] == {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3}, name
         assert thresholds["max_requests"] == thresholds["max_pending_requests"] == 1024, name
-        if name.startswith("pool_"):
+        if name.startswith(("pool_", "provider_")):
             (check,) = clusters[name]["health_checks"]
-            assert (check["interval"], check["unhealthy_threshold"], check["no_traffic_interval"]) == ("30s", 3, "30s")
+            assert shipped_check(check), name
     policy = clusters["pool_vllm"]["load_balancing_policy"]["policies"][0]["typed_extension_config"]
     assert policy["name"] == "envoy.load_balancing_policies.override_host"
     assert clusters["sluice_scrape"]["type"] == "ORIGINAL_DST"
@@ -221,9 +228,9 @@ def test_istio_model_rewriter_manifests_are_valid_envoy_config(tmp_path):
         if cluster["name"].startswith("sluice_") and cluster["name"] not in {"sluice_artifacts", "sluice_scrape"}:
             budget = cluster["circuit_breakers"]["thresholds"][0]["retry_budget"]
             assert budget["budget_percent"]["value"] == 20.0, cluster["name"]
-        if "health_checks" in cluster:
-            assert {(h["interval"], h["unhealthy_threshold"]) for h in cluster["health_checks"]} == {("30s", 3)}
-    assert any(c["name"] == "sluice_pool_vllm" and "health_checks" in c for c in clusters)
+        if cluster["name"] in {"sluice_openai", "sluice_anthropic", "sluice_gemini", "sluice_bedrock", "sluice_pool_vllm"}:
+            (check,) = cluster["health_checks"]
+            assert shipped_check(check), cluster["name"]
 
     routes = [p["patch"]["value"] for p in patches(documents, "HTTP_ROUTE")]
     hcm["route_config"]["virtual_hosts"][0]["routes"][:0] = routes

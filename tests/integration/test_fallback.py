@@ -11,7 +11,7 @@ import requests
 
 from harness.procs import free_port
 from harness.client import post
-from harness.stack import DEMO_KEY, Stack, running
+from harness.stack import DEMO_KEY, Stack, no_ejection, running
 
 CHAT = "/v1/chat/completions"
 # Made-up provider keys, given to Envoy's environment: they must reach their own provider only,
@@ -41,17 +41,15 @@ def short_idle_timeout(config):
             route["route"]["retry_policy"]["per_try_idle_timeout"] = "1s"
 
 
-def no_ejection(config):
+def patient(config):
     """The tests of one gateway fail the primary often: only the ejection test may eject it."""
     short_idle_timeout(config)
-    for cluster in config["static_resources"]["clusters"]:
-        if "outlier_detection" in cluster:
-            cluster["outlier_detection"] = {"consecutive_5xx": 1000, "consecutive_gateway_failure": 1000}
+    no_ejection(config)
 
 
 @pytest.fixture(scope="module")
 def gateway():
-    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=no_ejection)
+    yield from running(configs={"sluice.model_rewriter": CONFIG}, provider_keys=KEYS, patch=patient)
 
 
 def ask(model="chat-quality", **extra):

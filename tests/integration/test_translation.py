@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from harness.procs import wait_until
-from harness.stack import DEMO_KEY, Stack, connection_manager, running
+from harness.stack import DEMO_KEY, Stack, connection_manager, no_ejection, running
 
 OPENAI_SECRET = "sk-openai-test-51d0aa"
 ANTHROPIC_SECRET = "sk-ant-test-2e7c41"
@@ -53,12 +53,6 @@ CONFIG = {
 CALLS = [{"name": "weather", "arguments": {"city": "Paris"}}, {"name": "weather", "arguments": {"city": "Oslo"}}]
 WEATHER = {"name": "weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-
-
-def no_ejection(config):
-    for cluster in config["static_resources"]["clusters"]:
-        if "outlier_detection" in cluster:
-            cluster["outlier_detection"] = {"consecutive_5xx": 1000, "consecutive_gateway_failure": 1000}
 
 
 def with_gemini_chain(config):

@@ -37,6 +37,9 @@ pub struct Config {
     /// Semantic routes: what prompts are about, described by examples. A rule's
     /// `when.intents` holds when the prompt's nearest intent is listed.
     pub intents: Vec<Intent>,
+    /// How a prompt is compared with an intent's examples: `nearest` (its closest example) or
+    /// `centroid` (their mean, better for intents that are kinds of task across topics).
+    pub intent_match: IntentMatch,
     /// Self-hosted pools (vLLM, SGLang, NIM) whose endpoints are picked per request from their
     /// scraped metrics; a target names one with `pool`.
     pub pools: BTreeMap<String, Pool>,
@@ -56,6 +59,7 @@ impl Default for Config {
             max_request_bytes: 16 * MIB,
             embedding: Service::default(),
             intents: Vec::new(),
+            intent_match: IntentMatch::Nearest,
             pools: BTreeMap::new(),
         }
     }
@@ -123,6 +127,16 @@ impl Default for Breaker {
     }
 }
 
+/// How a prompt is compared with an intent's examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentMatch {
+    /// The cosine with the intent's nearest example.
+    Nearest,
+    /// The cosine with the unit mean of the intent's examples.
+    Centroid,
+}
+
 /// A semantic route: what a prompt is about, by example.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,7 +149,8 @@ pub struct Intent {
     /// Prompts of this kind.
     #[serde(default)]
     pub examples: Vec<String>,
-    /// Lowest cosine with the nearest example for a prompt to count as this intent.
+    /// Lowest cosine with the nearest example (or the centroid) for a prompt to count as this
+    /// intent.
     #[serde(default = "intent_threshold")]
     pub threshold: f64,
 }
@@ -178,7 +193,8 @@ pub struct Pool {
     /// while it has headroom (its prefix cache holds them); 0: no prefix affinity.
     #[serde(default = "prefix_chars")]
     pub prefix_chars: usize,
-    /// Prefer endpoints that have the requested LoRA adapter (the target's model) loaded.
+    /// Prefer endpoints that have the requested LoRA adapter (the target's model) loaded, while
+    /// their queue is under twice `max_waiting`.
     #[serde(default = "yes")]
     pub lora_affinity: bool,
 }
@@ -463,7 +479,7 @@ impl Config {
         Ok(())
     }
 
-    /// Whether any rule reads the prompt's intent (its last user turn is then embedded).
+    /// Whether any rule reads prompts' intents (the examples are then embedded).
     pub fn reads_intents(&self) -> bool {
         !self.intents.is_empty() && self.rules.iter().any(|r| !r.when.intents.is_empty())
     }

@@ -41,8 +41,8 @@ pub(crate) struct Filter {
     path: String,
     /// The routing headers, read with the request headers.
     headers: Vec<(String, String)>,
-    /// A body waiting for its last user turn's embedding: (body, size in Envoy, text).
-    waiting: Option<(Vec<u8>, usize, String)>,
+    /// A body waiting for its last user turn's embedding, and that text.
+    waiting: Option<(Body, String)>,
     /// The pool endpoint's shared record this request counts in, until it is done.
     endpoint: Option<String>,
 }
@@ -82,6 +82,16 @@ impl Prompt {
             turn.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
         Some(texts.join("\n")).filter(|t| !t.trim().is_empty())
     }
+}
+
+/// A complete request body, read once.
+struct Body {
+    bytes: Vec<u8>,
+    /// Its size in Envoy's buffer.
+    size: usize,
+    summary: prompt::RequestSummary,
+    /// Its messages, when a rule or a pool reads them.
+    prompt: Option<Prompt>,
 }
 
 /// The prompt's intent as routing sees it.
@@ -125,36 +135,43 @@ impl Filter {
         Action::Pause
     }
 
-    /// The body is complete: embeds its last user turn first when a rule reads intents.
-    fn on_body(&mut self, body: Vec<u8>, size: usize) -> Action {
+    /// The body is complete: embeds its last user turn first when a rule for its model reads
+    /// intents.
+    fn on_body(&mut self, bytes: Vec<u8>, size: usize) -> Action {
         let Some(api) = self.api else { return Action::Continue };
-        if !self.shared.config.reads_intents() {
-            return self.steer(&body, size, Intent::Unread);
-        }
-        let Some(text) = Prompt::read(api, &body).last_user_turn() else {
-            return self.steer(&body, size, Intent::Read(None));
-        };
+        let Ok(summary) = prompt::summarize(api, &self.path, &bytes) else { return Action::Continue };
         let shared = Rc::clone(&self.shared);
-        let service = &shared.config.embedding;
+        let config = &shared.config;
+        let reads_intents = routing::reads_intents(config, &summary.model);
+        // The body is translated once, for every reader of its messages.
+        let prompt =
+            (reads_intents || routing::needs_complexity(config) || shared.pooled).then(|| Prompt::read(api, &bytes));
+        let text = prompt.as_ref().and_then(Prompt::last_user_turn);
+        let body = Body { bytes, size, summary, prompt };
+        if !reads_intents {
+            return self.steer(&body, Intent::Unread);
+        }
+        let Some(text) = text else { return self.steer(&body, Intent::Read(None)) };
         if shared.examples.borrow().is_none() {
             log::debug!("{NAME}: the intents' examples are not embedded yet");
-            return self.steer(&body, size, Intent::Unavailable);
+            return self.steer(&body, Intent::Unavailable);
         }
+        let service = &config.embedding;
         if let Some(answer) = service.reuse(&Host, &text) {
             shared.count(metrics::ROUTE_EMBEDDINGS_TOTAL, &[("source", "shared")]);
             let intent = self.intent(&answer);
-            return self.steer(&body, size, intent);
+            return self.steer(&body, intent);
         }
         shared.count(metrics::ROUTE_EMBEDDINGS_TOTAL, &[("source", "own")]);
         let call = service.callout(std::slice::from_ref(&text), Duration::from_millis(service.timeout_ms));
         match proxy::dispatch(&call) {
             Ok(_) => {
-                self.waiting = Some((body, size, text));
+                self.waiting = Some((body, text));
                 Action::Pause
             }
             Err(e) => {
                 log::warn!("{NAME}: the prompt was not sent to be embedded: {e:?}");
-                self.steer(&body, size, Intent::Unavailable)
+                self.steer(&body, Intent::Unavailable)
             }
         }
     }
@@ -173,9 +190,9 @@ impl Filter {
     }
 
     /// Routes a complete request body; answers locally when it cannot be routed.
-    fn steer(&mut self, body: &[u8], body_size: usize, intent: Intent) -> Action {
+    fn steer(&mut self, body: &Body, intent: Intent) -> Action {
         let Some(api) = self.api else { return Action::Continue };
-        let Ok(summary) = prompt::summarize(api, &self.path, body) else { return Action::Continue };
+        let summary = &body.summary;
         let shared = Rc::clone(&self.shared);
         let config = &shared.config;
         let headers = std::mem::take(&mut self.headers);
@@ -187,16 +204,18 @@ impl Filter {
         // A count of a prompt's tokens is answered whatever the window (that is what it is for).
         let prompt_tokens = if api.is_billed() {
             facts::read_u64(&Host, facts::PROMPT_ESTIMATE)
-                .or_else(|| prompt::estimate_prompt(api, body, 0).ok().map(|e| e.tokens))
+                .or_else(|| prompt::estimate_prompt(api, &body.bytes, 0).ok().map(|e| e.tokens))
                 .unwrap_or(0)
         } else {
             0
         };
-        let pools = config.models.values().flat_map(|m| &m.targets).any(|t| t.pool.is_some());
-        let read = (routing::needs_complexity(config) || pools).then(|| Prompt::read(api, body).texts());
+        let texts = body.prompt.as_ref().map(Prompt::texts).unwrap_or_default();
         let complexity = routing::needs_complexity(config).then(|| {
-            let texts = read.as_deref().unwrap_or_default();
-            crate::complexity::score(&config.complexity, &texts.iter().map(String::as_str).collect::<Vec<_>>())
+            let score =
+                crate::complexity::score(&config.complexity, &texts.iter().map(String::as_str).collect::<Vec<_>>());
+            // Published whatever the rules decide: it is what `complexity_over` is tuned on.
+            facts::publish(&Host, facts::ROUTE_COMPLEXITY, &format!("{score:.3}"));
+            score
         });
         let intent_name = self.publish_intent(&intent);
         let request = RequestFacts {
@@ -248,8 +267,8 @@ impl Filter {
                 Action::Pause
             }
             Routing::Route(route) => {
-                let prefix_text = read.map(|texts| texts.join("\n")).unwrap_or_default();
-                self.send(&route, &request, &summary, body, body_size, &prefix_text, now_ms);
+                let prefix_text = if shared.pooled { texts.join("\n") } else { String::new() };
+                self.send(&route, &request, summary, &body.bytes, body.size, &prefix_text, now_ms);
                 Action::Continue
             }
         }
@@ -495,14 +514,14 @@ impl plugin::Filter for Filter {
     }
 
     fn on_callout(&mut self, _token: u32, response: &CalloutResponse) {
-        let Some((body, size, text)) = self.waiting.take() else { return };
+        let Some((body, text)) = self.waiting.take() else { return };
         let intent = if response.is_success() { self.intent(&response.body) } else { Intent::Unavailable };
         if matches!(intent, Intent::Unavailable) {
             log::warn!("{NAME}: the prompt's embedding failed (HTTP {}); intent rules do not hold", response.status);
         } else {
             self.shared.config.embedding.share(&Host, &text, &response.body);
         }
-        let action = self.steer(&body, size, intent);
+        let action = self.steer(&body, intent);
         self.api = None;
         if action == Action::Continue {
             proxy::resume_request();

@@ -57,7 +57,7 @@ use sluice_shared::plugin::{self, Module};
 use sluice_shared::pricing::PriceTable;
 use sluice_shared::proxy::{self, Host};
 
-use crate::config::Config;
+use crate::config::{Config, IntentMatch};
 use crate::filter::Filter;
 use crate::pool::Figures;
 
@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub prices: PriceTable,
     /// Request headers routing reads (`Config::routing_headers`).
     pub header_names: Vec<String>,
+    /// Whether a target is served by a pool (its endpoint is picked; the prompt's prefix read).
+    pub pooled: bool,
     /// The intents' example vectors, once embedded.
     pub examples: RefCell<Option<Examples>>,
     pub registry: RefCell<MetricRegistry>,
@@ -253,7 +255,11 @@ impl Module for ModelRewriter {
                 match vectors.flatten() {
                     Some(vectors) => {
                         log::info!("{NAME}: {} intent examples embedded", vectors.len());
-                        *self.shared.examples.borrow_mut() = Some(Examples::new(&labels, vectors));
+                        let examples = Examples::new(&labels, vectors);
+                        *self.shared.examples.borrow_mut() = Some(match self.shared.config.intent_match {
+                            IntentMatch::Nearest => examples,
+                            IntentMatch::Centroid => examples.centroids(),
+                        });
                     }
                     None => log::warn!(
                         "{NAME}: the intents' examples' embeddings failed (HTTP {}); retrying",
@@ -291,6 +297,7 @@ fn shared(config: Config) -> Shared {
     Shared {
         header_names: config.routing_headers(),
         prices: PriceTable::with_overrides(&config.prices),
+        pooled: config.models.values().flat_map(|m| &m.targets).any(|t| t.pool.is_some()),
         config,
         examples: RefCell::new(None),
         registry: RefCell::new(MetricRegistry::new(MAX_LABEL_VALUES)),

@@ -3,11 +3,12 @@
 //! - **Scraping**: each endpoint's Prometheus text is read every `scrape.interval_ms` by one
 //!   worker (whichever claims it first in shared data) and kept in shared data with its age:
 //!   requests waiting and running, KV-cache use, loaded LoRA adapters ([`Figures::parse`]).
-//! - **Picking** ([`pick`]): among endpoints with fresh figures, those with headroom (waiting at
-//!   most `max_waiting`, KV cache below `max_kv_cache`); of those, the ones with the requested
-//!   LoRA adapter loaded (else ones with a free adapter slot); then, for a prompt with a long
-//!   enough prefix, the same endpoint for the same prefix (rendezvous hashing, so its prefix
-//!   cache hits), else the least loaded. Requests sent since the last scrape and still in
+//! - **Picking** ([`pick`]): among endpoints with fresh figures, first the ones with the
+//!   requested LoRA adapter loaded whose queue is under twice `max_waiting` (a load elsewhere
+//!   costs about that much); else those with headroom (waiting at most `max_waiting`, KV cache
+//!   below `max_kv_cache`), for an adapter nobody has the ones with a free adapter slot; then,
+//!   for a prompt with a long enough prefix, the same endpoint for the same prefix (rendezvous
+//!   hashing, so its prefix cache hits), else the least loaded. Requests sent since the last scrape and still in
 //!   flight count as load, so workers do not herd onto one endpoint between scrapes.
 //! - **Telling Envoy**: the address is published (`sluice.route.endpoint`) and copied to
 //!   `x-gateway-destination-endpoint`, which the pool cluster's override-host load-balancing
@@ -18,8 +19,6 @@ use sluice_shared::digest;
 use sluice_shared::host::SharedData;
 
 use crate::config::{Engine, Pool};
-
-const CAS_ATTEMPTS: usize = 16;
 
 /// An endpoint's address as Envoy names hosts (`ip:port`, IPv6 in brackets), checked.
 pub fn address(text: &str) -> Option<std::net::SocketAddr> {
@@ -179,23 +178,7 @@ pub fn read(host: &dyn SharedData, key: &str) -> Endpoint {
 /// Applies `change` to a record, if `change` says so (`false`: leave it); `true` when this
 /// worker's change was stored.
 pub fn update(host: &dyn SharedData, key: &str, change: impl Fn(&mut Endpoint) -> bool) -> bool {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = host.get_shared(key);
-        if cas.is_none() {
-            // Created empty first: a write without a version is unconditional on the host.
-            host.set_shared(key, b"{}", None);
-            continue;
-        }
-        let mut record: Endpoint = bytes.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        if !change(&mut record) {
-            return false;
-        }
-        let Ok(bytes) = serde_json::to_vec(&record) else { return false };
-        if host.set_shared(key, &bytes, cas) {
-            return true;
-        }
-    }
-    false
+    sluice_shared::host::update_record(host, key, change)
 }
 
 /// Why an endpoint was picked (a metric label).
@@ -247,46 +230,64 @@ pub fn pick<'e>(
         return None;
     }
     let load = |(_, f, picked): &(&str, &Figures, u64)| f.waiting + f.running + *picked as f64;
+    let queued = |f: &Figures, picked: u64| f.waiting + picked as f64;
+    if pool.lora_affinity {
+        // Loading an adapter elsewhere costs as much as a queue (and evicts another adapter
+        // there), so an endpoint with it loaded keeps it while its queue is under twice
+        // `max_waiting`.
+        let holders: Vec<_> = fresh
+            .iter()
+            .copied()
+            .filter(|(_, f, picked)| {
+                f.adapters.iter().any(|a| a == ask.model)
+                    && queued(f, *picked) <= 2.0 * pool.max_waiting as f64
+                    && f.kv_cache < pool.max_kv_cache
+            })
+            .collect();
+        if !holders.is_empty() {
+            let chosen = match ask.prefix {
+                Some(prefix) => rendezvous(&holders, prefix),
+                None => least(&holders, ask.roll, load),
+            };
+            return chosen.map(|a| (a, Reason::Lora));
+        }
+    }
     let roomy: Vec<_> = fresh
         .iter()
         .copied()
-        .filter(|(_, f, picked)| {
-            f.waiting + *picked as f64 <= pool.max_waiting as f64 && f.kv_cache < pool.max_kv_cache
-        })
+        .filter(|(_, f, picked)| queued(f, *picked) <= pool.max_waiting as f64 && f.kv_cache < pool.max_kv_cache)
         .collect();
     if roomy.is_empty() {
         return least(&fresh, ask.roll, load).map(|a| (a, Reason::Saturated));
     }
     let mut candidates = roomy;
-    let mut reason = Reason::Headroom;
-    if pool.lora_affinity {
-        let loaded: Vec<_> =
-            candidates.iter().copied().filter(|(_, f, _)| f.adapters.iter().any(|a| a == ask.model)).collect();
-        if !loaded.is_empty() {
-            candidates = loaded;
-            reason = Reason::Lora;
-        } else if candidates.iter().any(|(_, f, _)| !f.adapters.is_empty()) {
-            // An adapter nobody has: where a slot is free it loads without evicting one.
-            let free: Vec<_> = candidates
-                .iter()
-                .copied()
-                .filter(|(_, f, _)| f.max_lora == 0 || (f.adapters.len() as u64) < f.max_lora)
-                .collect();
-            if !free.is_empty() {
-                candidates = free;
-            }
+    if pool.lora_affinity && candidates.iter().any(|(_, f, _)| !f.adapters.is_empty()) {
+        // An adapter nobody has room for: where a slot is free it loads without evicting one.
+        let free: Vec<_> = candidates
+            .iter()
+            .copied()
+            .filter(|(_, f, _)| f.max_lora == 0 || (f.adapters.len() as u64) < f.max_lora)
+            .collect();
+        if !free.is_empty() {
+            candidates = free;
         }
     }
     if let Some(prefix) = ask.prefix {
-        // Rendezvous hashing: the same prefix, the same endpoint while it has headroom; when it
-        // has none, the next in this prefix's order.
-        let chosen = candidates.iter().max_by_key(|(address, _, _)| {
+        return rendezvous(&candidates, prefix).map(|a| (a, Reason::Prefix));
+    }
+    least(&candidates, ask.roll, load).map(|a| (a, Reason::Headroom))
+}
+
+/// Rendezvous hashing: the same prefix, the same endpoint while it is a candidate; when it is
+/// not, the next in this prefix's order.
+fn rendezvous<'e>(candidates: &[(&'e str, &Figures, u64)], prefix: &str) -> Option<&'e str> {
+    candidates
+        .iter()
+        .max_by_key(|(address, _, _)| {
             let hash = digest::sha256(format!("{prefix}\n{address}").as_bytes());
             u64::from_le_bytes(hash.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]))
-        });
-        return chosen.map(|(address, _, _)| (*address, Reason::Prefix));
-    }
-    least(&candidates, ask.roll, load).map(|a| (a, reason))
+        })
+        .map(|(address, _, _)| *address)
 }
 
 /// The endpoints a retry goes to, after `chosen`: the others with fresh figures, least loaded
@@ -448,6 +449,12 @@ vllm:prompt_tokens_total{model_name="llama"} 12345
         assert_eq!(pick(&pool(), &endpoints, &ask("new"), 1_500), Some(("c:1", Reason::Headroom)));
         let off = Pool { lora_affinity: false, ..pool() };
         assert_eq!(pick(&off, &endpoints, &ask("sql"), 1_500), Some(("a:1", Reason::Headroom)));
+        // The holder keeps its adapter's requests past `max_waiting` (2), up to twice that.
+        let queued = |waiting| [("a:1", at(0.0, 0.0, 0.1, &[])), ("b:1", at(waiting, 4.0, 0.1, &["sql"]))];
+        assert_eq!(pick(&pool(), &queued(4.0), &ask("sql"), 1_500), Some(("b:1", Reason::Lora)));
+        assert_eq!(pick(&pool(), &queued(5.0), &ask("sql"), 1_500), Some(("a:1", Reason::Headroom)));
+        let with_prefix = Ask { model: "sql", prefix: Some("system: you are a helpful"), roll: 0 };
+        assert_eq!(pick(&pool(), &queued(1.0), &with_prefix, 1_500), Some(("b:1", Reason::Lora)), "before the prefix");
     }
 
     #[test]

@@ -100,6 +100,15 @@ pub fn needs_complexity(config: &Config) -> bool {
     config.rules.iter().any(|r| r.when.complexity_over.is_some())
 }
 
+/// Whether a rule that can hold for a request for `model` reads its intent (its last user turn
+/// is then embedded; requests no intent rule can take do not wait for the embedder).
+pub fn reads_intents(config: &Config, model: &str) -> bool {
+    !config.intents.is_empty()
+        && config.rules.iter().any(|r| {
+            !r.when.intents.is_empty() && (r.when.models.is_empty() || sluice_shared::glob::any(&r.when.models, model))
+        })
+}
+
 /// Decides.
 pub fn route<'c>(
     config: &'c Config,
@@ -334,6 +343,23 @@ mod tests {
             Routing::Route(r) => (r.logical, r.rule, r.target.model.as_str()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_requests_an_intent_rule_can_take_wait_for_the_embedder() {
+        let mut config = config();
+        let rule = |models: Vec<String>| Rule {
+            name: "code".into(),
+            when: Condition { models, intents: vec!["code".into()], ..Condition::default() },
+            route_to: "chat-quality".into(),
+        };
+        config.rules.push(rule(vec!["auto*".into()]));
+        assert!(!reads_intents(&config, "auto"), "no intents configured");
+        config.intents = serde_json::from_str(r#"[{"name": "code", "examples": ["Write a function."]}]"#).unwrap();
+        assert!(reads_intents(&config, "auto") && reads_intents(&config, "auto-cheap"));
+        assert!(!reads_intents(&config, "chat"), "the rule cannot hold for `chat`");
+        config.rules.push(rule(Vec::new()));
+        assert!(reads_intents(&config, "chat"), "a rule for any model");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use crate::config::Target;
 
 /// Weight of a new latency sample in the moving average.
 const EWMA_ALPHA: f64 = 0.3;
-const CAS_ATTEMPTS: usize = 16;
 const MINUTE_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,21 +68,10 @@ pub fn read(host: &dyn SharedData, key: &str) -> TargetStats {
 
 /// Applies `change` to a target's stats; `false` when other workers kept writing.
 pub fn update(host: &dyn SharedData, key: &str, change: impl Fn(&mut TargetStats)) -> bool {
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = host.get_shared(key);
-        if cas.is_none() {
-            // Created empty first: a write without a version is unconditional on the host.
-            host.set_shared(key, b"{}", None);
-            continue;
-        }
-        let mut stats: TargetStats = bytes.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        change(&mut stats);
-        let Ok(bytes) = serde_json::to_vec(&stats) else { return false };
-        if host.set_shared(key, &bytes, cas) {
-            return true;
-        }
-    }
-    false
+    sluice_shared::host::update_record(host, key, |stats: &mut TargetStats| {
+        change(stats);
+        true
+    })
 }
 
 pub fn started(stats: &mut TargetStats) {
