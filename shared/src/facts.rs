@@ -92,6 +92,10 @@ pub const ROUTE_BREAKER: Fact = Fact("sluice.route.breaker");
 /// the request to another path (a translated attempt): later attempts of the request
 /// (retries, fallbacks) still know what the client sent.
 pub const ATTEMPT_API: Fact = Fact("sluice.attempt.api");
+/// Every attempt of the request, oldest first, as the provider adapter saw it:
+/// `provider=openai model=gpt-4o status=503 ms=12; provider=anthropic ...` (`status=reset`
+/// when it ended without an answer: a reset, a timeout, no connection).
+pub const ATTEMPT_HISTORY: Fact = Fact("sluice.attempt.history");
 /// A Gemini client's own path (its model and streaming), set with [`ATTEMPT_API`] when an
 /// adapter sent the request to another path; without any `key=` parameter.
 pub const ATTEMPT_PATH: Fact = Fact("sluice.attempt.path");
@@ -248,6 +252,7 @@ mod tests {
             ROUTE_STREAM,
             ATTEMPT_API,
             ATTEMPT_PATH,
+            ATTEMPT_HISTORY,
             ROUTE_LOGICAL,
             ROUTE_RULE,
             ROUTE_INTENT,

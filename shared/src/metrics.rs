@@ -12,11 +12,16 @@ use std::collections::{HashMap, HashSet};
 
 use crate::host::{MetricKind, MetricsHost};
 
-// Every Sluice metric name. Counters end in `_total`; histograms are in milliseconds.
+// Every Sluice metric name. Counters end in `_total`; histograms are in milliseconds, but for
+// `REQUEST_COST_MICRO_USD`.
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
 pub const TOKENS_TOTAL: &str = "sluice_tokens_total";
 /// Cost in millionths of a USD: host counters are integers (divide by 1e6 in dashboards).
 pub const COST_MICRO_USD_TOTAL: &str = "sluice_cost_micro_usd_total";
+/// Each priced request's cost in millionths of a USD, by `model`, `provider` and `team` (a
+/// histogram; its buckets, 100 to 5,000,000, that is $0.0001 to $5, are set in Envoy's
+/// `stats_config`). Its count and sum sit beside `COST_MICRO_USD_TOTAL`.
+pub const REQUEST_COST_MICRO_USD: &str = "sluice_request_cost_micro_usd";
 pub const PASSTHROUGH_TOTAL: &str = "sluice_passthrough_total";
 pub const REQUEST_DURATION_MS: &str = "sluice_request_duration_ms";
 pub const TIME_TO_FIRST_TOKEN_MS: &str = "sluice_time_to_first_token_ms";

@@ -69,7 +69,7 @@ def test_every_provider_chain_and_pool_cluster_has_a_retry_budget_and_health_che
     assert clusters["sluice_scrape"]["type"] == "ORIGINAL_DST"
 
 
-def test_stats_tags_cover_every_label_key():
+def test_stats_tags_cover_every_label_key(tmp_path):
     keys = label_keys()
     gateway = (ROOT / "envoy-config/gateway.yaml").read_text()
     gateway_tags = re.findall(r"tag_name: (\w+),\s+regex: \"\(;(\w+)=", gateway)
@@ -79,6 +79,12 @@ def test_stats_tags_cover_every_label_key():
     tags = json.loads(istio["data"]["custom_bootstrap.json"])["stats_config"]["stats_tags"]
     assert sorted(t["tag_name"] for t in tags) == sorted(keys)
     assert all(t["regex"] == f"(;{t['tag_name']}=([^;]*))" for t in tags)
+    # The cost histogram's buckets, the same in both.
+    envoy = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
+    envoy_buckets = envoy["stats_config"]["histogram_bucket_settings"]
+    istio_buckets = json.loads(istio["data"]["custom_bootstrap.json"])["stats_config"]["histogram_bucket_settings"]
+    assert envoy_buckets == istio_buckets == [{"match": {"contains": "sluice_request_cost_micro_usd"}, "buckets": [
+        100, 1000, 5000, 10000, 50000, 100000, 500000, 1000000, 5000000]}]
 
 
 def test_shipped_plugin_configs_match_the_schema():

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from harness.procs import free_port
+from harness.procs import free_port, wait_until
 from harness.client import post
 from harness.stack import DEMO_KEY, Stack, no_ejection, running
 
@@ -63,6 +63,17 @@ def attempts(stack, since):
             for r in seen if r["time"] >= since]
 
 
+def logged(stack, before):
+    """The access-log line of the one request sent since the log had `before` lines."""
+    return wait_until(lambda: len(lines := stack.access_log()) > before and lines[-1], "its access-log line")
+
+
+def history(line):
+    """The log line's attempts: (provider, model, status), oldest first."""
+    entries = [dict(field.split("=", 1) for field in entry.split()) for entry in line["attempt_history"].split("; ")]
+    return [(e["provider"], e["model"], e["status"]) for e in entries]
+
+
 def assert_openai_answer(response, model):
     answer = response.json()
     assert answer["object"] == "chat.completion"
@@ -99,6 +110,7 @@ def test_healthy_primary_answers(gateway):
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_failing_primary_falls_back_to_anthropic(gateway, status):
     since = time.time()
+    before = len(gateway.access_log())
     r = post(gateway, ask(), headers={"x-mock-fail-model": f"{PRIMARY}={status}"})
     assert r.status_code == 200, r.text
     # The client sees OpenAI's shape; only the header says who answered.
@@ -111,10 +123,15 @@ def test_failing_primary_falls_back_to_anthropic(gateway, status):
         assert_credentials(path, headers)
     assert sent[1][2]["messages"] == [{"role": "user", "content": [{"type": "text",
                                                                     "text": "What is the capital of France?"}]}]
+    # The request's story: both attempts, in order, with the final provider.
+    line = logged(gateway, before)
+    assert history(line) == [("openai", PRIMARY, str(status)), ("anthropic", FALLBACK, "200")], line
+    assert line["answered_by"] == "anthropic" and line["attempts"] == 2
 
 
 def test_silent_primary_falls_back_after_the_idle_timeout(gateway):
     since = time.time()
+    before = len(gateway.access_log())
     start = time.monotonic()
     r = post(gateway, ask(), headers={"x-mock-slow-model": f"{PRIMARY}=5000"})
     elapsed = time.monotonic() - start
@@ -123,6 +140,10 @@ def test_silent_primary_falls_back_after_the_idle_timeout(gateway):
     assert_openai_answer(r, FALLBACK)
     assert elapsed < 4.5, elapsed  # the 5 s primary was not waited for
     assert [p for p, _, _ in attempts(gateway, since)][-1] == "/v1/messages"
+    # The silent attempt is in the story as reset, after the idle timeout (1 s).
+    line = logged(gateway, before)
+    assert history(line) == [("openai", PRIMARY, "reset"), ("anthropic", FALLBACK, "200")], line
+    assert int(line["attempt_history"].split("; ")[0].rsplit("ms=", 1)[1]) >= 900
 
 
 def test_stream_falls_back_before_its_first_byte(gateway):

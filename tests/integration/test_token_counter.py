@@ -311,6 +311,26 @@ def test_time_to_first_token_histogram(stack):
     assert int(log_line(stack, model)["ttft_ms"]) >= 120
 
 
+def test_each_requests_cost_is_a_histogram_beside_the_cost_counter(stack):
+    """`sluice_request_cost_micro_usd`: one sample per priced request in the shipped buckets
+    (0.0001 to 5 USD). Its count is the requests', and its sum the cost counter's up to Envoy's
+    histogram precision (Envoy sums bins of two significant digits, so about 1.4% high here)."""
+    model = unique_model()
+    # gpt-4o, 2.50 and 10.00 USD per million: 350, 3,500, 35,000 and 350,000 micro-USD.
+    workload = [(100, 10), (1000, 100), (10000, 1000), (100000, 10000)]
+    for prompt, completion in workload:
+        r = requests.post(stack.url(CHAT), json=chat_body(model), headers=usage_headers(prompt, completion))
+        assert r.status_code == 200
+    eventually(lambda: stack.metric("sluice_request_cost_micro_usd_count", model=model) == len(workload),
+               "the cost histogram flushed")
+    counted = stack.metric("sluice_cost_micro_usd_total", model=model)
+    assert counted == sum(round(p * 2.5 + c * 10.0) for p, c in workload) == 388_850
+    assert counted <= stack.metric("sluice_request_cost_micro_usd_sum", model=model) <= counted * 1.02
+    buckets = {le: stack.metric("sluice_request_cost_micro_usd_bucket", model=model, le=le)
+               for le in ["100", "1000", "5000", "50000", "500000", "5000000"]}
+    assert buckets == {"100": 0, "1000": 1, "5000": 2, "50000": 3, "500000": 4, "5000000": 4}, buckets
+
+
 def test_concurrent_streams_all_counted(stack):
     from concurrent.futures import ThreadPoolExecutor
     model = unique_model()

@@ -360,10 +360,43 @@ pub fn counted_tokens(tokens: u64) -> Vec<u8> {
     serde_json::json!({ "input_tokens": tokens }).to_string().into_bytes()
 }
 
+/// Most attempts one request's history keeps (a chain is a few providers; retries add a few).
+const MAX_HISTORY: usize = 16;
+
+/// How an attempt ended, for the request's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The provider answered with this status.
+    Answered(u16),
+    /// No answer: reset, timed out, or never connected.
+    Reset,
+}
+
+/// `history` (the [`sluice_shared::facts::ATTEMPT_HISTORY`] so far) with one more attempt; at most
+/// [`MAX_HISTORY`] kept, the first ones.
+pub fn with_attempt(history: Option<&str>, provider: &str, model: &str, ended: Ended, ms: u64) -> Option<String> {
+    let history = history.filter(|h| !h.is_empty());
+    if history.is_some_and(|h| h.split("; ").count() >= MAX_HISTORY) {
+        return None;
+    }
+    let status = match ended {
+        Ended::Answered(code) => code.to_string(),
+        Ended::Reset => "reset".to_string(),
+    };
+    let model = if model.is_empty() { "-" } else { model };
+    let entry = format!("provider={provider} model={model} status={status} ms={ms}");
+    Some(match history {
+        Some(before) => format!("{before}; {entry}"),
+        None => entry,
+    })
+}
+
 /// A prepared request body.
 #[derive(Debug, PartialEq)]
 pub struct Prepared {
     pub body: Option<Vec<u8>>,
+    /// The model the attempt asks its provider for (`None`: the body was not read).
+    pub model: Option<String>,
     /// A translated request's client wants usage at the end of its stream.
     pub include_usage: bool,
     /// A translated request asks for a stream.
@@ -413,7 +446,7 @@ fn reshape(
     let mut value: Value = match serde_json::from_slice(body) {
         Ok(value) => value,
         Err(_) if translate.is_none() && gemini.is_none() => {
-            return Ok(Prepared { body: None, include_usage: false, stream: false })
+            return Ok(Prepared { body: None, model: None, include_usage: false, stream: false })
         }
         Err(e) => return Err(format!("the body is not JSON ({e})")),
     };
@@ -439,30 +472,55 @@ fn reshape(
         }
         let Some(translation) = translate else {
             let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-            return Ok(Prepared { body: Some(body), include_usage: false, stream: call.stream });
+            return Ok(Prepared { body: Some(body), model: Some(model), include_usage: false, stream: call.stream });
         };
         let mut chat = translation.client.read_request(&serde_json::to_vec(&value).map_err(|e| e.to_string())?)?;
-        chat.model = model;
+        chat.model = model.clone();
         chat.stream = call.stream;
         let body = translation.provider.write_request(&chat, provider.default_max_tokens)?;
-        return Ok(Prepared { body: Some(body), include_usage: chat.stream_usage, stream: chat.stream });
+        return Ok(Prepared {
+            body: Some(body),
+            model: Some(model),
+            include_usage: chat.stream_usage,
+            stream: chat.stream,
+        });
     }
     if let (Some(model), Some(object)) = (chain_model, value.as_object_mut()) {
         object.insert("model".into(), Value::String(model));
     }
+    let model = value.get("model").and_then(Value::as_str).map(str::to_string);
     let Some(translation) = translate else {
         let body = had_chain.then(|| serde_json::to_vec(&value)).transpose().map_err(|e| e.to_string())?;
-        return Ok(Prepared { body, include_usage: false, stream: false });
+        return Ok(Prepared { body, model, include_usage: false, stream: false });
     };
     let chat = translation.client.read_request(&serde_json::to_vec(&value).map_err(|e| e.to_string())?)?;
     let body = translation.provider.write_request(&chat, provider.default_max_tokens)?;
-    Ok(Prepared { body: Some(body), include_usage: chat.stream_usage, stream: chat.stream })
+    Ok(Prepared { body: Some(body), model, include_usage: chat.stream_usage, stream: chat.stream })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sluice_shared::config::parse_config;
+
+    #[test]
+    fn the_history_lists_every_attempt_in_order_up_to_its_cap() {
+        let first = with_attempt(None, "openai", "gpt-4o", Ended::Answered(503), 12).unwrap();
+        assert_eq!(first, "provider=openai model=gpt-4o status=503 ms=12");
+        let both = with_attempt(Some(&first), "anthropic", "claude-sonnet-4-6", Ended::Reset, 1_000).unwrap();
+        assert_eq!(both, format!("{first}; provider=anthropic model=claude-sonnet-4-6 status=reset ms=1000"));
+        assert_eq!(
+            with_attempt(Some(""), "vllm", "", Ended::Answered(200), 0).unwrap(),
+            "provider=vllm model=- status=200 ms=0"
+        );
+        let mut history = None;
+        for _ in 0..20 {
+            if let Some(next) = with_attempt(history.as_deref(), "openai", "m", Ended::Answered(500), 1) {
+                history = Some(next);
+            }
+        }
+        assert_eq!(history.unwrap().split("; ").count(), MAX_HISTORY);
+    }
 
     fn config(json: &str) -> Config {
         parse_config(Some(json.as_bytes())).unwrap()

@@ -22,7 +22,8 @@
 //!   before the body arrives); the answer comes back in the client's schema, JSON whole, a
 //!   stream event by event, usage and errors included. A request in its provider's own schema
 //!   passes as it is.
-//! - **Answered by**: the `x-sluice-provider` response header names the provider.
+//! - **Answered by**: the `x-sluice-provider` response header names the provider; every
+//!   attempt (provider, model, status, time to its answer) is added to `sluice.attempt.history`.
 //!
 //! Logic is plain Rust in [`attempt`], [`config`] and the shared translators; this file is the
 //! glue.
@@ -46,7 +47,7 @@ use sluice_shared::proxy::{self, Host};
 use sluice_shared::sse::{self, SseParser};
 use sluice_shared::translate::{Event, StreamReader, StreamWriter, Wire};
 
-use crate::attempt::{Seen, Translation};
+use crate::attempt::{Ended, Seen, Translation};
 use crate::config::Config;
 
 const NAME: &str = "sluice.provider_adapter";
@@ -112,6 +113,9 @@ impl Module for ProviderAdapter {
             count_here: false,
             status: 0,
             answer: Answer::Untouched,
+            started_ms: 0,
+            sent_model: None,
+            logged: false,
         })
     }
 }
@@ -189,6 +193,11 @@ struct Filter {
     /// The answer's status.
     status: u16,
     answer: Answer,
+    /// When the attempt started (ms), and the model it asks for, for the request's history.
+    started_ms: u64,
+    sent_model: Option<String>,
+    /// The attempt is in the history (or, refused here, not one to list).
+    logged: bool,
 }
 
 impl Filter {
@@ -199,8 +208,30 @@ impl Filter {
     fn fail(&mut self, error: &ApiError) -> Action {
         self.read_body = false;
         self.translation = None;
+        // Refused here: the answer says why; no provider was tried.
+        self.logged = true;
         proxy::send_error(error);
         Action::Pause
+    }
+
+    /// Adds this attempt to the request's history (`sluice.attempt.history`), once.
+    fn log_attempt(&mut self, ended: Ended) {
+        let Some(provider) = self.provider.as_deref() else { return };
+        if std::mem::replace(&mut self.logged, true) {
+            return;
+        }
+        let model = self
+            .sent_model
+            .clone()
+            .or_else(|| (!self.model.is_empty()).then(|| self.model.clone()))
+            .or_else(|| facts::read(&Host, facts::ROUTE_MODEL))
+            .or_else(|| facts::read(&Host, facts::REQUEST_MODEL))
+            .unwrap_or_default();
+        let ms = Host.now_ms().saturating_sub(self.started_ms);
+        let history = facts::read(&Host, facts::ATTEMPT_HISTORY);
+        if let Some(history) = attempt::with_attempt(history.as_deref(), provider, &model, ended, ms) {
+            facts::publish(&Host, facts::ATTEMPT_HISTORY, &history);
+        }
     }
 }
 
@@ -281,6 +312,7 @@ impl plugin::Filter for Filter {
             }
         }
         self.provider = Some(name.to_string());
+        self.started_ms = Host.now_ms();
         self.read_body = plan.read_body;
         self.translation = plan.translate;
         self.path_stream = plan.path_model.is_some().then_some(seen.streams());
@@ -323,6 +355,7 @@ impl plugin::Filter for Filter {
             }
             Ok(prepared) => {
                 self.include_usage = prepared.include_usage;
+                self.sent_model = prepared.model;
                 if let Some(bytes) = prepared.body {
                     if !proxy::replace_request_body(size, &bytes) {
                         log::warn!("{NAME}: could not replace the request body");
@@ -338,6 +371,7 @@ impl plugin::Filter for Filter {
         if let Some(name) = &self.provider {
             proxy::set_response_header(chain::ANSWERED_BY, name);
         }
+        self.log_attempt(Ended::Answered(proxy::response_status().unwrap_or(0)));
         let Some(translation) = self.translation else { return Action::Continue };
         self.status = proxy::response_status().unwrap_or(0);
         let content_type = proxy::response_header_text("content-type").unwrap_or_default();
@@ -419,5 +453,11 @@ impl plugin::Filter for Filter {
                 Action::Continue
             }
         }
+    }
+
+    /// An attempt that ends without an answer (reset, timed out, never connected) is in the
+    /// history too.
+    fn on_done(&mut self) {
+        self.log_attempt(Ended::Reset);
     }
 }

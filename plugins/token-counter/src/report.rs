@@ -118,7 +118,10 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
         registry.add(host, metrics::TOKENS_TOTAL, &[("direction", direction), model, provider, team], count);
     }
     if let Some(cost) = cost {
-        registry.add(host, metrics::COST_MICRO_USD_TOTAL, &base, (cost * 1e6).round() as u64);
+        let micro_usd = (cost * 1e6).round() as u64;
+        registry.add(host, metrics::COST_MICRO_USD_TOTAL, &base, micro_usd);
+        // The same figure per request, as a distribution (the most expensive requests).
+        registry.record(host, metrics::REQUEST_COST_MICRO_USD, &base, micro_usd);
     }
     let timed = [("api", api.name()), model, provider, team];
     registry.record(host, metrics::REQUEST_DURATION_MS, &timed, outcome.duration_ms);
@@ -175,6 +178,7 @@ mod tests {
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=input;{labels}")), Some(1000));
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=cached;{labels}")), Some(400));
         assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{labels}")), Some(4000));
+        assert_eq!(host.recorded(&format!("sluice_request_cost_micro_usd;{labels}")), vec![4000]);
         assert_eq!(
             host.metric(&format!("sluice_requests_total;api=chat_completions;{labels};streamed=true;status=2xx")),
             Some(1)
@@ -232,5 +236,6 @@ mod tests {
         let o = Outcome { request_model: Some("my-llama".into()), answer_model: None, ..outcome() };
         assert_eq!(publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &o), None);
         assert_eq!(host.property("sluice.usage.cost_usd"), None);
+        assert!(host.recorded("sluice_request_cost_micro_usd;model=my-llama;provider=openai;team=none").is_empty());
     }
 }
