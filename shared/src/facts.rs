@@ -108,6 +108,13 @@ pub const ROUTE_DOWNGRADE: Fact = Fact("sluice.route.downgrade");
 pub const IDENTITY_KEY: Fact = Fact("sluice.identity.key");
 pub const IDENTITY_TEAM: Fact = Fact("sluice.identity.team");
 pub const IDENTITY_USER: Fact = Fact("sluice.identity.user");
+/// Every attribution dimension's value (`feature=search;project=apollo`), from the budget
+/// enforcer's `dimensions`; absent without any.
+pub const IDENTITY_DIMENSIONS: Fact = Fact("sluice.identity.dimensions");
+/// The `feature` dimension's value (a metric label and an access-log field).
+pub const IDENTITY_FEATURE: Fact = Fact("sluice.identity.feature");
+/// The `project` dimension's value (a metric label and an access-log field).
+pub const IDENTITY_PROJECT: Fact = Fact("sluice.identity.project");
 /// The key's model allow-list, globs joined by `,` (absent: any model). The model rewriter
 /// holds every route to it: rules, targets and fallbacks.
 pub const IDENTITY_MODELS: Fact = Fact("sluice.identity.models");
@@ -265,6 +272,9 @@ mod tests {
             IDENTITY_KEY,
             IDENTITY_TEAM,
             IDENTITY_USER,
+            IDENTITY_DIMENSIONS,
+            IDENTITY_FEATURE,
+            IDENTITY_PROJECT,
             BUDGET_DECISION,
             PII_DETECTIONS,
             PII_ENTITIES,

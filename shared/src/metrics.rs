@@ -16,9 +16,10 @@ use crate::host::{MetricKind, MetricsHost};
 // `REQUEST_COST_MICRO_USD`.
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
 pub const TOKENS_TOTAL: &str = "sluice_tokens_total";
-/// Cost in millionths of a USD: host counters are integers (divide by 1e6 in dashboards).
+/// Cost in millionths of a USD (host counters are integers: divide by 1e6 in dashboards), by
+/// `model`, `provider`, `team`, `feature` and `project`.
 pub const COST_MICRO_USD_TOTAL: &str = "sluice_cost_micro_usd_total";
-/// Each priced request's cost in millionths of a USD, by `model`, `provider` and `team` (a
+/// Each priced request's cost in millionths of a USD, by the same labels (a
 /// histogram; its buckets, 100 to 5,000,000, that is $0.0001 to $5, are set in Envoy's
 /// `stats_config`). Its count and sum sit beside `COST_MICRO_USD_TOTAL`.
 pub const REQUEST_COST_MICRO_USD: &str = "sluice_request_cost_micro_usd";
@@ -38,7 +39,7 @@ pub const BUDGET_REMAINING: &str = "sluice_budget_remaining";
 pub const BUDGET_USED_PERCENT: &str = "sluice_budget_used_percent";
 /// Soft-limit crossings by `limit`.
 pub const BUDGET_ALERTS_TOTAL: &str = "sluice_budget_alerts_total";
-/// Spend charged, in millionths of a USD, by `key`, `team` and `model`.
+/// Spend charged, in millionths of a USD, by `key`, `team`, `model`, `feature` and `project`.
 pub const BUDGET_SPEND_MICRO_USD_TOTAL: &str = "sluice_budget_spend_micro_usd_total";
 /// Limit checks by `source`: `lease` (decided against room this worker holds, no callout) or
 /// `redis` (a call to the bridge, which may grant a lease).
@@ -124,6 +125,8 @@ pub const LABEL_KEYS: &[&str] = &[
     "pool",
     "endpoint",
     "state",
+    "feature",
+    "project",
 ];
 
 /// Reported instead of a value once a label has too many distinct values.

@@ -5,6 +5,7 @@ sharing one budget, and the bridge going away under load."""
 import concurrent.futures
 import contextlib
 import json
+import re
 import time
 import uuid
 
@@ -59,12 +60,27 @@ LIMITS = [
      "match": {"metadata": {"case": "edge"}}},
     {"name": "shared-big", "scope": "global", "kind": "requests", "window": "hour", "limit": 600,
      "match": {"metadata": {"case": "global-big"}}},
+    # Attribution dimensions (DIMENSIONS): one counter per feature.
+    {"name": "per-feature", "scope": "feature", "kind": "requests", "window": "hour", "limit": 30,
+     "match": {"metadata": {"case": "feature"}}},
+    {"name": "search-only", "scope": "key", "kind": "requests", "window": "hour", "limit": 1,
+     "match": {"metadata": {"case": "search-only"}, "feature": ["search"]}},
 ]
+
+# Only the `features-svc` team may say which feature a request is for; anyone else's header is
+# ignored (feature) or refused (project).
+DIMENSIONS = {
+    "feature": {"header": "x-sluice-feature", "trusted": {"teams": ["features-svc"]}, "metadata": "feature",
+                "values": ["search", "summaries"]},
+    "project": {"header": "x-sluice-project", "trusted": {"teams": ["features-svc"]}, "untrusted": "refuse",
+                "metadata": "project"},
+}
 
 CONFIG = {
     "keys": [key_entry(DEMO_KEY, "demo", team="demo", user="ann", models=["gpt-4o*", "quality-*"])],
     "redis_keys": {"enabled": True, "cache_ttl_ms": 500, "negative_cache_ttl_ms": 200},
     "limits": LIMITS,
+    "dimensions": DIMENSIONS,
     "queue": {"max_wait_ms": 1500, "poll_interval_ms": 50},
     "prices": {"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o-mini": {"input": 0.15, "output": 0.6}},
     "redis": {"timeout_ms": 250},
@@ -165,6 +181,102 @@ def test_identity_facts_reach_the_access_log_and_the_token_counter(budget):
     assert (line["key"], line["team"], line["user"], line["budget"]) == (alias, "facts-team", "fiona", "admitted")
     assert wait_until(lambda: budget.metric("sluice_tokens_total", model=model, direction="input",
                                             provider="openai", team="facts-team") == 21, "team-labelled tokens")
+
+
+# --- attribution dimensions --------------------------------------------------------------------
+
+def feature_key(stack, team="features-svc", **metadata):
+    return new_key(stack, team=team, metadata={"case": "feature", **metadata})
+
+
+def test_a_trusted_feature_header_attributes_the_request(budget):
+    key, alias = feature_key(budget)
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    requests.delete(budget.mock("/mock/requests"))
+    r = post(budget, body(model=model), key=key, headers={"x-sluice-feature": "search", "x-sluice-project": "apollo"})
+    assert r.status_code == 200, r.text
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
+    assert (line["feature"], line["project"], line["dimensions"]) == ("search", "apollo", "feature=search;project=apollo")
+    assert counter(budget, "per-feature", "feature", "search") >= 1
+    seen = requests.get(budget.mock("/mock/requests")).json()
+    assert seen and not any(h.lower().startswith("x-sluice-") for s in seen for h in s["headers"]), "headers go no further"
+    # The bill per feature: cost and spend carry the feature and project.
+    assert wait_until(lambda: budget.metric("sluice_cost_micro_usd_total", model=model, feature="search",
+                                            project="apollo") > 0, "cost by feature")
+    assert wait_until(lambda: budget.metric("sluice_budget_spend_micro_usd_total", key=alias, feature="search",
+                                            project="apollo") > 0, "spend by feature")
+
+
+def test_a_client_sent_feature_header_is_ignored_where_it_is_not_trusted(budget):
+    key, alias = feature_key(budget, team="sales", feature="summaries")
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    before = counter(budget, "per-feature", "feature", "search")
+    assert post(budget, body(model=model), key=key, headers={"x-sluice-feature": "search"}).status_code == 200
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
+    assert line["feature"] == "summaries", "the key's own feature, not the client's"
+    assert counter(budget, "per-feature", "feature", "search") == before
+    # A dimension that refuses untrusted headers: 403, nothing counted.
+    r = post(budget, body(), key=key, headers={"x-sluice-project": "apollo"})
+    assert r.status_code == 403 and error_of(r)["code"] == "attribution_not_allowed", r.text
+    assert "x-sluice-project" in error_of(r)["message"]
+
+
+def test_unknown_feature_values_count_as_other(budget):
+    key, _ = feature_key(budget)
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    before = counter(budget, "per-feature", "feature", "other")
+    for invented in ["made-up", "x" * 200, "a;b=c"]:
+        assert post(budget, body(model=model), key=key, headers={"x-sluice-feature": invented}).status_code == 200
+    assert counter(budget, "per-feature", "feature", "other") == before + 3
+    lines = wait_until(lambda: [l for l in budget.access_log() if l.get("model") == model][2:] and
+                       [l for l in budget.access_log() if l.get("model") == model], "log lines")
+    assert {l["feature"] for l in lines} == {"other"}
+
+
+def test_a_limit_per_feature_is_exact_under_concurrency(budget):
+    """60 concurrent requests per feature, by keys of one trusted team: 30 admitted each."""
+    for feature in ["search", "summaries"]:
+        budget.redis("DEL", *(budget.redis("KEYS", f"{PREFIX}:limit:per-feature:feature:{feature}:*").split() or ["none"]))
+    keys = [feature_key(budget)[0] for _ in range(4)]
+
+    def one(i):
+        feature = ["search", "summaries"][i % 2]
+        r = post(budget, body(), key=keys[i % 4], headers={"x-sluice-feature": feature})
+        return feature, r.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(60) as pool:
+        results = list(pool.map(one, range(120)))
+    for feature in ["search", "summaries"]:
+        codes = [code for f, code in results if f == feature]
+        assert codes.count(200) == 30 and codes.count(429) == 30, (feature, codes)
+        assert counter(budget, "per-feature", "feature", feature) == 30
+
+
+def test_a_limit_can_match_a_feature(budget):
+    key, _ = new_key(budget, team="features-svc", metadata={"case": "search-only"})
+    assert post(budget, body(), key=key, headers={"x-sluice-feature": "summaries"}).status_code == 200
+    assert post(budget, body(), key=key, headers={"x-sluice-feature": "summaries"}).status_code == 200
+    assert post(budget, body(), key=key, headers={"x-sluice-feature": "search"}).status_code == 200
+    r = post(budget, body(), key=key, headers={"x-sluice-feature": "search"})
+    assert r.status_code == 429 and r.headers["x-sluice-budget-limit"] == "search-only", r.text
+
+
+def test_dimension_labels_are_capped():
+    """A dimension open to any value, by a trusted key: at most `max_label_values` distinct
+    values per worker in the metrics, the rest `other`, and no spend lost."""
+    cap = 4
+    config = {"keys": [key_entry(DEMO_KEY, "demo", team="features-svc")], "max_label_values": cap,
+              "dimensions": {"project": {"header": "x-sluice-project", "trusted": {"teams": ["features-svc"]}}}}
+    configs = {"sluice.budget_enforcer": config, "sluice.token_counter": {"max_label_values": cap}}
+    for stack in running(configs=configs, concurrency=1, modules=["sluice.budget_enforcer", "sluice.token_counter"]):
+        for i in range(10):
+            assert post(stack, body(), headers={"x-sluice-project": f"p{i}"}).status_code == 200
+        text = wait_until(lambda: (t := stack.prometheus()).count("sluice_cost_micro_usd_total{") >= cap + 1 and t,
+                          "cost metrics")
+        projects = set(re.findall(r'sluice_cost_micro_usd_total\{[^}]*project="([^"]*)"', text))
+        assert len(projects) == cap + 1 and "other" in projects, projects
+        # gpt-4o, the mock's 21 + 7 tokens: 122.5 micro-USD, rounded half up by the counter.
+        assert stack.metric("sluice_cost_micro_usd_total") == 10 * 123, "no spend lost to `other`"
 
 
 def test_redis_keys_can_be_revoked(budget):

@@ -81,7 +81,7 @@ def test_dashboard_covers_what_operators_asked_for():
     titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ["cost per team per day", "most expensive models", "output / input tokens", "cache hit rate",
                   "budget rejections", "soft-limit alerts", "time to first token", "error rate per provider",
-                  "fallback rate", "most expensive requests"]:
+                  "fallback rate", "most expensive requests", "cost per feature per day"]:
         assert topic in titles, topic
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))

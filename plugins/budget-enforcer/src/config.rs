@@ -61,6 +61,9 @@ pub struct Config {
     pub preload_encodings: Vec<Encoding>,
     /// Distinct values kept per metric label per worker before `other`.
     pub max_label_values: usize,
+    /// Attribution dimensions (`feature`, `project`, ...): where each request's value comes
+    /// from and which values count. Limits use them as `scope` and in `match`.
+    pub dimensions: BTreeMap<String, Dimension>,
 }
 
 impl Default for Config {
@@ -85,9 +88,73 @@ impl Default for Config {
             exact_count_bytes: 0,
             preload_encodings: Vec::new(),
             max_label_values: 100,
+            dimensions: BTreeMap::new(),
         }
     }
 }
+
+/// An attribution dimension: a request's value is the first found of a trusted header, the
+/// key's metadata, then `default`; a value outside `values` is `other` or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dimension {
+    /// A request header that carries the value (removed before the request goes on). Only
+    /// keys and teams listed in `trusted` may set it.
+    pub header: Option<String>,
+    /// Who may set the value with `header`.
+    pub trusted: Trusted,
+    /// What a header from anyone else does: `ignore` (default: as if absent) or `refuse` (403).
+    pub untrusted: Untrusted,
+    /// A key metadata entry that carries the value (`{"metadata": {"feature": "search"}}`).
+    pub metadata: Option<String>,
+    /// The value when no source gives one (`None`: the request has none; its counter under a
+    /// `scope` of this dimension is `none`).
+    pub default: Option<String>,
+    /// The values that count; empty: any (metrics still keep at most `max_label_values`).
+    pub values: Vec<String>,
+    /// What a value outside `values` does: `other` (default: counted as `other`) or `refuse`
+    /// (400).
+    pub unknown: Unknown,
+}
+
+impl Default for Dimension {
+    fn default() -> Self {
+        Dimension {
+            header: None,
+            trusted: Trusted::default(),
+            untrusted: Untrusted::Ignore,
+            metadata: None,
+            default: None,
+            values: Vec::new(),
+            unknown: Unknown::Other,
+        }
+    }
+}
+
+/// Keys (aliases, globs) and teams whose requests may set a dimension by header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trusted {
+    pub keys: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Untrusted {
+    Ignore,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unknown {
+    Other,
+    Refuse,
+}
+
+/// The names a dimension may not take: the built-in scopes.
+const SCOPES: [&str; 5] = ["key", "team", "user", "model", "global"];
 
 /// A virtual key. Only its SHA-256 is configured: `printf %s "$KEY" | sha256sum`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -190,8 +257,8 @@ impl Default for RedisKeys {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "String")]
 pub enum Scope {
     /// One counter per virtual key.
     Key,
@@ -203,16 +270,32 @@ pub enum Scope {
     Model,
     /// One counter for everything the limit matches.
     Global,
+    /// One counter per value of a declared dimension (`none` for requests without one).
+    Dimension(String),
+}
+
+impl From<String> for Scope {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "key" => Scope::Key,
+            "team" => Scope::Team,
+            "user" => Scope::User,
+            "model" => Scope::Model,
+            "global" => Scope::Global,
+            _ => Scope::Dimension(name),
+        }
+    }
 }
 
 impl Scope {
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Scope::Key => "key",
             Scope::Team => "team",
             Scope::User => "user",
             Scope::Model => "model",
             Scope::Global => "global",
+            Scope::Dimension(name) => name,
         }
     }
 }
@@ -282,7 +365,7 @@ fn reject() -> Action {
 
 /// Every condition given must hold; lists match any of their entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Match {
     /// Requested model (globs).
     pub models: Vec<String>,
@@ -292,6 +375,10 @@ pub struct Match {
     pub users: Vec<String>,
     /// Key metadata entries that must all be present with these values.
     pub metadata: BTreeMap<String, String>,
+    /// Declared dimensions by name, with the values that match (`"feature": ["search"]`);
+    /// any other member is refused when the config is validated.
+    #[serde(flatten)]
+    pub dimensions: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -350,6 +437,47 @@ pub enum FailurePolicy {
     Closed,
 }
 
+impl Config {
+    fn validate_dimensions(&self) -> Result<(), ConfigError> {
+        for (name, dimension) in &self.dimensions {
+            let at = |field: &str| format!(".dimensions.{name}{field}");
+            let name_ok = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !SCOPES.contains(&name.as_str());
+            if !name_ok {
+                return Err(ConfigError::at(
+                    at(""),
+                    "names are lowercase letters, digits and '_', not a built-in scope",
+                ));
+            }
+            if dimension.header.is_none() && dimension.metadata.is_none() && dimension.default.is_none() {
+                return Err(ConfigError::at(at(""), "needs a source: `header`, `metadata` or `default`"));
+            }
+            if let Some(header) = &dimension.header {
+                let ok = !header.is_empty()
+                    && header.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok {
+                    return Err(ConfigError::at(at(".header"), "a lowercase header name"));
+                }
+            }
+            let values = dimension.values.iter().chain(dimension.default.as_ref());
+            if let Some(bad) = values.clone().find(|v| v.is_empty() || v.len() > 64 || v.contains([';', '=', ',', ' ']))
+            {
+                return Err(ConfigError::at(
+                    at(".values"),
+                    format!("`{bad}`: 1-64 characters, without `;`, `=`, `,` or spaces"),
+                ));
+            }
+            if let Some(default) = &dimension.default {
+                if !dimension.values.is_empty() && !dimension.values.contains(default) {
+                    return Err(ConfigError::at(at(".default"), "must be one of `values`"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Validate for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.redis.validate()?;
@@ -370,9 +498,22 @@ impl Validate for Config {
                 return Err(ConfigError::at(at("alias"), "must not be empty"));
             }
         }
+        self.validate_dimensions()?;
         let mut names = HashSet::new();
         for (i, limit) in self.limits.iter().enumerate() {
             let at = |field: &str| format!(".limits[{i}].{field}");
+            if let Scope::Dimension(name) = &limit.scope {
+                if !self.dimensions.contains_key(name) {
+                    let why = format!("`{name}` is not key, team, user, model, global or a declared dimension");
+                    return Err(ConfigError::at(at("scope"), why));
+                }
+            }
+            if let Some(name) = limit.matches.dimensions.keys().find(|n| !self.dimensions.contains_key(*n)) {
+                return Err(ConfigError::at(
+                    at(&format!("match.{name}")),
+                    "not a match condition (models, keys, teams, users, metadata) or a declared dimension",
+                ));
+            }
             let name_ok =
                 !limit.name.is_empty() && limit.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !name_ok {
@@ -557,6 +698,23 @@ mod tests {
             (r#"{"key_prefix": ""}"#, ".key_prefix"),
             (r#"{"max_label_values": 0}"#, ".max_label_values"),
             (r#"{"unknown": 1}"#, ".unknown"),
+            (r#"{"dimensions": {"feature": {}}}"#, ".dimensions.feature"),
+            (r#"{"dimensions": {"team": {"default": "x"}}}"#, ".dimensions.team"),
+            (r#"{"dimensions": {"Feature": {"default": "x"}}}"#, ".dimensions.Feature"),
+            (r#"{"dimensions": {"feature": {"header": "X-Feature"}}}"#, ".dimensions.feature.header"),
+            (r#"{"dimensions": {"feature": {"default": "a", "values": ["b"]}}}"#, ".dimensions.feature.default"),
+            (r#"{"dimensions": {"feature": {"default": "a b"}}}"#, ".dimensions.feature.values"),
+            (r#"{"dimensions": {"feature": {"default": "a", "unknown": "drop"}}}"#, ".dimensions.feature.unknown"),
+            (
+                r#"{"dimensions": {"feature": {"default": "a", "trusted": {"team": []}}}}"#,
+                ".dimensions.feature.trusted.team",
+            ),
+            (
+                r#"{"dimensions": {"feature": {"default": "a"}},
+                    "limits": [{"name": "x", "scope": "key", "kind": "usd", "window": "day", "limit": 1, "match": {"feature": "a"}}]}"#,
+                // Serde names the object, not the member, of a flattened map.
+                ".limits[0].match",
+            ),
         ];
         for (json, path) in cases {
             let error = parse(json).expect_err(json);

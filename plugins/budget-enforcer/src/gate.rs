@@ -9,6 +9,7 @@
 //! context. Hostcalls act on whichever context is current.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 
 use proxy_wasm::types::Action as Flow;
@@ -24,6 +25,7 @@ use sluice_shared::prompt;
 use sluice_shared::proxy::{self, Host};
 use sluice_shared::redis::{as_args, RedisError};
 
+use crate::attribution::{self, Attribution};
 use crate::config::Kind;
 use crate::keys::{self, Digest, Identity, Lookup};
 use crate::lease;
@@ -64,6 +66,9 @@ pub struct Request {
     paused: bool,
     digest: Option<Digest>,
     identity: Option<Rc<Identity>>,
+    /// Dimension values the request's headers carry (trusted or not: decided with the key).
+    sent_dimensions: BTreeMap<String, String>,
+    attribution: Attribution,
     api: Option<Api>,
     /// The request's path (a Gemini call names its model there), its key parameter removed.
     path: String,
@@ -116,6 +121,8 @@ impl Request {
                 paused: false,
                 digest: None,
                 identity: None,
+                sent_dimensions: BTreeMap::new(),
+                attribution: Attribution::default(),
                 api: None,
                 path: String::new(),
                 passthrough: None,
@@ -150,6 +157,14 @@ impl Request {
         );
         // The virtual key is ours: it never reaches the provider, nor (in the path) a log.
         for header in KEY_HEADERS {
+            proxy::remove_request_header(header);
+        }
+        // Dimension headers are read now (whether they count is known with the key) and go
+        // no further.
+        for (dimension, header) in attribution::headers(&self.settings.config.dimensions) {
+            if let Some(value) = proxy::request_header_text(header) {
+                self.sent_dimensions.insert(dimension.to_string(), value);
+            }
             proxy::remove_request_header(header);
         }
         if query_key.is_some() {
@@ -336,13 +351,18 @@ impl Request {
                 None,
             );
         }
+        match attribution::resolve(&self.settings.config.dimensions, &identity, &self.sent_dimensions) {
+            Ok(found) => self.attribution = found,
+            Err(refusal) => return self.refuse_attribution(&identity, refusal),
+        }
         report::publish_identity(&Host, &identity);
+        report::publish_attribution(&Host, &self.attribution);
         if !self.model.is_empty() {
             facts::publish_first(&Host, facts::REQUEST_MODEL, &self.model);
         }
         let settings = Rc::clone(&self.settings);
-        let applicable =
-            limits::applicable(&settings.config, limits::Request { identity: &identity, model: &self.model });
+        let request = limits::Request { identity: &identity, model: &self.model, attribution: &self.attribution };
+        let applicable = limits::applicable(&settings.config, request);
         let usd_limited = applicable.iter().any(|(_, limit, _)| limit.kind == Kind::Usd);
         if usd_limited && self.api.is_some_and(Api::is_billed) && self.price().is_none() {
             let model = self.model.clone();
@@ -437,7 +457,8 @@ impl Request {
     pub fn refresh_counters(&mut self) {
         let Some(identity) = self.identity.clone() else { return };
         let config = &self.settings.config;
-        let applicable = limits::applicable(config, limits::Request { identity: &identity, model: &self.model });
+        let request = limits::Request { identity: &identity, model: &self.model, attribution: &self.attribution };
+        let applicable = limits::applicable(config, request);
         self.counters = limits::counters(config, &applicable, self.estimate, Host.now_ms());
     }
 
@@ -782,6 +803,22 @@ impl Request {
         self.refuse(error, reason, Some(&limit))
     }
 
+    /// A dimension the key may not set, or a value that does not count (`unknown: refuse`).
+    fn refuse_attribution(&mut self, identity: &Identity, refusal: attribution::Refusal) -> Flow {
+        let error = match refusal {
+            attribution::Refusal::Untrusted { dimension, header } => ApiError::forbidden(format!(
+                "The key `{}` may not set the {dimension} (header `{header}`).",
+                identity.alias
+            ))
+            .with_code("attribution_not_allowed"),
+            attribution::Refusal::Unknown { dimension } => {
+                ApiError::bad_request(format!("The request's {dimension} is not one this gateway counts."))
+                    .with_code("unknown_attribution")
+            }
+        };
+        self.refuse(error, Refusal::Attribution, None)
+    }
+
     fn refuse_unknown_key(&mut self) -> Flow {
         self.refuse(
             ApiError::unauthorized("Incorrect API key provided.").with_code("invalid_api_key"),
@@ -902,7 +939,7 @@ impl Request {
         let mut state = self.state.borrow_mut();
         let State { registry, ledger, leases, .. } = &mut *state;
         if let Some(identity) = &self.identity {
-            report::spend(&Host, registry, identity, &self.model, usage);
+            report::spend(&Host, registry, identity, &self.attribution, &self.model, usage);
         }
         // Spend beyond the reservation uses room this worker holds first.
         ledger.add(reservation.settle(usage).into_iter().filter_map(|charge| leases.absorb(charge, now)));

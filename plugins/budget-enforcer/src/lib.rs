@@ -31,6 +31,7 @@
 //! The logic is plain Rust in the modules above; [`gate`] (per request) and [`worker`] (per
 //! worker) are the proxy-wasm glue.
 
+mod attribution;
 mod config;
 mod gate;
 mod keys;

@@ -4,6 +4,7 @@
 
 use sluice_shared::window::Span;
 
+use crate::attribution::Attribution;
 use crate::config::{Action, Config, Kind, Limit, Scope};
 use crate::keys::Identity;
 
@@ -64,6 +65,8 @@ pub struct Request<'a> {
     pub identity: &'a Identity,
     /// The requested model (empty when the request names none).
     pub model: &'a str,
+    /// Its dimension values (`feature`, `project`, ...).
+    pub attribution: &'a Attribution,
 }
 
 /// The limits that apply, with their subject, or `None` for a limit this request is outside of.
@@ -73,7 +76,7 @@ pub fn applicable<'c>(config: &'c Config, request: Request<'_>) -> Vec<(usize, &
         .iter()
         .enumerate()
         .filter(|(_, limit)| matches(limit, request))
-        .filter_map(|(i, limit)| subject(limit.scope, request).map(|subject| (i, limit, subject)))
+        .filter_map(|(i, limit)| subject(&limit.scope, request).map(|subject| (i, limit, subject)))
         .collect()
 }
 
@@ -91,9 +94,12 @@ fn matches(limit: &Limit, request: Request<'_>) -> bool {
         && listed(&m.teams, id.team.as_deref())
         && listed(&m.users, id.user.as_deref())
         && m.metadata.iter().all(|(k, v)| id.metadata.get(k) == Some(v))
+        && m.dimensions
+            .iter()
+            .all(|(name, values)| request.attribution.get(name).is_some_and(|v| values.iter().any(|x| x == v)))
 }
 
-fn subject(scope: Scope, request: Request<'_>) -> Option<String> {
+fn subject(scope: &Scope, request: Request<'_>) -> Option<String> {
     let id = request.identity;
     match scope {
         Scope::Key => Some(id.alias.clone()),
@@ -101,6 +107,7 @@ fn subject(scope: Scope, request: Request<'_>) -> Option<String> {
         Scope::User => id.user.clone(),
         Scope::Model => Some(if request.model.is_empty() { "none".to_string() } else { request.model.to_string() }),
         Scope::Global => Some("all".to_string()),
+        Scope::Dimension(name) => Some(request.attribution.get(name).unwrap_or("none").to_string()),
     }
 }
 
@@ -198,19 +205,51 @@ mod tests {
             ..Config::default()
         };
         let id = alice();
-        let found = applicable(&config, Request { identity: &id, model: "gpt-4o" });
+        let found =
+            applicable(&config, Request { identity: &id, model: "gpt-4o", attribution: &Attribution::default() });
         let names: Vec<(&str, &str)> = found.iter().map(|(_, l, s)| (l.name.as_str(), s.as_str())).collect();
         assert_eq!(
             names,
             vec![("per-user", "alice"), ("quality", "alice-key"), ("gpt4o", "all"), ("per-model", "gpt-4o")]
         );
         assert!(needs_estimate(&found));
-        let mini = applicable(&config, Request { identity: &id, model: "gpt-4o-mini" });
+        let mini =
+            applicable(&config, Request { identity: &id, model: "gpt-4o-mini", attribution: &Attribution::default() });
         assert!(!mini.iter().any(|(_, l, _)| l.name == "gpt4o"));
         // A key without a user is outside per-user limits.
         let anonymous = Identity { user: None, ..alice() };
-        let found = applicable(&config, Request { identity: &anonymous, model: "gpt-4o" });
+        let found = applicable(
+            &config,
+            Request { identity: &anonymous, model: "gpt-4o", attribution: &Attribution::default() },
+        );
         assert!(!found.iter().any(|(_, l, _)| l.name == "per-user"));
+    }
+
+    #[test]
+    fn dimensions_are_scopes_and_match_conditions() {
+        let dimensions = serde_json::from_str(
+            r#"{"feature": {"header": "x-sluice-feature", "trusted": {"keys": ["alice-key"]}, "values": ["search", "chat"]}}"#,
+        )
+        .unwrap();
+        let mut search_only = limit("search", Scope::Global, Kind::Requests, 5.0);
+        search_only.matches.dimensions.insert("feature".into(), vec!["search".into()]);
+        let config = Config {
+            limits: vec![limit("per-feature", Scope::Dimension("feature".into()), Kind::Usd, 10.0), search_only],
+            dimensions,
+            ..Config::default()
+        };
+        let id = alice();
+        let sent = BTreeMap::from([("feature".to_string(), "search".to_string())]);
+        let search = crate::attribution::resolve(&config.dimensions, &id, &sent).unwrap();
+        let found = applicable(&config, Request { identity: &id, model: "m", attribution: &search });
+        let names: Vec<(&str, &str)> = found.iter().map(|(_, l, s)| (l.name.as_str(), s.as_str())).collect();
+        assert_eq!(names, [("per-feature", "search"), ("search", "all")]);
+        let c = counters(&config, &found, Estimate::default(), 1_795_428_930_250);
+        assert!(c[0].key.starts_with("sluice:limit:per-feature:feature:search:"), "{}", c[0].key);
+        // Without a value: its own `none` counter, and outside the `match`.
+        let none = applicable(&config, Request { identity: &id, model: "m", attribution: &Attribution::default() });
+        let names: Vec<(&str, &str)> = none.iter().map(|(_, l, s)| (l.name.as_str(), s.as_str())).collect();
+        assert_eq!(names, [("per-feature", "none")]);
     }
 
     #[test]
@@ -220,7 +259,7 @@ mod tests {
             ..Config::default()
         };
         let id = alice();
-        let found = applicable(&config, Request { identity: &id, model: "m" });
+        let found = applicable(&config, Request { identity: &id, model: "m", attribution: &Attribution::default() });
         let now = 1_795_428_930_250;
         let c = counters(&config, &found, Estimate { tokens: 10, micro_usd: 400_000 }, now);
         assert_eq!(c[0].key, "sluice:limit:r:key:alice-key:498730");

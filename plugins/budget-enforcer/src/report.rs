@@ -6,6 +6,7 @@ use sluice_shared::metrics::{self, MetricRegistry};
 
 use sluice_shared::pricing::Price;
 
+use crate::attribution::Attribution;
 use crate::keys::Identity;
 use crate::limits::Counter;
 use crate::verdict::Usage;
@@ -24,6 +25,21 @@ pub fn publish_identity(host: &dyn Properties, identity: &Identity) {
     }
 }
 
+/// Dimension facts: every value (`sluice.identity.dimensions`), and `feature` and `project` on
+/// their own (metric labels and access-log fields).
+pub fn publish_attribution(host: &dyn Properties, attribution: &Attribution) {
+    let encoded = attribution.encoded();
+    if encoded.is_empty() {
+        return;
+    }
+    facts::publish(host, facts::IDENTITY_DIMENSIONS, &encoded);
+    for (fact, dimension) in [(facts::IDENTITY_FEATURE, "feature"), (facts::IDENTITY_PROJECT, "project")] {
+        if let Some(value) = attribution.get(dimension) {
+            facts::publish(host, fact, value);
+        }
+    }
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -36,6 +52,7 @@ pub enum Refusal {
     QueueTimeout,
     BridgeDown,
     BadRequest,
+    Attribution,
 }
 
 impl Refusal {
@@ -50,6 +67,7 @@ impl Refusal {
             Refusal::QueueTimeout => "queue_timeout",
             Refusal::BridgeDown => "bridge_down",
             Refusal::BadRequest => "bad_request",
+            Refusal::Attribution => "attribution",
         }
     }
 }
@@ -91,14 +109,23 @@ pub fn standing(
     }
 }
 
-/// Spend by key, team and model once a request is settled.
-pub fn spend(host: &dyn MetricsHost, registry: &mut MetricRegistry, identity: &Identity, model: &str, usage: Usage) {
+/// Spend by key, team, model, feature and project once a request is settled.
+pub fn spend(
+    host: &dyn MetricsHost,
+    registry: &mut MetricRegistry,
+    identity: &Identity,
+    attribution: &Attribution,
+    model: &str,
+    usage: Usage,
+) {
     let team = identity.team.as_deref().unwrap_or("none");
     let model = if model.is_empty() { metrics::UNKNOWN } else { model };
+    let feature = attribution.get("feature").unwrap_or("none");
+    let project = attribution.get("project").unwrap_or("none");
     registry.add(
         host,
         metrics::BUDGET_SPEND_MICRO_USD_TOTAL,
-        &[("key", &identity.alias), ("team", team), ("model", model)],
+        &[("key", &identity.alias), ("team", team), ("model", model), ("feature", feature), ("project", project)],
         usage.micro_usd,
     );
 }

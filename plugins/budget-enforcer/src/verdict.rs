@@ -153,6 +153,7 @@ impl Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::Attribution;
     use crate::config::{Limit, Match, Scope};
     use crate::keys::Identity;
     use crate::limits::{applicable, counters, Request};
@@ -177,7 +178,7 @@ mod tests {
     fn setup(limits: Vec<Limit>) -> (Config, Vec<Counter>) {
         let config = Config { limits, ..Config::default() };
         let id = Identity { alias: "k".into(), ..Identity::default() };
-        let found = applicable(&config, Request { identity: &id, model: "m" });
+        let found = applicable(&config, Request { identity: &id, model: "m", attribution: &Attribution::default() });
         let counters = counters(&config, &found, Estimate { tokens: 100, micro_usd: 1_000 }, NOW);
         (config, counters)
     }

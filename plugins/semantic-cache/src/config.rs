@@ -16,6 +16,13 @@ pub enum Namespace {
     Team,
     /// Per virtual key (`sluice.identity.key`).
     Key,
+    /// Per team (or key, as `team`) and feature (`sluice.identity.feature`, the budget
+    /// enforcer's `dimensions`): a feature's answers are not another feature's. A request
+    /// without a feature is in its team's namespace.
+    TeamFeature,
+    /// Per project (`sluice.identity.project`): every key of a project shares its answers. A
+    /// request without a project bypasses the cache.
+    Project,
     /// One cache for everybody. Only for gateways that serve a single tenant.
     Global,
 }

@@ -71,10 +71,19 @@ impl CacheControl {
 /// identity the budget enforcer published; `None` when the namespace needs one and there is none.
 pub fn namespace(host: &dyn Properties, by: Namespace) -> Option<String> {
     let key = || facts::read(host, facts::IDENTITY_KEY).map(|k| format!("key:{k}"));
+    let team = || facts::read(host, facts::IDENTITY_TEAM).map(|t| format!("team:{t}")).or_else(key);
     match by {
         Namespace::Global => Some("global".to_string()),
         Namespace::Key => key(),
-        Namespace::Team => facts::read(host, facts::IDENTITY_TEAM).map(|t| format!("team:{t}")).or_else(key),
+        Namespace::Team => team(),
+        Namespace::TeamFeature => {
+            let team = team()?;
+            Some(match facts::read(host, facts::IDENTITY_FEATURE) {
+                Some(feature) => format!("{team}/feature:{feature}"),
+                None => team,
+            })
+        }
+        Namespace::Project => facts::read(host, facts::IDENTITY_PROJECT).map(|p| format!("project:{p}")),
     }
 }
 
@@ -182,6 +191,12 @@ mod tests {
         facts::publish(&host, facts::IDENTITY_TEAM, "search");
         assert_eq!(namespace(&host, Namespace::Team).as_deref(), Some("team:search"));
         assert_eq!(namespace(&host, Namespace::Key).as_deref(), Some("key:alice"));
+        assert_eq!(namespace(&host, Namespace::TeamFeature).as_deref(), Some("team:search"));
+        assert_eq!(namespace(&host, Namespace::Project), None, "no project: no namespace");
+        facts::publish(&host, facts::IDENTITY_FEATURE, "summaries");
+        facts::publish(&host, facts::IDENTITY_PROJECT, "apollo");
+        assert_eq!(namespace(&host, Namespace::TeamFeature).as_deref(), Some("team:search/feature:summaries"));
+        assert_eq!(namespace(&host, Namespace::Project).as_deref(), Some("project:apollo"));
         assert!(!pii_scrubbed(&host));
         facts::publish(&host, facts::PII_DETECTIONS, "2");
         assert!(pii_scrubbed(&host));

@@ -119,9 +119,13 @@ pub fn publish_outcome<H: Properties + MetricsHost>(
     }
     if let Some(cost) = cost {
         let micro_usd = (cost * 1e6).round() as u64;
-        registry.add(host, metrics::COST_MICRO_USD_TOTAL, &base, micro_usd);
+        // Cost also by the budget enforcer's attribution dimensions (the bill per feature).
+        let feature = facts::read(host, facts::IDENTITY_FEATURE).unwrap_or_else(|| "none".to_string());
+        let project = facts::read(host, facts::IDENTITY_PROJECT).unwrap_or_else(|| "none".to_string());
+        let billed = [model, provider, team, ("feature", feature.as_str()), ("project", project.as_str())];
+        registry.add(host, metrics::COST_MICRO_USD_TOTAL, &billed, micro_usd);
         // The same figure per request, as a distribution (the most expensive requests).
-        registry.record(host, metrics::REQUEST_COST_MICRO_USD, &base, micro_usd);
+        registry.record(host, metrics::REQUEST_COST_MICRO_USD, &billed, micro_usd);
     }
     let timed = [("api", api.name()), model, provider, team];
     registry.record(host, metrics::REQUEST_DURATION_MS, &timed, outcome.duration_ms);
@@ -177,13 +181,26 @@ mod tests {
         let labels = "model=gpt-4o;provider=openai;team=blue";
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=input;{labels}")), Some(1000));
         assert_eq!(host.metric(&format!("sluice_tokens_total;direction=cached;{labels}")), Some(400));
-        assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{labels}")), Some(4000));
-        assert_eq!(host.recorded(&format!("sluice_request_cost_micro_usd;{labels}")), vec![4000]);
+        let billed = "model=gpt-4o;provider=openai;team=blue;feature=none;project=none";
+        assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{billed}")), Some(4000));
+        assert_eq!(host.recorded(&format!("sluice_request_cost_micro_usd;{billed}")), vec![4000]);
         assert_eq!(
             host.metric(&format!("sluice_requests_total;api=chat_completions;{labels};streamed=true;status=2xx")),
             Some(1)
         );
         assert_eq!(host.recorded(&format!("sluice_time_to_first_token_ms;api=chat_completions;{labels}")), vec![35]);
+    }
+
+    #[test]
+    fn cost_is_labelled_with_the_requests_feature_and_project() {
+        let host = FakeHost::default();
+        facts::publish(&host, facts::IDENTITY_FEATURE, "search");
+        facts::publish(&host, facts::IDENTITY_PROJECT, "apollo");
+        let mut registry = MetricRegistry::new(10);
+        publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &outcome());
+        let billed = "model=gpt-4o;provider=openai;team=none;feature=search;project=apollo";
+        assert_eq!(host.metric(&format!("sluice_cost_micro_usd_total;{billed}")), Some(4000));
+        assert_eq!(host.recorded(&format!("sluice_request_cost_micro_usd;{billed}")), vec![4000]);
     }
 
     #[test]
@@ -236,6 +253,6 @@ mod tests {
         let o = Outcome { request_model: Some("my-llama".into()), answer_model: None, ..outcome() };
         assert_eq!(publish_outcome(&host, &mut registry, &PriceTable::default(), &Config::default(), &o), None);
         assert_eq!(host.property("sluice.usage.cost_usd"), None);
-        assert!(host.recorded("sluice_request_cost_micro_usd;model=my-llama;provider=openai;team=none").is_empty());
+        assert!(host.properties.borrow().keys().all(|k| !k.contains("cost_usd")));
     }
 }
