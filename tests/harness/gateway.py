@@ -27,6 +27,10 @@ DEMO_BUDGET = {
     # The logical models below have no price of their own: the dollar limit counts them at
     # gpt-4o's, rather than refusing them (no model is free against a USD limit).
     "unpriced": {"price": {"input": 2.5, "output": 10.0}},
+    # JWTs beside keys: tokens of the run's own issuer (the banner prints one) that Envoy's
+    # jwt_authn verified; their `feature` claim attributes their spend.
+    "jwt": {"payload_header": "x-sluice-jwt-payload", "team_claim": "team", "metadata_claims": {"feature": "feature"}},
+    "dimensions": {"feature": {"header": "x-sluice-feature", "trusted": {"teams": ["demo"]}, "metadata": "feature"}},
 }
 
 # Logical models `make run` serves (the model rewriter's config); any other model name gets 404.
@@ -129,6 +133,13 @@ Try:
 
   curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'content-type: application/json' \
     -d '{{"model":"gpt-4o-minii","messages":[{{"role":"user","content":"Hi"}}]}}'   # a typo'd model: 404
+
+A JWT instead of a key (signed by this run's own issuer, valid for an hour), and a feature the
+demo team may name (the access log's `feature`, the `feature` label of the cost metrics):
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {stack.issuer.token({"sub": "you", "team": "demo", "feature": "search"}, ttl_s=3600)}' \
+    -H 'content-type: application/json' -d '{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}'
+  curl -s {base}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' -H 'x-sluice-feature: summaries' \
+    -H 'content-type: application/json' -d '{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}'
 
 A key of your own, kept in Redis (no config push), then revoked:
   redis-cli -p {stack.redis_port} SET sluice:key:$(printf %s sk-mine | sha256sum | cut -c1-64) '{{"alias":"mine","team":"demo"}}'

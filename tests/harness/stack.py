@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from . import tokens
 from .procs import Proc, free_port, http_ok, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +125,9 @@ def keep_modules(config_text: str, modules) -> str:
     dropped = lambda name: (name.startswith("sluice.") and name not in modules) or (  # noqa: E731
         name in ROUTING_FILTERS and not any(m in modules for m in NEEDS_BUFFER))
     hcm["http_filters"] = [f for f in hcm["http_filters"] if not dropped(f["name"])]
+    if "sluice.budget_enforcer" not in modules:
+        # Only the budget enforcer reads what jwt_authn verifies.
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.jwt_authn"]
     # Upstream (per-cluster) modules: the provider adapter.
     for cluster in config["static_resources"]["clusters"]:
         options = cluster.get("typed_extension_protocol_options", {})
@@ -286,6 +290,8 @@ class Stack:
             self.provider_keys[f"{provider.upper()}_API_KEY"] = key
         # Changes the bootstrap (a dict) before Envoy starts, e.g. shorter timeouts in tests.
         self.patch = patch
+        # The local JWT issuer `jwt_authn` trusts (tests mint tokens with `stack.issuer.token`).
+        self.issuer = tokens.Issuer()
         # Which `sluice.*` filters to keep (None: all of them; []: plain Envoy).
         self.modules = modules
         # Send provider traffic to this loopback port instead of the mock (benchmarks).
@@ -401,6 +407,7 @@ class Stack:
             "LISTEN_PORT": self.listen_port,
             "ACCESS_LOG": self.workdir / "access.log",
             "WASM_DIR": self.wasm_dir,
+            "JWT_ISSUER": tokens.ISSUER, "JWT_AUDIENCE": tokens.AUDIENCE, "JWKS_FILE": self.jwks_file(),
             # `sluice.budget_enforcer` fills ${BUDGET_ENFORCER_CONFIG}, and so on.
             # A config may be a function of the stack (one naming the simulated pool's endpoints).
             **{name.split(".", 1)[1].upper() + "_CONFIG": json.dumps(config(self) if callable(config) else config)
@@ -428,6 +435,13 @@ class Stack:
         if self.patch:
             self.patch(config)
         return yaml.safe_dump(config, sort_keys=False)
+
+    def jwks_file(self):
+        """The issuer's JWKS (harness/tokens.py; one issuer per Stack) for `jwt_authn`."""
+        path = self.workdir / "jwks.json"
+        if not path.exists():
+            path.write_text(json.dumps(self.issuer.jwks()))
+        return path
 
     def pool_ports(self) -> list:
         endpoints = getattr(self, "pool_endpoints", None)

@@ -81,6 +81,9 @@ CONFIG = {
     "redis_keys": {"enabled": True, "cache_ttl_ms": 500, "negative_cache_ttl_ms": 200},
     "limits": LIMITS,
     "dimensions": DIMENSIONS,
+    # Verified JWTs beside keys (Envoy's jwt_authn in front, the Stack's own issuer).
+    "jwt": {"payload_header": "x-sluice-jwt-payload", "team_claim": "team", "user_claim": "email",
+            "metadata_claims": {"case": "case", "feature": "feature"}, "models": ["gpt-4o*"]},
     "queue": {"max_wait_ms": 1500, "poll_interval_ms": 50},
     "prices": {"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o-mini": {"input": 0.15, "output": 0.6}},
     "redis": {"timeout_ms": 250},
@@ -277,6 +280,65 @@ def test_dimension_labels_are_capped():
         assert len(projects) == cap + 1 and "other" in projects, projects
         # gpt-4o, the mock's 21 + 7 tokens: 122.5 micro-USD, rounded half up by the counter.
         assert stack.metric("sluice_cost_micro_usd_total") == 10 * 123, "no spend lost to `other`"
+
+
+# --- identity from JWTs --------------------------------------------------------------------------
+
+def bearer(token):
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_a_verified_jwt_is_an_identity_beside_keys(budget):
+    sub = f"svc-{uuid.uuid4().hex[:6]}"
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    token = budget.issuer.token({"sub": sub, "team": "jwt-team", "email": "bot@example.com", "feature": "search"})
+    requests.delete(budget.mock("/mock/requests"))
+    r = post(budget, body(model=model), key=None, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
+    assert (line["key"], line["team"], line["user"], line["feature"]) == (f"jwt:{sub}", "jwt-team", "bot@example.com",
+                                                                         "search")
+    seen = requests.get(budget.mock("/mock/requests")).json()
+    assert seen and not any(token in json.dumps(s["headers"]) or "x-sluice-jwt-payload" in s["headers"] for s in seen)
+    # The token's allow-list holds (models: gpt-4o*).
+    r = post(budget, body(model="claude-sonnet-4-6"), key=None, headers=bearer(token))
+    assert r.status_code == 403 and error_of(r)["code"] == "model_not_allowed"
+
+
+def test_jwt_identities_share_limits_like_keys(budget):
+    """A team limit counts every token of the team, whoever its subject."""
+    team = f"t-{uuid.uuid4().hex[:6]}"
+    tokens = [budget.issuer.token({"sub": f"s{i}", "team": team, "case": "team"}) for i in range(3)]
+    codes = [post(budget, body(), key=None, headers=bearer(t)).status_code for t in tokens]
+    assert codes == [200, 200, 429], codes
+    assert counter(budget, "daily-team", "team", team) == 2
+
+
+@pytest.mark.parametrize("why", ["expired", "wrongly signed", "another issuer", "another audience"])
+def test_a_jwt_that_does_not_verify_is_401(budget, why):
+    from harness.tokens import other_key
+    issuer = budget.issuer
+    token = {
+        "expired": lambda: issuer.token({"sub": "x"}, ttl_s=-120),
+        "wrongly signed": lambda: issuer.token({"sub": "x"}, key=other_key()),
+        "another issuer": lambda: issuer.token({"sub": "x"}, issuer="https://evil.example"),
+        "another audience": lambda: issuer.token({"sub": "x"}, audience="someone-else"),
+    }[why]()
+    r = post(budget, body(), key=None, headers=bearer(token))
+    assert r.status_code == 401 and error_of(r)["code"] == "invalid_token", r.text
+
+
+def test_a_spoofed_payload_header_is_never_believed(budget):
+    import base64
+    forged = base64.urlsafe_b64encode(json.dumps({"sub": "admin", "team": "root"}).encode()).decode().rstrip("=")
+    r = post(budget, body(), key=None, headers={"x-sluice-jwt-payload": forged})
+    assert r.status_code == 401 and error_of(r)["code"] == "missing_api_key", r.text
+    # Beside a key, the key names the identity, not the forged claims.
+    key, alias = new_key(budget)
+    model = f"gpt-4o-{uuid.uuid4().hex[:6]}"
+    assert post(budget, body(model=model), key=key, headers={"x-sluice-jwt-payload": forged}).status_code == 200
+    line = wait_until(lambda: next((l for l in budget.access_log() if l.get("model") == model), None), "log line")
+    assert line["key"] == alias and line["team"] != "root"
 
 
 def test_redis_keys_can_be_revoked(budget):

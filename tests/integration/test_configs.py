@@ -272,6 +272,36 @@ def test_istio_edge_settings_are_valid_envoy_config(tmp_path):
     envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
 
 
+def test_istio_jwt_authn_follows_the_sanitizer_and_is_valid_envoy_config(tmp_path):
+    """jwt-authn.yaml's filter, in place of the gateway's own, right after the edge sanitizer
+    (which removes client-sent payload headers in both configs), passes `envoy --mode
+    validate`; the budget enforcer's Istio config reads the header it writes."""
+    [insert] = patches(istio_documents("jwt-authn.yaml"), "HTTP_FILTER")
+    assert insert["patch"]["operation"] == "INSERT_AFTER"
+    assert insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "edge_header_sanitizer"
+    jwt = insert["patch"]["value"]
+    provider = jwt["typed_config"]["providers"]["sluice"]
+    assert provider["forward"] is False and provider["forward_payload_header"] == "x-sluice-jwt-payload"
+    [first] = patches(istio_documents("edge-settings.yaml"), "HTTP_FILTER")
+    removed = [m["remove_on_match"]["key_matcher"] for m in first["patch"]["value"]["typed_config"]["mutations"][
+        "request_mutations"]]
+    assert {"exact": "x-sluice-jwt-payload"} in removed
+    config = yaml.safe_load(Stack(workdir=tmp_path, listen_port=1, admin_port=2).envoy_config())
+    hcm = connection_manager(config)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index("edge_header_sanitizer") + 1 == names.index("envoy.filters.http.jwt_authn")
+    hcm["http_filters"][names.index("envoy.filters.http.jwt_authn")] = jwt
+    # The issuer's cluster, which Istio makes from the ServiceEntry.
+    config["static_resources"]["clusters"].append({
+        "name": "outbound|443||issuer.example.com", "type": "STRICT_DNS", "connect_timeout": "5s",
+        "load_assignment": {"cluster_name": "outbound|443||issuer.example.com", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "issuer.example.com", "port_value": 443}}}}]}]}})
+    envoy_validate(tmp_path, yaml.safe_dump(config, sort_keys=False))
+    budget = next(d for d in istio_documents("budget-enforcer.yaml") if d["kind"] == "WasmPlugin")
+    assert budget["spec"]["pluginConfig"]["jwt"]["payload_header"] == "x-sluice-jwt-payload"
+    jsonschema.validate(budget["spec"]["pluginConfig"], SCHEMAS["sluice.budget_enforcer"])
+
+
 def test_gateway_api_example_routes_on_the_rewriter_header():
     documents = istio_documents("gateway-api-httproute.yaml")
     route = next(d for d in documents if d["kind"] == "HTTPRoute")

@@ -39,6 +39,12 @@ def test_run_serves_a_counted_completion_and_stops_on_ctrl_c(tmp_path):
         claude = requests.post(url, headers={"authorization": f"Bearer {key}"},
                                json={"model": "chat-claude", "messages": [{"role": "user", "content": "Hi"}]})
         assert claude.status_code == 200 and claude.json()["object"] == "chat.completion"
+        # The banner's JWT line: the run's own issuer signed it; the gateway takes it for a key.
+        token = re.search(r"authorization: Bearer (eyJ[\w-]+\.[\w-]+\.[\w-]+)'", banner).group(1)
+        jwt = requests.post(url, json=chat, headers={"authorization": f"Bearer {token}"})
+        assert jwt.status_code == 200, jwt.text
+        forged = token.rsplit(".", 1)[0] + ".c2lnbmF0dXJl"
+        assert requests.post(url, json=chat, headers={"authorization": f"Bearer {forged}"}).status_code == 401
         # The banner's Gemini-client line: a Gemini stream, answered by Anthropic.
         assert "/v1beta/models/chat-claude:streamGenerateContent?alt=sse' -H 'x-goog-api-key" in banner
         gemini_client = requests.post(url.replace("/v1/chat/completions", "/v1beta/models/chat-claude:streamGenerateContent"),

@@ -64,6 +64,8 @@ pub struct Config {
     /// Attribution dimensions (`feature`, `project`, ...): where each request's value comes
     /// from and which values count. Limits use them as `scope` and in `match`.
     pub dimensions: BTreeMap<String, Dimension>,
+    /// Identity from JWTs that Envoy's `jwt_authn` filter verified, beside virtual keys.
+    pub jwt: Option<Jwt>,
 }
 
 impl Default for Config {
@@ -89,8 +91,46 @@ impl Default for Config {
             preload_encodings: Vec::new(),
             max_label_values: 100,
             dimensions: BTreeMap::new(),
+            jwt: None,
         }
     }
+}
+
+/// How a verified token's claims become an identity. Envoy's `jwt_authn` filter checks the
+/// token and forwards its payload in `payload_header`, which the edge removes from every
+/// client request (envoy-config/gateway.yaml), so the header only ever holds verified claims.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// The header `jwt_authn` writes the payload to (its `forward_payload_header`).
+    pub payload_header: String,
+    /// The claim that names the caller; its value, after `alias_prefix`, is the alias.
+    #[serde(default = "sub")]
+    pub key_claim: String,
+    /// Keeps token identities apart from key aliases in counters, metrics and logs.
+    #[serde(default = "jwt_prefix")]
+    pub alias_prefix: String,
+    /// The claim that names the team (`None`: no team).
+    #[serde(default)]
+    pub team_claim: Option<String>,
+    /// The claim that names the user (`None`: no user).
+    #[serde(default)]
+    pub user_claim: Option<String>,
+    /// Claims copied into the identity's metadata (metadata entry to claim name), where limits'
+    /// `match.metadata` and dimensions' `metadata` read them.
+    #[serde(default)]
+    pub metadata_claims: BTreeMap<String, String>,
+    /// Models token identities may call (globs); empty: any.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+fn sub() -> String {
+    "sub".to_string()
+}
+
+fn jwt_prefix() -> String {
+    "jwt:".to_string()
 }
 
 /// An attribution dimension: a request's value is the first found of a trusted header, the
@@ -499,6 +539,16 @@ impl Validate for Config {
             }
         }
         self.validate_dimensions()?;
+        if let Some(jwt) = &self.jwt {
+            let ok = !jwt.payload_header.is_empty()
+                && jwt.payload_header.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(ConfigError::at(".jwt.payload_header", "a lowercase header name"));
+            }
+            if jwt.key_claim.is_empty() {
+                return Err(ConfigError::at(".jwt.key_claim", "must not be empty"));
+            }
+        }
         let mut names = HashSet::new();
         for (i, limit) in self.limits.iter().enumerate() {
             let at = |field: &str| format!(".limits[{i}].{field}");
@@ -699,6 +749,9 @@ mod tests {
             (r#"{"max_label_values": 0}"#, ".max_label_values"),
             (r#"{"unknown": 1}"#, ".unknown"),
             (r#"{"dimensions": {"feature": {}}}"#, ".dimensions.feature"),
+            (r#"{"jwt": {"payload_header": "X-Jwt"}}"#, ".jwt.payload_header"),
+            (r#"{"jwt": {"payload_header": "x-jwt", "key_claim": ""}}"#, ".jwt.key_claim"),
+            (r#"{"jwt": {"payload_header": "x-jwt", "team": "team"}}"#, ".jwt.team"),
             (r#"{"dimensions": {"team": {"default": "x"}}}"#, ".dimensions.team"),
             (r#"{"dimensions": {"Feature": {"default": "x"}}}"#, ".dimensions.Feature"),
             (r#"{"dimensions": {"feature": {"header": "X-Feature"}}}"#, ".dimensions.feature.header"),

@@ -34,6 +34,7 @@ use crate::limits::{self, Counter, Estimate};
 use crate::report::{self, Refusal, Reported};
 use crate::scripts;
 use crate::state::{Settings, Waiter, NAME};
+use crate::tokens;
 use crate::verdict::{self, Reservation, Usage, Verdict};
 
 /// The worker's state, with its requests.
@@ -159,6 +160,13 @@ impl Request {
         for header in KEY_HEADERS {
             proxy::remove_request_header(header);
         }
+        // A token Envoy's jwt_authn verified arrives as its payload (clients' own such headers
+        // are removed at the edge); it names the identity in place of a key.
+        let token = self.settings.config.jwt.as_ref().and_then(|jwt| {
+            let payload = proxy::request_header_text(&jwt.payload_header);
+            proxy::remove_request_header(&jwt.payload_header);
+            payload.map(|p| tokens::identity(jwt, &p))
+        });
         // Dimension headers are read now (whether they count is known with the key) and go
         // no further.
         for (dimension, header) in attribution::headers(&self.settings.config.dimensions) {
@@ -171,15 +179,27 @@ impl Request {
             path = without_query_param(&path, "key");
             proxy::set_request_path(&path);
         }
-        let Some(key) = key else {
-            return self.refuse(
-                ApiError::unauthorized(
-                    "You didn't provide an API key. Send it as `Authorization: Bearer <key>`, `x-api-key` or `x-goog-api-key`.",
-                )
-                .with_code("missing_api_key"),
-                Refusal::MissingKey,
-                None,
-            );
+        // A verified token names the identity; otherwise the key does.
+        let key = match (token, key) {
+            (Some(Ok(identity)), _) => {
+                self.identity = Some(Rc::new(identity));
+                None
+            }
+            (Some(Err(why)), _) => {
+                log::warn!("{NAME}: a verified token's claims could not be read: {why}");
+                return self.refuse_unknown_key();
+            }
+            (None, Some(key)) => Some(key),
+            (None, None) => {
+                return self.refuse(
+                    ApiError::unauthorized(
+                        "You didn't provide an API key. Send it as `Authorization: Bearer <key>`, `x-api-key` or `x-goog-api-key`.",
+                    )
+                    .with_code("missing_api_key"),
+                    Refusal::MissingKey,
+                    None,
+                );
+            }
         };
         let method = proxy::request_header_text(":method").unwrap_or_default();
         let class = Class::of(&method, &path);
@@ -199,14 +219,25 @@ impl Request {
                 None,
             );
         }
-        let digest = sluice_shared::digest::sha256(&key);
-        let lookup = self.state.borrow().keys.lookup(&digest, Host.now_ms());
-        match lookup {
-            Lookup::Known(identity) => self.identity = Some(identity),
-            Lookup::Unknown => return self.refuse_unknown_key(),
-            Lookup::AskRedis => {}
+        if let Some(key) = key {
+            if self.settings.config.jwt.is_some() && std::str::from_utf8(&key).is_ok_and(tokens::looks_like_jwt) {
+                // Envoy's jwt_authn let it through unverified (expired, wrongly signed, ...).
+                return self.refuse(
+                    ApiError::unauthorized("The bearer token is not a valid JWT for this gateway (expired, wrongly signed or from another issuer).")
+                        .with_code("invalid_token"),
+                    Refusal::UnknownKey,
+                    None,
+                );
+            }
+            let digest = sluice_shared::digest::sha256(&key);
+            let lookup = self.state.borrow().keys.lookup(&digest, Host.now_ms());
+            match lookup {
+                Lookup::Known(identity) => self.identity = Some(identity),
+                Lookup::Unknown => return self.refuse_unknown_key(),
+                Lookup::AskRedis => {}
+            }
+            self.digest = Some(digest);
         }
-        self.digest = Some(digest);
         // Only LLM API bodies are read (model, prompt size); anything else is checked now and
         // its body streams untouched once admitted.
         if end_of_stream || self.api.is_none() {

@@ -42,6 +42,7 @@ mod local;
 mod report;
 mod scripts;
 mod state;
+mod tokens;
 mod verdict;
 mod worker;
 
