@@ -30,7 +30,7 @@ import uuid
 import requests
 
 from .procs import wait_until
-from .stack import DEMO_KEY, Stack
+from .stack import DEMO_KEY, Stack, dicts
 from .vllm_pool import PROFILES
 
 PROFILE_LORAS = {f"vllm-{i}": spec.get("loras", []) for i, spec in enumerate(PROFILES["bench"])}
@@ -69,7 +69,7 @@ def with_round_robin(config):
     rr.pop("load_balancing_policy", None)
     rr["lb_policy"] = "ROUND_ROBIN"
     clusters.append(rr)
-    for routes in route_lists(config):
+    for routes in (node["routes"] for node in dicts(config) if isinstance(node.get("routes"), list)):
         for i, route in enumerate(routes):
             if (route.get("route") or {}).get("cluster") == "pool_vllm":
                 twin = copy.deepcopy(route)
@@ -77,17 +77,6 @@ def with_round_robin(config):
                 twin["match"]["headers"][0]["string_match"]["exact"] = "pool_vllm_rr"
                 routes.insert(i + 1, twin)
                 return
-
-
-def route_lists(node):
-    if isinstance(node, dict):
-        if isinstance(node.get("routes"), list):
-            yield node["routes"]
-        for value in node.values():
-            yield from route_lists(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from route_lists(value)
 
 
 def workload(seed):

@@ -139,17 +139,23 @@ def keep_modules(config_text: str, modules) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def wasm_filters(value):
-    """Every Sluice wasm filter config below a value (listener and cluster filters alike)."""
+def dicts(value):
+    """Every object in a parsed config, depth first (the config itself first when it is one)."""
     if isinstance(value, dict):
-        code = value.get("vm_config", {}).get("code", {}).get("local", {}).get("filename", "")
-        if Path(code).name.startswith("sluice_"):
-            yield value
+        yield value
         for v in value.values():
-            yield from wasm_filters(v)
+            yield from dicts(v)
     elif isinstance(value, list):
         for v in value:
-            yield from wasm_filters(v)
+            yield from dicts(v)
+
+
+def wasm_filters(value):
+    """Every Sluice wasm filter config below a value (listener and cluster filters alike)."""
+    for node in dicts(value):
+        code = node.get("vm_config", {}).get("code", {}).get("local", {}).get("filename", "")
+        if Path(code).name.startswith("sluice_"):
+            yield node
 
 
 def bundle(config: dict):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness import crds, oci
-from harness.stack import ROOT, Stack
+from harness.stack import ROOT, Stack, dicts
 
 ISTIO = ROOT / "istio"
 # Every manifest we ship for a Kubernetes API server: the Istio bundle and its examples, and the
@@ -158,14 +158,7 @@ def test_every_wasm_plugin_is_pinned_to_the_image_built_from_this_tree(tmp_path)
 
 def remote_codes(value):
     """Every `vm_config.code.remote` below a value."""
-    if isinstance(value, dict):
-        if isinstance(value.get("remote"), dict) and "http_uri" in value["remote"]:
-            yield value["remote"]
-        for v in value.values():
-            yield from remote_codes(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from remote_codes(v)
+    return [node["remote"] for node in dicts(value) if isinstance(node.get("remote"), dict) and "http_uri" in node["remote"]]
 
 
 def test_every_module_an_envoy_filter_fetches_is_pinned_and_its_cluster_defined(tmp_path):

@@ -193,6 +193,11 @@ pub enum Unknown {
     Refuse,
 }
 
+/// A header name as proxy-wasm hosts present them (lowercase).
+fn header_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// The names a dimension may not take: the built-in scopes.
 const SCOPES: [&str; 5] = ["key", "team", "user", "model", "global"];
 
@@ -493,12 +498,8 @@ impl Config {
             if dimension.header.is_none() && dimension.metadata.is_none() && dimension.default.is_none() {
                 return Err(ConfigError::at(at(""), "needs a source: `header`, `metadata` or `default`"));
             }
-            if let Some(header) = &dimension.header {
-                let ok = !header.is_empty()
-                    && header.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-                if !ok {
-                    return Err(ConfigError::at(at(".header"), "a lowercase header name"));
-                }
+            if dimension.header.as_deref().is_some_and(|h| !header_name(h)) {
+                return Err(ConfigError::at(at(".header"), "a lowercase header name"));
             }
             let values = dimension.values.iter().chain(dimension.default.as_ref());
             if let Some(bad) = values.clone().find(|v| v.is_empty() || v.len() > 64 || v.contains([';', '=', ',', ' ']))
@@ -540,9 +541,7 @@ impl Validate for Config {
         }
         self.validate_dimensions()?;
         if let Some(jwt) = &self.jwt {
-            let ok = !jwt.payload_header.is_empty()
-                && jwt.payload_header.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
+            if !header_name(&jwt.payload_header) {
                 return Err(ConfigError::at(".jwt.payload_header", "a lowercase header name"));
             }
             if jwt.key_claim.is_empty() {
