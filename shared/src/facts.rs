@@ -21,6 +21,9 @@ impl Fact {
 // Request, as the client sent it.
 /// Model named by the client.
 pub const REQUEST_MODEL: Fact = Fact("sluice.request.model");
+/// The last user turn as it left the PII scrubber (scrubbed, cut to its `log_prompt_chars`),
+/// only with its `log_prompt` on: no other module publishes prompt text.
+pub const REQUEST_PROMPT: Fact = Fact("sluice.request.prompt");
 
 // Usage and cost, set by the token counter.
 /// Prompt tokens estimated before the request was sent (for budget checks and routing).
@@ -239,6 +242,7 @@ mod tests {
     fn every_fact_is_in_the_namespace() {
         for fact in [
             REQUEST_MODEL,
+            REQUEST_PROMPT,
             PROMPT_ESTIMATE,
             PROMPT_TOKENS,
             COMPLETION_TOKENS,

@@ -70,9 +70,24 @@ def test_prompt_is_redacted_and_the_answer_restored(gateway):
     sent = json.loads(last_sent(gateway)["body"])
     assert sent["messages"][0]["content"] == "Email <EMAIL_1> or call <PHONE_1>."
     assert r.json()["choices"][0]["message"]["content"] == f"I will email {EMAIL} and call {PHONE}."
-    log_line(gateway, pii_detections="2", pii_entities="EMAIL,PHONE")
+    line = log_line(gateway, pii_detections="2", pii_entities="EMAIL,PHONE")
+    assert line["prompt"] is None, "no prompt text is logged unless `log_prompt` is on"
     time.sleep(1.2)
     assert gateway.metric("sluice_pii_detections_total", entity="EMAIL", action="redact") >= 1
+
+
+def test_log_prompt_logs_the_prompt_as_it_left_scrubbed_and_cut():
+    config = {"log_prompt": True, "log_prompt_chars": 40}
+    for stack in running(configs={"sluice.pii_scrubber": config}, concurrency=1):
+        long = "x" * 100
+        assert post(stack, {"model": "gpt-4o-mini", "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "First question."},
+            {"role": "assistant", "content": "First answer."},
+            {"role": "user", "content": f"Email {EMAIL} please. {long}"}]}).status_code == 200
+        line = log_line(stack, pii_entities="EMAIL")
+        assert line["prompt"] == "Email <EMAIL_1> please. " + "x" * 16, line["prompt"]
+        assert EMAIL not in json.dumps(stack.access_log())
 
 
 @pytest.mark.parametrize("piece_chars", [1, 2, 3, 5, 7, 11])

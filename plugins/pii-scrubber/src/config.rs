@@ -97,6 +97,11 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Largest JSON answer restored or scanned; a larger one passes as it is, with a warning.
     pub max_response_bytes: usize,
+    /// Put the last user turn, as it leaves scrubbed, in the fact `sluice.request.prompt` (the
+    /// access log's `prompt`), at most `log_prompt_chars` characters. Off: no prompt text is
+    /// logged anywhere.
+    pub log_prompt: bool,
+    pub log_prompt_chars: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -156,6 +161,8 @@ impl Default for Config {
             hash_salt_env: None,
             max_request_bytes: 16 * MIB,
             max_response_bytes: 32 * MIB,
+            log_prompt: false,
+            log_prompt_chars: 256,
         }
     }
 }
@@ -216,6 +223,9 @@ impl Validate for Config {
         if self.max_request_bytes == 0 {
             return Err(ConfigError::at(".max_request_bytes", "must be positive"));
         }
+        if !(1..=65_536).contains(&self.log_prompt_chars) {
+            return Err(ConfigError::at(".log_prompt_chars", "must be between 1 and 65536"));
+        }
         Ok(())
     }
 }
@@ -267,7 +277,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 8] = [
+        let cases: [(&[u8], &str); 9] = [
             (br#"{"entities": {"EMAILS": "redact"}}"#, ".entities.EMAILS"),
             (br#"{"entities": {"EMAIL": "erase"}}"#, ".entities.EMAIL"),
             (br#"{"patterns": [{"entity": "x", "pattern": "a"}]}"#, ".patterns[0].entity"),
@@ -276,6 +286,7 @@ mod tests {
             (br#"{"word_lists": [{"entity": "W", "words": []}]}"#, ".word_lists[0].words"),
             (br#"{"injection": {"deny": ["[unclosed"]}}"#, ".injection.deny[0]"),
             (br#"{"roles": ["admin"]}"#, ".roles"),
+            (br#"{"log_prompt_chars": 0}"#, ".log_prompt_chars"),
         ];
         for (config, path) in cases {
             assert_eq!(

@@ -201,6 +201,12 @@ impl Filter {
                 return Action::Pause;
             }
         }
+        if config.log_prompt {
+            if let Some(last) = scanned.sent_user_texts.last() {
+                let cut: String = last.chars().take(config.log_prompt_chars).collect();
+                facts::publish(&Host, facts::REQUEST_PROMPT, &cut);
+            }
+        }
         self.vault = scanned.vault;
         let format =
             (scanned.wants_json && config.response_format != FormatAction::Off).then_some(config.response_format);

@@ -35,6 +35,8 @@ pub struct Scanned {
     pub tally: Tally,
     /// The text of user-controlled messages, for the injection guard (before scrubbing).
     pub user_texts: Vec<String>,
+    /// The same texts as they leave (scrubbed), for `log_prompt`.
+    pub sent_user_texts: Vec<String>,
     /// The client asked for a JSON answer (`response_format` `json_object` or `json_schema`).
     pub wants_json: bool,
 }
@@ -60,10 +62,12 @@ impl Walk<'_> {
 
     /// Scrubs text; `user` texts are also kept for the injection guard.
     fn scrub(&mut self, text: &str, user: bool) -> Option<String> {
+        let clean = self.scrubber.scrub(text, &mut self.scanned.vault, &mut self.scanned.tally);
         if user {
             self.scanned.user_texts.push(text.to_string());
+            self.scanned.sent_user_texts.push(clean.clone().unwrap_or_else(|| text.to_string()));
         }
-        self.scrubber.scrub(text, &mut self.scanned.vault, &mut self.scanned.tally)
+        clean
     }
 
     /// Scrubs a string value in place (decoding an embedded payload first).
@@ -218,6 +222,7 @@ mod tests {
         assert_eq!(v["messages"][3]["content"], "sent to <EMAIL_2>");
         assert!(scanned.wants_json);
         assert_eq!(scanned.user_texts, ["I am jane@x.com", "data:...", "sent to jane@x.com"]);
+        assert_eq!(scanned.sent_user_texts, ["I am <EMAIL_2>", "data:...", "sent to <EMAIL_2>"]);
     }
 
     #[test]
