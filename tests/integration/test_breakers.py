@@ -144,6 +144,8 @@ def test_a_provider_failing_its_health_checks_is_skipped_until_they_pass():
         try:
             requests.post(stack.mock("/mock/health-checks"), json={"host": "api.openai.com", "status": 503}).raise_for_status()
             wait_until(lambda: health(stack, "provider_openai") == {"/failed_active_hc"}, "the primary unhealthy", 30)
+            # The main thread marks it; each worker hears of it a moment later.
+            wait_until(lambda: first().json()["model"] == "claude-sonnet-4-6", "every worker skipping it", 30)
             requests.delete(stack.mock("/mock/requests"))
             for _ in range(5):
                 r = first()
@@ -153,4 +155,4 @@ def test_a_provider_failing_its_health_checks_is_skipped_until_they_pass():
         finally:
             requests.post(stack.mock("/mock/health-checks"), json={"host": "api.openai.com", "status": 200})
         wait_until(lambda: health(stack, "provider_openai") == {"healthy"}, "the primary healthy again", 30)
-        assert first().json()["model"] == "gpt-4o"
+        wait_until(lambda: first().json()["model"] == "gpt-4o", "the primary answering again", 30)
