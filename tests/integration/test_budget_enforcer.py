@@ -314,7 +314,7 @@ def test_jwt_identities_share_limits_like_keys(budget):
     assert counter(budget, "daily-team", "team", team) == 2
 
 
-@pytest.mark.parametrize("why", ["expired", "wrongly signed", "another issuer", "another audience"])
+@pytest.mark.parametrize("why", ["expired", "wrongly signed", "another issuer", "another audience", "no subject"])
 def test_a_jwt_that_does_not_verify_is_401(budget, why):
     from harness.tokens import other_key
     issuer = budget.issuer
@@ -323,6 +323,8 @@ def test_a_jwt_that_does_not_verify_is_401(budget, why):
         "wrongly signed": lambda: issuer.token({"sub": "x"}, key=other_key()),
         "another issuer": lambda: issuer.token({"sub": "x"}, issuer="https://evil.example"),
         "another audience": lambda: issuer.token({"sub": "x"}, audience="someone-else"),
+        # Verified, but it names nobody (no `sub`).
+        "no subject": lambda: issuer.token({"team": "x"}),
     }[why]()
     r = post(budget, body(), key=None, headers=bearer(token))
     assert r.status_code == 401 and error_of(r)["code"] == "invalid_token", r.text

@@ -187,7 +187,7 @@ impl Request {
             }
             (Some(Err(why)), _) => {
                 log::warn!("{NAME}: a verified token's claims could not be read: {why}");
-                return self.refuse_unknown_key();
+                return self.refuse_invalid_token();
             }
             (None, Some(key)) => Some(key),
             (None, None) => {
@@ -222,12 +222,7 @@ impl Request {
         if let Some(key) = key {
             if self.settings.config.jwt.is_some() && std::str::from_utf8(&key).is_ok_and(tokens::looks_like_jwt) {
                 // Envoy's jwt_authn let it through unverified (expired, wrongly signed, ...).
-                return self.refuse(
-                    ApiError::unauthorized("The bearer token is not a valid JWT for this gateway (expired, wrongly signed or from another issuer).")
-                        .with_code("invalid_token"),
-                    Refusal::UnknownKey,
-                    None,
-                );
+                return self.refuse_invalid_token();
             }
             let digest = sluice_shared::digest::sha256(&key);
             let lookup = self.state.borrow().keys.lookup(&digest, Host.now_ms());
@@ -848,6 +843,19 @@ impl Request {
             }
         };
         self.refuse(error, Refusal::Attribution, None)
+    }
+
+    /// A JWT that did not verify, or whose verified claims name no identity.
+    fn refuse_invalid_token(&mut self) -> Flow {
+        self.refuse(
+            ApiError::unauthorized(
+                "The bearer token is not a valid JWT for this gateway (expired, wrongly signed, from another issuer \
+                 or without the claims it needs).",
+            )
+            .with_code("invalid_token"),
+            Refusal::UnknownKey,
+            None,
+        )
     }
 
     fn refuse_unknown_key(&mut self) -> Flow {
